@@ -1,0 +1,350 @@
+//! Request and response types of the local API.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// A request to the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Agent health, counters and datapath state.
+    Status,
+    /// Reserve an address for a container interface (idempotent per
+    /// container id and interface name).
+    IpamAllocate {
+        /// The container runtime's id of the container.
+        container_id: String,
+        /// The interface name inside the container.
+        ifname: String,
+    },
+    /// Give back an address reserved by [`Request::IpamAllocate`] (idempotent).
+    IpamRelease {
+        /// The container runtime's id of the container.
+        container_id: String,
+        /// The interface name inside the container.
+        ifname: String,
+    },
+    /// Register an endpoint whose interfaces exist: attach the datapath to
+    /// its host-side interface and enforce policy for it.
+    EndpointAdd(EndpointAddRequest),
+    /// Forget an endpoint, detach the datapath and release its address
+    /// (idempotent: unknown endpoints are not an error).
+    EndpointDel {
+        /// The container runtime's id of the container.
+        container_id: String,
+        /// The interface name inside the container.
+        ifname: String,
+    },
+    /// One endpoint, by container id and interface name.
+    EndpointGet {
+        /// The container runtime's id of the container.
+        container_id: String,
+        /// The interface name inside the container.
+        ifname: String,
+    },
+    /// Every endpoint.
+    EndpointList,
+    /// Switch policy audit mode of one endpoint (would-be drops are
+    /// reported as audit events and pass).
+    EndpointSetAudit {
+        /// The endpoint.
+        ep_id: u16,
+        /// On or off.
+        audit: bool,
+    },
+    /// Every security identity in use.
+    IdentityList,
+    /// Every policy in force, with its source.
+    PolicyList,
+    /// Validate and apply a YAML stream of policies and namespaces. Nothing
+    /// is applied unless every document is valid.
+    PolicyApply {
+        /// Name for error messages and `policy list` (a file name or "-").
+        source: String,
+        /// The YAML stream.
+        yaml: String,
+    },
+    /// Remove policies applied through the API.
+    PolicyDelete {
+        /// Kind (NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy).
+        kind: String,
+        /// Namespace, for namespaced kinds.
+        namespace: Option<String>,
+        /// Name.
+        name: String,
+    },
+    /// Recent flow events, and with `follow` every new one as it comes.
+    Flows {
+        /// Keep the connection open and stream new events.
+        follow: bool,
+        /// Only events with a sequence number above this.
+        since_seq: Option<u64>,
+        /// At most this many of the recent events (newest last).
+        limit: Option<usize>,
+        /// Only these kinds of events; empty = all.
+        #[serde(default)]
+        kinds: Vec<FlowKind>,
+    },
+}
+
+/// Everything the agent needs to know to enforce policy for an endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointAddRequest {
+    /// The container runtime's id of the container.
+    pub container_id: String,
+    /// The interface name inside the container (`CNI_IFNAME`).
+    pub ifname: String,
+    /// Path of the container's network namespace (`CNI_NETNS`).
+    pub netns: String,
+    /// Name of the host side of the veth pair.
+    pub host_ifname: String,
+    /// The endpoint's address (from [`Request::IpamAllocate`]).
+    pub ipv4: Ipv4Addr,
+    /// Kubernetes namespace of the pod.
+    pub pod_namespace: String,
+    /// Kubernetes name of the pod.
+    pub pod_name: String,
+    /// The pod's labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The pod's service account ("default" when absent).
+    #[serde(default)]
+    pub service_account: Option<String>,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The request failed; `message` says why.
+    Error {
+        /// What went wrong and what would fix it.
+        message: String,
+    },
+    /// The request succeeded and has nothing to return.
+    Done,
+    /// See [`Request::Status`].
+    Status(Box<AgentStatus>),
+    /// See [`Request::IpamAllocate`].
+    Address(IpamAddress),
+    /// One endpoint.
+    Endpoint(Box<EndpointRecord>),
+    /// See [`Request::EndpointList`].
+    Endpoints {
+        /// Every endpoint, by id.
+        endpoints: Vec<EndpointRecord>,
+    },
+    /// See [`Request::IdentityList`].
+    Identities {
+        /// Every identity, by number.
+        identities: Vec<IdentityRecord>,
+    },
+    /// See [`Request::PolicyList`].
+    Policies {
+        /// Every policy in force.
+        policies: Vec<PolicyRecord>,
+    },
+    /// See [`Request::PolicyApply`].
+    Applied {
+        /// What the apply changed.
+        summary: ApplySummary,
+    },
+    /// One flow event (see [`Request::Flows`]).
+    Flow(Box<FlowRecord>),
+}
+
+/// An address reserved for an endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpamAddress {
+    /// The endpoint's address.
+    pub ipv4: Ipv4Addr,
+    /// Prefix length of the node's pod CIDR.
+    pub prefix_len: u8,
+    /// The gateway the endpoint routes through (link-local, answered by
+    /// proxy ARP on the host side of the veth).
+    pub gateway: Ipv4Addr,
+}
+
+/// An endpoint as the agent knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointRecord {
+    /// Endpoint id (key of its policy entries).
+    pub ep_id: u16,
+    /// The request it was registered with.
+    pub spec: EndpointAddRequest,
+    /// Host-side interface index.
+    pub host_ifindex: u32,
+    /// Security identity.
+    pub identity: u32,
+    /// Whether ingress policy is enforced (some policy selects it).
+    pub ingress_enforced: bool,
+    /// Whether egress policy is enforced.
+    pub egress_enforced: bool,
+    /// Policy audit mode.
+    pub audit: bool,
+    /// Policies that select this endpoint.
+    pub policies: Vec<String>,
+    /// Number of policy-map entries of this endpoint.
+    pub policy_entries: usize,
+}
+
+/// A security identity in use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdentityRecord {
+    /// The number.
+    pub id: u32,
+    /// Its labels (`key=value`), or the reserved name / CIDR it stands for.
+    pub labels: Vec<String>,
+    /// Where it comes from: `reserved`, `cluster` or `cidr`.
+    pub scope: String,
+    /// Endpoints on this node holding it.
+    pub endpoints: u32,
+}
+
+/// A policy in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyRecord {
+    /// Kind.
+    pub kind: String,
+    /// Namespace (none for cluster-wide kinds).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Where it came from: a file of the policy directory, or `api:<source>`.
+    pub source: String,
+    /// Endpoints on this node it selects.
+    pub selected_endpoints: usize,
+}
+
+/// What a [`Request::PolicyApply`] changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApplySummary {
+    /// Policies created or changed.
+    pub policies: Vec<String>,
+    /// Namespaces whose labels were set.
+    pub namespaces: Vec<String>,
+    /// Policy-map entries written.
+    pub entries_upserted: usize,
+    /// Policy-map entries removed.
+    pub entries_deleted: usize,
+    /// Warnings (accepted, but not everything can be enforced as written).
+    pub warnings: Vec<String>,
+}
+
+/// Agent status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Agent version.
+    pub version: String,
+    /// Node name.
+    pub node_name: String,
+    /// Seconds since the agent started.
+    pub uptime_secs: u64,
+    /// The node's pod CIDR.
+    pub pod_cidr: String,
+    /// Where programs and maps are pinned.
+    pub bpf_root: String,
+    /// Whether the datapath was found pinned from an earlier run at start.
+    pub restored_from_pins: bool,
+    /// Endpoints.
+    pub endpoints: usize,
+    /// Identities in use.
+    pub identities: usize,
+    /// Policies in force.
+    pub policies: usize,
+    /// Current policy revision of the datapath.
+    pub policy_revision: u32,
+    /// Policy-map entries in total.
+    pub policy_entries: usize,
+    /// Connection-tracking entries.
+    pub conntrack_entries: usize,
+    /// Packets and bytes per verdict reason and observation point.
+    pub verdicts: Vec<VerdictCounter>,
+    /// Events lost in the kernel (ring buffer full).
+    pub events_lost: u64,
+    /// Last error of the policy directory watch, if the last load failed.
+    pub policy_dir_error: Option<String>,
+    /// The mechanism chosen for each feature.
+    pub mechanisms: Vec<Mechanism>,
+}
+
+/// A per-reason counter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerdictCounter {
+    /// Reason name (`forwarded`, `policy_denied`, ...).
+    pub reason: String,
+    /// Reason code.
+    pub code: i32,
+    /// `from-endpoint` or `to-endpoint`.
+    pub observation: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// A feature and the kernel mechanism chosen for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mechanism {
+    /// The feature (`network policy`, `flow events`, ...).
+    pub feature: String,
+    /// The mechanism, or why none is available.
+    pub mechanism: String,
+    /// Whether the feature works on this kernel.
+    pub available: bool,
+}
+
+/// Kind of a flow event.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowKind {
+    /// A new connection was admitted.
+    Flow,
+    /// A packet was dropped.
+    Drop,
+    /// Policy would have dropped it; the endpoint is in audit mode.
+    Audit,
+}
+
+/// One side of a flow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowPeer {
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Port (ICMP: echo identifier or 0).
+    pub port: u16,
+    /// Security identity.
+    pub identity: u32,
+    /// `namespace/pod` when the address is a local endpoint, or the reserved
+    /// identity's name.
+    pub name: Option<String>,
+}
+
+/// A flow event as the agent reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// Sequence number, increasing.
+    pub seq: u64,
+    /// Wall-clock time, RFC 3339.
+    pub time: String,
+    /// Kind.
+    pub kind: FlowKind,
+    /// Reason name (`forwarded` for admitted flows).
+    pub reason: String,
+    /// Reason code.
+    pub reason_code: i32,
+    /// `egress` (leaving the endpoint) or `ingress` (entering it).
+    pub direction: String,
+    /// Protocol name (`tcp`, `udp`, `icmp`, `sctp`) or number.
+    pub protocol: String,
+    /// Source.
+    pub src: FlowPeer,
+    /// Destination.
+    pub dst: FlowPeer,
+    /// The endpoint at which it was observed.
+    pub ep_id: u16,
+    /// The policy rule that decided, if any (`kind ns/name ingress[0]`).
+    pub rule: Option<String>,
+}

@@ -1,0 +1,60 @@
+/* Connection tracking: one LRU hash for all endpoints. */
+#ifndef PALISADE_ABI_CONNTRACK_H
+#define PALISADE_ABI_CONNTRACK_H
+#include "common.h"
+
+/*
+ * The tuple is the one of the packet that created the entry. dir says which
+ * policy admitted it: PAL_DIR_EGRESS (the endpoint whose ep_id is stored
+ * opened it) or PAL_DIR_INGRESS (the connection came into ep_id).
+ * For ICMP echo the identifier is carried in sport (request) / dport (reply).
+ */
+struct pal_ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+	__u8 dir;
+	__u16 pad;
+};
+PAL_ABI_ASSERT_SIZE(struct pal_ct_key, 16);
+
+/* Set once a packet in the reply direction was seen. */
+#define PAL_CT_SEEN_REPLY (1 << 0)
+/* The entry was admitted in audit mode by a policy that would have denied it. */
+#define PAL_CT_AUDITED (1 << 1)
+/* A FIN or RST was seen. */
+#define PAL_CT_CLOSING (1 << 2)
+
+struct pal_ct_value {
+	__u64 created_ns;   /* bpf_ktime_get_ns() when created */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet */
+	__u64 packets;      /* both directions */
+	__u64 bytes;        /* both directions */
+	__u32 policy_rev;   /* policy revision the verdict was taken at */
+	__u32 remote_identity;
+	__u16 ep_id;
+	__u8 flags;         /* PAL_CT_* */
+	__u8 pad;
+	__u32 rule_id;      /* rule that allowed it (pal_policy_value.rule_id) */
+};
+PAL_ABI_ASSERT_SIZE(struct pal_ct_value, 48);
+
+/* Fragment tracking: the L4 ports of a datagram, learnt from its first fragment. */
+struct pal_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 protocol;
+	__u8 pad;
+};
+PAL_ABI_ASSERT_SIZE(struct pal_frag_key, 12);
+
+struct pal_frag_value {
+	__be16 sport;
+	__be16 dport;
+};
+PAL_ABI_ASSERT_SIZE(struct pal_frag_value, 4);
+
+#endif

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Attach point: the host side of a pod's veth pair.
+ *
+ *   from_endpoint: TC ingress of the host veth = packets leaving the pod
+ *                  = the endpoint's EGRESS policy.
+ *   to_endpoint:   TC egress of the host veth = packets entering the pod
+ *                  = the endpoint's INGRESS policy.
+ *
+ * IPv4 only for now; ARP passes, every other ethertype is dropped. Verdicts
+ * are TC_ACT_OK (normal kernel routing continues) or TC_ACT_SHOT; every
+ * packet is counted in pal_metrics under its reason, every drop is reported
+ * on pal_events. Conntrack and revocation: lib/conntrack.h; fragments:
+ * lib/frag.h; policy lookup: lib/policy.h.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "maps.h"
+#include "parse.h"
+#include "ipcache.h"
+#include "policy.h"
+#include "conntrack.h"
+#include "frag.h"
+#include "events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline __u32 pal_policy_rev(void)
+{
+	__u32 zero = 0;
+	struct pal_state *st = bpf_map_lookup_elem(&pal_state, &zero);
+
+	return st ? st->policy_rev : 0;
+}
+
+static __always_inline int pal_drop(struct __sk_buff *skb, struct pal_event *ev, int reason)
+{
+	pal_metrics_count(reason, ev->observation, skb->len);
+	pal_emit(ev, PAL_EVENT_DROP, reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int pal_pass(struct __sk_buff *skb, __u8 obs)
+{
+	pal_metrics_count(PAL_REASON_FORWARDED, obs, skb->len);
+	return TC_ACT_OK;
+}
+
+/*
+ * Re-evaluates a CT entry admitted at an older policy revision (see
+ * lib/conntrack.h). key is the entry's own key. Returns 0 to continue or
+ * PAL_REASON_POLICY_REVOKED after deleting the entry.
+ */
+static __always_inline int pal_ct_reevaluate(const struct pal_endpoint_info *ep,
+					     const struct pal_ct_key *key,
+					     struct pal_ct_value *ct, struct pal_event *ev,
+					     __u32 rev)
+{
+	__u32 identity, rule_id = 0;
+	int verdict = PAL_REASON_FORWARDED;
+
+	if (ep->flags & pal_enforce_flag(key->dir)) {
+		identity = pal_ipcache_identity(key->dir == PAL_DIR_EGRESS ? key->daddr : key->saddr);
+		verdict = pal_policy_verdict(ct->ep_id, key->dir, identity, key->protocol,
+					     key->dport, &rule_id);
+		ct->remote_identity = identity;
+	}
+	ev->rule_id = rule_id;
+	if (verdict < 0) {
+		if (!(ep->flags & pal_audit_flag(key->dir))) {
+			bpf_map_delete_elem(&pal_ct, key);
+			return PAL_REASON_POLICY_REVOKED;
+		}
+		pal_emit(ev, PAL_EVENT_AUDIT, PAL_REASON_POLICY_REVOKED);
+		ct->flags |= PAL_CT_AUDITED;
+	} else {
+		ct->flags &= ~PAL_CT_AUDITED;
+	}
+	ct->rule_id = rule_id;
+	ct->policy_rev = rev;
+	return 0;
+}
+
+static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
+{
+	const __u8 dir = obs == PAL_OBS_FROM_ENDPOINT ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
+	const __u8 rdir = dir == PAL_DIR_EGRESS ? PAL_DIR_INGRESS : PAL_DIR_EGRESS;
+	struct pal_endpoint_key ep_key = { .ifindex = skb->ifindex };
+	struct pal_endpoint_info *ep;
+	struct pal_pkt pkt = {};
+	struct pal_event ev = {};
+	struct pal_ct_key fwd, rev_key;
+	struct pal_ct_value *ct;
+	struct pal_ct_value new_ct = {};
+	__u32 remote, rule_id = 0, rev;
+	int ret, verdict;
+
+	ev.timestamp_ns = bpf_ktime_get_ns();
+	ev.observation = obs;
+	ev.ifindex = skb->ifindex;
+
+	ret = pal_parse(skb, &pkt);
+	ev.ethertype = pkt.ethertype;
+	ev.protocol = pkt.protocol;
+	ev.saddr = pkt.saddr;
+	ev.daddr = pkt.daddr;
+	ev.sport = pkt.sport;
+	ev.dport = pkt.dport;
+
+	/* Fail closed: an interface without an endpoint passes nothing. */
+	ep = bpf_map_lookup_elem(&pal_endpoints, &ep_key);
+	if (!ep)
+		return pal_drop(skb, &ev, PAL_REASON_UNKNOWN_ENDPOINT);
+	ev.ep_id = ep->ep_id;
+
+	if (ret == PAL_PARSE_ARP)
+		return pal_pass(skb, obs);
+	if (ret < 0)
+		return pal_drop(skb, &ev, ret);
+
+	if (obs == PAL_OBS_FROM_ENDPOINT && pkt.saddr != ep->ipv4)
+		return pal_drop(skb, &ev, PAL_REASON_SOURCE_SPOOFED);
+
+	if (pkt.frag == PAL_FRAG_LATER && pkt.has_ports) {
+		ret = pal_frag_lookup(&pkt);
+		if (ret < 0)
+			return pal_drop(skb, &ev, ret);
+		ev.sport = pkt.sport;
+		ev.dport = pkt.dport;
+	}
+
+	remote = pal_ipcache_identity(obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr : pkt.saddr);
+	if (obs == PAL_OBS_FROM_ENDPOINT) {
+		ev.src_identity = ep->identity;
+		ev.dst_identity = remote;
+	} else {
+		ev.src_identity = remote;
+		ev.dst_identity = ep->identity;
+	}
+	rev = pal_policy_rev();
+	ev.policy_rev = rev;
+
+	/* 1. Established, forward direction. */
+	pal_ct_tuple(&pkt, dir, &fwd);
+	ct = pal_ct_lookup(&fwd, ep->ep_id);
+	if (ct) {
+		if (ct->policy_rev != rev) {
+			ret = pal_ct_reevaluate(ep, &fwd, ct, &ev, rev);
+			if (ret < 0)
+				return pal_drop(skb, &ev, ret);
+		}
+		pal_ct_account(ct, skb->len, pkt.tcp_flags, 0);
+		pal_frag_record(&pkt);
+		return pal_pass(skb, obs);
+	}
+
+	/* 2. Reply of a connection admitted in the other direction. */
+	pal_ct_reverse(&pkt, rdir, &rev_key);
+	ct = pal_ct_lookup(&rev_key, ep->ep_id);
+	if (ct) {
+		if (ct->policy_rev != rev) {
+			ret = pal_ct_reevaluate(ep, &rev_key, ct, &ev, rev);
+			if (ret < 0)
+				return pal_drop(skb, &ev, ret);
+		}
+		pal_ct_account(ct, skb->len, pkt.tcp_flags, 1);
+		pal_frag_record(&pkt);
+		return pal_pass(skb, obs);
+	}
+
+	/* 3. New connection. */
+	verdict = PAL_REASON_FORWARDED;
+	if (ep->flags & pal_enforce_flag(dir))
+		verdict = pal_policy_verdict(ep->ep_id, dir, remote, pkt.protocol, pkt.dport,
+					     &rule_id);
+	ev.rule_id = rule_id;
+	if (verdict < 0) {
+		if (!(ep->flags & pal_audit_flag(dir)))
+			return pal_drop(skb, &ev, verdict);
+		new_ct.flags = PAL_CT_AUDITED;
+	}
+
+	new_ct.created_ns = ev.timestamp_ns;
+	new_ct.last_seen_ns = ev.timestamp_ns;
+	new_ct.packets = 1;
+	new_ct.bytes = skb->len;
+	new_ct.policy_rev = rev;
+	new_ct.remote_identity = remote;
+	new_ct.ep_id = ep->ep_id;
+	new_ct.rule_id = rule_id;
+	if (pkt.tcp_flags & (PAL_TCP_FIN | PAL_TCP_RST))
+		new_ct.flags |= PAL_CT_CLOSING;
+	if (bpf_map_update_elem(&pal_ct, &fwd, &new_ct, BPF_ANY) < 0)
+		return pal_drop(skb, &ev, PAL_REASON_CT_MAP_FULL);
+
+	if (verdict < 0)
+		pal_emit(&ev, PAL_EVENT_AUDIT, verdict);
+	else
+		pal_emit(&ev, PAL_EVENT_FLOW_NEW, PAL_REASON_FORWARDED);
+	pal_frag_record(&pkt);
+	return pal_pass(skb, obs);
+}
+
+SEC("classifier") /* aya 0.14 knows "classifier", not libbpf's "tc" */
+int from_endpoint(struct __sk_buff *skb)
+{
+	return pal_handle(skb, PAL_OBS_FROM_ENDPOINT);
+}
+
+SEC("classifier") /* aya 0.14 knows "classifier", not libbpf's "tc" */
+int to_endpoint(struct __sk_buff *skb)
+{
+	return pal_handle(skb, PAL_OBS_TO_ENDPOINT);
+}

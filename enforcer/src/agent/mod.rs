@@ -1,0 +1,507 @@
+//! The agent: endpoints, identities and policy, kept in the datapath maps.
+//!
+//! Every change goes the same way: update the desired state (endpoints,
+//! documents), let the policy engine compute the difference, write it to the
+//! maps in an order that never opens a gap (new entries before the
+//! enforcement flag turns on, the flag off before entries go), then publish
+//! a new policy revision so that established connections are checked again.
+
+mod documents;
+mod endpoints;
+pub mod flows;
+mod gc;
+pub mod server;
+mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use palisade_api::{ApplySummary, Response};
+use palisade_bpf::abi::{
+    Direction as BpfDirection, EndpointInfo, L4Prefix, PolicyKey, PolicyValue, EP_AUDIT_EGRESS,
+    EP_AUDIT_INGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, POLICY_DENY,
+};
+use palisade_identity::{IdentityAllocator, Labels, NumericIdentity, ReservedIdentity};
+use palisade_policies::{
+    Direction, EntryKey, EntryValue, L4Match, MapDiff, PolicyEngine, PolicyRef,
+};
+use tracing::{info, warn};
+
+use crate::config::AgentConfig;
+use crate::datapath::maps::MapOpError;
+use crate::datapath::{Datapath, DatapathError, Maps};
+use crate::ipam::Ipam;
+use crate::state::{EndpointState, PersistedState, StateError};
+
+pub use documents::Documents;
+
+/// Why the agent could not start or carry out a request.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The datapath could not be loaded or changed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// A map operation failed.
+    #[error(transparent)]
+    Map(#[from] MapOpError),
+    /// The state could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The running agent's state.
+pub struct Agent {
+    config: AgentConfig,
+    started: Instant,
+    datapath: Datapath,
+    maps: Maps,
+    engine: PolicyEngine,
+    allocator: IdentityAllocator,
+    ipam: Ipam,
+    endpoints: BTreeMap<u16, EndpointState>,
+    namespaces: BTreeMap<String, Labels>,
+    documents: Documents,
+    /// The policies in force with their source.
+    policies: BTreeMap<PolicyRef, (String, palisade_policies::Policy)>,
+    policy_rev: u32,
+    warnings: Vec<String>,
+}
+
+impl Agent {
+    /// Starts the agent: loads (or reuses) the pinned datapath, restores the
+    /// persisted state and reconciles the maps and attachments with it.
+    pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| StateError::Io {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let persisted = PersistedState::load(&config.state_dir)?
+            .unwrap_or_else(|| PersistedState::empty(Ipam::new(config.pod_cidr)));
+        if persisted.ipam.cidr() != config.pod_cidr {
+            return Err(AgentError::Invalid(format!(
+                "pod_cidr is {} in the configuration but {} in the state of {}: endpoints hold addresses of the old CIDR; remove them first or restore the old pod_cidr",
+                String::from(config.pod_cidr),
+                String::from(persisted.ipam.cidr()),
+                config.state_dir.display()
+            )));
+        }
+        let (datapath, maps) = Datapath::load(&config.bpf_root)?;
+        if let Err(e) = crate::util::write_sysctl("net.ipv4.ip_forward", "1") {
+            warn!(error = %e, "cannot enable IPv4 forwarding; pods will not reach each other");
+        }
+        let mut documents = Documents::new(config.policy_dir.clone());
+        let mut warnings = documents.restore_api(&persisted.api_documents);
+        documents.rescan_dir();
+        let mut agent = Self {
+            started: Instant::now(),
+            datapath,
+            maps,
+            engine: PolicyEngine::new(),
+            allocator: IdentityAllocator::from_snapshot(persisted.identities),
+            ipam: persisted.ipam,
+            endpoints: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            documents,
+            policies: BTreeMap::new(),
+            policy_rev: 0,
+            warnings: Vec::new(),
+            config,
+        };
+        agent.policy_rev = agent.maps.state.policy_rev()?;
+        agent.restore(persisted.endpoints)?;
+        warnings.append(&mut agent.warnings);
+        agent.warnings = warnings;
+        Ok(agent)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Takes the event ring buffer (once) for the flow reader.
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.maps.events.take()
+    }
+
+    /// Restores endpoints from the persisted state and reconciles every map
+    /// with the desired state (entries of a crashed or older agent that are
+    /// no longer wanted are removed; nothing wanted is ever missing).
+    fn restore(&mut self, persisted: Vec<EndpointState>) -> Result<(), AgentError> {
+        for (id, labels, _) in self.allocator.iter() {
+            self.engine.upsert_identity(id, labels.clone());
+        }
+        for mut ep in persisted {
+            match nix::net::if_::if_nametoindex(ep.spec.host_ifname.as_str()) {
+                Ok(ifindex) => {
+                    if ifindex != ep.host_ifindex {
+                        info!(ep_id = ep.ep_id, ifname = %ep.spec.host_ifname, "interface index changed while the agent was down");
+                        self.datapath.detach(&ep.spec.host_ifname);
+                        ep.host_ifindex = ifindex;
+                    }
+                    self.engine.upsert_endpoint(endpoints::view(&ep));
+                    self.endpoints.insert(ep.ep_id, ep);
+                }
+                Err(_) => {
+                    info!(ep_id = ep.ep_id, ifname = %ep.spec.host_ifname, "endpoint interface is gone; removing the endpoint");
+                    self.datapath.detach(&ep.spec.host_ifname);
+                    self.release_identity(&ep.labels);
+                    self.ipam
+                        .release(&endpoints::owner(&ep.spec.container_id, &ep.spec.ifname));
+                }
+            }
+        }
+        self.sync_documents();
+        let diff = self.engine.compute();
+        self.warnings.extend(diff.warnings.iter().cloned());
+        self.reconcile_maps(&diff)?;
+        for ep in self.endpoints.values() {
+            self.datapath
+                .attach(&ep.spec.host_ifname, ep.host_ifindex)?;
+        }
+        self.publish_revision()?;
+        self.persist()?;
+        info!(
+            endpoints = self.endpoints.len(),
+            policies = self.policies.len(),
+            restored = self.datapath.restored,
+            "agent state restored"
+        );
+        Ok(())
+    }
+
+    /// Makes every map equal the desired state after a full compute:
+    /// writes every wanted entry, then removes every other one.
+    fn reconcile_maps(&mut self, full: &MapDiff) -> Result<(), AgentError> {
+        // ipcache: world, this node's addresses, endpoints, CIDR identities.
+        let mut ipcache: BTreeMap<(Ipv4Addr, u8), u32> = BTreeMap::new();
+        ipcache.insert(
+            (Ipv4Addr::UNSPECIFIED, 0),
+            ReservedIdentity::World.id().get(),
+        );
+        for addr in local_addresses() {
+            ipcache.insert((addr, 32), ReservedIdentity::Host.id().get());
+        }
+        for ep in self.endpoints.values() {
+            ipcache.insert((ep.spec.ipv4, 32), ep.identity);
+        }
+        for (cidr, id) in &full.ipcache_upserts {
+            if let std::net::IpAddr::V4(a) = cidr.addr() {
+                ipcache.insert((a, cidr.prefix_len()), id.get());
+            }
+        }
+        for ((addr, len), id) in &ipcache {
+            self.maps.ipcache.set(*addr, *len, *id)?;
+        }
+        for (addr, len, _) in self.maps.ipcache.entries() {
+            if !ipcache.contains_key(&(addr, len)) {
+                self.maps.ipcache.remove(addr, len)?;
+            }
+        }
+        // policy entries
+        let mut wanted = BTreeSet::new();
+        for (ep_id, dir, key, value) in &full.upserts {
+            let k = policy_key(*ep_id, *dir, key)?;
+            self.maps.policy.set(&k, policy_value(value))?;
+            wanted.insert(policy_key_id(&k));
+        }
+        for (k, _) in self.maps.policy.entries() {
+            if !wanted.contains(&policy_key_id(&k)) {
+                self.maps.policy.remove(&k)?;
+            }
+        }
+        // endpoints
+        let ifindexes: BTreeSet<u32> = self.endpoints.values().map(|e| e.host_ifindex).collect();
+        let ep_ids: Vec<u16> = self.endpoints.keys().copied().collect();
+        for ep_id in ep_ids {
+            self.write_endpoint(ep_id)?;
+        }
+        for (ifindex, _) in self.maps.endpoints.entries() {
+            if !ifindexes.contains(&ifindex) {
+                self.maps.endpoints.remove(ifindex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies an incremental difference to the maps, in gap-free order.
+    fn apply_diff(&mut self, diff: &MapDiff) -> Result<(), AgentError> {
+        for (cidr, id) in &diff.ipcache_upserts {
+            if let std::net::IpAddr::V4(a) = cidr.addr() {
+                self.maps.ipcache.set(a, cidr.prefix_len(), id.get())?;
+            }
+        }
+        for (ep_id, dir, key, value) in &diff.upserts {
+            self.maps
+                .policy
+                .set(&policy_key(*ep_id, *dir, key)?, policy_value(value))?;
+        }
+        for (ep_id, _, _) in &diff.enforcement {
+            if self.endpoints.contains_key(ep_id) {
+                self.write_endpoint(*ep_id)?;
+            }
+        }
+        for (ep_id, dir, key) in &diff.deletes {
+            self.maps.policy.remove(&policy_key(*ep_id, *dir, key)?)?;
+        }
+        for cidr in &diff.ipcache_deletes {
+            if let std::net::IpAddr::V4(a) = cidr.addr() {
+                self.maps.ipcache.remove(a, cidr.prefix_len())?;
+            }
+        }
+        self.warnings.extend(diff.warnings.iter().cloned());
+        Ok(())
+    }
+
+    /// Writes an endpoint's entry of the endpoint map from the engine's
+    /// current enforcement and the endpoint's audit setting.
+    fn write_endpoint(&mut self, ep_id: u16) -> Result<(), AgentError> {
+        let Some(ep) = self.endpoints.get(&ep_id) else {
+            return Ok(());
+        };
+        let (ingress, egress) = self
+            .engine
+            .endpoint_state(ep_id)
+            .map(|s| (s.ingress.enforced, s.egress.enforced))
+            .unwrap_or((false, false));
+        let mut flags = 0u16;
+        if ingress {
+            flags |= EP_ENFORCE_INGRESS;
+        }
+        if egress {
+            flags |= EP_ENFORCE_EGRESS;
+        }
+        if ep.audit {
+            flags |= EP_AUDIT_INGRESS | EP_AUDIT_EGRESS;
+        }
+        let info = EndpointInfo::new(ep.identity, ep.spec.ipv4, ep_id, flags);
+        self.maps.endpoints.set(ep.host_ifindex, info)?;
+        Ok(())
+    }
+
+    /// Publishes a new policy revision.
+    fn publish_revision(&mut self) -> Result<(), AgentError> {
+        self.policy_rev = self.policy_rev.wrapping_add(1).max(1);
+        self.maps.state.set_policy_rev(self.policy_rev)?;
+        Ok(())
+    }
+
+    /// Recomputes, writes the maps and publishes: the common tail of every
+    /// change. Returns the number of entries written and removed.
+    fn commit(&mut self) -> Result<(usize, usize, Vec<String>), AgentError> {
+        let diff = self.engine.compute();
+        self.apply_diff(&diff)?;
+        if !diff.is_empty() {
+            self.publish_revision()?;
+        }
+        if let Err(e) = self.persist() {
+            warn!(error = %e, "agent state not saved; enforcement is unaffected, but a restart would lose the latest change");
+            return Err(e);
+        }
+        Ok((
+            diff.upserts.len(),
+            diff.deletes.len(),
+            diff.warnings.clone(),
+        ))
+    }
+
+    fn persist(&self) -> Result<(), AgentError> {
+        let state = PersistedState {
+            version: crate::state::STATE_VERSION,
+            endpoints: self.endpoints.values().cloned().collect(),
+            identities: self.allocator.snapshot(),
+            ipam: self.ipam.clone(),
+            api_documents: self.documents.api_documents(),
+        };
+        state.save(&self.config.state_dir)?;
+        Ok(())
+    }
+
+    /// Brings namespaces and policies of the engine in line with the
+    /// documents; endpoints whose namespace labels changed get their new
+    /// identity.
+    fn sync_documents(&mut self) {
+        let desired = self.documents.desired();
+        for c in &desired.conflicts {
+            warn!(conflict = %c, "conflicting policy definitions");
+        }
+        if desired.namespaces != self.namespaces {
+            self.namespaces = desired.namespaces;
+            let ep_ids: Vec<u16> = self.endpoints.keys().copied().collect();
+            for ep_id in ep_ids {
+                if let Err(e) = self.relabel(ep_id) {
+                    warn!(ep_id, error = %e, "cannot relabel endpoint");
+                }
+            }
+        }
+        let gone: Vec<PolicyRef> = self
+            .policies
+            .keys()
+            .filter(|r| !desired.policies.contains_key(*r))
+            .cloned()
+            .collect();
+        for r in gone {
+            self.engine.remove_policy(&r);
+            self.policies.remove(&r);
+        }
+        for (r, (source, policy)) in desired.policies {
+            let unchanged = self.policies.get(&r).is_some_and(|(_, p)| *p == policy);
+            if !unchanged {
+                self.engine.upsert_policy(policy.clone());
+            }
+            self.policies.insert(r, (source, policy));
+        }
+    }
+
+    /// Applies a YAML stream through the API.
+    pub fn apply(&mut self, source: &str, yaml: &str) -> Result<ApplySummary, AgentError> {
+        let keys = self
+            .documents
+            .apply_api(source, yaml)
+            .map_err(AgentError::Invalid)?;
+        self.sync_documents();
+        let (up, del, warnings) = self.commit()?;
+        let (namespaces, policies): (Vec<String>, Vec<String>) =
+            keys.into_iter().partition(|k| k.starts_with("Namespace/"));
+        info!(
+            source,
+            policies = policies.len(),
+            namespaces = namespaces.len(),
+            up,
+            del,
+            "policy applied"
+        );
+        Ok(ApplySummary {
+            policies,
+            namespaces,
+            entries_upserted: up,
+            entries_deleted: del,
+            warnings,
+        })
+    }
+
+    /// Deletes a document applied through the API.
+    pub fn delete(&mut self, key: &str) -> Result<(), AgentError> {
+        if !self.documents.delete_api(key) {
+            return Err(AgentError::Invalid(format!(
+                "no policy {key} was applied through the API (policies from the policy directory are removed by deleting their file)"
+            )));
+        }
+        self.sync_documents();
+        self.commit()?;
+        Ok(())
+    }
+
+    /// Rereads the policy directory; applies what changed.
+    pub fn rescan_policy_dir(&mut self) -> Result<(), AgentError> {
+        if self.documents.rescan_dir() {
+            self.sync_documents();
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn release_identity(&mut self, labels: &Labels) {
+        if let Some(id) = self.allocator.release(labels) {
+            self.engine.remove_identity(id);
+        }
+    }
+
+    fn acquire_identity(&mut self, labels: &Labels) -> Result<NumericIdentity, AgentError> {
+        let (id, new) = self
+            .allocator
+            .acquire(labels)
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        if new {
+            self.engine.upsert_identity(id, labels.clone());
+        }
+        Ok(id)
+    }
+
+    /// Recomputes an endpoint's labels (after its namespace's labels
+    /// changed) and moves it to the identity of the new labels.
+    fn relabel(&mut self, ep_id: u16) -> Result<(), AgentError> {
+        let Some(ep) = self.endpoints.get(&ep_id).cloned() else {
+            return Ok(());
+        };
+        let labels = endpoints::labels_of(&ep.spec, &self.namespaces, &self.config.cluster_name)
+            .map_err(AgentError::Invalid)?;
+        if labels == ep.labels {
+            return Ok(());
+        }
+        let id = self.acquire_identity(&labels)?;
+        self.release_identity(&ep.labels);
+        let mut ep = ep;
+        ep.labels = labels;
+        ep.identity = id.get();
+        self.engine.upsert_endpoint(endpoints::view(&ep));
+        self.maps.ipcache.set(ep.spec.ipv4, 32, ep.identity)?;
+        self.endpoints.insert(ep_id, ep);
+        self.write_endpoint(ep_id)?;
+        Ok(())
+    }
+
+    /// Turns a failure into an API error response.
+    pub fn respond(result: Result<Response, AgentError>) -> Response {
+        result.unwrap_or_else(|e| Response::Error {
+            message: e.to_string(),
+        })
+    }
+}
+
+fn to_bpf_direction(d: Direction) -> BpfDirection {
+    match d {
+        Direction::Ingress => BpfDirection::Ingress,
+        Direction::Egress => BpfDirection::Egress,
+    }
+}
+
+fn policy_key(ep_id: u16, dir: Direction, key: &EntryKey) -> Result<PolicyKey, AgentError> {
+    let l4 = match key.l4 {
+        L4Match::Any => L4Prefix::Any,
+        L4Match::Proto(p) => L4Prefix::Proto(p),
+        L4Match::Port {
+            proto,
+            port,
+            prefix_bits,
+        } => L4Prefix::Port {
+            proto,
+            port,
+            prefix_bits,
+        },
+    };
+    PolicyKey::new(ep_id, to_bpf_direction(dir), key.identity.get(), l4)
+        .map_err(|e| AgentError::Invalid(format!("policy entry for endpoint {ep_id}: {e}")))
+}
+
+fn policy_value(v: &EntryValue) -> PolicyValue {
+    PolicyValue {
+        flags: if v.deny { POLICY_DENY } else { 0 },
+        auth_type: v.auth_type,
+        pad: 0,
+        rule_id: v.rule_id,
+    }
+}
+
+/// The IPv4 addresses of this network namespace's interfaces, which the
+/// datapath sees as the host identity.
+fn local_addresses() -> Vec<Ipv4Addr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| a.as_sockaddr_in().map(|s| s.ip()))
+        .collect()
+}
+
+/// A policy key in a form that can be compared and collected.
+type PolicyKeyId = (u32, u16, u8, u32, u8, u16);
+
+fn policy_key_id(k: &PolicyKey) -> PolicyKeyId {
+    (k.prefixlen, k.ep_id, k.dir, k.identity, k.protocol, k.dport)
+}

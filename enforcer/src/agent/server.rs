@@ -1,0 +1,162 @@
+//! The local API server: one JSON request line per connection.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use palisade_api::{Request, Response};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, warn};
+
+use super::flows::FlowStore;
+use super::Agent;
+
+/// Largest request accepted (a policy stream), in bytes.
+const MAX_REQUEST: usize = 16 << 20;
+
+/// Binds the API socket (replacing a stale one), root-only.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves connections until the task is dropped.
+pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>, flows: Arc<FlowStore>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let agent = agent.clone();
+                let flows = flows.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, agent, flows).await {
+                        debug!(error = %e, "API connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "API accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn write(stream: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line).await
+}
+
+async fn handle(
+    stream: UnixStream,
+    agent: Arc<Mutex<Agent>>,
+    flows: Arc<FlowStore>,
+) -> std::io::Result<()> {
+    let (read, mut write_half) = stream.into_split();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("malformed request: {e}");
+            return write(&mut write_half, &Response::Error { message }).await;
+        }
+    };
+    if let Request::Flows {
+        follow,
+        since_seq,
+        limit,
+        kinds,
+    } = request
+    {
+        let mut rx = follow.then(|| flows.subscribe());
+        let mut last = 0;
+        for r in flows.recent(since_seq, limit, &kinds) {
+            last = r.seq;
+            write(&mut write_half, &Response::Flow(Box::new(r))).await?;
+        }
+        let Some(rx) = rx.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match rx.recv().await {
+                Ok(r) if r.seq > last && (kinds.is_empty() || kinds.contains(&r.kind)) => {
+                    write(&mut write_half, &Response::Flow(Box::new(r))).await?;
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(
+                        skipped = n,
+                        "a flow follower is too slow; events skipped for it"
+                    );
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+    let response = tokio::task::spawn_blocking(move || {
+        let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
+        dispatch(&mut agent, request)
+    })
+    .await
+    .unwrap_or_else(|e| Response::Error {
+        message: format!("internal error: {e}"),
+    });
+    write(&mut write_half, &response).await
+}
+
+fn dispatch(agent: &mut Agent, request: Request) -> Response {
+    let result = match request {
+        Request::Status => Ok(agent.status()),
+        Request::IpamAllocate {
+            container_id,
+            ifname,
+        } => agent.ipam_allocate(&container_id, &ifname),
+        Request::IpamRelease {
+            container_id,
+            ifname,
+        } => agent.ipam_release(&container_id, &ifname),
+        Request::EndpointAdd(spec) => agent.endpoint_add(spec),
+        Request::EndpointDel {
+            container_id,
+            ifname,
+        } => agent.endpoint_del(&container_id, &ifname),
+        Request::EndpointGet {
+            container_id,
+            ifname,
+        } => agent.endpoint_get(&container_id, &ifname),
+        Request::EndpointList => Ok(agent.endpoint_list()),
+        Request::EndpointSetAudit { ep_id, audit } => agent.endpoint_set_audit(ep_id, audit),
+        Request::IdentityList => Ok(agent.identity_list()),
+        Request::PolicyList => Ok(agent.policy_list()),
+        Request::PolicyApply { source, yaml } => agent
+            .apply(&source, &yaml)
+            .map(|summary| Response::Applied { summary }),
+        Request::PolicyDelete {
+            kind,
+            namespace,
+            name,
+        } => {
+            let key = match namespace {
+                Some(ns) => format!("{kind}/{ns}/{name}"),
+                None => format!("{kind}/{name}"),
+            };
+            agent.delete(&key).map(|()| Response::Done)
+        }
+        Request::Flows { .. } => Ok(Response::Error {
+            message: "flows are streamed, not dispatched".to_owned(),
+        }),
+    };
+    Agent::respond(result)
+}

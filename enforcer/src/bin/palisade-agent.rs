@@ -1,0 +1,102 @@
+//! `palisade-agent`: the node agent.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use palisade_enforcer::agent::{flows, server, Agent};
+use palisade_enforcer::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+/// The palisade node agent: enforces network policy in eBPF for the
+/// endpoints of this node.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (YAML). Without it, the defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => AgentConfig::load(path)?,
+        None if std::path::Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            AgentConfig::load(std::path::Path::new(DEFAULT_CONFIG_PATH))?
+        }
+        None => AgentConfig::default(),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let socket = config.api_socket.clone();
+    let poll = Duration::from_millis(config.policy_dir_poll_ms.max(50));
+    let flow_store = flows::FlowStore::new(config.flow_buffer, config.flow_log.as_deref())
+        .context("cannot open the flow log")?;
+    let mut agent = tokio::task::spawn_blocking(move || Agent::start(config))
+        .await
+        .context("agent start panicked")?
+        .context("agent start failed")?;
+    let ring = agent.take_events();
+    let agent = Arc::new(Mutex::new(agent));
+    if let Some(ring) = ring {
+        tokio::spawn(flows::run_reader(ring, agent.clone(), flow_store.clone()));
+    }
+    let listener =
+        server::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    tokio::spawn(server::serve(listener, agent.clone(), flow_store));
+    tokio::spawn(housekeeping(agent.clone(), poll));
+    info!(socket = %socket.display(), "palisade agent ready");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    // The programs and maps stay pinned: enforcement goes on without us.
+    info!("palisade agent stopping; the datapath keeps enforcing the last policy");
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Policy directory polling and conntrack expiry.
+async fn housekeeping(agent: Arc<Mutex<Agent>>, poll: Duration) {
+    let mut ticks: u64 = 0;
+    let gc_every = (Duration::from_secs(10).as_millis() / poll.as_millis().max(1)).max(1) as u64;
+    loop {
+        tokio::time::sleep(poll).await;
+        ticks += 1;
+        let agent = agent.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
+            let rescan = agent.rescan_policy_dir();
+            let gc = (ticks % gc_every == 0).then(|| agent.gc_conntrack());
+            (rescan, gc)
+        })
+        .await;
+        match result {
+            Ok((Err(e), _)) => warn!(error = %e, "applying the policy directory failed"),
+            Ok((_, Some(Err(e)))) => warn!(error = %e, "conntrack expiry failed"),
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "housekeeping panicked"),
+        }
+    }
+}

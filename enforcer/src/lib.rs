@@ -1,0 +1,13 @@
+//! The palisade node agent: loads and attaches the eBPF datapath, owns its
+//! maps, manages endpoints and identities, compiles policy into the maps,
+//! serves the local API; plus the CNI plugin and the CLI built on it.
+
+pub mod agent;
+pub mod cli;
+pub mod cni;
+pub mod config;
+pub mod datapath;
+pub mod ipam;
+pub mod probe;
+pub mod state;
+pub mod util;
