@@ -242,6 +242,11 @@ pub struct ScenarioRunArgs {
     /// Print setup steps on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Report scenarios that need what this build lacks (several nodes,
+    /// encryption, authentication) as skipped, with the reason, instead of
+    /// failed.
+    #[arg(long)]
+    pub skip_unsupported: bool,
 }
 
 /// What a command needs: where the agent is, how to print, where to.
@@ -451,6 +456,7 @@ fn scenario_run(args: &ScenarioRunArgs, format: OutputFormat) -> Result<bool, Cl
         json: format == OutputFormat::Json,
         keep_on_failure: args.keep_on_failure,
         verbose: args.verbose,
+        skip_unsupported: args.skip_unsupported,
     };
     palisade_tests::scenario::run_cli(&args.files, &opts).map_err(|e| CliError::Scenario {
         message: format!("{e:#}"),

@@ -38,6 +38,9 @@ pub struct CliOptions {
     pub keep_on_failure: bool,
     /// Print setup steps on stderr.
     pub verbose: bool,
+    /// Report scenarios that need a feature this build lacks (several
+    /// nodes, encryption, authentication) as skipped instead of failed.
+    pub skip_unsupported: bool,
 }
 
 /// Runs scenario files one after the other; prints the report (text or
@@ -79,12 +82,14 @@ pub fn run_cli(files: &[PathBuf], opts: &CliOptions) -> anyhow::Result<bool> {
     }
     let passed: usize = reports.iter().map(|r| r.passed).sum();
     let failed: usize = reports.iter().map(|r| r.failed).sum();
+    let skipped = reports.iter().filter(|r| r.skipped.is_some()).count();
     let ok = reports.iter().all(ScenarioReport::ok);
     if opts.json {
         let doc = serde_json::json!({
             "ok": ok,
             "passed": passed,
             "failed": failed,
+            "skipped": skipped,
             "scenarios": reports,
         });
         println!(
@@ -92,7 +97,7 @@ pub fn run_cli(files: &[PathBuf], opts: &CliOptions) -> anyhow::Result<bool> {
             serde_json::to_string_pretty(&doc).context("cannot serialise the report")?
         );
     } else if files.len() > 1 {
-        println!("total: {passed} passed, {failed} failed");
+        println!("total: {passed} passed, {failed} failed, {skipped} skipped");
     }
     Ok(ok)
 }
@@ -105,6 +110,9 @@ pub fn run_file(file: &Path, opts: &CliOptions) -> ScenarioReport {
         Err(e) => return ScenarioReport::setup_error(display, None, e.to_string()),
     };
     if let Err(e) = scenario.check_supported() {
+        if opts.skip_unsupported {
+            return ScenarioReport::skipped(display, Some(scenario.name), e.to_string());
+        }
         return ScenarioReport::setup_error(display, Some(scenario.name), e.to_string());
     }
     let builder = Topology::builder()
@@ -249,6 +257,7 @@ pub fn run_scenario(
         file: source,
         name: Some(scenario.name.clone()),
         error: None,
+        skipped: None,
         passed: probes.len() - failed,
         failed,
         probe_secs,

@@ -91,6 +91,9 @@ pub struct ScenarioReport {
     pub name: Option<String>,
     /// A setup error, if the scenario could not be run to the end.
     pub error: Option<String>,
+    /// Why the scenario was skipped (it needs what this build lacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Probes that matched.
     pub passed: usize,
     /// Probes that did not (a setup error counts as one).
@@ -111,6 +114,7 @@ impl ScenarioReport {
             file,
             name,
             error: Some(error),
+            skipped: None,
             passed: 0,
             failed: 1,
             probe_secs: 0.0,
@@ -119,7 +123,18 @@ impl ScenarioReport {
         }
     }
 
-    /// Whether everything matched.
+    /// A report for a scenario that was not run because it needs a feature
+    /// this build does not have; it counts as neither passed nor failed.
+    pub fn skipped(file: String, name: Option<String>, reason: String) -> Self {
+        Self {
+            skipped: Some(reason),
+            error: None,
+            failed: 0,
+            ..Self::setup_error(file, name, String::new())
+        }
+    }
+
+    /// Whether everything matched (a skipped scenario is not a failure).
     pub fn ok(&self) -> bool {
         self.error.is_none() && self.failed == 0
     }
@@ -132,6 +147,10 @@ impl ScenarioReport {
         let _ = writeln!(out, "scenario {title} ({})", self.file);
         if let Some(e) = &self.error {
             let _ = writeln!(out, "error: {e}");
+        }
+        if let Some(reason) = &self.skipped {
+            let _ = writeln!(out, "skipped: {reason}");
+            return out;
         }
         let by_key: BTreeMap<ProbeKey, &ProbeResult> =
             self.probes.iter().map(|p| (p.key(), p)).collect();
