@@ -339,6 +339,9 @@ pub struct FlowRecord {
     pub direction: String,
     /// Protocol name (`tcp`, `udp`, `icmp`, `sctp`) or number.
     pub protocol: String,
+    /// Ethernet type of the packet (0x0800 for IPv4).
+    #[serde(default)]
+    pub ethertype: u16,
     /// Source.
     pub src: FlowPeer,
     /// Destination.

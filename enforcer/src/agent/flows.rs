@@ -214,6 +214,7 @@ impl Agent {
                 "egress".to_owned()
             },
             protocol: protocol_name(ev.protocol),
+            ethertype: ev.ethertype(),
             src: peer(ev.saddr(), ev.sport(), ev.src_identity),
             dst: peer(ev.daddr(), ev.dport(), ev.dst_identity),
             ep_id: ev.ep_id,

@@ -2,6 +2,7 @@
 //! `palisade_api`), plus offline commands (`probe`, `policy validate`,
 //! `scenario run`).
 
+mod demo;
 pub mod output;
 mod policy;
 
@@ -116,6 +117,9 @@ pub enum Cmd {
     /// End-to-end scenarios.
     #[command(subcommand)]
     Scenario(ScenarioCmd),
+    /// A live demo on this machine: a node, three pods, a policy, the flow
+    /// log (creates network namespaces and an agent; removes them after).
+    Demo(demo::DemoArgs),
 }
 
 /// `palisade endpoint ...`.
@@ -312,6 +316,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<bool, CliError> {
         Cmd::Policy(PolicyCmd::List) => policy::list(&mut ctx),
         Cmd::Flows(args) => flows(&mut ctx, args),
         Cmd::Scenario(ScenarioCmd::Run(args)) => scenario_run(args, cli.output),
+        Cmd::Demo(args) => demo::run(args, ctx.out),
     }
 }
 

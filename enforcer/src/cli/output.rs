@@ -290,6 +290,12 @@ pub fn flow_line(f: &FlowRecord) -> String {
         FlowKind::Drop => "drop",
         FlowKind::Audit => "audit",
     };
+    if f.ethertype != 0 && f.ethertype != 0x0800 {
+        return format!(
+            "{} {kind:<5} {:<7} ethertype 0x{:04x} (not IPv4) {verdict}",
+            f.time, f.direction, f.ethertype
+        );
+    }
     let port = if f.dst.port == 0 {
         f.protocol.clone()
     } else {
@@ -330,6 +336,7 @@ mod tests {
             reason_code: -133,
             direction: "ingress".into(),
             protocol: "tcp".into(),
+            ethertype: 0x0800,
             src: FlowPeer {
                 ip: Ipv4Addr::new(10, 200, 0, 5),
                 port: 40000,

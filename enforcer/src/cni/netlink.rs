@@ -263,8 +263,19 @@ pub fn write_sysctl(path: &Path, value: &str) -> Result<(), NetlinkError> {
     })
 }
 
-fn host_sysctls(ifname: &str) -> [(PathBuf, &'static str); 3] {
+/// The pod network is IPv4-only (so is the datapath, which drops other
+/// protocols): IPv6 is switched off on both ends of the veth, so that no
+/// link-local IPv6 traffic (neighbour discovery) is sent only to be dropped.
+fn disable_ipv6(ifname: &str) -> (PathBuf, &'static str) {
+    (
+        PathBuf::from(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")),
+        "1",
+    )
+}
+
+fn host_sysctls(ifname: &str) -> [(PathBuf, &'static str); 4] {
     [
+        disable_ipv6(ifname),
         (
             PathBuf::from(format!("/proc/sys/net/ipv4/conf/{ifname}/proxy_arp")),
             "1",
@@ -382,6 +393,8 @@ fn configure(spec: &VethSpec) -> Result<VethInfo, NetlinkError> {
                 where_: format!(" in {}", spec.netns.display()),
             })?;
         let idx = link.header.index;
+        let (path, value) = disable_ipv6(name);
+        write_sysctl(&path, value)?;
         h.address()
             .add(idx, IpAddr::V4(spec.ipv4), 32)
             .execute()
