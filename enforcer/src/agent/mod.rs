@@ -69,6 +69,8 @@ pub struct Agent {
     policies: BTreeMap<PolicyRef, (String, palisade_policies::Policy)>,
     policy_rev: u32,
     warnings: Vec<String>,
+    /// What the kernel offers, probed once at start.
+    mechanisms: Vec<palisade_api::Mechanism>,
 }
 
 impl Agent {
@@ -109,6 +111,7 @@ impl Agent {
             policies: BTreeMap::new(),
             policy_rev: 0,
             warnings: Vec::new(),
+            mechanisms: crate::probe::probe().features,
             config,
         };
         agent.policy_rev = agent.maps.state.policy_rev()?;

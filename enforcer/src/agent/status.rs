@@ -52,7 +52,7 @@ impl Agent {
             } else {
                 Some(errors.join("; "))
             },
-            mechanisms: crate::probe::probe().features,
+            mechanisms: self.mechanisms.clone(),
         }))
     }
 
