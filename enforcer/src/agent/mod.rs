@@ -387,8 +387,46 @@ impl Agent {
         })
     }
 
-    /// Deletes a document applied through the API.
-    pub fn delete(&mut self, key: &str) -> Result<(), AgentError> {
+    /// Deletes a policy applied through the API. `kind` may be the full
+    /// kind or its short name (`np`, `cnp`, `ccnp`), in any case.
+    pub fn delete_policy(
+        &mut self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(), AgentError> {
+        let (kind, namespaced) = match kind.to_ascii_lowercase().as_str() {
+            "networkpolicy" | "networkpolicies" | "np" | "netpol" => ("NetworkPolicy", true),
+            "ciliumnetworkpolicy" | "ciliumnetworkpolicies" | "cnp" => ("CiliumNetworkPolicy", true),
+            "ciliumclusterwidenetworkpolicy" | "ciliumclusterwidenetworkpolicies" | "ccnp" => {
+                ("CiliumClusterwideNetworkPolicy", false)
+            }
+            "namespace" | "ns" => ("Namespace", false),
+            _ => {
+                return Err(AgentError::Invalid(format!(
+                    "unknown kind {kind:?}: use NetworkPolicy (np), CiliumNetworkPolicy (cnp), CiliumClusterwideNetworkPolicy (ccnp) or Namespace"
+                )))
+            }
+        };
+        let key = match (namespaced, namespace) {
+            (true, Some(ns)) => format!("{kind}/{ns}/{name}"),
+            (true, None) => {
+                return Err(AgentError::Invalid(format!(
+                    "{kind} is namespaced: name its namespace (-n NAMESPACE)"
+                )))
+            }
+            (false, None) => format!("{kind}/{name}"),
+            (false, Some(_)) => {
+                return Err(AgentError::Invalid(format!(
+                    "{kind} is not namespaced: leave out the namespace"
+                )))
+            }
+        };
+        self.delete(&key)
+    }
+
+    /// Deletes a document applied through the API, by its key.
+    fn delete(&mut self, key: &str) -> Result<(), AgentError> {
         if !self.documents.delete_api(key) {
             return Err(AgentError::Invalid(format!(
                 "no policy {key} was applied through the API (policies from the policy directory are removed by deleting their file)"

@@ -147,13 +147,9 @@ fn dispatch(agent: &mut Agent, request: Request) -> Response {
             kind,
             namespace,
             name,
-        } => {
-            let key = match namespace {
-                Some(ns) => format!("{kind}/{ns}/{name}"),
-                None => format!("{kind}/{name}"),
-            };
-            agent.delete(&key).map(|()| Response::Done)
-        }
+        } => agent
+            .delete_policy(&kind, namespace.as_deref(), &name)
+            .map(|()| Response::Done),
         Request::Flows { .. } => Ok(Response::Error {
             message: "flows are streamed, not dispatched".to_owned(),
         }),
