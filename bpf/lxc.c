@@ -50,13 +50,13 @@ static __always_inline int pal_pass(struct __sk_buff *skb, __u8 obs)
 
 /*
  * Re-evaluates a CT entry admitted at an older policy revision (see
- * lib/conntrack.h). key is the entry's own key. Returns 0 to continue or
- * PAL_REASON_POLICY_REVOKED after deleting the entry.
+ * lib/conntrack.h): sets or clears PAL_CT_REVOKED (or, in audit mode,
+ * PAL_CT_AUDITED) and stamps the current revision.
  */
-static __always_inline int pal_ct_reevaluate(const struct pal_endpoint_info *ep,
-					     const struct pal_ct_key *key,
-					     struct pal_ct_value *ct, struct pal_event *ev,
-					     __u32 rev)
+static __always_inline void pal_ct_reevaluate(const struct pal_endpoint_info *ep,
+					      const struct pal_ct_key *key,
+					      struct pal_ct_value *ct, struct pal_event *ev,
+					      __u32 rev)
 {
 	__u32 identity, rule_id = 0;
 	int verdict = PAL_REASON_FORWARDED;
@@ -68,19 +68,39 @@ static __always_inline int pal_ct_reevaluate(const struct pal_endpoint_info *ep,
 		ct->remote_identity = identity;
 	}
 	ev->rule_id = rule_id;
-	if (verdict < 0) {
-		if (!(ep->flags & pal_audit_flag(key->dir))) {
-			bpf_map_delete_elem(&pal_ct, key);
-			return PAL_REASON_POLICY_REVOKED;
-		}
-		pal_emit(ev, PAL_EVENT_AUDIT, PAL_REASON_POLICY_REVOKED);
-		ct->flags |= PAL_CT_AUDITED;
-	} else {
-		ct->flags &= ~PAL_CT_AUDITED;
-	}
-	ct->rule_id = rule_id;
 	ct->policy_rev = rev;
-	return 0;
+	if (verdict < 0) {
+		if (ep->flags & pal_audit_flag(key->dir)) {
+			pal_emit(ev, PAL_EVENT_AUDIT, PAL_REASON_POLICY_REVOKED);
+			ct->flags = (ct->flags | PAL_CT_AUDITED) & ~PAL_CT_REVOKED;
+		} else {
+			ct->flags |= PAL_CT_REVOKED;
+		}
+		return;
+	}
+	ct->flags &= ~(PAL_CT_AUDITED | PAL_CT_REVOKED);
+	ct->rule_id = rule_id;
+}
+
+/*
+ * An established entry was hit: brings it to the current revision, then
+ * passes the packet or, if the connection is revoked, drops it.
+ */
+static __always_inline int pal_ct_established(struct __sk_buff *skb,
+					      const struct pal_endpoint_info *ep,
+					      const struct pal_ct_key *key,
+					      struct pal_ct_value *ct, struct pal_pkt *pkt,
+					      struct pal_event *ev, __u32 rev, int reply)
+{
+	if (ct->policy_rev != rev)
+		pal_ct_reevaluate(ep, key, ct, ev, rev);
+	if (ct->flags & PAL_CT_REVOKED) {
+		ct->last_seen_ns = bpf_ktime_get_ns();
+		return pal_drop(skb, ev, PAL_REASON_POLICY_REVOKED);
+	}
+	pal_ct_account(ct, skb->len, pkt->tcp_flags, reply);
+	pal_frag_record(pkt);
+	return pal_pass(skb, ev->observation);
 }
 
 static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
@@ -145,30 +165,14 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 	/* 1. Established, forward direction. */
 	pal_ct_tuple(&pkt, dir, &fwd);
 	ct = pal_ct_lookup(&fwd, ep->ep_id);
-	if (ct) {
-		if (ct->policy_rev != rev) {
-			ret = pal_ct_reevaluate(ep, &fwd, ct, &ev, rev);
-			if (ret < 0)
-				return pal_drop(skb, &ev, ret);
-		}
-		pal_ct_account(ct, skb->len, pkt.tcp_flags, 0);
-		pal_frag_record(&pkt);
-		return pal_pass(skb, obs);
-	}
+	if (ct)
+		return pal_ct_established(skb, ep, &fwd, ct, &pkt, &ev, rev, 0);
 
 	/* 2. Reply of a connection admitted in the other direction. */
 	pal_ct_reverse(&pkt, rdir, &rev_key);
 	ct = pal_ct_lookup(&rev_key, ep->ep_id);
-	if (ct) {
-		if (ct->policy_rev != rev) {
-			ret = pal_ct_reevaluate(ep, &rev_key, ct, &ev, rev);
-			if (ret < 0)
-				return pal_drop(skb, &ev, ret);
-		}
-		pal_ct_account(ct, skb->len, pkt.tcp_flags, 1);
-		pal_frag_record(&pkt);
-		return pal_pass(skb, obs);
-	}
+	if (ct)
+		return pal_ct_established(skb, ep, &rev_key, ct, &pkt, &ev, rev, 1);
 
 	/* 3. New connection. */
 	verdict = PAL_REASON_FORWARDED;

@@ -21,13 +21,17 @@
  * the entry's tuple), the remote identity looked up again in ipcache (the
  * tuple's daddr for EGRESS, saddr for INGRESS). Because of the ownership
  * rule, the endpoint at hand IS the entry's endpoint, so its current flags
- * are used: a direction it does not enforce is allowed. If allowed, the
- * entry takes the current revision (and a refreshed rule_id); if denied it
- * is deleted and the packet dropped with POLICY_REVOKED, or, when the
- * endpoint audits that direction, an AUDIT event (reason POLICY_REVOKED) is
- * sent, the entry is marked PAL_CT_AUDITED and the packet passes. Both
- * directions of a connection are checked, so a revoked connection is cut at
- * its next packet either way, while unrelated connections continue.
+ * are used: a direction it does not enforce is allowed. Either way the
+ * entry takes the current revision. If allowed, it also takes a refreshed
+ * rule_id and loses PAL_CT_REVOKED; if denied it is marked PAL_CT_REVOKED,
+ * or, when the endpoint audits that direction, an AUDIT event (reason
+ * POLICY_REVOKED) is sent, the entry is marked PAL_CT_AUDITED and the packet
+ * passes. A revoked entry drops every packet that hits it, in both
+ * directions, until a later revision allows it again; it is not deleted,
+ * because then a retransmission from the peer, at a hook that does not
+ * enforce, would be taken for a new connection and revive it. Idle revoked
+ * entries expire like any other. So a revoked connection is cut at its next
+ * packet either way and stays cut, while unrelated connections continue.
  * The agent therefore bumps policy_rev after every change of policy entries,
  * ipcache, endpoint identities or endpoint flags.
  */

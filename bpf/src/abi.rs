@@ -426,6 +426,9 @@ pub const CT_SEEN_REPLY: u8 = 1 << 0;
 pub const CT_AUDITED: u8 = 1 << 1;
 /// `PAL_CT_CLOSING`: a FIN or RST was seen.
 pub const CT_CLOSING: u8 = 1 << 2;
+/// `PAL_CT_REVOKED`: policy no longer allows the connection; its packets are
+/// dropped until a later policy revision allows it again.
+pub const CT_REVOKED: u8 = 1 << 3;
 
 /// `struct pal_ct_key`: the tuple of the packet that created the entry and
 /// the direction whose policy admitted it.

@@ -709,13 +709,19 @@ fn revocation() -> Result<()> {
     );
     let ev = one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
     assert_eq!((ev.dport(), ev.policy_rev), (80, 2));
-    assert!(dp.ct(f80)?.is_none(), "revoked entry deleted");
-    // ...and stays cut: its packets are now new flows, denied.
+    let ct = dp.ct(f80)?.expect("revoked entry kept");
+    assert!(ct.flags & CT_REVOKED != 0 && ct.policy_rev == 2);
+    // ...and stays cut, in both directions.
     assert_eq!(
         out(&mut dp, &Ipv4::tcp(A, 40000, B, 80, TCP_ACK))?,
         TC_ACT_SHOT
     );
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyDenied)?;
+    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    assert_eq!(
+        inn(&mut dp, &Ipv4::tcp(B, 80, A, 40000, TCP_ACK))?,
+        TC_ACT_SHOT
+    );
+    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
 
     // The unrelated flow continues and is re-stamped with the new revision.
     assert_eq!(
@@ -731,10 +737,61 @@ fn revocation() -> Result<()> {
         TC_ACT_SHOT
     );
     one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
-    assert!(dp.ct(fin)?.is_none());
+    assert!(dp.ct(fin)?.is_some_and(|c| c.flags & CT_REVOKED != 0));
     assert_eq!(
         drop_metric(&mut dp, Reason::PolicyRevoked, OBS_FROM_ENDPOINT)?,
-        2
+        3
+    );
+    Ok(())
+}
+
+/// A revoked connection must not come back through the side that does not
+/// enforce: the peer's retransmission is not a new connection.
+#[test]
+fn revoked_connection_is_not_revived_by_the_unenforced_side() -> Result<()> {
+    let mut dp = setup(EP_ENFORCE_INGRESS)?;
+    let kin = PolicyKey::new(EP, Direction::Ingress, ID_C, port(IPPROTO_TCP, 8080))?;
+    dp.set_policy(kin, PolicyValue::allow(3))?;
+    assert_eq!(
+        inn(&mut dp, &Ipv4::tcp(C, 50000, A, 8080, TCP_SYN))?,
+        TC_ACT_OK
+    );
+    assert_eq!(
+        out(&mut dp, &Ipv4::tcp(A, 8080, C, 50000, TCP_SYN | TCP_ACK))?,
+        TC_ACT_OK
+    );
+    dp.events()?;
+
+    dp.remove_policy(kin)?;
+    dp.set_policy_rev(2)?;
+    // The endpoint's egress is not enforced, yet its retransmitted reply is
+    // dropped, and does not become a new egress connection...
+    assert_eq!(
+        out(&mut dp, &Ipv4::tcp(A, 8080, C, 50000, TCP_ACK))?,
+        TC_ACT_SHOT
+    );
+    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    let egress = CtKey::new(A, C, 8080, 50000, IPPROTO_TCP, Direction::Egress);
+    assert!(dp.ct(egress)?.is_none(), "no egress entry was created");
+    // ...so the client's retransmission finds nothing to ride on.
+    assert_eq!(
+        inn(&mut dp, &Ipv4::tcp(C, 50000, A, 8080, TCP_ACK))?,
+        TC_ACT_SHOT
+    );
+    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+
+    // Allowed again by a later revision: the same connection passes again.
+    dp.set_policy(kin, PolicyValue::allow(4))?;
+    dp.set_policy_rev(3)?;
+    assert_eq!(
+        inn(&mut dp, &Ipv4::tcp(C, 50000, A, 8080, TCP_ACK))?,
+        TC_ACT_OK
+    );
+    let fin = CtKey::new(C, A, 50000, 8080, IPPROTO_TCP, Direction::Ingress);
+    let ct = dp.ct(fin)?.expect("entry kept");
+    assert_eq!(
+        (ct.flags & CT_REVOKED, ct.policy_rev, ct.rule_id),
+        (0, 3, 4)
     );
     Ok(())
 }

@@ -26,6 +26,13 @@ PAL_ABI_ASSERT_SIZE(struct pal_ct_key, 16);
 #define PAL_CT_AUDITED (1 << 1)
 /* A FIN or RST was seen. */
 #define PAL_CT_CLOSING (1 << 2)
+/*
+ * Policy no longer allows the connection: every packet of it, in either
+ * direction, is dropped (POLICY_REVOKED) until a later policy revision
+ * allows it again. The entry is kept (not deleted) so that a retransmission
+ * from the side that does not enforce cannot start the connection afresh.
+ */
+#define PAL_CT_REVOKED (1 << 3)
 
 struct pal_ct_value {
 	__u64 created_ns;   /* bpf_ktime_get_ns() when created */

@@ -52,7 +52,7 @@ impl FlowStore {
         Ok(Arc::new(Self {
             inner: Mutex::new(Inner {
                 buf: VecDeque::with_capacity(capacity.min(65536)),
-                next_seq: 1,
+                next_seq: first_seq(),
                 log,
                 undecodable: 0,
             }),
@@ -121,6 +121,16 @@ impl FlowStore {
     fn count_undecodable(&self) {
         self.lock().undecodable += 1;
     }
+}
+
+/// The first sequence number of this agent run: microseconds since the Unix
+/// epoch, so that sequence numbers keep increasing across agent restarts
+/// (a client asking for events "since N" never gets older ones again).
+fn first_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
+        .max(1)
 }
 
 /// Reads the ring buffer until the agent stops.
