@@ -729,79 +729,23 @@ fn cilium_part(
         ("ingress", false, &s.ingress),
         ("ingressDeny", true, &s.ingress_deny),
     ] {
-        for (i, r) in list.iter().flatten().enumerate() {
-            let rp = p.f(field).i(i);
-            let counter = if deny {
-                &mut counters.ingress_deny
-            } else {
-                &mut counters.ingress
-            };
-            let index = *counter;
-            *counter += 1;
-            let unsupported_fields = [
-                ("fromRequires", r.from_requires.is_some()),
-                ("fromNodes", r.from_nodes.is_some()),
-                ("fromGroups", r.from_groups.is_some()),
-                ("icmps", r.icmps.is_some()),
-            ];
-            check_unsupported(&rp, &unsupported_fields)?;
-            let sel = CiliumPeers {
-                endpoints: r.from_endpoints.as_deref(),
-                cidr: r.from_cidr.as_deref(),
-                cidr_set: r.from_cidr_set.as_deref(),
-                entities: r.from_entities.as_deref(),
-                prefix: "from",
-            };
-            ingress.rules.push(cilium_rule(
-                index,
-                deny,
-                &sel,
-                r.to_ports.as_deref(),
-                r.authentication.as_ref(),
-                ns,
-                &rp,
-            )?);
-        }
+        let counter = if deny {
+            &mut counters.ingress_deny
+        } else {
+            &mut counters.ingress
+        };
+        compile_rules(list.as_deref(), field, deny, counter, ns, p, &mut ingress)?;
     }
     for (field, deny, list) in [
         ("egress", false, &s.egress),
         ("egressDeny", true, &s.egress_deny),
     ] {
-        for (i, r) in list.iter().flatten().enumerate() {
-            let rp = p.f(field).i(i);
-            let counter = if deny {
-                &mut counters.egress_deny
-            } else {
-                &mut counters.egress
-            };
-            let index = *counter;
-            *counter += 1;
-            let unsupported_fields = [
-                ("toRequires", r.to_requires.is_some()),
-                ("toFQDNs", r.to_fqdns.is_some()),
-                ("toServices", r.to_services.is_some()),
-                ("toNodes", r.to_nodes.is_some()),
-                ("toGroups", r.to_groups.is_some()),
-                ("icmps", r.icmps.is_some()),
-            ];
-            check_unsupported(&rp, &unsupported_fields)?;
-            let sel = CiliumPeers {
-                endpoints: r.to_endpoints.as_deref(),
-                cidr: r.to_cidr.as_deref(),
-                cidr_set: r.to_cidr_set.as_deref(),
-                entities: r.to_entities.as_deref(),
-                prefix: "to",
-            };
-            egress.rules.push(cilium_rule(
-                index,
-                deny,
-                &sel,
-                r.to_ports.as_deref(),
-                r.authentication.as_ref(),
-                ns,
-                &rp,
-            )?);
-        }
+        let counter = if deny {
+            &mut counters.egress_deny
+        } else {
+            &mut counters.egress
+        };
+        compile_rules(list.as_deref(), field, deny, counter, ns, p, &mut egress)?;
     }
     ingress.default_deny = !ingress.rules.is_empty() && dd.ingress != Some(false);
     egress.default_deny = !egress.rules.is_empty() && dd.egress != Some(false);
@@ -810,6 +754,101 @@ fn cilium_part(
         ingress,
         egress,
     })
+}
+
+/// What the compiler needs of a CNP rule of either direction.
+trait CiliumRuleFields {
+    /// Fields palisade rejects, with whether the rule sets them.
+    fn unsupported(&self) -> Vec<(&'static str, bool)>;
+    /// The rule's peers.
+    fn peers(&self) -> CiliumPeers<'_>;
+    /// `toPorts`.
+    fn to_ports(&self) -> Option<&[model::CiliumPortRule]>;
+    /// `authentication`.
+    fn authentication(&self) -> Option<&model::Authentication>;
+}
+
+impl CiliumRuleFields for model::CiliumIngressRule {
+    fn unsupported(&self) -> Vec<(&'static str, bool)> {
+        vec![
+            ("fromRequires", self.from_requires.is_some()),
+            ("fromNodes", self.from_nodes.is_some()),
+            ("fromGroups", self.from_groups.is_some()),
+            ("icmps", self.icmps.is_some()),
+        ]
+    }
+    fn peers(&self) -> CiliumPeers<'_> {
+        CiliumPeers {
+            endpoints: self.from_endpoints.as_deref(),
+            cidr: self.from_cidr.as_deref(),
+            cidr_set: self.from_cidr_set.as_deref(),
+            entities: self.from_entities.as_deref(),
+            prefix: "from",
+        }
+    }
+    fn to_ports(&self) -> Option<&[model::CiliumPortRule]> {
+        self.to_ports.as_deref()
+    }
+    fn authentication(&self) -> Option<&model::Authentication> {
+        self.authentication.as_ref()
+    }
+}
+
+impl CiliumRuleFields for model::CiliumEgressRule {
+    fn unsupported(&self) -> Vec<(&'static str, bool)> {
+        vec![
+            ("toRequires", self.to_requires.is_some()),
+            ("toFQDNs", self.to_fqdns.is_some()),
+            ("toServices", self.to_services.is_some()),
+            ("toNodes", self.to_nodes.is_some()),
+            ("toGroups", self.to_groups.is_some()),
+            ("icmps", self.icmps.is_some()),
+        ]
+    }
+    fn peers(&self) -> CiliumPeers<'_> {
+        CiliumPeers {
+            endpoints: self.to_endpoints.as_deref(),
+            cidr: self.to_cidr.as_deref(),
+            cidr_set: self.to_cidr_set.as_deref(),
+            entities: self.to_entities.as_deref(),
+            prefix: "to",
+        }
+    }
+    fn to_ports(&self) -> Option<&[model::CiliumPortRule]> {
+        self.to_ports.as_deref()
+    }
+    fn authentication(&self) -> Option<&model::Authentication> {
+        self.authentication.as_ref()
+    }
+}
+
+/// Compiles the rules of one CNP list (`ingress`, `egressDeny`, ...) into
+/// `out`; `counter` numbers rules across the policy's `specs`.
+fn compile_rules<R: CiliumRuleFields>(
+    list: Option<&[R]>,
+    field: &str,
+    deny: bool,
+    counter: &mut usize,
+    ns: Option<&str>,
+    p: &YamlPath,
+    out: &mut DirectionSpec,
+) -> Result<(), PolicyError> {
+    for (i, r) in list.unwrap_or_default().iter().enumerate() {
+        let rp = p.f(field).i(i);
+        let index = *counter;
+        *counter += 1;
+        check_unsupported(&rp, &r.unsupported())?;
+        out.rules.push(cilium_rule(
+            index,
+            deny,
+            &r.peers(),
+            r.to_ports(),
+            r.authentication(),
+            ns,
+            &rp,
+        )?);
+    }
+    Ok(())
 }
 
 fn check_unsupported(p: &YamlPath, fields: &[(&str, bool)]) -> Result<(), PolicyError> {
