@@ -66,6 +66,10 @@ static __always_inline void pal_ct_reevaluate(const struct pal_endpoint_info *ep
 		verdict = pal_policy_verdict(ct->ep_id, key->dir, identity, key->protocol,
 					     key->dport, &rule_id);
 		ct->remote_identity = identity;
+		if (ev->observation == PAL_OBS_FROM_ENDPOINT)
+			ev->dst_identity = identity;
+		else
+			ev->src_identity = identity;
 	}
 	ev->rule_id = rule_id;
 	ct->policy_rev = rev;
@@ -83,24 +87,62 @@ static __always_inline void pal_ct_reevaluate(const struct pal_endpoint_info *ep
 }
 
 /*
+ * Fills the event template of this packet. Only the paths that may send an
+ * event (drops, new flows, re-evaluations) pay for it; established traffic
+ * never touches it.
+ */
+static __always_inline void pal_event_init(struct pal_event *ev, const struct __sk_buff *skb,
+					   __u8 obs, const struct pal_pkt *pkt,
+					   const struct pal_endpoint_info *ep, __u32 remote,
+					   __u64 now, __u32 rev)
+{
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->timestamp_ns = now;
+	ev->observation = obs;
+	ev->ifindex = skb->ifindex;
+	ev->ethertype = pkt->ethertype;
+	ev->protocol = pkt->protocol;
+	ev->saddr = pkt->saddr;
+	ev->daddr = pkt->daddr;
+	ev->sport = pkt->sport;
+	ev->dport = pkt->dport;
+	ev->policy_rev = rev;
+	if (!ep)
+		return;
+	ev->ep_id = ep->ep_id;
+	if (obs == PAL_OBS_FROM_ENDPOINT) {
+		ev->src_identity = ep->identity;
+		ev->dst_identity = remote;
+	} else {
+		ev->src_identity = remote;
+		ev->dst_identity = ep->identity;
+	}
+}
+
+/*
  * An established entry was hit: brings it to the current revision, then
- * passes the packet or, if the connection is revoked, drops it.
+ * passes the packet or, if the connection is revoked, drops it. The common
+ * case (current revision, not revoked) is two flag checks and the counters.
  */
 static __always_inline int pal_ct_established(struct __sk_buff *skb,
 					      const struct pal_endpoint_info *ep,
 					      const struct pal_ct_key *key,
 					      struct pal_ct_value *ct, struct pal_pkt *pkt,
-					      struct pal_event *ev, __u32 rev, int reply)
+					      struct pal_event *ev, __u8 obs, __u32 rev, __u64 now,
+					      int reply)
 {
-	if (ct->policy_rev != rev)
-		pal_ct_reevaluate(ep, key, ct, ev, rev);
-	if (ct->flags & PAL_CT_REVOKED) {
-		ct->last_seen_ns = bpf_ktime_get_ns();
-		return pal_drop(skb, ev, PAL_REASON_POLICY_REVOKED);
+	if (ct->policy_rev != rev || (ct->flags & PAL_CT_REVOKED)) {
+		pal_event_init(ev, skb, obs, pkt, ep, ct->remote_identity, now, rev);
+		if (ct->policy_rev != rev)
+			pal_ct_reevaluate(ep, key, ct, ev, rev);
+		if (ct->flags & PAL_CT_REVOKED) {
+			ct->last_seen_ns = now;
+			return pal_drop(skb, ev, PAL_REASON_POLICY_REVOKED);
+		}
 	}
-	pal_ct_account(ct, skb->len, pkt->tcp_flags, reply);
+	pal_ct_account(ct, skb->len, pkt->tcp_flags, reply, now);
 	pal_frag_record(pkt);
-	return pal_pass(skb, ev->observation);
+	return pal_pass(skb, obs);
 }
 
 static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
@@ -110,71 +152,61 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 	struct pal_endpoint_key ep_key = { .ifindex = skb->ifindex };
 	struct pal_endpoint_info *ep;
 	struct pal_pkt pkt = {};
-	struct pal_event ev = {};
+	struct pal_event ev;
 	struct pal_ct_key fwd, rev_key;
 	struct pal_ct_value *ct;
 	struct pal_ct_value new_ct = {};
 	__u32 remote, rule_id = 0, rev;
+	__u64 now;
 	int ret, verdict;
 
-	ev.timestamp_ns = bpf_ktime_get_ns();
-	ev.observation = obs;
-	ev.ifindex = skb->ifindex;
-
 	ret = pal_parse(skb, &pkt);
-	ev.ethertype = pkt.ethertype;
-	ev.protocol = pkt.protocol;
-	ev.saddr = pkt.saddr;
-	ev.daddr = pkt.daddr;
-	ev.sport = pkt.sport;
-	ev.dport = pkt.dport;
+	now = bpf_ktime_get_ns();
 
 	/* Fail closed: an interface without an endpoint passes nothing. */
 	ep = bpf_map_lookup_elem(&pal_endpoints, &ep_key);
-	if (!ep)
+	if (!ep) {
+		pal_event_init(&ev, skb, obs, &pkt, NULL, 0, now, 0);
 		return pal_drop(skb, &ev, PAL_REASON_UNKNOWN_ENDPOINT);
-	ev.ep_id = ep->ep_id;
+	}
 
 	if (ret == PAL_PARSE_ARP)
 		return pal_pass(skb, obs);
-	if (ret < 0)
+	if (ret < 0) {
+		pal_event_init(&ev, skb, obs, &pkt, ep, 0, now, 0);
 		return pal_drop(skb, &ev, ret);
+	}
 
-	if (obs == PAL_OBS_FROM_ENDPOINT && pkt.saddr != ep->ipv4)
+	if (obs == PAL_OBS_FROM_ENDPOINT && pkt.saddr != ep->ipv4) {
+		pal_event_init(&ev, skb, obs, &pkt, ep, 0, now, 0);
 		return pal_drop(skb, &ev, PAL_REASON_SOURCE_SPOOFED);
+	}
 
 	if (pkt.frag == PAL_FRAG_LATER && pkt.has_ports) {
 		ret = pal_frag_lookup(&pkt);
-		if (ret < 0)
+		if (ret < 0) {
+			pal_event_init(&ev, skb, obs, &pkt, ep, 0, now, 0);
 			return pal_drop(skb, &ev, ret);
-		ev.sport = pkt.sport;
-		ev.dport = pkt.dport;
+		}
 	}
 
-	remote = pal_ipcache_identity(obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr : pkt.saddr);
-	if (obs == PAL_OBS_FROM_ENDPOINT) {
-		ev.src_identity = ep->identity;
-		ev.dst_identity = remote;
-	} else {
-		ev.src_identity = remote;
-		ev.dst_identity = ep->identity;
-	}
 	rev = pal_policy_rev();
-	ev.policy_rev = rev;
 
 	/* 1. Established, forward direction. */
 	pal_ct_tuple(&pkt, dir, &fwd);
 	ct = pal_ct_lookup(&fwd, ep->ep_id);
 	if (ct)
-		return pal_ct_established(skb, ep, &fwd, ct, &pkt, &ev, rev, 0);
+		return pal_ct_established(skb, ep, &fwd, ct, &pkt, &ev, obs, rev, now, 0);
 
 	/* 2. Reply of a connection admitted in the other direction. */
 	pal_ct_reverse(&pkt, rdir, &rev_key);
 	ct = pal_ct_lookup(&rev_key, ep->ep_id);
 	if (ct)
-		return pal_ct_established(skb, ep, &rev_key, ct, &pkt, &ev, rev, 1);
+		return pal_ct_established(skb, ep, &rev_key, ct, &pkt, &ev, obs, rev, now, 1);
 
-	/* 3. New connection. */
+	/* 3. New connection: the only path that needs the peer's identity. */
+	remote = pal_ipcache_identity(obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr : pkt.saddr);
+	pal_event_init(&ev, skb, obs, &pkt, ep, remote, now, rev);
 	verdict = PAL_REASON_FORWARDED;
 	if (ep->flags & pal_enforce_flag(dir))
 		verdict = pal_policy_verdict(ep->ep_id, dir, remote, pkt.protocol, pkt.dport,
@@ -186,8 +218,8 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 		new_ct.flags = PAL_CT_AUDITED;
 	}
 
-	new_ct.created_ns = ev.timestamp_ns;
-	new_ct.last_seen_ns = ev.timestamp_ns;
+	new_ct.created_ns = now;
+	new_ct.last_seen_ns = now;
 	new_ct.packets = 1;
 	new_ct.bytes = skb->len;
 	new_ct.policy_rev = rev;

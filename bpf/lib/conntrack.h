@@ -73,11 +73,11 @@ static __always_inline struct pal_ct_value *pal_ct_lookup(const struct pal_ct_ke
 	return val;
 }
 
-/* Accounts one packet on an entry. */
+/* Accounts one packet on an entry at time now (bpf_ktime_get_ns()). */
 static __always_inline void pal_ct_account(struct pal_ct_value *ct, __u32 len, __u8 tcp_flags,
-					   int reply)
+					   int reply, __u64 now)
 {
-	ct->last_seen_ns = bpf_ktime_get_ns();
+	ct->last_seen_ns = now;
 	__sync_fetch_and_add(&ct->packets, 1);
 	__sync_fetch_and_add(&ct->bytes, len);
 	if (reply && !(ct->flags & PAL_CT_SEEN_REPLY))

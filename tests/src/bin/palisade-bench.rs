@@ -1,0 +1,188 @@
+//! `palisade-bench`: palisade's benchmarks. Each compares palisade against
+//! a baseline measured in the same run and reports the ratio; results and
+//! the commands that made them are in BENCHMARKS.md.
+//!
+//! ```text
+//! palisade-bench datapath [--seconds N] [--rules N] [--rounds N] [--warmup S] [--no-pin | --same-cpu] [--bpf-stats]
+//! palisade-bench agent-rss [--endpoints N] [--max-seconds N]
+//! palisade-bench policy-compile [--rules N] [--identities N] [--live-rules N] [--live-pods N] [--changes N]
+//! common: [--json] [--verbose]   (--json: JSON on stdout, tables on stderr)
+//! ```
+//!
+//! Needs root (network namespaces, eBPF) and the agent and CNI plugin built
+//! next to it (`cargo build --release --workspace --bins`). Everything made
+//! is removed at the end, on failure and on SIGINT/SIGTERM.
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+const USAGE: &str = "usage: palisade-bench <datapath|agent-rss|policy-compile> [options] [--json] [--verbose]
+  datapath        [--seconds 5] [--rules 1000] [--rounds 3] [--warmup 1] [--no-pin | --same-cpu] [--bpf-stats]
+  agent-rss       [--endpoints 1000] [--max-seconds 900]
+  policy-compile  [--rules 10000] [--identities 5000] [--live-rules 1000] [--live-pods 10] [--changes 20]";
+
+struct Args {
+    words: Vec<String>,
+}
+
+impl Args {
+    /// Takes `--name` (a flag).
+    fn flag(&mut self, name: &str) -> bool {
+        let before = self.words.len();
+        self.words.retain(|w| w != name);
+        before != self.words.len()
+    }
+
+    /// Takes `--name VALUE` or `--name=VALUE`.
+    fn value<T: std::str::FromStr>(&mut self, name: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let prefix = format!("{name}=");
+        let Some(i) = self
+            .words
+            .iter()
+            .position(|w| w == name || w.starts_with(&prefix))
+        else {
+            return Ok(default);
+        };
+        let word = self.words.remove(i);
+        let text = match word.strip_prefix(&prefix) {
+            Some(v) => v.to_owned(),
+            None => {
+                if i >= self.words.len() {
+                    bail!("{name} needs a value\n{USAGE}");
+                }
+                self.words.remove(i)
+            }
+        };
+        text.parse()
+            .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e}\n{USAGE}"))
+    }
+
+    fn done(&self) -> anyhow::Result<()> {
+        if let Some(w) = self.words.first() {
+            bail!("unknown argument {w:?}\n{USAGE}");
+        }
+        Ok(())
+    }
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("palisade-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    if words.is_empty() || words.iter().any(|w| w == "-h" || w == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let command = words.remove(0);
+    let mut args = Args { words };
+    let json = args.flag("--json");
+    let verbose = args.flag("--verbose");
+    let report = match command.as_str() {
+        "datapath" => {
+            let opts = bench::datapath::Options {
+                seconds: args.value("--seconds", 5.0)?,
+                rules: args.value("--rules", 1000)?,
+                rounds: args.value("--rounds", 3)?,
+                warmup: Duration::from_secs_f64(args.value("--warmup", 1.0)?),
+                pin: !args.flag("--no-pin"),
+                same_cpu: args.flag("--same-cpu"),
+                bpf_stats: args.flag("--bpf-stats"),
+                verbose,
+            };
+            args.done()?;
+            if !(opts.seconds > 0.0 && opts.seconds <= 600.0) || opts.rounds == 0 {
+                bail!("--seconds must be in (0, 600] and --rounds at least 1");
+            }
+            prepare()?;
+            bench::datapath::run(&opts)?
+        }
+        "agent-rss" => {
+            let opts = bench::rss::Options {
+                endpoints: args.value("--endpoints", 1000)?,
+                max_seconds: args.value("--max-seconds", 900)?,
+                verbose,
+            };
+            args.done()?;
+            if opts.endpoints > 60_000 {
+                bail!("--endpoints is at most 60000 (the node's /16)");
+            }
+            prepare()?;
+            bench::rss::run(&opts)?
+        }
+        "policy-compile" => {
+            let opts = bench::compile::Options {
+                rules: args.value("--rules", 10_000)?,
+                identities: args.value("--identities", 5_000)?,
+                live_rules: args.value("--live-rules", 1000)?,
+                live_pods: args.value("--live-pods", 10)?,
+                changes: args.value("--changes", 20)?,
+                verbose,
+            };
+            args.done()?;
+            if opts.live_pods == 0 || opts.changes == 0 || opts.changes > 1000 {
+                bail!("--live-pods must be at least 1 and --changes in 1..=1000");
+            }
+            prepare()?;
+            bench::compile::run(&opts)?
+        }
+        other => bail!("unknown benchmark {other:?}\n{USAGE}"),
+    };
+    let mut out = report.json;
+    if let Some(o) = out.as_object_mut() {
+        o.insert("machine".into(), bench::machine());
+        o.insert(
+            "command".into(),
+            std::env::args().collect::<Vec<_>>().join(" ").into(),
+        );
+    }
+    let m = bench::machine();
+    let mut text = format!(
+        "machine: {} CPUs ({}), kernel {}, {}\n\n",
+        m["cpus"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["kernel"].as_str().unwrap_or("?"),
+        m["date"].as_str().unwrap_or("?")
+    );
+    for t in &report.tables {
+        text.push_str(&t.render());
+        text.push('\n');
+    }
+    if json {
+        // Tables on stderr, JSON alone on stdout.
+        eprint!("{text}");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).context("serializing the report")?
+        );
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// Root check and removal of what dead earlier runs left behind.
+fn prepare() -> anyhow::Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("palisade-bench needs root (network namespaces, eBPF programs)");
+    }
+    let stale = palisade_tests::cleanup_stale();
+    if !stale.runs.is_empty() {
+        bench::say(format!("removed leftovers of dead runs {:?}", stale.runs));
+    }
+    for p in stale.problems {
+        bench::say(format!("stale cleanup: {p}"));
+    }
+    Ok(())
+}
