@@ -204,7 +204,14 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 	if (ct)
 		return pal_ct_established(skb, ep, &rev_key, ct, &pkt, &ev, obs, rev, now, 1);
 
-	/* 3. New connection: the only path that needs the peer's identity. */
+	/*
+	 * 3. An ICMP error about a connection of this endpoint (port
+	 * unreachable, fragmentation needed, ...) passes like its replies do.
+	 */
+	if (pal_ct_related(&pkt, dir, ep->ep_id))
+		return pal_pass(skb, obs);
+
+	/* 4. New connection: the only path that needs the peer's identity. */
 	remote = pal_ipcache_identity(obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr : pkt.saddr);
 	pal_event_init(&ev, skb, obs, &pkt, ep, remote, now, rev);
 	verdict = PAL_REASON_FORWARDED;

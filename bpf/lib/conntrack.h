@@ -73,6 +73,38 @@ static __always_inline struct pal_ct_value *pal_ct_lookup(const struct pal_ct_ke
 	return val;
 }
 
+/*
+ * Whether an ICMP error belongs to a connection of the endpoint: the datagram
+ * it quotes crossed this endpoint the other way (so at a hook of direction
+ * dir, it is an entry of direction !dir, or the reply of one of direction
+ * dir). A revoked connection has no related traffic either.
+ */
+static __always_inline int pal_ct_related(const struct pal_pkt *pkt, __u8 dir, __u16 ep_id)
+{
+	struct pal_ct_key key = {
+		.saddr = pkt->inner_saddr,
+		.daddr = pkt->inner_daddr,
+		.sport = pkt->inner_sport,
+		.dport = pkt->inner_dport,
+		.protocol = pkt->inner_protocol,
+		.dir = dir == PAL_DIR_EGRESS ? PAL_DIR_INGRESS : PAL_DIR_EGRESS,
+	};
+	struct pal_ct_value *ct;
+
+	if (!pkt->icmp_error)
+		return 0;
+	ct = pal_ct_lookup(&key, ep_id);
+	if (!ct) {
+		key.saddr = pkt->inner_daddr;
+		key.daddr = pkt->inner_saddr;
+		key.sport = pkt->inner_dport;
+		key.dport = pkt->inner_sport;
+		key.dir = dir;
+		ct = pal_ct_lookup(&key, ep_id);
+	}
+	return ct && !(ct->flags & PAL_CT_REVOKED);
+}
+
 /* Accounts one packet on an entry at time now (bpf_ktime_get_ns()). */
 static __always_inline void pal_ct_account(struct pal_ct_value *ct, __u32 len, __u8 tcp_flags,
 					   int reply, __u64 now)

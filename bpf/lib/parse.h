@@ -32,7 +32,12 @@
 
 /* linux/icmp.h drags in libc headers, so the few ICMP bits are here. */
 #define PAL_ICMP_ECHOREPLY 0
+#define PAL_ICMP_DEST_UNREACH 3
 #define PAL_ICMP_ECHO 8
+#define PAL_ICMP_TIME_EXCEEDED 11
+#define PAL_ICMP_PARAMETERPROB 12
+/* An ICMP error: 8 bytes of header, then the offending datagram's IP header. */
+#define PAL_ICMP_ERROR_HLEN 8
 
 struct pal_icmp_echo {
 	__u8 type;
@@ -68,6 +73,17 @@ struct pal_pkt {
 	__u8 frag;       /* PAL_FRAG_* */
 	__u8 tcp_flags;
 	__u8 has_ports;  /* protocol carries ports (TCP/UDP/SCTP/ICMP) */
+	/*
+	 * ICMP errors (destination unreachable, time exceeded, parameter
+	 * problem) quote the header of the datagram they are about: its tuple,
+	 * in the direction it was sent, when the quote is complete.
+	 */
+	__u8 icmp_error;
+	__u8 inner_protocol;
+	__be32 inner_saddr;
+	__be32 inner_daddr;
+	__be16 inner_sport;
+	__be16 inner_dport;
 };
 
 /*
@@ -88,6 +104,56 @@ static __always_inline __u32 pal_l4_min_len(__u8 protocol)
 	default:
 		return 0;
 	}
+}
+
+/*
+ * Reads the tuple of the datagram an ICMP error quotes (its IP header at
+ * off). A quote too short for the ports leaves icmp_error unset: the error
+ * is then an ordinary ICMP packet for policy.
+ */
+static __always_inline void pal_parse_icmp_error(struct __sk_buff *skb, __u32 off,
+						 struct pal_pkt *pkt)
+{
+	struct iphdr ip;
+	__u32 l4;
+
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		return;
+	if (ip.version != 4 || ip.ihl < 5)
+		return;
+	l4 = off + (__u32)ip.ihl * 4;
+	switch (ip.protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		__be16 ports[2];
+
+		if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) < 0)
+			return;
+		pkt->inner_sport = ports[0];
+		pkt->inner_dport = ports[1];
+		break;
+	}
+	case IPPROTO_ICMP: {
+		struct pal_icmp_echo echo;
+
+		if (bpf_skb_load_bytes(skb, l4, &echo, sizeof(echo)) < 0)
+			return;
+		if (echo.type == PAL_ICMP_ECHO)
+			pkt->inner_sport = echo.id;
+		else if (echo.type == PAL_ICMP_ECHOREPLY)
+			pkt->inner_dport = echo.id;
+		else
+			return;
+		break;
+	}
+	default:
+		return;
+	}
+	pkt->inner_saddr = ip.saddr;
+	pkt->inner_daddr = ip.daddr;
+	pkt->inner_protocol = ip.protocol;
+	pkt->icmp_error = 1;
 }
 
 /*
@@ -191,6 +257,10 @@ static __always_inline int pal_parse(struct __sk_buff *skb, struct pal_pkt *pkt)
 			pkt->sport = icmp.id;
 		else if (icmp.type == PAL_ICMP_ECHOREPLY)
 			pkt->dport = icmp.id;
+		else if ((icmp.type == PAL_ICMP_DEST_UNREACH || icmp.type == PAL_ICMP_TIME_EXCEEDED ||
+			  icmp.type == PAL_ICMP_PARAMETERPROB) &&
+			 pkt->frag == PAL_FRAG_NONE)
+			pal_parse_icmp_error(skb, l4_off + PAL_ICMP_ERROR_HLEN, pkt);
 		break;
 	}
 	}

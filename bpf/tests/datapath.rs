@@ -887,3 +887,51 @@ fn test_run_rejects_unknown_ifindex() -> Result<()> {
     assert!(format!("{err:#}").contains("No such device"), "{err:#}");
     Ok(())
 }
+
+/// ICMP errors about a connection of the endpoint pass like its replies
+/// (UDP port unreachable, fragmentation needed); errors about nothing the
+/// endpoint sent, or with a quote too short to name the connection, meet
+/// policy as ordinary ICMP.
+#[test]
+fn icmp_errors_related_to_a_connection() -> Result<()> {
+    let mut dp = setup(ENFORCE)?;
+    allow(&mut dp, Direction::Egress, ID_B, port(IPPROTO_UDP, 53), 1)?;
+    let query = Ipv4::udp(A, 40000, B, 53);
+    assert_eq!(out(&mut dp, &query)?, TC_ACT_OK);
+    dp.events()?;
+
+    // Port unreachable from B about the query: related, passes, no event.
+    let unreachable = Ipv4::icmp_error(B, A, 3, 3, &query, 28);
+    assert_eq!(inn(&mut dp, &unreachable)?, TC_ACT_OK);
+    assert!(dp.events()?.is_empty());
+    // Fragmentation needed from a router (another source) about it: related too.
+    let router = Ipv4Addr::new(10, 0, 1, 254);
+    let frag_needed = Ipv4::icmp_error(router, A, 3, 4, &query, 28);
+    assert_eq!(inn(&mut dp, &frag_needed)?, TC_ACT_OK);
+
+    // About a datagram A never sent: ordinary ICMP, denied by ingress policy.
+    let other = Ipv4::udp(A, 40001, B, 53);
+    let unrelated = Ipv4::icmp_error(B, A, 3, 3, &other, 28);
+    assert_eq!(inn(&mut dp, &unrelated)?, TC_ACT_SHOT);
+    one_event(&mut dp, EVENT_DROP, Reason::PolicyDenied)?;
+    // A quote without the ports cannot name a connection.
+    let short = Ipv4::icmp_error(B, A, 3, 3, &query, 20);
+    assert_eq!(inn(&mut dp, &short)?, TC_ACT_SHOT);
+    one_event(&mut dp, EVENT_DROP, Reason::PolicyDenied)?;
+
+    // The endpoint's own error about an admitted ingress connection leaves
+    // it as related traffic (egress is enforced and allows nothing here).
+    allow(
+        &mut dp,
+        Direction::Ingress,
+        ID_B,
+        port(IPPROTO_UDP, 9999),
+        2,
+    )?;
+    let probe = Ipv4::udp(B, 50000, A, 9999);
+    assert_eq!(inn(&mut dp, &probe)?, TC_ACT_OK);
+    dp.events()?;
+    let refused = Ipv4::icmp_error(A, B, 3, 3, &probe, 28);
+    assert_eq!(out(&mut dp, &refused)?, TC_ACT_OK);
+    Ok(())
+}

@@ -93,6 +93,23 @@ impl Ipv4 {
         Self::new(src, dst, IPPROTO_ICMP, icmp_echo(request, id, 1))
     }
 
+    /// An ICMP error (`icmp_type`/`code`, e.g. 3/3 port unreachable) from
+    /// `src` to `dst` quoting the first `quote` bytes of `about` (its IP
+    /// header and what follows; RFC 792 asks for 8 bytes of payload).
+    pub fn icmp_error(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        icmp_type: u8,
+        code: u8,
+        about: &Ipv4,
+        quote: usize,
+    ) -> Self {
+        let mut l4 = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+        let inner = about.ip_bytes();
+        l4.extend_from_slice(&inner[..quote.min(inner.len())]);
+        Self::new(src, dst, IPPROTO_ICMP, l4)
+    }
+
     /// The IP header + payload.
     pub fn ip_bytes(&self) -> Vec<u8> {
         let mut opts = self.options.clone();
