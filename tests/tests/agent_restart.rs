@@ -14,29 +14,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use palisade_tests::{PodSpec, PortProto, Topology, TopologyBuilder};
+use palisade_tests::{PortProto, Topology};
 
 const LONG_PORT: u16 = 7000;
-
-const B_FROM_A: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: b-from-a, namespace: x}
-spec:
-  endpointSelector: {matchLabels: {pod: b}}
-  ingress:
-    - fromEndpoints: [{matchLabels: {pod: a}}]
-      toPorts: [{ports: [{port: \"80\", protocol: TCP}, {port: \"80\", protocol: UDP}, {port: \"7000\", protocol: TCP}]}]
-";
-
-const B_FROM_C: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: b-from-c, namespace: x}
-spec:
-  endpointSelector: {matchLabels: {pod: b}}
-  ingress:
-    - fromEndpoints: [{matchLabels: {pod: c}}]
-      toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]
-";
 
 const A_NO_INGRESS: &str = "apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -45,26 +25,6 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   policyTypes: [Ingress]
 ";
-
-fn builder() -> TopologyBuilder {
-    Topology::builder()
-        .namespace("x", ns_labels("x"))
-        .pod(
-            PodSpec::new("x", "a")
-                .label("pod", "a")
-                .ports([PortProto::tcp(80)]),
-        )
-        .pod(
-            PodSpec::new("x", "b")
-                .label("pod", "b")
-                .ports([PortProto::tcp(80), PortProto::udp(80)]),
-        )
-        .pod(
-            PodSpec::new("x", "c")
-                .label("pod", "c")
-                .ports([PortProto::tcp(80)]),
-        )
-}
 
 /// a may reach b (80/tcp, 80/udp), c may not.
 fn assert_enforced(topo: &Topology, when: &str) {
@@ -75,11 +35,17 @@ fn assert_enforced(topo: &Topology, when: &str) {
 
 fn restart_keeps_enforcing(hard: bool) {
     let how = if hard { "SIGKILL" } else { "SIGTERM" };
-    let topo = builder().build().expect("topology");
+    let topo = abc_builder([
+        &[PortProto::tcp(80)],
+        &[PortProto::tcp(80), PortProto::udp(80)],
+        &[PortProto::tcp(80)],
+    ])
+    .build()
+    .expect("topology");
     let node = topo.node("n1").unwrap();
     let b = topo.pod("x/b").unwrap();
     let _echo = LongEcho::start(b.netns(), LONG_PORT);
-    apply(&topo, "b-from-a.yaml", B_FROM_A);
+    apply(&topo, "b-from-a.yaml", &b_from_a());
     assert_enforced(&topo, "before the restart");
 
     let before = status(node);
@@ -160,6 +126,11 @@ fn restart_keeps_enforcing(hard: bool) {
     drop(conn);
 }
 
+/// Ingress of x/b from x/a on 80/tcp, 80/udp and 7000/tcp.
+fn b_from_a() -> String {
+    b_ingress_from("b-from-a", "a", &[(80, "TCP"), (80, "UDP"), (7000, "TCP")])
+}
+
 #[test]
 fn sigterm_keeps_enforcing_and_restores() {
     if !privileged() {
@@ -182,15 +153,19 @@ fn policy_dir_changes_while_down_apply_at_start() {
         return;
     }
     let dir = TempDir::new("policies");
-    let topo = builder()
-        .agent_setting("policy_dir", dir.path().to_string_lossy().into_owned())
-        .agent_setting("policy_dir_poll_ms", 100u64)
-        .build()
-        .expect("topology");
+    let topo = abc_builder([
+        &[PortProto::tcp(80)],
+        &[PortProto::tcp(80), PortProto::udp(80)],
+        &[PortProto::tcp(80)],
+    ])
+    .agent_setting("policy_dir", dir.path().to_string_lossy().into_owned())
+    .agent_setting("policy_dir_poll_ms", 100u64)
+    .build()
+    .expect("topology");
     let node = topo.node("n1").unwrap();
     let b_file = dir.path().join("b.yaml");
     let a_file = dir.path().join("a.yaml");
-    std::fs::write(&b_file, B_FROM_A).unwrap();
+    std::fs::write(&b_file, b_from_a()).unwrap();
     std::fs::write(&a_file, A_NO_INGRESS).unwrap();
     let listed = wait_for(Duration::from_secs(2), || {
         let p = policies(node);
@@ -209,7 +184,7 @@ fn policy_dir_changes_while_down_apply_at_start() {
 
     node.stop_agent(true).expect("stop agent");
     // While down: b.yaml now admits c instead of a; a.yaml is gone.
-    std::fs::write(&b_file, B_FROM_C).unwrap();
+    std::fs::write(&b_file, b_ingress_from("b-from-c", "c", &[(80, "TCP")])).unwrap();
     std::fs::remove_file(&a_file).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_enforced(&topo, "changed files while down are not applied");

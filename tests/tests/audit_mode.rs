@@ -12,29 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use palisade_api::{FlowKind, FlowRecord, Request, Response};
-use palisade_tests::{PodSpec, PortProto, Topology, TopologyBuilder};
-
-const B_FROM_A: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: b-from-a, namespace: x}
-spec:
-  endpointSelector: {matchLabels: {pod: b}}
-  ingress:
-    - fromEndpoints: [{matchLabels: {pod: a}}]
-      toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]
-";
-
-fn builder() -> TopologyBuilder {
-    Topology::builder()
-        .namespace("x", ns_labels("x"))
-        .pod(PodSpec::new("x", "a").label("pod", "a"))
-        .pod(
-            PodSpec::new("x", "b")
-                .label("pod", "b")
-                .ports([PortProto::tcp(80)]),
-        )
-        .pod(PodSpec::new("x", "c").label("pod", "c"))
-}
+use palisade_tests::{PortProto, Topology};
 
 fn set_audit(topo: &Topology, pod: &str, audit: bool) {
     let ep = endpoint_of(topo, pod);
@@ -79,8 +57,14 @@ fn endpoint_audit_switch() {
     if !privileged() {
         return;
     }
-    let topo = builder().build().expect("topology");
-    apply(&topo, "b-from-a.yaml", B_FROM_A);
+    let topo = abc_builder([&[], &[PortProto::tcp(80)], &[]])
+        .build()
+        .expect("topology");
+    apply(
+        &topo,
+        "b-from-a.yaml",
+        &b_ingress_from("b-from-a", "a", &[(80, "TCP")]),
+    );
     assert_denied(&topo, "x/c", "x/b", PortProto::tcp(80), "enforcing");
     let drop = next_event(&topo, FlowKind::Drop, 0);
     assert_eq!(drop.reason, "policy_denied", "{drop:?}");
@@ -111,7 +95,7 @@ fn config_audit_mode_applies_to_new_endpoints() {
     if !privileged() {
         return;
     }
-    let topo = builder()
+    let topo = abc_builder([&[], &[PortProto::tcp(80)], &[]])
         .agent_setting("policy_audit_mode", true)
         .build()
         .expect("topology");
@@ -121,7 +105,11 @@ fn config_audit_mode_applies_to_new_endpoints() {
             "{pod} must start in audit mode"
         );
     }
-    apply(&topo, "b-from-a.yaml", B_FROM_A);
+    apply(
+        &topo,
+        "b-from-a.yaml",
+        &b_ingress_from("b-from-a", "a", &[(80, "TCP")]),
+    );
     assert!(endpoint_of(&topo, "x/b").ingress_enforced);
     assert_allowed(&topo, "x/c", "x/b", PortProto::tcp(80), "audit mode");
     let audit = next_event(&topo, FlowKind::Audit, 0);

@@ -12,17 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use palisade_tests::{locate_binary, PodSpec, PortProto, Topology};
-
-const B_FROM_A: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: b-from-a, namespace: x}
-spec:
-  endpointSelector: {matchLabels: {pod: b}}
-  ingress:
-    - fromEndpoints: [{matchLabels: {pod: a}}]
-      toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]
-";
+use palisade_tests::{locate_binary, PortProto};
 
 #[derive(Debug)]
 struct Out {
@@ -59,25 +49,20 @@ fn cli_against_live_agent() {
     if !privileged() {
         return;
     }
-    let topo = Topology::builder()
-        .namespace("x", ns_labels("x"))
-        .pod(PodSpec::new("x", "a").label("pod", "a"))
-        .pod(
-            PodSpec::new("x", "b")
-                .label("pod", "b")
-                .ports([PortProto::tcp(80)]),
-        )
+    let topo = abc_builder([&[], &[PortProto::tcp(80)], &[]])
         .build()
         .expect("topology");
+    let b_from_a = b_ingress_from("b-from-a", "a", &[(80, "TCP")]);
     let node = topo.node("n1").unwrap();
     let sock = Some(node.api_socket());
-    apply(&topo, "b-from-a.yaml", B_FROM_A);
+    apply(&topo, "b-from-a.yaml", &b_from_a);
     let st = status(node);
 
     // status: human and JSON, through PALISADE_SOCKET and --socket.
     let text = ok(sock, &["status"]);
     assert!(text.contains("on node n1"), "{text}");
-    assert!(text.contains("Endpoints:    2"), "{text}");
+    let pods = topo.pods().len();
+    assert!(text.contains(&format!("Endpoints:    {pods}")), "{text}");
     let via_flag = ok(
         None,
         &["--socket", &node.api_socket().to_string_lossy(), "status"],
@@ -86,7 +71,7 @@ fn cli_against_live_agent() {
     let json: serde_json::Value =
         serde_json::from_str(&ok(sock, &["-o", "json", "status"])).expect("status -o json is JSON");
     assert_eq!(json["node_name"], "n1");
-    assert_eq!(json["endpoints"], 2);
+    assert_eq!(json["endpoints"], pods);
     assert_eq!(json["policies"], 1);
 
     // An unreachable agent: exit 1 and a hint.
@@ -134,8 +119,8 @@ fn cli_against_live_agent() {
     let dir = topo.temp_dir();
     let good = dir.join("good.yaml");
     let bad = dir.join("bad.yaml");
-    std::fs::write(&good, B_FROM_A).unwrap();
-    std::fs::write(&bad, B_FROM_A.replace("toPorts", "toPortz")).unwrap();
+    std::fs::write(&good, &b_from_a).unwrap();
+    std::fs::write(&bad, b_from_a.replace("toPorts", "toPortz")).unwrap();
     let out = ok(None, &["policy", "validate", &good.to_string_lossy()]);
     assert!(out.contains("OK") && out.contains("good.yaml"), "{out}");
     let out = palisade(None, &["policy", "validate", &bad.to_string_lossy()]);

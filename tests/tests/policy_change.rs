@@ -14,51 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use palisade_api::{FlowKind, Request};
-use palisade_tests::{PodSpec, PortProto, Topology};
-
-/// Ingress of x/b: from x/a on the given TCP ports.
-fn b_from_a(ports: &[u16]) -> String {
-    let ports: Vec<String> = ports
-        .iter()
-        .map(|p| format!("{{port: \"{p}\", protocol: TCP}}"))
-        .collect();
-    format!(
-        "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: b-from-a, namespace: x}}
-spec:
-  endpointSelector: {{matchLabels: {{pod: b}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{pod: a}}}}]
-      toPorts: [{{ports: [{}]}}]
-",
-        ports.join(", ")
-    )
-}
-
-const C_WEB: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: b-from-c, namespace: x}
-spec:
-  endpointSelector: {matchLabels: {pod: b}}
-  ingress:
-    - fromEndpoints: [{matchLabels: {pod: c}}]
-      toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]
-";
-
-fn topology() -> Topology {
-    Topology::builder()
-        .namespace("x", ns_labels("x"))
-        .pod(PodSpec::new("x", "a").label("pod", "a"))
-        .pod(
-            PodSpec::new("x", "b")
-                .label("pod", "b")
-                .ports([PortProto::tcp(80)]),
-        )
-        .pod(PodSpec::new("x", "c").label("pod", "c"))
-        .build()
-        .expect("topology")
-}
+use palisade_tests::PortProto;
 
 #[test]
 fn revoked_connection_is_cut_and_unrelated_one_continues() {
@@ -66,12 +22,18 @@ fn revoked_connection_is_cut_and_unrelated_one_continues() {
         return;
     }
     let t0 = Instant::now();
-    let topo = topology();
+    let topo = abc_builder([&[], &[PortProto::tcp(80)], &[]])
+        .build()
+        .expect("topology");
     eprintln!("topology built in {:?}", t0.elapsed());
     let b = topo.pod("x/b").unwrap();
     let _echo7000 = LongEcho::start(b.netns(), 7000);
     let _echo7001 = LongEcho::start(b.netns(), 7001);
-    apply(&topo, "b-from-a.yaml", &b_from_a(&[7000, 7001]));
+    apply(
+        &topo,
+        "b-from-a.yaml",
+        &b_ingress_from("b-from-a", "a", &[(7000, "TCP"), (7001, "TCP")]),
+    );
 
     let a_ns = topo.pod("x/a").unwrap().netns().clone();
     let b_ip = b.ipv4();
@@ -84,7 +46,11 @@ fn revoked_connection_is_cut_and_unrelated_one_continues() {
 
     // Revoke 7000 only.
     let applied = Instant::now();
-    apply(&topo, "b-from-a.yaml", &b_from_a(&[7001]));
+    apply(
+        &topo,
+        "b-from-a.yaml",
+        &b_ingress_from("b-from-a", "a", &[(7001, "TCP")]),
+    );
     // The next message must get no echo, not even after retransmissions
     // (judged at the end, so that everything else is checked too).
     let cut = revoked.exchange(Duration::from_secs(1));
@@ -118,7 +84,11 @@ fn revoked_connection_is_cut_and_unrelated_one_continues() {
     assert_allowed(&topo, "x/a", "x/b", PortProto::tcp(7001), "after revoking");
 
     // Allowed again: new connections to 7000 work, the kept one goes on.
-    apply(&topo, "b-from-a.yaml", &b_from_a(&[7000, 7001]));
+    apply(
+        &topo,
+        "b-from-a.yaml",
+        &b_ingress_from("b-from-a", "a", &[(7000, "TCP"), (7001, "TCP")]),
+    );
     let mut again = Conn::open(&a_ns, b_ip, 7000).expect("a -> b:7000 allowed again");
     again.exchange(Duration::from_secs(1)).unwrap();
     kept.exchange(Duration::from_secs(1)).unwrap();
@@ -142,14 +112,24 @@ fn new_policy_applies_to_new_connections_at_once() {
     if !privileged() {
         return;
     }
-    let topo = topology();
+    let topo = abc_builder([&[], &[PortProto::tcp(80)], &[]])
+        .build()
+        .expect("topology");
     let node = topo.node("n1").unwrap();
-    apply(&topo, "b-from-a.yaml", &b_from_a(&[80]));
+    apply(
+        &topo,
+        "b-from-a.yaml",
+        &b_ingress_from("b-from-a", "a", &[(80, "TCP")]),
+    );
     assert_allowed(&topo, "x/a", "x/b", PortProto::tcp(80), "a is allowed");
     assert_denied(&topo, "x/c", "x/b", PortProto::tcp(80), "c is not");
 
     // Allow c: the probe right after the apply completes.
-    apply(&topo, "b-from-c.yaml", C_WEB);
+    apply(
+        &topo,
+        "b-from-c.yaml",
+        &b_ingress_from("b-from-c", "c", &[(80, "TCP")]),
+    );
     assert_allowed(
         &topo,
         "x/c",
@@ -177,7 +157,11 @@ fn new_policy_applies_to_new_connections_at_once() {
     assert_allowed(&topo, "x/a", "x/b", PortProto::tcp(80), "a unaffected");
 
     // And allowing c again works.
-    apply(&topo, "b-from-c.yaml", C_WEB);
+    apply(
+        &topo,
+        "b-from-c.yaml",
+        &b_ingress_from("b-from-c", "c", &[(80, "TCP")]),
+    );
     assert_allowed(&topo, "x/c", "x/b", PortProto::tcp(80), "allowed again");
 
     // Removing b's last policy lifts default deny for b altogether.

@@ -13,34 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use palisade_tests::{PodSpec, PortProto, Topology, TopologyBuilder};
-
-/// Ingress of x/b on 80/tcp from pods labelled `pod: <from>`.
-fn b_web(from: &str) -> String {
-    format!(
-        "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: b-web, namespace: x}}
-spec:
-  endpointSelector: {{matchLabels: {{pod: b}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{pod: {from}}}}}]
-      toPorts: [{{ports: [{{port: \"80\", protocol: TCP}}]}}]
-"
-    )
-}
-
-fn builder() -> TopologyBuilder {
-    Topology::builder()
-        .namespace("x", ns_labels("x"))
-        .pod(PodSpec::new("x", "a").label("pod", "a"))
-        .pod(
-            PodSpec::new("x", "b")
-                .label("pod", "b")
-                .ports([PortProto::tcp(80)]),
-        )
-        .pod(PodSpec::new("x", "c").label("pod", "c"))
-}
+use palisade_tests::{PortProto, Topology};
 
 /// `from` reaches b, the other of a/c does not.
 fn assert_only(topo: &Topology, from: &str, when: &str) {
@@ -52,7 +25,7 @@ fn assert_only(topo: &Topology, from: &str, when: &str) {
 /// Invalid documents, each trying to let c in instead of a, with what the
 /// error must mention besides the source.
 fn invalid_documents() -> Vec<(&'static str, String, Vec<&'static str>)> {
-    let good_c = b_web("c");
+    let good_c = b_ingress_from("b-web", "c", &[(80, "TCP")]);
     vec![
         (
             "malformed.yaml",
@@ -100,9 +73,15 @@ fn api_errors_name_source_and_path_and_keep_policy() {
     if !privileged() {
         return;
     }
-    let topo = builder().build().expect("topology");
+    let topo = abc_builder([&[], &[PortProto::tcp(80)], &[]])
+        .build()
+        .expect("topology");
     let node = topo.node("n1").unwrap();
-    apply(&topo, "b-web.yaml", &b_web("a"));
+    apply(
+        &topo,
+        "b-web.yaml",
+        &b_ingress_from("b-web", "a", &[(80, "TCP")]),
+    );
     assert_only(&topo, "x/a", "valid policy applied");
     let before = policies(node);
     let rev = status(node).policy_revision;
@@ -135,7 +114,7 @@ fn policy_dir_broken_file_keeps_previous_version() {
         return;
     }
     let dir = TempDir::new("policies");
-    let topo = builder()
+    let topo = abc_builder([&[], &[PortProto::tcp(80)], &[]])
         .agent_setting("policy_dir", dir.path().to_string_lossy().into_owned())
         .agent_setting("policy_dir_poll_ms", 100u64)
         .build()
@@ -154,7 +133,7 @@ fn policy_dir_broken_file_keeps_previous_version() {
 
     // A valid file: in force within about a second.
     let t = Instant::now();
-    std::fs::write(&file, b_web("a")).unwrap();
+    std::fs::write(&file, b_ingress_from("b-web", "a", &[(80, "TCP")])).unwrap();
     wait_for(Duration::from_millis(1500), || {
         in_force("x/a").then_some(())
     })
@@ -163,7 +142,11 @@ fn policy_dir_broken_file_keeps_previous_version() {
     assert_only(&topo, "x/a", "valid file");
 
     // Broken: the old version stays, the status names the file and path.
-    std::fs::write(&file, b_web("c").replace("fromEndpoints", "fromEndpointz")).unwrap();
+    std::fs::write(
+        &file,
+        b_ingress_from("b-web", "c", &[(80, "TCP")]).replace("fromEndpoints", "fromEndpointz"),
+    )
+    .unwrap();
     let error = wait_for(Duration::from_millis(1500), || {
         status(node).policy_dir_error
     })
@@ -177,7 +160,7 @@ fn policy_dir_broken_file_keeps_previous_version() {
     assert_only(&topo, "x/a", "broken file: the previous version stays");
 
     // Fixed (a new version): in force, error gone.
-    std::fs::write(&file, b_web("c")).unwrap();
+    std::fs::write(&file, b_ingress_from("b-web", "c", &[(80, "TCP")])).unwrap();
     wait_for(Duration::from_millis(1500), || {
         in_force("x/c").then_some(())
     })

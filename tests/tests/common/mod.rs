@@ -22,7 +22,7 @@ use palisade_api::{
     AgentStatus, EndpointRecord, FlowKind, FlowRecord, IdentityRecord, PolicyRecord, Request,
     Response,
 };
-use palisade_tests::{NetNs, Node, PortProto, ProbeOutcome, Topology};
+use palisade_tests::{NetNs, Node, PodSpec, PortProto, ProbeOutcome, Topology, TopologyBuilder};
 
 /// Timeout of a probe expected to complete (the harness's bound).
 pub const ALLOW_TIMEOUT: Duration = Duration::from_secs(1);
@@ -56,6 +56,41 @@ pub fn privileged() -> bool {
 /// `{ns: <name>}`, the labels every test namespace gets.
 pub fn ns_labels(name: &str) -> BTreeMap<String, String> {
     [("ns".to_owned(), name.to_owned())].into()
+}
+
+/// Namespace `x` with pods `x/a`, `x/b` and `x/c`, labelled `pod: <name>`,
+/// listening on the given ports.
+pub fn abc_builder(ports: [&[PortProto]; 3]) -> TopologyBuilder {
+    let mut b = Topology::builder().namespace("x", ns_labels("x"));
+    for (name, ports) in ["a", "b", "c"].into_iter().zip(ports) {
+        b = b.pod(
+            PodSpec::new("x", name)
+                .label("pod", name)
+                .ports(ports.iter().copied()),
+        );
+    }
+    b
+}
+
+/// A CiliumNetworkPolicy `name` in namespace `x`: ingress of `x/b` from
+/// pods labelled `pod: <from>` on `ports` (port, protocol).
+pub fn b_ingress_from(name: &str, from: &str, ports: &[(u16, &str)]) -> String {
+    let ports: Vec<String> = ports
+        .iter()
+        .map(|(port, proto)| format!("{{port: \"{port}\", protocol: {proto}}}"))
+        .collect();
+    format!(
+        "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}, namespace: x}}
+spec:
+  endpointSelector: {{matchLabels: {{pod: b}}}}
+  ingress:
+    - fromEndpoints: [{{matchLabels: {{pod: {from}}}}}]
+      toPorts: [{{ports: [{}]}}]
+",
+        ports.join(", ")
+    )
 }
 
 /// Calls the node's agent; panics with the request and error otherwise.
