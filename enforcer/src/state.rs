@@ -1,5 +1,11 @@
-//! The agent's persisted state: endpoints, identities, addresses and the
-//! policies applied through the API, in one JSON file written atomically.
+//! The agent's persisted state: endpoints, identities and addresses in one
+//! JSON file written atomically (`state.json`), and each policy document
+//! applied through the API in a file of its own (`policies/<key>.yaml`), so
+//! that applying one document writes that document only.
+//!
+//! Version 1 kept the documents in `state.json` (`api_documents`); such a
+//! state is still read, and the agent moves its documents to files on its
+//! first save.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,9 +17,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::ipam::Ipam;
 
-/// Version of the state file format.
-pub const STATE_VERSION: u32 = 1;
+/// Version of the state file format: 2 since API documents have their own
+/// files.
+pub const STATE_VERSION: u32 = 2;
 const STATE_FILE: &str = "state.json";
+/// Directory (in the state directory) of the documents applied through the
+/// API.
+const API_DIR: &str = "policies";
+/// First line of a document file; the rest of the line is its
+/// [`DocumentHeader`] as JSON, the rest of the file the document.
+const HEADER_PREFIX: &str = "# palisade api document: ";
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +77,14 @@ pub struct ApiDocument {
     pub yaml: String,
 }
 
-/// Everything the agent persists.
+/// What a document file says about its document besides the YAML.
+#[derive(Debug, Serialize, Deserialize)]
+struct DocumentHeader {
+    key: String,
+    source: String,
+}
+
+/// The contents of `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PersistedState {
     /// Format version.
@@ -75,7 +95,9 @@ pub struct PersistedState {
     pub identities: AllocatorSnapshot,
     /// Addresses.
     pub ipam: Ipam,
-    /// Documents applied through the API, by resource key.
+    /// Documents applied through the API, by resource key: only in a
+    /// version-1 file (see [`load_api_documents`] for version 2).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub api_documents: BTreeMap<String, ApiDocument>,
 }
 
@@ -104,25 +126,259 @@ impl PersistedState {
             .map_err(|source| StateError::Decode { path, source })
     }
 
+    /// The bytes [`PersistedState::save_bytes`] writes.
+    pub fn to_bytes(&self, dir: &Path) -> Result<Vec<u8>, StateError> {
+        serde_json::to_vec_pretty(self).map_err(|source| StateError::Decode {
+            path: dir.join(STATE_FILE),
+            source,
+        })
+    }
+
     /// Writes the state of `dir` atomically (temporary file, fsync, rename):
     /// a crash or a full disk leaves the previous state intact.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        let path = dir.join(STATE_FILE);
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        let io = |source| StateError::Io {
-            path: path.clone(),
+        Self::save_bytes(dir, &self.to_bytes(dir)?)
+    }
+
+    /// Writes bytes of [`PersistedState::to_bytes`] as the state of `dir`,
+    /// atomically.
+    pub fn save_bytes(dir: &Path, bytes: &[u8]) -> Result<(), StateError> {
+        write_atomic(&dir.join(STATE_FILE), bytes)
+    }
+}
+
+/// Writes `path` atomically: temporary file, fsync, rename. The directory
+/// is not synced (see [`sync_dir`]).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Makes renames and removals in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StateError::Io {
+            path: dir.to_path_buf(),
             source,
-        };
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| StateError::Decode {
+        })
+}
+
+/// The file name of a document's key: letters, digits, `.` and `-` as
+/// they are, `/` as `_`, any other byte as `%XX`, so that distinct keys get
+/// distinct names and no name leaves the directory.
+fn document_file_name(key: &str) -> String {
+    let mut name = String::with_capacity(key.len() + 5);
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' => name.push(char::from(b)),
+            b'/' => name.push('_'),
+            _ => name.push_str(&format!("%{b:02X}")),
+        }
+    }
+    name.push_str(".yaml");
+    name
+}
+
+/// Reads the documents applied through the API from `dir/policies/`.
+/// A file that cannot be read as a document is left alone and reported in
+/// the returned warnings.
+pub fn load_api_documents(
+    dir: &Path,
+) -> Result<(BTreeMap<String, ApiDocument>, Vec<String>), StateError> {
+    let api_dir = dir.join(API_DIR);
+    let mut docs = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let entries = match std::fs::read_dir(&api_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((docs, warnings)),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: api_dir,
+                source,
+            })
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml") => {}
+            // A write that did not finish: the previous version (if any) is
+            // the file without `.tmp`.
+            Some("tmp") => {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            _ => continue,
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| StateError::Io {
             path: path.clone(),
             source,
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        let written = f.write_all(&bytes).and_then(|()| f.sync_all());
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
+        let (first, yaml) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        let header = first
+            .strip_prefix(HEADER_PREFIX)
+            .and_then(|h| serde_json::from_str::<DocumentHeader>(h).ok());
+        match header {
+            Some(h) if document_file_name(&h.key) == path.file_name().unwrap_or_default().to_string_lossy() => {
+                docs.insert(
+                    h.key,
+                    ApiDocument {
+                        source: h.source,
+                        yaml: yaml.to_owned(),
+                    },
+                );
+            }
+            _ => warnings.push(format!(
+                "{} is not a document file of this agent (its first line must be {HEADER_PREFIX:?} and a header naming the file's key); it is ignored",
+                path.display()
+            )),
         }
-        std::fs::rename(&tmp, &path).map_err(io)
+    }
+    Ok((docs, warnings))
+}
+
+/// Writes (`Some`) or removes (`None`) the files of documents applied
+/// through the API, each atomically, then syncs the directory once.
+pub fn save_api_documents<'a>(
+    dir: &Path,
+    changes: impl IntoIterator<Item = (&'a str, Option<&'a ApiDocument>)>,
+) -> Result<(), StateError> {
+    let api_dir = dir.join(API_DIR);
+    std::fs::create_dir_all(&api_dir).map_err(|source| StateError::Io {
+        path: api_dir.clone(),
+        source,
+    })?;
+    let mut any = false;
+    for (key, doc) in changes {
+        any = true;
+        let path = api_dir.join(document_file_name(key));
+        match doc {
+            Some(doc) => {
+                let header = serde_json::to_string(&DocumentHeader {
+                    key: key.to_owned(),
+                    source: doc.source.clone(),
+                })
+                .map_err(|source| StateError::Decode {
+                    path: path.clone(),
+                    source,
+                })?;
+                let mut text =
+                    String::with_capacity(HEADER_PREFIX.len() + header.len() + 1 + doc.yaml.len());
+                text.push_str(HEADER_PREFIX);
+                text.push_str(&header);
+                text.push('\n');
+                text.push_str(&doc.yaml);
+                write_atomic(&path, text.as_bytes())?;
+            }
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StateError::Io { path, source }),
+            },
+        }
+    }
+    if any {
+        sync_dir(&api_dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn doc(source: &str, yaml: &str) -> ApiDocument {
+        ApiDocument {
+            source: source.to_owned(),
+            yaml: yaml.to_owned(),
+        }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("palisade-state-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn file_names_are_distinct_and_stay_in_the_directory() {
+        assert_eq!(
+            document_file_name("CiliumNetworkPolicy/ns/web-1.x"),
+            "CiliumNetworkPolicy_ns_web-1.x.yaml"
+        );
+        assert_ne!(document_file_name("a/b_c"), document_file_name("a_b/c"));
+        assert_eq!(document_file_name("a/../b"), "a_.._b.yaml");
+        assert!(!document_file_name("x/\u{e9}\\").contains(['/', '\\']));
+    }
+
+    #[test]
+    fn documents_round_trip_and_are_removed() {
+        let dir = tempdir("docs");
+        let a = doc(
+            "src \"one\"\nline",
+            "kind: Namespace\nmetadata:\n  name: a\n",
+        );
+        let b = doc("two", "kind: X\n");
+        save_api_documents(
+            &dir,
+            [
+                ("Namespace/a", Some(&a)),
+                ("CiliumNetworkPolicy/n/b", Some(&b)),
+            ],
+        )
+        .unwrap();
+        std::fs::write(dir.join(API_DIR).join("junk.yaml.tmp"), "x").unwrap();
+        let (docs, warnings) = load_api_documents(&dir).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs["Namespace/a"], a);
+        assert_eq!(docs["CiliumNetworkPolicy/n/b"], b);
+        assert!(!dir.join(API_DIR).join("junk.yaml.tmp").exists());
+        save_api_documents(&dir, [("Namespace/a", None)]).unwrap();
+        let (docs, _) = load_api_documents(&dir).unwrap();
+        assert_eq!(docs.keys().collect::<Vec<_>>(), ["CiliumNetworkPolicy/n/b"]);
+        std::fs::write(dir.join(API_DIR).join("other.yaml"), "kind: X\n").unwrap();
+        let (docs, warnings) = load_api_documents(&dir).unwrap();
+        assert_eq!((docs.len(), warnings.len()), (1, 1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn version_1_state_is_read_and_version_2_omits_documents() {
+        let dir = tempdir("v1");
+        let mut st = PersistedState::empty(Ipam::new(
+            crate::config::PodCidr::try_from("10.9.0.0/24".to_owned()).unwrap(),
+        ));
+        st.version = 1;
+        st.api_documents
+            .insert("Namespace/a".to_owned(), doc("s", "y\n"));
+        st.save(&dir).unwrap();
+        let back = PersistedState::load(&dir).unwrap().unwrap();
+        assert_eq!((back.version, back.api_documents.len()), (1, 1));
+        let v2 = PersistedState::empty(Ipam::new(
+            crate::config::PodCidr::try_from("10.9.0.0/24".to_owned()).unwrap(),
+        ));
+        let text = String::from_utf8(v2.to_bytes(&dir).unwrap()).unwrap();
+        assert!(!text.contains("api_documents"), "{text}");
+        v2.save(&dir).unwrap();
+        let back = PersistedState::load(&dir).unwrap().unwrap();
+        assert_eq!((back.version, back.api_documents.len()), (STATE_VERSION, 0));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -152,11 +152,28 @@ pub fn merge(a: EntryValue, b: EntryValue) -> EntryValue {
     }
 }
 
-type Space = HashMap<L4Match, EntryValue>;
+/// The entries of one identity. Keys are small and not attacker-chosen
+/// beyond what policies say, and the result never depends on the iteration
+/// order, so a fast (non-SipHash) hasher is fine.
+type Space = HashMap<L4Match, EntryValue, foldhash::fast::RandomState>;
 
 /// Resolves deny precedence and authentication inheritance (see the module
 /// documentation) and returns the entries to install.
 pub fn resolve(raw: impl IntoIterator<Item = RawEntry>) -> BTreeMap<EntryKey, EntryValue> {
+    let mut raw: Vec<RawEntry> = raw.into_iter().collect();
+    if raw.iter().all(|e| !e.value.deny && e.value.auth_type == 0) {
+        // Only plain allows: no deny to propagate and no authentication to
+        // inherit, so the result is the entries with duplicates merged.
+        raw.sort_unstable_by_key(|e| e.key);
+        let mut out: Vec<(EntryKey, EntryValue)> = Vec::with_capacity(raw.len());
+        for e in raw {
+            match out.last_mut() {
+                Some((k, v)) if *k == e.key => *v = merge(*v, e.value),
+                _ => out.push((e.key, e.value)),
+            }
+        }
+        return out.into_iter().collect();
+    }
     let mut spaces: BTreeMap<NumericIdentity, Space> = BTreeMap::new();
     for e in raw {
         let space = spaces.entry(e.key.identity).or_default();

@@ -7,7 +7,9 @@
 //! those are recompiled by [`PolicyEngine::compute`], and diffed against
 //! their previous state.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use palisade_identity::{Labels, NumericIdentity, ReservedIdentity};
 use serde::{Deserialize, Serialize};
@@ -96,10 +98,23 @@ struct CompiledPart {
     rules: Vec<CompiledRule>,
 }
 
+/// The raw entries of one part's rules, which do not depend on the
+/// endpoint: an endpoint's compile merges those of the parts that select it.
+#[derive(Debug, Clone, Default)]
+struct PartEntries {
+    raw: [Vec<RawEntry>; 2],
+    has_deny: [bool; 2],
+}
+
 #[derive(Debug, Clone)]
 struct PolicyState {
     policy: Policy,
     parts: Vec<CompiledPart>,
+    /// The parts' raw entries as of the current selections and CIDR and
+    /// cluster identities; `None` when they must be recomputed. Every
+    /// change of those marks the policy's users ([`PolicyEngine::mark_users`]),
+    /// which drops this.
+    entries: Option<Arc<Vec<PartEntries>>>,
     selectors: Vec<Selector>,
     prefixes: Vec<Cidr>,
     uses_cidrs: bool,
@@ -159,7 +174,7 @@ pub struct PolicyEngine {
     endpoints: BTreeMap<u16, EndpointView>,
     ep_policies: BTreeMap<u16, BTreeSet<PolicyRef>>,
     policy_eps: HashMap<PolicyRef, BTreeSet<u16>>,
-    state: BTreeMap<u16, EndpointPolicy>,
+    state: BTreeMap<u16, Arc<EndpointPolicy>>,
     dirty: BTreeSet<u16>,
     removed: BTreeSet<u16>,
     // Rule ids.
@@ -316,6 +331,7 @@ impl PolicyEngine {
         PolicyState {
             policy: p,
             parts,
+            entries: None,
             selectors,
             prefixes,
             uses_cidrs,
@@ -397,8 +413,15 @@ impl PolicyEngine {
         prefixes_changed
     }
 
+    /// Marks the endpoints selected by `users` for recompilation, and drops
+    /// the cached entries of those policies: every change of what a
+    /// policy's rules resolve to (selections, CIDR or cluster identities)
+    /// goes through here.
     fn mark_users(&mut self, users: &BTreeSet<PolicyRef>) {
         for u in users {
+            if let Some(st) = self.policies.get_mut(u) {
+                st.entries = None;
+            }
             if let Some(eps) = self.policy_eps.get(u) {
                 self.dirty.extend(eps.iter().copied());
             }
@@ -698,7 +721,7 @@ impl PolicyEngine {
 
     /// The current compiled state of an endpoint (as of the last compute).
     pub fn endpoint_state(&self, ep_id: u16) -> Option<&EndpointPolicy> {
-        self.state.get(&ep_id)
+        self.state.get(&ep_id).map(|s| &**s)
     }
 
     // ------------------------------------------------------------ compute
@@ -735,32 +758,33 @@ impl PolicyEngine {
             }
         }
         let dirty = std::mem::take(&mut self.dirty);
-        let world = self.world_identities();
-        let cluster = self.cluster_identities();
-        let ctx = Ctx {
-            world: &world,
-            cluster: &cluster,
-        };
+        self.refresh_entries(&dirty);
+        // Endpoints selected by the same parts get the same policy: compile
+        // it once per set of parts.
+        let mut compiled: HashMap<Vec<(&PolicyRef, usize)>, Arc<EndpointPolicy>> = HashMap::new();
+        let mut results = Vec::with_capacity(dirty.len());
         for ep in dirty {
             let Some(view) = self.endpoints.get(&ep) else {
                 continue;
             };
-            let new = self.compile_endpoint(view, &ctx);
+            let parts = self.selecting_parts(view);
+            let new = match compiled.get(&parts) {
+                Some(p) => Arc::clone(p),
+                None => {
+                    let p = Arc::new(self.compile_parts(&parts));
+                    compiled.insert(parts, Arc::clone(&p));
+                    p
+                }
+            };
+            results.push((ep, new));
+        }
+        drop(compiled);
+        for (ep, new) in results {
             let old = self.state.get(&ep);
             for d in Direction::BOTH {
-                let n = new.direction(d);
                 let empty = Default::default();
                 let o = old.map_or(&empty, |o| o.direction(d));
-                for (k, v) in &n.entries {
-                    if o.entries.get(k) != Some(v) {
-                        diff.upserts.push((ep, d, *k, *v));
-                    }
-                }
-                for k in o.entries.keys() {
-                    if !n.entries.contains_key(k) {
-                        diff.deletes.push((ep, d, *k));
-                    }
-                }
+                diff_entries(ep, d, &o.entries, &new.direction(d).entries, &mut diff);
             }
             let changed = old.is_none_or(|o| {
                 o.ingress.enforced != new.ingress.enforced
@@ -773,6 +797,101 @@ impl PolicyEngine {
             self.state.insert(ep, new);
         }
         diff
+    }
+
+    /// Recomputes the dropped entry caches of the policies selecting the
+    /// endpoints in `dirty`.
+    fn refresh_entries(&mut self, dirty: &BTreeSet<u16>) {
+        let stale: BTreeSet<&PolicyRef> = dirty
+            .iter()
+            .filter_map(|ep| self.ep_policies.get(ep))
+            .flatten()
+            .filter(|r| self.policies.get(*r).is_some_and(|st| st.entries.is_none()))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let world = self.world_identities();
+        let cluster = self.cluster_identities();
+        let ctx = Ctx {
+            world: &world,
+            cluster: &cluster,
+        };
+        let fresh: Vec<(PolicyRef, Vec<PartEntries>)> = stale
+            .into_iter()
+            .filter_map(|r| {
+                let st = self.policies.get(r)?;
+                Some((r.clone(), self.part_entries(st, &ctx)))
+            })
+            .collect();
+        for (r, entries) in fresh {
+            if let Some(st) = self.policies.get_mut(&r) {
+                st.entries = Some(Arc::new(entries));
+            }
+        }
+    }
+
+    /// The raw entries of every part of a policy.
+    fn part_entries(&self, st: &PolicyState, ctx: &Ctx<'_>) -> Vec<PartEntries> {
+        let mut ids = Vec::new();
+        st.parts
+            .iter()
+            .map(|part| {
+                let mut out = PartEntries::default();
+                for r in &part.rules {
+                    let d = dir_index(r.direction);
+                    ids.clear();
+                    for peer in &r.peers {
+                        self.peer_identities(peer, ctx, &mut ids);
+                    }
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    ids.sort_unstable();
+                    ids.dedup();
+                    if ids[0] == NumericIdentity::ANY {
+                        ids.truncate(1);
+                    }
+                    out.has_deny[d] |= r.deny;
+                    let value = EntryValue {
+                        deny: r.deny,
+                        auth_type: if r.deny { 0 } else { r.auth_type },
+                        rule_id: r.rule_id,
+                    };
+                    for id in &ids {
+                        for l4 in &r.l4 {
+                            out.raw[d].push(RawEntry {
+                                key: EntryKey {
+                                    identity: *id,
+                                    l4: *l4,
+                                },
+                                value,
+                            });
+                        }
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// The parts (policy, index) whose subject selects an endpoint.
+    fn selecting_parts(&self, ep: &EndpointView) -> Vec<(&PolicyRef, usize)> {
+        let mut out = Vec::new();
+        let Some(selecting) = self.ep_policies.get(&ep.ep_id) else {
+            return out;
+        };
+        for key in selecting {
+            let Some((key, st)) = self.policies.get_key_value(key) else {
+                continue;
+            };
+            for (i, part) in st.parts.iter().enumerate() {
+                if part.subject.matches(&ep.labels) {
+                    out.push((key, i));
+                }
+            }
+        }
+        out
     }
 
     fn world_identities(&self) -> Vec<NumericIdentity> {
@@ -834,60 +953,32 @@ impl PolicyEngine {
         }
     }
 
-    fn compile_endpoint(&self, ep: &EndpointView, ctx: &Ctx<'_>) -> EndpointPolicy {
+    /// Compiles the policy of an endpoint selected by `parts` (from the
+    /// parts' cached entries, see [`Self::refresh_entries`]).
+    fn compile_parts(&self, parts: &[(&PolicyRef, usize)]) -> EndpointPolicy {
         let mut result = EndpointPolicy::default();
-        let Some(selecting) = self.ep_policies.get(&ep.ep_id) else {
-            return result;
-        };
         let mut raw: [Vec<RawEntry>; 2] = [Vec::new(), Vec::new()];
         let mut enforced = [false; 2];
         let mut relaxed = [false; 2];
         let mut has_deny = [false; 2];
-        let mut ids = Vec::new();
-        for key in selecting {
-            let Some(st) = self.policies.get(key) else {
+        for (key, i) in parts {
+            let Some(st) = self.policies.get(*key) else {
                 continue;
             };
-            for part in st.parts.iter().filter(|p| p.subject.matches(&ep.labels)) {
-                for d in 0..2 {
-                    if part.default_deny[d] {
-                        enforced[d] = true;
-                    } else if part.has_rules[d] {
-                        relaxed[d] = true;
-                    }
+            let (Some(part), Some(cached)) = (
+                st.parts.get(*i),
+                st.entries.as_ref().and_then(|e| e.get(*i)),
+            ) else {
+                continue;
+            };
+            for d in 0..2 {
+                if part.default_deny[d] {
+                    enforced[d] = true;
+                } else if part.has_rules[d] {
+                    relaxed[d] = true;
                 }
-                for r in &part.rules {
-                    let d = dir_index(r.direction);
-                    ids.clear();
-                    for peer in &r.peers {
-                        self.peer_identities(peer, ctx, &mut ids);
-                    }
-                    if ids.is_empty() {
-                        continue;
-                    }
-                    ids.sort_unstable();
-                    ids.dedup();
-                    if ids[0] == NumericIdentity::ANY {
-                        ids.truncate(1);
-                    }
-                    has_deny[d] |= r.deny;
-                    let value = EntryValue {
-                        deny: r.deny,
-                        auth_type: if r.deny { 0 } else { r.auth_type },
-                        rule_id: r.rule_id,
-                    };
-                    for id in &ids {
-                        for l4 in &r.l4 {
-                            raw[d].push(RawEntry {
-                                key: EntryKey {
-                                    identity: *id,
-                                    l4: *l4,
-                                },
-                                value,
-                            });
-                        }
-                    }
-                }
+                has_deny[d] |= cached.has_deny[d];
+                raw[d].extend_from_slice(&cached.raw[d]);
             }
         }
         for d in Direction::BOTH {
@@ -921,6 +1012,48 @@ impl PolicyEngine {
             }
         }
         result
+    }
+}
+
+/// Appends to `diff` what turns `old` into `new` (both sorted by key).
+fn diff_entries(
+    ep: u16,
+    d: Direction,
+    old: &BTreeMap<EntryKey, EntryValue>,
+    new: &BTreeMap<EntryKey, EntryValue>,
+    diff: &mut MapDiff,
+) {
+    let mut o = old.iter().peekable();
+    let mut n = new.iter().peekable();
+    loop {
+        match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some((ok, _)), None) => {
+                diff.deletes.push((ep, d, **ok));
+                o.next();
+            }
+            (None, Some((nk, nv))) => {
+                diff.upserts.push((ep, d, **nk, **nv));
+                n.next();
+            }
+            (Some((ok, ov)), Some((nk, nv))) => match ok.cmp(nk) {
+                Ordering::Less => {
+                    diff.deletes.push((ep, d, **ok));
+                    o.next();
+                }
+                Ordering::Greater => {
+                    diff.upserts.push((ep, d, **nk, **nv));
+                    n.next();
+                }
+                Ordering::Equal => {
+                    if ov != nv {
+                        diff.upserts.push((ep, d, **nk, **nv));
+                    }
+                    o.next();
+                    n.next();
+                }
+            },
+        }
     }
 }
 

@@ -123,6 +123,45 @@ fn world_covers_cidr_identities_and_ipv6_warns() {
     assert!(!egress(&e, OTHER, 1).is_allow());
 }
 
+/// Compiled entries of a policy are reused across computes: a CIDR that
+/// comes or goes later must still reach the `world` rule of a policy that
+/// did not change, and a policy that does not select the endpoint (here an
+/// egress to the CIDR on another port) must not leak into it.
+#[test]
+fn world_follows_cidrs_added_and_removed_later() {
+    let mut e = engine(&cnp("w", "  egress:\n    - toEntities: [world]\n"));
+    e.compute();
+    assert!(e.cidr_identities().next().is_none());
+    for p in parse_policies(
+        &cnp("c", "  egress:\n    - toCIDR: [10.1.0.0/16]\n      toPorts: [{ports: [{port: '443', protocol: TCP}]}]\n"),
+        "t",
+    )
+    .unwrap()
+    {
+        e.upsert_policy(p);
+    }
+    let d = e.compute();
+    let c = e.cidr_identities().next().unwrap().1;
+    assert!(
+        d.upserts.iter().any(|(_, _, k, _)| k.identity == c),
+        "{d:?}"
+    );
+    assert!(
+        egress(&e, c, 1).is_allow(),
+        "world includes the new CIDR identity"
+    );
+    let c_ref = parse_policies(&cnp("c", "  egress:\n    - toCIDR: [10.1.0.0/16]\n"), "t")
+        .unwrap()
+        .remove(0)
+        .key;
+    assert!(e.remove_policy(&c_ref));
+    let d = e.compute();
+    assert!(d.deletes.iter().any(|(_, _, k)| k.identity == c), "{d:?}");
+    assert!(e.cidr_identities().next().is_none());
+    assert!(egress(&e, NumericIdentity(2), 1).is_allow());
+    assert!(!egress(&e, c, 1).is_allow());
+}
+
 #[test]
 fn cluster_entity_and_namespace_scoping() {
     let mut e = engine(&cnp(

@@ -2,8 +2,9 @@
 //! and documents applied through the API; and the desired set they make
 //! together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use palisade_identity::Labels;
@@ -16,8 +17,9 @@ use crate::state::ApiDocument;
 /// What one document defines.
 #[derive(Debug, Clone)]
 pub enum Definition {
-    /// A policy.
-    Policy(Box<Policy>),
+    /// A policy (shared, so that the desired set is cheap to build and an
+    /// unchanged policy is recognised by identity).
+    Policy(Arc<Policy>),
     /// A namespace with its labels.
     Namespace(String, Labels),
 }
@@ -37,7 +39,7 @@ pub struct Sourced {
 #[derive(Debug, Default)]
 pub struct Desired {
     /// Policies, with their source.
-    pub policies: BTreeMap<PolicyRef, (String, Policy)>,
+    pub policies: BTreeMap<PolicyRef, (String, Arc<Policy>)>,
     /// Namespace labels.
     pub namespaces: BTreeMap<String, Labels>,
     /// Conflicts between sources (the first definition wins).
@@ -57,6 +59,9 @@ pub struct Documents {
     dir: Option<PathBuf>,
     files: BTreeMap<PathBuf, FileState>,
     api: BTreeMap<String, (ApiDocument, Sourced)>,
+    /// Keys of API documents changed (or removed) since they were last
+    /// persisted.
+    api_unsaved: BTreeSet<String>,
 }
 
 /// Parses a stream into definitions; any invalid document fails it all.
@@ -65,7 +70,7 @@ fn parse(text: &str, source: &str, origin: &str) -> Result<Vec<Sourced>, String>
     let mut out = Vec::with_capacity(parsed.len());
     for (resource, policy) in parsed {
         let (key, definition) = match (resource, policy) {
-            (_, Some(p)) => (p.key.to_string(), Definition::Policy(Box::new(p))),
+            (_, Some(p)) => (p.key.to_string(), Definition::Policy(Arc::new(p))),
             (Resource::Namespace { name, labels }, None) => (
                 format!("Namespace/{name}"),
                 Definition::Namespace(name, labels),
@@ -117,12 +122,25 @@ impl Documents {
         errors
     }
 
-    /// The documents applied through the API, for persisting.
-    pub fn api_documents(&self) -> BTreeMap<String, ApiDocument> {
-        self.api
+    /// Marks every document applied through the API as not persisted
+    /// (after reading them from an older state format).
+    pub fn mark_all_api_unsaved(&mut self) {
+        self.api_unsaved.extend(self.api.keys().cloned());
+    }
+
+    /// The documents applied through the API that changed since the last
+    /// [`Documents::api_saved`]: each key with its document, or `None` if
+    /// it was deleted.
+    pub fn api_unsaved(&self) -> Vec<(&str, Option<&ApiDocument>)> {
+        self.api_unsaved
             .iter()
-            .map(|(k, (d, _))| (k.clone(), d.clone()))
+            .map(|k| (k.as_str(), self.api.get(k).map(|(d, _)| d)))
             .collect()
+    }
+
+    /// Records that the documents of [`Documents::api_unsaved`] are persisted.
+    pub fn api_saved(&mut self) {
+        self.api_unsaved.clear();
     }
 
     /// Validates a YAML stream and stages it as applied through the API.
@@ -155,6 +173,7 @@ impl Documents {
         }
         let keys = staged.iter().map(|(k, _, _)| k.clone()).collect();
         for (key, doc, sourced) in staged {
+            self.api_unsaved.insert(key.clone());
             self.api.insert(key, (doc, sourced));
         }
         Ok(keys)
@@ -162,7 +181,11 @@ impl Documents {
 
     /// Removes a document applied through the API; false if there was none.
     pub fn delete_api(&mut self, key: &str) -> bool {
-        self.api.remove(key).is_some()
+        let removed = self.api.remove(key).is_some();
+        if removed {
+            self.api_unsaved.insert(key.to_owned());
+        }
+        removed
     }
 
     fn file_keys(&self) -> BTreeMap<String, String> {
@@ -260,7 +283,7 @@ impl Documents {
                 }
                 Definition::Policy(p) => {
                     d.policies
-                        .insert(p.key.clone(), (s.source.clone(), (**p).clone()));
+                        .insert(p.key.clone(), (s.source.clone(), Arc::clone(p)));
                 }
             }
         }
@@ -286,4 +309,50 @@ fn policy_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {x: y}}\n";
+
+    fn unsaved(d: &Documents) -> Vec<(String, bool)> {
+        d.api_unsaved()
+            .into_iter()
+            .map(|(k, doc)| (k.to_owned(), doc.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn only_changed_api_documents_are_unsaved() {
+        let mut d = Documents::new(None);
+        assert!(d.api_unsaved().is_empty());
+        let keys = d.apply_api("s", NS).unwrap();
+        assert_eq!(keys, ["Namespace/a"]);
+        assert_eq!(unsaved(&d), [("Namespace/a".to_owned(), true)]);
+        d.api_saved();
+        assert!(d.api_unsaved().is_empty());
+        assert!(d.delete_api("Namespace/a"));
+        assert_eq!(unsaved(&d), [("Namespace/a".to_owned(), false)]);
+        assert!(!d.delete_api("Namespace/b"));
+        d.api_saved();
+
+        // Restored documents are saved already, unless they come from the
+        // old state format.
+        let persisted = BTreeMap::from([(
+            "Namespace/a".to_owned(),
+            ApiDocument {
+                source: "s".to_owned(),
+                yaml: NS.to_owned(),
+            },
+        )]);
+        let mut d = Documents::new(None);
+        assert!(d.restore_api(&persisted).is_empty());
+        assert!(d.api_unsaved().is_empty());
+        assert_eq!(d.desired().namespaces.len(), 1);
+        d.mark_all_api_unsaved();
+        assert_eq!(unsaved(&d), [("Namespace/a".to_owned(), true)]);
+    }
 }

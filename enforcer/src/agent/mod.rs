@@ -15,6 +15,7 @@ mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use palisade_api::{ApplySummary, Response};
@@ -66,8 +67,11 @@ pub struct Agent {
     namespaces: BTreeMap<String, Labels>,
     documents: Documents,
     /// The policies in force with their source.
-    policies: BTreeMap<PolicyRef, (String, palisade_policies::Policy)>,
+    policies: BTreeMap<PolicyRef, (String, Arc<palisade_policies::Policy>)>,
     policy_rev: u32,
+    /// The bytes of `state.json` as last written, so that a change that
+    /// leaves it unchanged (a policy apply) does not write it again.
+    saved_state: Option<Vec<u8>>,
     warnings: Vec<String>,
     /// What the kernel offers, probed once at start.
     mechanisms: Vec<palisade_api::Mechanism>,
@@ -95,8 +99,18 @@ impl Agent {
         if let Err(e) = crate::util::write_sysctl("net.ipv4.ip_forward", "1") {
             warn!(error = %e, "cannot enable IPv4 forwarding; pods will not reach each other");
         }
+        // Version 1 kept the API documents in the state file; version 2 has
+        // a file per document (which wins if both exist: a crash during the
+        // move).
+        let (files, mut warnings) = crate::state::load_api_documents(&config.state_dir)?;
+        let legacy = !persisted.api_documents.is_empty();
+        let mut api_documents = persisted.api_documents;
+        api_documents.extend(files);
         let mut documents = Documents::new(config.policy_dir.clone());
-        let mut warnings = documents.restore_api(&persisted.api_documents);
+        warnings.append(&mut documents.restore_api(&api_documents));
+        if legacy {
+            documents.mark_all_api_unsaved();
+        }
         documents.rescan_dir();
         let mut agent = Self {
             started: Instant::now(),
@@ -110,6 +124,7 @@ impl Agent {
             documents,
             policies: BTreeMap::new(),
             policy_rev: 0,
+            saved_state: None,
             warnings: Vec::new(),
             mechanisms: crate::probe::probe().features,
             config,
@@ -312,15 +327,30 @@ impl Agent {
         ))
     }
 
-    fn persist(&self) -> Result<(), AgentError> {
+    /// Saves what changed: the files of the API documents changed since
+    /// the last save, then `state.json` if it differs from what was last
+    /// written. Documents go first, so that a crash in between never leaves
+    /// a version-2 state file whose documents are still only in a
+    /// version-1 one.
+    fn persist(&mut self) -> Result<(), AgentError> {
+        let dir = &self.config.state_dir;
+        let unsaved = self.documents.api_unsaved();
+        if !unsaved.is_empty() {
+            crate::state::save_api_documents(dir, unsaved)?;
+            self.documents.api_saved();
+        }
         let state = PersistedState {
             version: crate::state::STATE_VERSION,
             endpoints: self.endpoints.values().cloned().collect(),
             identities: self.allocator.snapshot(),
             ipam: self.ipam.clone(),
-            api_documents: self.documents.api_documents(),
+            api_documents: BTreeMap::new(),
         };
-        state.save(&self.config.state_dir)?;
+        let bytes = state.to_bytes(dir)?;
+        if self.saved_state.as_ref() != Some(&bytes) {
+            PersistedState::save_bytes(dir, &bytes)?;
+            self.saved_state = Some(bytes);
+        }
         Ok(())
     }
 
@@ -352,9 +382,12 @@ impl Agent {
             self.policies.remove(&r);
         }
         for (r, (source, policy)) in desired.policies {
-            let unchanged = self.policies.get(&r).is_some_and(|(_, p)| *p == policy);
+            let unchanged = self
+                .policies
+                .get(&r)
+                .is_some_and(|(_, p)| Arc::ptr_eq(p, &policy) || **p == *policy);
             if !unchanged {
-                self.engine.upsert_policy(policy.clone());
+                self.engine.upsert_policy((*policy).clone());
             }
             self.policies.insert(r, (source, policy));
         }
