@@ -88,7 +88,7 @@ async fn housekeeping(agent: Arc<Mutex<Agent>>, poll: Duration) {
         let result = tokio::task::spawn_blocking(move || {
             let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
             let rescan = agent.rescan_policy_dir();
-            let gc = (ticks % gc_every == 0).then(|| agent.gc_conntrack());
+            let gc = ticks.is_multiple_of(gc_every).then(|| agent.gc_conntrack());
             (rescan, gc)
         })
         .await;

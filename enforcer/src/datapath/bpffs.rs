@@ -13,8 +13,6 @@ use tracing::{info, warn};
 
 use super::DatapathError;
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 /// Makes sure the bpf filesystem is mounted at `/sys/fs/bpf` (when `root`
 /// is below it) and that `root` exists.
 pub(super) fn ensure_mounted(root: &Path) -> Result<(), DatapathError> {
@@ -38,7 +36,7 @@ pub(super) fn ensure_mounted(root: &Path) -> Result<(), DatapathError> {
 
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
