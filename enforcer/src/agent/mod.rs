@@ -75,6 +75,8 @@ pub struct Agent {
     warnings: Vec<String>,
     /// What the kernel offers, probed once at start.
     mechanisms: Vec<palisade_api::Mechanism>,
+    /// This node's own addresses, in the ipcache as the host identity.
+    host_addrs: BTreeSet<Ipv4Addr>,
 }
 
 impl Agent {
@@ -127,6 +129,7 @@ impl Agent {
             saved_state: None,
             warnings: Vec::new(),
             mechanisms: crate::probe::probe().features,
+            host_addrs: BTreeSet::new(),
             config,
         };
         agent.policy_rev = agent.maps.state.policy_rev()?;
@@ -201,8 +204,9 @@ impl Agent {
             (Ipv4Addr::UNSPECIFIED, 0),
             ReservedIdentity::World.id().get(),
         );
-        for addr in local_addresses() {
-            ipcache.insert((addr, 32), ReservedIdentity::Host.id().get());
+        self.host_addrs = local_addresses();
+        for addr in &self.host_addrs {
+            ipcache.insert((*addr, 32), ReservedIdentity::Host.id().get());
         }
         for ep in self.endpoints.values() {
             ipcache.insert((ep.spec.ipv4, 32), ep.identity);
@@ -470,6 +474,34 @@ impl Agent {
         Ok(())
     }
 
+    /// Follows this node's addresses: an address added to (or removed from)
+    /// one of its interfaces gets (or loses) the host identity in the
+    /// ipcache. Returns whether anything changed.
+    pub fn refresh_host_addresses(&mut self) -> Result<bool, AgentError> {
+        let current = local_addresses();
+        if current == self.host_addrs {
+            return Ok(false);
+        }
+        let endpoint_ips: BTreeSet<Ipv4Addr> =
+            self.endpoints.values().map(|e| e.spec.ipv4).collect();
+        for addr in current.difference(&self.host_addrs) {
+            if !endpoint_ips.contains(addr) {
+                self.maps
+                    .ipcache
+                    .set(*addr, 32, ReservedIdentity::Host.id().get())?;
+            }
+        }
+        for addr in self.host_addrs.difference(&current) {
+            if !endpoint_ips.contains(addr) {
+                self.maps.ipcache.remove(*addr, 32)?;
+            }
+        }
+        info!(addresses = ?current, "node addresses changed");
+        self.host_addrs = current;
+        self.publish_revision()?;
+        Ok(true)
+    }
+
     /// Rereads the policy directory; applies what changed.
     pub fn rescan_policy_dir(&mut self) -> Result<(), AgentError> {
         if self.documents.rescan_dir() {
@@ -563,9 +595,9 @@ fn policy_value(v: &EntryValue) -> PolicyValue {
 
 /// The IPv4 addresses of this network namespace's interfaces, which the
 /// datapath sees as the host identity.
-fn local_addresses() -> Vec<Ipv4Addr> {
+fn local_addresses() -> BTreeSet<Ipv4Addr> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
+        return BTreeSet::new();
     };
     addrs
         .filter_map(|a| a.address)

@@ -77,7 +77,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Policy directory polling and conntrack expiry.
+/// Policy directory polling, node addresses and conntrack expiry.
 async fn housekeeping(agent: Arc<Mutex<Agent>>, poll: Duration) {
     let mut ticks: u64 = 0;
     let gc_every = (Duration::from_secs(10).as_millis() / poll.as_millis().max(1)).max(1) as u64;
@@ -88,6 +88,9 @@ async fn housekeeping(agent: Arc<Mutex<Agent>>, poll: Duration) {
         let result = tokio::task::spawn_blocking(move || {
             let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
             let rescan = agent.rescan_policy_dir();
+            if let Err(e) = agent.refresh_host_addresses() {
+                warn!(error = %e, "cannot follow the node's addresses");
+            }
             let gc = ticks.is_multiple_of(gc_every).then(|| agent.gc_conntrack());
             (rescan, gc)
         })
