@@ -1,11 +1,16 @@
-//! The agent's persisted state: endpoints, identities and addresses in one
-//! JSON file written atomically (`state.json`), and each policy document
-//! applied through the API in a file of its own (`policies/<key>.yaml`), so
-//! that applying one document writes that document only.
+//! The agent's persisted state, in the state directory:
+//! - `state.json`: addresses and identity numbers, written atomically;
+//! - `endpoints/<ep_id>.json`: one file per endpoint;
+//! - `policies/<key>.yaml`: one file per policy document applied through
+//!   the API;
 //!
-//! Version 1 kept the documents in `state.json` (`api_documents`); such a
-//! state is still read, and the agent moves its documents to files on its
-//! first save.
+//! so that adding an endpoint or applying a document writes what changed,
+//! not everything. Every file is written atomically (temporary file, fsync,
+//! rename, directory fsync).
+//!
+//! Version 1 kept documents and endpoints in `state.json`, version 2 kept
+//! endpoints there; both are still read, and the agent moves what they hold
+//! to files on its first save.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,13 +22,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::ipam::Ipam;
 
-/// Version of the state file format: 2 since API documents have their own
-/// files.
-pub const STATE_VERSION: u32 = 2;
+/// Version of the state file format: 3 since endpoints have their own files.
+pub const STATE_VERSION: u32 = 3;
 const STATE_FILE: &str = "state.json";
 /// Directory (in the state directory) of the documents applied through the
 /// API.
 const API_DIR: &str = "policies";
+/// Directory (in the state directory) of the endpoint files.
+const ENDPOINT_DIR: &str = "endpoints";
 /// First line of a document file; the rest of the line is its
 /// [`DocumentHeader`] as JSON, the rest of the file the document.
 const HEADER_PREFIX: &str = "# palisade api document: ";
@@ -89,7 +95,8 @@ struct DocumentHeader {
 pub struct PersistedState {
     /// Format version.
     pub version: u32,
-    /// Endpoints.
+    /// Endpoints: only in a version 1 or 2 file (see [`load_endpoints`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointState>,
     /// Identity allocations.
     pub identities: AllocatorSnapshot,
@@ -297,6 +304,97 @@ pub fn save_api_documents<'a>(
     Ok(())
 }
 
+/// Reads the endpoint files of `dir/endpoints/`. A file that is not an
+/// endpoint (or whose name is not its endpoint id) is left alone and
+/// reported in the returned warnings.
+pub fn load_endpoints(dir: &Path) -> Result<(Vec<EndpointState>, Vec<String>), StateError> {
+    let ep_dir = dir.join(ENDPOINT_DIR);
+    let mut endpoints = Vec::new();
+    let mut warnings = Vec::new();
+    let entries = match std::fs::read_dir(&ep_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((endpoints, warnings)),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: ep_dir,
+                source,
+            })
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {}
+            Some("tmp") => {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            _ => continue,
+        }
+        let bytes = std::fs::read(&path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        match serde_json::from_slice::<EndpointState>(&bytes) {
+            Ok(ep) if path.file_name() == Some(endpoint_file_name(ep.ep_id).as_ref()) => {
+                endpoints.push(ep);
+            }
+            Ok(ep) => warnings.push(format!(
+                "{} holds endpoint {} and is ignored (its name must be {})",
+                path.display(),
+                ep.ep_id,
+                endpoint_file_name(ep.ep_id)
+            )),
+            Err(e) => warnings.push(format!(
+                "{} is not an endpoint file of this agent ({e}); it is ignored",
+                path.display()
+            )),
+        }
+    }
+    Ok((endpoints, warnings))
+}
+
+fn endpoint_file_name(ep_id: u16) -> String {
+    format!("{ep_id}.json")
+}
+
+/// Writes (`Some`) or removes (`None`, by id) endpoint files, each
+/// atomically, then syncs the directory once.
+pub fn save_endpoints<'a>(
+    dir: &Path,
+    changes: impl IntoIterator<Item = (u16, Option<&'a EndpointState>)>,
+) -> Result<(), StateError> {
+    let ep_dir = dir.join(ENDPOINT_DIR);
+    std::fs::create_dir_all(&ep_dir).map_err(|source| StateError::Io {
+        path: ep_dir.clone(),
+        source,
+    })?;
+    let mut any = false;
+    for (ep_id, ep) in changes {
+        any = true;
+        let path = ep_dir.join(endpoint_file_name(ep_id));
+        match ep {
+            Some(ep) => {
+                let bytes = serde_json::to_vec_pretty(ep).map_err(|source| StateError::Decode {
+                    path: path.clone(),
+                    source,
+                })?;
+                write_atomic(&path, &bytes)?;
+            }
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StateError::Io { path, source }),
+            },
+        }
+    }
+    if any {
+        sync_dir(&ep_dir)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -360,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn version_1_state_is_read_and_version_2_omits_documents() {
+    fn older_states_are_read_and_the_current_one_omits_documents_and_endpoints() {
         let dir = tempdir("v1");
         let mut st = PersistedState::empty(Ipam::new(
             crate::config::PodCidr::try_from("10.9.0.0/24".to_owned()).unwrap(),
@@ -376,9 +474,59 @@ mod tests {
         ));
         let text = String::from_utf8(v2.to_bytes(&dir).unwrap()).unwrap();
         assert!(!text.contains("api_documents"), "{text}");
+        assert!(!text.contains("endpoints"), "{text}");
         v2.save(&dir).unwrap();
         let back = PersistedState::load(&dir).unwrap().unwrap();
         assert_eq!((back.version, back.api_documents.len()), (STATE_VERSION, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn endpoints_round_trip_and_are_removed() {
+        let dir = tempdir("endpoints");
+        let ep = |id: u16| EndpointState {
+            ep_id: id,
+            spec: EndpointAddRequest {
+                container_id: format!("c{id}"),
+                ifname: "eth0".into(),
+                netns: "/var/run/netns/x".into(),
+                host_ifname: format!("lxc{id}"),
+                ipv4: std::net::Ipv4Addr::new(10, 0, 0, 2),
+                pod_namespace: "x".into(),
+                pod_name: format!("p{id}"),
+                labels: Default::default(),
+                service_account: None,
+            },
+            host_ifindex: u32::from(id),
+            labels: Labels::new(),
+            identity: 256,
+            audit: false,
+        };
+        let (a, b) = (ep(1), ep(2));
+        save_endpoints(&dir, [(1, Some(&a)), (2, Some(&b))]).unwrap();
+        std::fs::write(dir.join(ENDPOINT_DIR).join("3.json.tmp"), "x").unwrap();
+        std::fs::write(
+            dir.join(ENDPOINT_DIR).join("9.json"),
+            serde_json::to_vec(&a).unwrap(),
+        )
+        .unwrap();
+        let (eps, warnings) = load_endpoints(&dir).unwrap();
+        assert_eq!(eps, vec![a.clone(), b]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(!dir.join(ENDPOINT_DIR).join("3.json.tmp").exists());
+        save_endpoints(&dir, [(2, None), (2, None)]).unwrap();
+        let (eps, _) = load_endpoints(&dir).unwrap();
+        assert_eq!(eps, vec![a.clone()]);
+
+        // A version-2 state file still carries its endpoints.
+        let mut v2 = PersistedState::empty(Ipam::new(
+            crate::config::PodCidr::try_from("10.9.0.0/24".to_owned()).unwrap(),
+        ));
+        v2.version = 2;
+        v2.endpoints.push(a.clone());
+        v2.save(&dir).unwrap();
+        let back = PersistedState::load(&dir).unwrap().unwrap();
+        assert_eq!((back.version, back.endpoints), (2, vec![a]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

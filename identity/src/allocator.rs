@@ -85,6 +85,34 @@ impl IdentityAllocator {
         a
     }
 
+    /// Sets every reference count from the label sets of the identities'
+    /// holders (the endpoints): identities nobody holds are released, and a
+    /// holder whose labels have no identity gets one. This makes a restored
+    /// allocator agree with the endpoints whatever the persisted counts say.
+    pub fn recount<'a>(
+        &mut self,
+        holders: impl IntoIterator<Item = &'a Labels>,
+    ) -> Result<(), AllocatorError> {
+        for e in self.by_labels.values_mut() {
+            e.refs = 0;
+        }
+        for labels in holders {
+            self.acquire(labels)?;
+        }
+        let unused: Vec<Labels> = self
+            .by_labels
+            .iter()
+            .filter(|(_, e)| e.refs == 0)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for labels in unused {
+            if let Some(e) = self.by_labels.remove(&labels) {
+                self.by_id.remove(&e.id);
+            }
+        }
+        Ok(())
+    }
+
     /// The persisted form.
     pub fn snapshot(&self) -> AllocatorSnapshot {
         AllocatorSnapshot {
@@ -188,6 +216,23 @@ mod tests {
         a.release(&labels("x"));
         let (y, _) = a.acquire(&labels("y")).unwrap();
         assert_ne!(x, y, "a fresh number avoids confusing stale datapath state");
+    }
+
+    #[test]
+    fn recount_follows_the_holders() {
+        let mut a = IdentityAllocator::new();
+        let (x, _) = a.acquire(&labels("x")).unwrap();
+        a.acquire(&labels("x")).unwrap();
+        let (gone, _) = a.acquire(&labels("gone")).unwrap();
+        let holders = [labels("x"), labels("new")];
+        a.recount(holders.iter()).unwrap();
+        assert_eq!(a.lookup(&labels("x")), Some(x), "kept its number");
+        assert_eq!(a.release(&labels("x")), Some(x), "one holder left");
+        assert_eq!(a.labels(gone), None, "nobody holds it");
+        assert!(
+            a.lookup(&labels("new")).is_some(),
+            "allocated for its holder"
+        );
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Agent {
     /// The bytes of `state.json` as last written, so that a change that
     /// leaves it unchanged (a policy apply) does not write it again.
     saved_state: Option<Vec<u8>>,
+    /// The endpoints as their files last were written.
+    saved_endpoints: BTreeMap<u16, EndpointState>,
     warnings: Vec<String>,
     /// What the kernel offers, probed once at start.
     mechanisms: Vec<palisade_api::Mechanism>,
@@ -127,13 +129,25 @@ impl Agent {
             policies: BTreeMap::new(),
             policy_rev: 0,
             saved_state: None,
+            saved_endpoints: BTreeMap::new(),
             warnings: Vec::new(),
             mechanisms: crate::probe::probe().features,
             host_addrs: BTreeSet::new(),
             config,
         };
         agent.policy_rev = agent.maps.state.policy_rev()?;
-        agent.restore(persisted.endpoints)?;
+        // Versions 1 and 2 kept the endpoints in the state file; version 3
+        // has a file per endpoint (which wins if both exist).
+        let (files, mut ep_warnings) = crate::state::load_endpoints(&agent.config.state_dir)?;
+        warnings.append(&mut ep_warnings);
+        agent.saved_endpoints = files.into_iter().map(|e| (e.ep_id, e)).collect();
+        let mut endpoints: BTreeMap<u16, EndpointState> = persisted
+            .endpoints
+            .into_iter()
+            .map(|e| (e.ep_id, e))
+            .collect();
+        endpoints.extend(agent.saved_endpoints.clone());
+        agent.restore(endpoints.into_values().collect())?;
         warnings.append(&mut agent.warnings);
         agent.warnings = warnings;
         Ok(agent)
@@ -153,9 +167,6 @@ impl Agent {
     /// with the desired state (entries of a crashed or older agent that are
     /// no longer wanted are removed; nothing wanted is ever missing).
     fn restore(&mut self, persisted: Vec<EndpointState>) -> Result<(), AgentError> {
-        for (id, labels, _) in self.allocator.iter() {
-            self.engine.upsert_identity(id, labels.clone());
-        }
         for mut ep in persisted {
             match nix::net::if_::if_nametoindex(ep.spec.host_ifname.as_str()) {
                 Ok(ifindex) => {
@@ -164,17 +175,29 @@ impl Agent {
                         self.datapath.detach(&ep.spec.host_ifname);
                         ep.host_ifindex = ifindex;
                     }
-                    self.engine.upsert_endpoint(endpoints::view(&ep));
                     self.endpoints.insert(ep.ep_id, ep);
                 }
                 Err(_) => {
                     info!(ep_id = ep.ep_id, ifname = %ep.spec.host_ifname, "endpoint interface is gone; removing the endpoint");
                     self.datapath.detach(&ep.spec.host_ifname);
-                    self.release_identity(&ep.labels);
                     self.ipam
                         .release(&endpoints::owner(&ep.spec.container_id, &ep.spec.ifname));
                 }
             }
+        }
+        // Identity reference counts follow from the endpoints, whatever the
+        // state file says (its write and the endpoints' are separate).
+        self.allocator
+            .recount(self.endpoints.values().map(|e| &e.labels))
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        for (id, labels, _) in self.allocator.iter() {
+            self.engine.upsert_identity(id, labels.clone());
+        }
+        for ep in self.endpoints.values_mut() {
+            if let Some(id) = self.allocator.lookup(&ep.labels) {
+                ep.identity = id.get();
+            }
+            self.engine.upsert_endpoint(endpoints::view(ep));
         }
         self.sync_documents();
         let diff = self.engine.compute();
@@ -343,9 +366,33 @@ impl Agent {
             crate::state::save_api_documents(dir, unsaved)?;
             self.documents.api_saved();
         }
+        let changed: Vec<u16> = self
+            .endpoints
+            .iter()
+            .filter(|(id, ep)| self.saved_endpoints.get(id) != Some(ep))
+            .map(|(id, _)| *id)
+            .chain(
+                self.saved_endpoints
+                    .keys()
+                    .filter(|id| !self.endpoints.contains_key(id))
+                    .copied(),
+            )
+            .collect();
+        if !changed.is_empty() {
+            crate::state::save_endpoints(
+                dir,
+                changed.iter().map(|id| (*id, self.endpoints.get(id))),
+            )?;
+            for id in changed {
+                match self.endpoints.get(&id) {
+                    Some(ep) => self.saved_endpoints.insert(id, ep.clone()),
+                    None => self.saved_endpoints.remove(&id),
+                };
+            }
+        }
         let state = PersistedState {
             version: crate::state::STATE_VERSION,
-            endpoints: self.endpoints.values().cloned().collect(),
+            endpoints: Vec::new(),
             identities: self.allocator.snapshot(),
             ipam: self.ipam.clone(),
             api_documents: BTreeMap::new(),
