@@ -521,11 +521,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Follows this node's addresses: an address added to (or removed from)
-    /// one of its interfaces gets (or loses) the host identity in the
-    /// ipcache. Returns whether anything changed.
-    pub fn refresh_host_addresses(&mut self) -> Result<bool, AgentError> {
-        let current = local_addresses();
+    /// Follows this node's addresses (read with [`local_addresses`], which
+    /// callers do without holding the agent): an address added to (or
+    /// removed from) one of its interfaces gets (or loses) the host
+    /// identity in the ipcache. Returns whether anything changed.
+    pub fn set_host_addresses(&mut self, current: BTreeSet<Ipv4Addr>) -> Result<bool, AgentError> {
         if current == self.host_addrs {
             return Ok(false);
         }
@@ -642,7 +642,7 @@ fn policy_value(v: &EntryValue) -> PolicyValue {
 
 /// The IPv4 addresses of this network namespace's interfaces, which the
 /// datapath sees as the host identity.
-fn local_addresses() -> BTreeSet<Ipv4Addr> {
+pub fn local_addresses() -> BTreeSet<Ipv4Addr> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return BTreeSet::new();
     };

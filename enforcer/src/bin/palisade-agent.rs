@@ -86,9 +86,11 @@ async fn housekeeping(agent: Arc<Mutex<Agent>>, poll: Duration) {
         ticks += 1;
         let agent = agent.clone();
         let result = tokio::task::spawn_blocking(move || {
+            // A dump of every interface: not while holding the agent.
+            let addresses = palisade_enforcer::agent::local_addresses();
             let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
             let rescan = agent.rescan_policy_dir();
-            if let Err(e) = agent.refresh_host_addresses() {
+            if let Err(e) = agent.set_host_addresses(addresses) {
                 warn!(error = %e, "cannot follow the node's addresses");
             }
             let gc = ticks.is_multiple_of(gc_every).then(|| agent.gc_conntrack());
