@@ -52,16 +52,17 @@ pub fn probe() -> ProbeReport {
     let kprobes = std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists()
         || std::path::Path::new("/sys/kernel/debug/tracing/kprobe_events").exists();
 
-    let policy = match (tc && lpm, tcx) {
-        (true, true) => Some("tc classifier on endpoint veths, tcx links (pinned)"),
-        (true, false) => Some("tc classifier on endpoint veths, netlink clsact"),
-        (false, _) => None,
-    };
+    let policy =
+        (tc && lpm && tcx).then_some("tc classifier on endpoint veths, tcx links (pinned)");
     let features = vec![
         mechanism(
             "network policy",
             policy,
-            "unavailable: needs BPF_PROG_TYPE_SCHED_CLS and LPM trie maps",
+            if tc && lpm {
+                "unavailable: needs TCX links (Linux 6.6 or later)"
+            } else {
+                "unavailable: needs BPF_PROG_TYPE_SCHED_CLS and LPM trie maps"
+            },
         ),
         mechanism(
             "connection tracking",

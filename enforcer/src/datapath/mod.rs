@@ -74,6 +74,12 @@ pub enum DatapathError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// The kernel has no TCX links, which the datapath attaches with.
+    #[error("this kernel ({kernel}) has no TCX links: palisade needs Linux 6.6 or later")]
+    KernelTooOld {
+        /// The running kernel.
+        kernel: aya::util::KernelVersion,
+    },
     /// A link pin could not be read, made or removed.
     #[error("link pin {path}: {message}")]
     LinkPin {
@@ -102,6 +108,11 @@ impl Datapath {
     /// Loads the datapath object with its maps pinned under `root` (reusing
     /// pinned maps of an earlier run) and pins its programs there.
     pub fn load(root: &Path) -> Result<(Self, Maps), DatapathError> {
+        let tcx = aya::util::KernelVersion::new(6, 6, 0);
+        match aya::util::KernelVersion::current() {
+            Ok(v) if v < tcx => return Err(DatapathError::KernelTooOld { kernel: v }),
+            _ => {}
+        }
         bpffs::ensure_mounted(root)?;
         let restored = root.join(names::POLICY).exists();
         bpffs::drop_incompatible_pins(root);
