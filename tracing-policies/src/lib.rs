@@ -1,0 +1,29 @@
+//! Tetragon-compatible tracing policies (`cilium.io/v1alpha1`
+//! `TracingPolicy` and `TracingPolicyNamespaced`): the model, the parser and
+//! the validation.
+//!
+//! - [`parse_documents`] reads a multi-document YAML stream and checks each
+//!   policy completely; errors name the file, the document, the YAML path
+//!   (`spec.kprobes[0].selectors[1].matchArgs[0].operator`) and what would
+//!   fix it.
+//! - [`requirements`] lists the hook kinds and features a policy needs; the
+//!   agent checks them against the running kernel.
+//! - uprobes and USDTs are parsed but refused ("uprobes are not supported").
+//!
+//! Selector semantics are documented in [`model`]. The crate is pure: no
+//! I/O, no syscalls.
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod parse;
+pub mod validate;
+
+pub use model::{
+    ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, KProbeArg, KProbeSpec,
+    LsmHookSpec, Selector, TracepointSpec, TracingPolicy, TracingPolicyKind, TracingPolicySpec,
+};
+pub use parse::{parse_documents, Location, ParseError};
+pub use validate::{
+    policy_mode, requirements, validate, PolicyMode, Requirement, ValidationError, MAX_SELECTORS,
+    MAX_VALUES,
+};
