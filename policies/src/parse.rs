@@ -1,41 +1,11 @@
 //! YAML multi-document streams to resources, with precise errors.
 
-use std::fmt;
-
 use palisade_identity::Labels;
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use crate::model;
 use crate::policy::{Policy, PolicyError};
 
-/// Where in the input an error is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    /// The input's name (usually a file name).
-    pub source: String,
-    /// Index of the YAML document in the stream, from 0.
-    pub document: usize,
-    /// YAML path of the field (`.` for the document itself).
-    pub path: String,
-    /// Line (from 1), where known.
-    pub line: Option<usize>,
-    /// Column (from 1), where known.
-    pub column: Option<usize>,
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.source)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(col) = self.column {
-                write!(f, ":{col}")?;
-            }
-        }
-        write!(f, ": document {}: {}", self.document, self.path)
-    }
-}
+pub use palisade_k8s_yaml::Location;
 
 /// Why a policy stream was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +47,15 @@ pub enum ParseError {
         #[source]
         source: PolicyError,
     },
+}
+
+impl From<palisade_k8s_yaml::DocumentError> for ParseError {
+    fn from(e: palisade_k8s_yaml::DocumentError) -> Self {
+        match e {
+            palisade_k8s_yaml::DocumentError::Syntax { at, reason } => Self::Syntax { at, reason },
+            palisade_k8s_yaml::DocumentError::Schema { at, reason } => Self::Schema { at, reason },
+        }
+    }
 }
 
 impl ParseError {
@@ -122,14 +101,6 @@ impl Resource {
     }
 }
 
-#[derive(Deserialize)]
-struct TypeMeta {
-    #[serde(rename = "apiVersion", default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
-}
-
 /// Parses a multi-document YAML stream (`---` separated) into resources,
 /// checking each completely (shape and semantics). `source` names the input
 /// in errors. Empty documents are skipped.
@@ -154,56 +125,20 @@ pub fn parse_with_policies(
     source: &str,
 ) -> Result<Vec<(Resource, Option<Policy>)>, ParseError> {
     let mut out = Vec::new();
-    for (document, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let at = |path: &str, err: Option<&serde_yaml::Error>| {
-            Box::new(Location {
-                source: source.to_owned(),
-                document,
-                path: path.to_owned(),
-                line: err.and_then(|e| e.location()).map(|l| l.line()),
-                column: err.and_then(|e| e.location()).map(|l| l.column()),
-            })
-        };
-        let value = serde_yaml::Value::deserialize(de).map_err(|e| ParseError::Syntax {
-            at: at(".", Some(&e)),
-            reason: strip_location(&e),
-        })?;
-        if value.is_null() {
-            continue;
-        }
-        if !value.is_mapping() {
-            return Err(ParseError::Schema {
-                at: at(".", None),
-                reason: "a document must be a mapping with apiVersion, kind and metadata".into(),
-            });
-        }
-        let tm: TypeMeta =
-            serde_yaml::from_value(value.clone()).map_err(|e| ParseError::Schema {
-                at: at(".", None),
-                reason: format!("cannot read apiVersion/kind: {e}"),
-            })?;
-        let (Some(api_version), Some(kind)) = (tm.api_version, tm.kind) else {
-            return Err(ParseError::Schema {
-                at: at(".", None),
-                reason: "apiVersion and kind are required".into(),
-            });
-        };
-        let resource = match (api_version.as_str(), kind.as_str()) {
-            ("networking.k8s.io/v1", "NetworkPolicy") => {
-                Resource::NetworkPolicy(typed(value, text, document, source)?)
-            }
-            ("cilium.io/v2", "CiliumNetworkPolicy") => {
-                Resource::CiliumNetworkPolicy(typed(value, text, document, source)?)
-            }
+    for doc in palisade_k8s_yaml::documents(text, source) {
+        let doc = doc?;
+        let resource = match (doc.api_version.as_str(), doc.kind.as_str()) {
+            ("networking.k8s.io/v1", "NetworkPolicy") => Resource::NetworkPolicy(doc.typed()?),
+            ("cilium.io/v2", "CiliumNetworkPolicy") => Resource::CiliumNetworkPolicy(doc.typed()?),
             ("cilium.io/v2", "CiliumClusterwideNetworkPolicy") => {
-                Resource::CiliumClusterwideNetworkPolicy(typed(value, text, document, source)?)
+                Resource::CiliumClusterwideNetworkPolicy(doc.typed()?)
             }
             ("v1", "Namespace") => {
-                let ns: model::Namespace = typed(value, text, document, source)?;
+                let ns: model::Namespace = doc.typed()?;
                 let mut labels = Labels::new();
                 for (k, v) in ns.metadata.labels.iter().flatten() {
                     labels.insert(k, v).map_err(|e| ParseError::Schema {
-                        at: at(&format!("metadata.labels.{k}"), None),
+                        at: doc.at(&format!("metadata.labels.{k}")),
                         reason: e.to_string(),
                     })?;
                 }
@@ -214,87 +149,17 @@ pub fn parse_with_policies(
             }
             _ => {
                 return Err(ParseError::UnknownKind {
-                    at: at(".", None),
-                    api_version,
-                    kind,
+                    at: doc.at("."),
+                    api_version: doc.api_version.clone(),
+                    kind: doc.kind.clone(),
                 })
             }
         };
         let policy = resource.to_policy().map_err(|e| ParseError::Policy {
-            at: at(e.path(), None),
+            at: doc.at(e.path()),
             source: e,
         })?;
         out.push((resource, policy));
     }
     Ok(out)
-}
-
-/// Deserialises a document into its typed form. On error, re-reads the same
-/// document from the text to get the line and column of the failure.
-fn typed<T: DeserializeOwned>(
-    value: serde_yaml::Value,
-    text: &str,
-    document: usize,
-    source: &str,
-) -> Result<T, ParseError> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(t) => Ok(t),
-        Err(err) => {
-            let path = path_string(err.path());
-            let mut line = None;
-            let mut column = None;
-            let mut reason = strip_location(err.inner());
-            if let Some(de) = serde_yaml::Deserializer::from_str(text).nth(document) {
-                if let Err(e2) = serde_path_to_error::deserialize::<_, T>(de) {
-                    if let Some(loc) = e2.inner().location() {
-                        line = Some(loc.line());
-                        column = Some(loc.column());
-                    }
-                    reason = strip_location(e2.inner());
-                }
-            }
-            Err(ParseError::Schema {
-                at: Box::new(Location {
-                    source: source.to_owned(),
-                    document,
-                    path,
-                    line,
-                    column,
-                }),
-                reason: explain(&reason),
-            })
-        }
-    }
-}
-
-fn path_string(p: &serde_path_to_error::Path) -> String {
-    let s = p.to_string();
-    if s.is_empty() || s == "?" {
-        ".".to_owned()
-    } else {
-        s
-    }
-}
-
-/// serde_yaml appends " at line L column C" to messages; the location is
-/// reported separately.
-fn strip_location(e: &serde_yaml::Error) -> String {
-    let s = e.to_string();
-    match s.find(" at line ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    }
-}
-
-/// Adds what would fix the most common schema errors.
-fn explain(reason: &str) -> String {
-    if reason.starts_with("unknown field") {
-        format!("{reason}; remove the field or fix its spelling")
-    } else if reason.starts_with("missing field") {
-        format!("{reason}; add it")
-    } else if reason.starts_with("invalid type") {
-        format!("{reason}; change the value's type")
-    } else {
-        reason.to_owned()
-    }
 }
