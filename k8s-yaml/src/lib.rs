@@ -64,6 +64,127 @@ pub enum DocumentError {
     },
 }
 
+/// Why a resource, well-formed as YAML, is not acceptable: a rule of its
+/// language is broken, or it uses a feature palisade recognises but does not
+/// implement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A value breaks a rule of the language.
+    #[error("{reason}")]
+    Invalid {
+        /// YAML path of the offending field, e.g. `spec.ingress[0].ports[1].endPort`.
+        path: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A feature palisade recognises but does not implement.
+    #[error("{feature} not supported{hint}")]
+    Unsupported {
+        /// YAML path of the offending field.
+        path: String,
+        /// The feature, phrased to be followed by "not supported"
+        /// (`named ports are`).
+        feature: String,
+        /// How to do without it (starts with `: ` when present).
+        hint: String,
+    },
+}
+
+impl SpecError {
+    /// YAML path of the offending field.
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Invalid { path, .. } | Self::Unsupported { path, .. } => path,
+        }
+    }
+}
+
+/// Why a stream of resources was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The text is not YAML.
+    #[error("{at}: invalid YAML: {reason}")]
+    Syntax {
+        /// Where.
+        at: Box<Location>,
+        /// The YAML parser's message.
+        reason: String,
+    },
+    /// `apiVersion`/`kind` name something the reader does not read.
+    #[error("{at}: unsupported resource {api_version}/{kind}: palisade reads {expected}")]
+    UnknownKind {
+        /// Where.
+        at: Box<Location>,
+        /// The document's `apiVersion`.
+        api_version: String,
+        /// The document's `kind`.
+        kind: String,
+        /// What the reader reads, for the message.
+        expected: &'static str,
+    },
+    /// The document does not have the shape of its kind (unknown field,
+    /// wrong type, missing field).
+    #[error("{at}: {reason}")]
+    Schema {
+        /// Where.
+        at: Box<Location>,
+        /// What is wrong and what would fix it.
+        reason: String,
+    },
+    /// The document is well-formed but breaks a rule of its language or
+    /// uses an unsupported feature.
+    #[error("{at}: {source}")]
+    Policy {
+        /// Where.
+        at: Box<Location>,
+        /// What is wrong.
+        #[source]
+        source: SpecError,
+    },
+}
+
+impl ParseError {
+    /// Where the error is.
+    pub fn location(&self) -> &Location {
+        match self {
+            Self::Syntax { at, .. }
+            | Self::UnknownKind { at, .. }
+            | Self::Schema { at, .. }
+            | Self::Policy { at, .. } => at,
+        }
+    }
+}
+
+impl From<DocumentError> for ParseError {
+    fn from(e: DocumentError) -> Self {
+        match e {
+            DocumentError::Syntax { at, reason } => Self::Syntax { at, reason },
+            DocumentError::Schema { at, reason } => Self::Schema { at, reason },
+        }
+    }
+}
+
+impl Document<'_> {
+    /// The error for a document whose `apiVersion`/`kind` the reader does
+    /// not read; `expected` names what it reads.
+    pub fn unknown_kind(&self, expected: &'static str) -> ParseError {
+        ParseError::UnknownKind {
+            at: self.at("."),
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            expected,
+        }
+    }
+
+    /// A [`SpecError`] of this document, located at its path.
+    pub fn spec_error(&self, source: SpecError) -> ParseError {
+        ParseError::Policy {
+            at: self.at(source.path()),
+            source,
+        }
+    }
+}
+
 /// One non-empty document of a stream.
 #[derive(Debug, Clone)]
 pub struct Document<'a> {

@@ -5,70 +5,7 @@ use palisade_identity::Labels;
 use crate::model;
 use crate::policy::{Policy, PolicyError};
 
-pub use palisade_k8s_yaml::Location;
-
-/// Why a policy stream was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// The text is not YAML.
-    #[error("{at}: invalid YAML: {reason}")]
-    Syntax {
-        /// Where.
-        at: Box<Location>,
-        /// The YAML parser's message.
-        reason: String,
-    },
-    /// `apiVersion`/`kind` name something palisade does not read.
-    #[error("{at}: unsupported resource {api_version}/{kind}: palisade reads networking.k8s.io/v1 NetworkPolicy, cilium.io/v2 CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy, and v1 Namespace")]
-    UnknownKind {
-        /// Where.
-        at: Box<Location>,
-        /// The document's `apiVersion`.
-        api_version: String,
-        /// The document's `kind`.
-        kind: String,
-    },
-    /// The document does not have the shape of its kind (unknown field,
-    /// wrong type, missing field).
-    #[error("{at}: {reason}")]
-    Schema {
-        /// Where.
-        at: Box<Location>,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The document is well-formed but breaks a rule of the policy language
-    /// or uses an unsupported feature.
-    #[error("{at}: {source}")]
-    Policy {
-        /// Where.
-        at: Box<Location>,
-        /// What is wrong.
-        #[source]
-        source: PolicyError,
-    },
-}
-
-impl From<palisade_k8s_yaml::DocumentError> for ParseError {
-    fn from(e: palisade_k8s_yaml::DocumentError) -> Self {
-        match e {
-            palisade_k8s_yaml::DocumentError::Syntax { at, reason } => Self::Syntax { at, reason },
-            palisade_k8s_yaml::DocumentError::Schema { at, reason } => Self::Schema { at, reason },
-        }
-    }
-}
-
-impl ParseError {
-    /// Where the error is.
-    pub fn location(&self) -> &Location {
-        match self {
-            Self::Syntax { at, .. }
-            | Self::UnknownKind { at, .. }
-            | Self::Schema { at, .. }
-            | Self::Policy { at, .. } => at,
-        }
-    }
-}
+pub use palisade_k8s_yaml::{Location, ParseError};
 
 /// One resource of a policy stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,17 +85,12 @@ pub fn parse_with_policies(
                 }
             }
             _ => {
-                return Err(ParseError::UnknownKind {
-                    at: doc.at("."),
-                    api_version: doc.api_version.clone(),
-                    kind: doc.kind.clone(),
-                })
+                return Err(doc.unknown_kind(
+                    "networking.k8s.io/v1 NetworkPolicy, cilium.io/v2 CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy, and v1 Namespace",
+                ))
             }
         };
-        let policy = resource.to_policy().map_err(|e| ParseError::Policy {
-            at: doc.at(e.path()),
-            source: e,
-        })?;
+        let policy = resource.to_policy().map_err(|e| doc.spec_error(e))?;
         out.push((resource, policy));
     }
     Ok(out)

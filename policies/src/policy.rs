@@ -12,37 +12,7 @@ use crate::model::{self, IntOrString, LabelSelector};
 use crate::selector::{Requirement, Selector};
 
 /// Why a resource, well-formed as YAML, is not an acceptable policy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
-    /// A value breaks a rule of the policy language.
-    #[error("{reason}")]
-    Invalid {
-        /// YAML path of the offending field, e.g. `spec.ingress[0].ports[1].endPort`.
-        path: String,
-        /// What is wrong and how to fix it.
-        reason: String,
-    },
-    /// A feature palisade recognises but does not enforce.
-    #[error("{feature} not supported{hint}")]
-    Unsupported {
-        /// YAML path of the offending field.
-        path: String,
-        /// The feature, phrased to be followed by "not supported"
-        /// (`named ports are`).
-        feature: String,
-        /// How to do without it (starts with `: ` when present).
-        hint: String,
-    },
-}
-
-impl PolicyError {
-    /// YAML path of the offending field.
-    pub fn path(&self) -> &str {
-        match self {
-            Self::Invalid { path, .. } | Self::Unsupported { path, .. } => path,
-        }
-    }
-}
+pub type PolicyError = palisade_k8s_yaml::SpecError;
 
 /// The three policy kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -20,36 +20,7 @@ pub const MAX_TAGS: usize = 16;
 pub const MAX_MESSAGE: usize = 256;
 
 /// Why a well-formed tracing policy is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ValidationError {
-    /// A value breaks a rule of the policy language.
-    #[error("{reason}")]
-    Invalid {
-        /// YAML path, e.g. `spec.kprobes[0].selectors[1].matchArgs[0].operator`.
-        path: String,
-        /// What is wrong and how to fix it.
-        reason: String,
-    },
-    /// A feature palisade recognises but does not implement.
-    #[error("{feature} not supported{hint}")]
-    Unsupported {
-        /// YAML path.
-        path: String,
-        /// The feature, phrased to be followed by "not supported".
-        feature: String,
-        /// How to do without it (starts with `: ` when present).
-        hint: String,
-    },
-}
-
-impl ValidationError {
-    /// YAML path of the offending field.
-    pub fn path(&self) -> &str {
-        match self {
-            Self::Invalid { path, .. } | Self::Unsupported { path, .. } => path,
-        }
-    }
-}
+pub type ValidationError = palisade_k8s_yaml::SpecError;
 
 fn invalid(path: impl Into<String>, reason: impl Into<String>) -> ValidationError {
     ValidationError::Invalid {
