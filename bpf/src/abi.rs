@@ -16,6 +16,12 @@ include!(concat!(env!("OUT_DIR"), "/reasons.rs"));
 /// Errors building ABI values.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AbiError {
+    /// A ring-buffer record of a type this build does not know.
+    #[error("unknown runtime event type {}", .r#type)]
+    UnknownEvent {
+        /// The type byte.
+        r#type: u8,
+    },
     /// A port prefix longer than the 16 bits of a port.
     #[error("port prefix of {prefix_bits} bits is longer than 16")]
     PortPrefixTooLong {
@@ -51,6 +57,8 @@ macro_rules! pod {
         unsafe impl aya::Pod for $t {}
     )*};
 }
+
+pub mod runtime;
 
 fn be32(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())

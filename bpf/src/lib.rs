@@ -18,6 +18,71 @@ const LXC_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DI
 /// [`names::MAPS`]. Load it with `aya::EbpfLoader`.
 pub const DATAPATH_OBJECT: &[u8] = &LXC_OBJECT.0;
 
+const RUNTIME_OBJECT_BYTES: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/runtime.o")));
+
+/// The runtime-enforcement object `runtime.o`: process tracking programs and
+/// the generic hook programs of [`runtime::PROGRAMS`], with the maps of
+/// [`runtime::MAPS`]. Hook programs read their hook id from the load-time
+/// constant [`runtime::HOOK_ID_GLOBAL`].
+pub const RUNTIME_OBJECT: &[u8] = &RUNTIME_OBJECT_BYTES.0;
+
+/// Names of programs, maps and globals in [`RUNTIME_OBJECT`]; map names are
+/// ABI (the maps are pinned by name).
+pub mod runtime {
+    /// Raw tracepoint `sched_process_exec`.
+    pub const EXEC: &str = "pal_exec";
+    /// Raw tracepoint `sched_process_fork`.
+    pub const FORK: &str = "pal_fork";
+    /// Raw tracepoint `sched_process_exit`.
+    pub const EXIT: &str = "pal_exit";
+    /// Raw tracepoint `sys_enter`: every syscall hook.
+    pub const SYS_ENTER: &str = "pal_sys_enter";
+    /// Tracepoint hook (one load per hook).
+    pub const TRACEPOINT: &str = "pal_tracepoint";
+    /// kprobe hook (one load per hook).
+    pub const KPROBE: &str = "pal_kprobe";
+    /// BPF-LSM hook (one load per hook).
+    pub const LSM: &str = "pal_lsm";
+    /// fentry hook (one load per hook).
+    pub const FENTRY: &str = "pal_fentry";
+    /// Every program.
+    pub const PROGRAMS: &[&str] = &[EXEC, FORK, EXIT, SYS_ENTER, TRACEPOINT, KPROBE, LSM, FENTRY];
+
+    /// The load-time constant holding a hook program's hook id.
+    pub const HOOK_ID_GLOBAL: &str = "PAL_HOOK_ID";
+
+    /// LRU hash: tgid -> [`crate::abi::runtime::Proc`].
+    pub const PROCS: &str = "pal_procs";
+    /// Array: hook id -> [`crate::abi::runtime::Hook`].
+    pub const HOOKS: &str = "pal_rt_hooks";
+    /// Array of [`crate::abi::runtime::Filter`].
+    pub const FILTERS: &str = "pal_rt_filters";
+    /// Array of [`crate::abi::runtime::Sel`].
+    pub const SELS: &str = "pal_rt_sels";
+    /// LPM trie: [`crate::abi::runtime::NumKey`] -> u8.
+    pub const NUM: &str = "pal_rt_num";
+    /// LPM trie: [`crate::abi::runtime::StrKey`] -> u8.
+    pub const STR: &str = "pal_rt_str";
+    /// Array of [`crate::abi::runtime::BinSet`].
+    pub const BINSETS: &str = "pal_rt_binsets";
+    /// Array of one [`crate::abi::runtime::Config`].
+    pub const CONFIG: &str = "pal_rt_config";
+    /// Array: syscall number -> [`crate::abi::runtime::SyscallHooks`].
+    pub const SYSCALLS: &str = "pal_rt_syscalls";
+    /// LRU hash of rate-limit state.
+    pub const RATE: &str = "pal_rt_rate";
+    /// Ring buffer of runtime events.
+    pub const EVENTS: &str = "pal_rt_events";
+    /// Per-CPU array of `u64` counters ([`crate::abi::runtime::CNT_RINGBUF_FULL`], ...).
+    pub const COUNTERS: &str = "pal_rt_counters";
+
+    /// Every pinned map of the runtime object.
+    pub const MAPS: &[&str] = &[
+        PROCS, HOOKS, FILTERS, SELS, NUM, STR, BINSETS, CONFIG, SYSCALLS, RATE, EVENTS, COUNTERS,
+    ];
+}
+
 /// Names of programs and maps in [`DATAPATH_OBJECT`]; map names are ABI (the
 /// maps are pinned by name).
 pub mod names {

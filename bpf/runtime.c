@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Runtime enforcement: process tracking (sched_process_exec/fork/exit) and
+ * the generic hook programs that evaluate TracingPolicy selectors.
+ *
+ * The hook programs are loaded once per hook with PAL_HOOK_ID set (a
+ * load-time constant), except pal_sys_enter, which serves every syscall
+ * hook through pal_rt_syscalls.
+ */
+#include "lib/process.h"
+#include "lib/selectors.h"
+
+/* Hook id of this program instance (tracepoint, kprobe, LSM, fentry). */
+volatile const __u32 PAL_HOOK_ID = 0;
+
+SEC("raw_tracepoint/sched_process_exec")
+int pal_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	return pal_on_exec((struct linux_binprm *)ctx->args[2]);
+}
+
+SEC("raw_tracepoint/sched_process_fork")
+int pal_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	return pal_on_fork((struct task_struct *)ctx->args[0], (struct task_struct *)ctx->args[1]);
+}
+
+SEC("raw_tracepoint/sched_process_exit")
+int pal_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	return pal_on_exit((struct task_struct *)ctx->args[0]);
+}
+
+struct pal_sys_ctx {
+	struct pal_argctx args;
+	__u32 nr;
+};
+
+static long pal_sys_hook_step(__u32 index, struct pal_sys_ctx *c)
+{
+	struct pal_rt_syscall_hooks *hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &c->nr);
+	__u64 i = index;
+
+	pal_barrier_var(i);
+	if (!hooks || i >= PAL_RT_SYSCALL_SLOTS || i >= hooks->n)
+		return 1;
+	pal_hook_run(hooks->hooks[i], &c->args, 0);
+	return 0;
+}
+
+/*
+ * raw_syscalls:sys_enter: syscall kprobes (`syscall: true`) on kernels
+ * without kprobes. Costs one array lookup for syscalls nobody hooks.
+ */
+SEC("raw_tracepoint/sys_enter")
+int pal_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pal_sys_ctx c = { .nr = (__u32)ctx->args[1] };
+	struct pal_rt_syscall_hooks *hooks;
+
+	if (c.nr >= PAL_RT_MAX_SYSCALLS)
+		return 0;
+	hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &c.nr);
+	if (!hooks || hooks->n == 0)
+		return 0;
+	pal_args_from_syscall(&c.args, ctx);
+	if (hooks->n == 1)
+		pal_hook_run(hooks->hooks[0], &c.args, 0);
+	else
+		bpf_loop(hooks->n, pal_sys_hook_step, &c, 0);
+	return 0;
+}
+
+SEC("tracepoint")
+int pal_tracepoint(void *ctx)
+{
+	struct pal_argctx a = { .base = (__u64)(unsigned long)ctx };
+
+	pal_hook_run(PAL_HOOK_ID, &a, 0);
+	return 0;
+}
+
+SEC("kprobe")
+int pal_kprobe(struct pt_regs *ctx)
+{
+	struct pal_argctx a = {};
+
+	pal_args_from_kprobe(&a, ctx);
+	pal_hook_run(PAL_HOOK_ID, &a, 0);
+	return 0;
+}
+
+SEC("lsm")
+int pal_lsm(__u64 *ctx)
+{
+	struct pal_argctx a = {
+		.raw = { ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5] },
+	};
+
+	return pal_hook_run(PAL_HOOK_ID, &a, 0);
+}
+
+SEC("fentry")
+int pal_fentry(__u64 *ctx)
+{
+	struct pal_argctx a = {
+		.raw = { ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5] },
+	};
+
+	pal_hook_run(PAL_HOOK_ID, &a, 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
