@@ -14,10 +14,13 @@
 //! I/O, no syscalls.
 #![forbid(unsafe_code)]
 
+pub mod compile;
 pub mod model;
 pub mod parse;
+pub mod tpformat;
 pub mod validate;
 
+pub use compile::{compile, CompileOptions, CompiledHook, CompiledPolicy, Host, KernelFeatures};
 pub use model::{
     ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, KProbeArg, KProbeSpec,
     LsmHookSpec, Selector, TracepointSpec, TracingPolicy, TracingPolicyKind, TracingPolicySpec,

@@ -888,7 +888,7 @@ fn suggestion(class: ArgClass) -> &'static str {
     }
 }
 
-fn parse_int(v: &str, class: ArgClass) -> Result<i128, String> {
+pub(crate) fn parse_int(v: &str, class: ArgClass) -> Result<i128, String> {
     let (neg, body) = match v.strip_prefix('-') {
         Some(b) => (true, b),
         None => (false, v),
