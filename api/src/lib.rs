@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod events;
 mod types;
 
 pub use client::{Client, ClientError};
