@@ -80,6 +80,18 @@ int pal_tracepoint(void *ctx)
 	return 0;
 }
 
+SEC("raw_tracepoint")
+int pal_raw_tracepoint(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pal_argctx a = {
+		.raw = { ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], ctx->args[4],
+			 ctx->args[5] },
+	};
+
+	pal_hook_run(PAL_HOOK_ID, &a, 0);
+	return 0;
+}
+
 SEC("kprobe")
 int pal_kprobe(struct pt_regs *ctx)
 {

@@ -11,6 +11,36 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// Agent health, counters and datapath state.
     Status,
+    /// Validate, compile for this kernel and apply a YAML stream of
+    /// TracingPolicy documents (all or nothing).
+    TracingPolicyApply {
+        /// Name for error messages (a file name or "-").
+        source: String,
+        /// The YAML stream.
+        yaml: String,
+    },
+    /// Validate and compile for this kernel without applying.
+    TracingPolicyValidate {
+        /// Name for error messages.
+        source: String,
+        /// The YAML stream.
+        yaml: String,
+    },
+    /// Every tracing policy in force.
+    TracingPolicyList,
+    /// Remove a tracing policy applied through the API.
+    TracingPolicyDelete {
+        /// `metadata.name`.
+        name: String,
+    },
+    /// Runtime events (Tetragon JSON lines): the recent ones, then, with
+    /// `follow`, every new one.
+    RuntimeEvents {
+        /// Keep streaming.
+        follow: bool,
+        /// How many recent events first.
+        limit: usize,
+    },
     /// Reserve an address for a container interface (idempotent per
     /// container id and interface name).
     IpamAllocate {
@@ -153,6 +183,56 @@ pub enum Response {
     },
     /// One flow event (see [`Request::Flows`]).
     Flow(Box<FlowRecord>),
+    /// Tracing policies in force.
+    TracingPolicies {
+        /// The policies.
+        policies: Vec<TracingPolicyRecord>,
+    },
+    /// One runtime event, a Tetragon JSON line.
+    RuntimeEvent {
+        /// The JSON.
+        json: String,
+    },
+}
+
+/// A tracing policy in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TracingPolicyRecord {
+    /// `metadata.name`.
+    pub name: String,
+    /// Where it came from (file, `api:<source>`).
+    pub source: String,
+    /// `enforce` or `monitor`.
+    pub mode: String,
+    /// Each hook: its YAML path and the mechanism running it.
+    pub hooks: Vec<String>,
+    /// Caveats (monitoring fallback, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Runtime enforcement state in `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuntimeStatus {
+    /// Tracing policies in force.
+    pub policies: usize,
+    /// Processes in the agent's cache.
+    pub processes: usize,
+    /// Processes evicted from the cache (its size is bounded).
+    pub process_evictions: u64,
+    /// Events delivered to the log and followers.
+    pub events_delivered: u64,
+    /// Every loss, in one place: ring buffer full (kernel).
+    pub lost_ringbuf_full: u64,
+    /// Records that could not be decoded.
+    pub lost_undecodable: u64,
+    /// Events slow followers missed.
+    pub lost_follower_lagged: u64,
+    /// Events that could not be written to the event log.
+    pub lost_log_write: u64,
+    /// Events suppressed by rateLimit (by design, not loss).
+    pub rate_limited: u64,
+    /// Signals that could not be sent.
+    pub signal_failed: u64,
 }
 
 /// An address reserved for an endpoint.
@@ -268,6 +348,9 @@ pub struct AgentStatus {
     pub policy_dir_error: Option<String>,
     /// The mechanism chosen for each feature.
     pub mechanisms: Vec<Mechanism>,
+    /// Runtime enforcement, when running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeStatus>,
 }
 
 /// A per-reason counter.

@@ -102,7 +102,7 @@ static __always_inline int pal_on_exec(struct linux_binprm *bprm)
 
 	__builtin_memset(&ev->proc, 0, sizeof(ev->proc));
 	ev->hdr.type = PAL_RT_EV_EXEC;
-	ev->hdr.ktime = bpf_ktime_get_ns();
+	ev->hdr.ktime = bpf_ktime_get_boot_ns();
 	ev->hdr.pid = tgid;
 	ev->hdr.tid = (__u32)bpf_get_current_pid_tgid();
 	ev->hdr.size = sizeof(*ev);
@@ -170,7 +170,7 @@ static __always_inline int pal_on_fork(struct task_struct *parent_task, struct t
 	ptgid = BPF_CORE_READ(parent_task, tgid);
 	ev.hdr.type = PAL_RT_EV_FORK;
 	ev.hdr.size = sizeof(ev);
-	ev.hdr.ktime = bpf_ktime_get_ns();
+	ev.hdr.ktime = bpf_ktime_get_boot_ns();
 	ev.hdr.pid = BPF_CORE_READ(child, tgid);
 	ev.hdr.tid = ev.hdr.pid;
 	ev.proc.ktime = ev.hdr.ktime;
@@ -214,7 +214,7 @@ static __always_inline int pal_on_exit(struct task_struct *task)
 	tgid = BPF_CORE_READ(task, tgid);
 	ev.hdr.type = PAL_RT_EV_EXIT;
 	ev.hdr.size = sizeof(ev);
-	ev.hdr.ktime = bpf_ktime_get_ns();
+	ev.hdr.ktime = bpf_ktime_get_boot_ns();
 	ev.hdr.pid = tgid;
 	ev.hdr.tid = BPF_CORE_READ(task, pid);
 	ev.exit_code = BPF_CORE_READ(task, exit_code);

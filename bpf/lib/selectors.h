@@ -415,7 +415,7 @@ __noinline int pal_hook_run(__u32 hook_id, struct pal_argctx *a, __s64 ret)
 	pal_rt_count(PAL_RT_CNT_HOOK_RUNS);
 
 	s->ev.hdr.type = PAL_RT_EV_HOOK;
-	s->ev.hdr.ktime = bpf_ktime_get_ns();
+	s->ev.hdr.ktime = bpf_ktime_get_boot_ns();
 	s->ev.hdr.pid = pid_tgid >> 32;
 	s->ev.hdr.tid = (__u32)pid_tgid;
 	s->ev.hook_id = hook_id;

@@ -40,6 +40,8 @@ pub mod runtime {
     pub const SYS_ENTER: &str = "pal_sys_enter";
     /// Tracepoint hook (one load per hook).
     pub const TRACEPOINT: &str = "pal_tracepoint";
+    /// Raw tracepoint hook (one load per hook).
+    pub const RAW_TRACEPOINT: &str = "pal_raw_tracepoint";
     /// kprobe hook (one load per hook).
     pub const KPROBE: &str = "pal_kprobe";
     /// BPF-LSM hook (one load per hook).
@@ -47,7 +49,17 @@ pub mod runtime {
     /// fentry hook (one load per hook).
     pub const FENTRY: &str = "pal_fentry";
     /// Every program.
-    pub const PROGRAMS: &[&str] = &[EXEC, FORK, EXIT, SYS_ENTER, TRACEPOINT, KPROBE, LSM, FENTRY];
+    pub const PROGRAMS: &[&str] = &[
+        EXEC,
+        FORK,
+        EXIT,
+        SYS_ENTER,
+        TRACEPOINT,
+        RAW_TRACEPOINT,
+        KPROBE,
+        LSM,
+        FENTRY,
+    ];
 
     /// The load-time constant holding a hook program's hook id.
     pub const HOOK_ID_GLOBAL: &str = "PAL_HOOK_ID";

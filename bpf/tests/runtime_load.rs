@@ -14,11 +14,17 @@ fn host_programs_pass_the_verifier() -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let loaded = EbpfLoader::new()
         .default_map_pin_directory(&dir)
-        .set_global(runtime::HOOK_ID_GLOBAL, &7u32, true)
+        .override_global(runtime::HOOK_ID_GLOBAL, &7u32, true)
         .load(RUNTIME_OBJECT);
     let _ = std::fs::remove_dir_all(&dir);
     let mut ebpf = loaded.map_err(|e| anyhow!("loading RUNTIME_OBJECT: {e:?}"))?;
-    for name in [runtime::EXEC, runtime::FORK, runtime::EXIT, runtime::SYS_ENTER] {
+    for name in [
+        runtime::EXEC,
+        runtime::FORK,
+        runtime::EXIT,
+        runtime::SYS_ENTER,
+        runtime::RAW_TRACEPOINT,
+    ] {
         let p: &mut RawTracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("no program {name}"))?

@@ -132,6 +132,34 @@ pub struct AgentConfig {
     /// How many recent flow events the agent keeps for `palisade flows`.
     #[serde(default = "default_flow_buffer")]
     pub flow_buffer: usize,
+    /// Run runtime enforcement (TracingPolicy).
+    #[serde(default = "default_true")]
+    pub runtime_enforcement: bool,
+    /// Directory of TracingPolicy YAML files, watched for changes (optional).
+    #[serde(default)]
+    pub tracing_policy_dir: Option<PathBuf>,
+    /// Append every runtime event (Tetragon JSON) to this file, rotated at
+    /// 64 MiB (default: `<state_dir>/events.jsonl`; `null` turns it off).
+    #[serde(default = "default_events_log")]
+    pub runtime_events_log: Option<PathBuf>,
+    /// Processes the agent's process cache holds (bounded; evictions are
+    /// counted in `palisade status`).
+    #[serde(default = "default_process_cache_size")]
+    pub process_cache_size: usize,
+    /// Load tracing-policy hooks whose actions this kernel cannot carry out
+    /// with their actions reported only, instead of rejecting the policy.
+    #[serde(default)]
+    pub allow_monitoring_fallback: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_events_log() -> Option<PathBuf> {
+    Some(default_state_dir().join("events.jsonl"))
+}
+fn default_process_cache_size() -> usize {
+    65536
 }
 
 fn default_node_name() -> String {
@@ -179,6 +207,11 @@ impl Default for AgentConfig {
             policy_audit_mode: false,
             flow_log: None,
             flow_buffer: default_flow_buffer(),
+            runtime_enforcement: true,
+            tracing_policy_dir: None,
+            runtime_events_log: default_events_log(),
+            process_cache_size: default_process_cache_size(),
+            allow_monitoring_fallback: false,
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod config;
 pub mod datapath;
 pub mod ipam;
 pub mod probe;
+pub mod runtime;
 pub mod state;
 pub mod util;

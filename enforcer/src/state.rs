@@ -156,7 +156,7 @@ impl PersistedState {
 
 /// Writes `path` atomically: temporary file, fsync, rename. The directory
 /// is not synced (see [`sync_dir`]).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);

@@ -12,6 +12,7 @@ pub mod flows;
 mod gc;
 pub mod server;
 mod status;
+pub mod tracing_policies;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -79,6 +80,8 @@ pub struct Agent {
     mechanisms: Vec<palisade_api::Mechanism>,
     /// This node's own addresses, in the ipcache as the host identity.
     host_addrs: BTreeSet<Ipv4Addr>,
+    /// Runtime enforcement (TracingPolicy), when running.
+    tracing: Option<tracing_policies::TracingState>,
 }
 
 impl Agent {
@@ -133,6 +136,7 @@ impl Agent {
             warnings: Vec::new(),
             mechanisms: crate::probe::probe().features,
             host_addrs: BTreeSet::new(),
+            tracing: None,
             config,
         };
         agent.policy_rev = agent.maps.state.policy_rev()?;
@@ -148,6 +152,7 @@ impl Agent {
             .collect();
         endpoints.extend(agent.saved_endpoints.clone());
         agent.restore(endpoints.into_values().collect())?;
+        agent.start_tracing();
         warnings.append(&mut agent.warnings);
         agent.warnings = warnings;
         Ok(agent)

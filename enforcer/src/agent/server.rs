@@ -10,7 +10,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
 use super::flows::FlowStore;
-use super::Agent;
+use super::{Agent, AgentError};
 
 /// Largest request accepted (a policy stream), in bytes.
 const MAX_REQUEST: usize = 16 << 20;
@@ -105,6 +105,35 @@ async fn handle(
             }
         }
     }
+    if let Request::RuntimeEvents { follow, limit } = request {
+        let store = agent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .runtime_events();
+        let Some(store) = store else {
+            let message = "runtime enforcement is not running on this agent (see palisade status)".to_owned();
+            return write(&mut write_half, &Response::Error { message }).await;
+        };
+        let mut rx = follow.then(|| store.subscribe());
+        for json in store.recent(limit) {
+            write(&mut write_half, &Response::RuntimeEvent { json: json.to_string() }).await?;
+        }
+        let Some(rx) = rx.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match rx.recv().await {
+                Ok(json) => {
+                    write(&mut write_half, &Response::RuntimeEvent { json: json.to_string() }).await?;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    store.count_lagged(n);
+                    warn!(skipped = n, "a runtime event follower is too slow; events skipped for it");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
     let response = tokio::task::spawn_blocking(move || {
         let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
         dispatch(&mut agent, request)
@@ -119,6 +148,11 @@ async fn handle(
 fn dispatch(agent: &mut Agent, request: Request) -> Response {
     let result = match request {
         Request::Status => Ok(agent.status()),
+        Request::TracingPolicyApply { source, yaml } => agent.tracing_apply(&source, &yaml),
+        Request::TracingPolicyValidate { source, yaml } => agent.tracing_validate(&source, &yaml),
+        Request::TracingPolicyList => agent.tracing_list(),
+        Request::RuntimeEvents { .. } => Err(AgentError::Invalid("runtime events are streamed".into())),
+        Request::TracingPolicyDelete { name } => agent.tracing_delete(&name),
         Request::IpamAllocate {
             container_id,
             ifname,

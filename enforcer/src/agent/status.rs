@@ -8,7 +8,7 @@ use super::Agent;
 
 impl Agent {
     /// Agent status.
-    pub fn status(&self) -> Response {
+    pub fn status(&mut self) -> Response {
         let verdicts = self
             .maps
             .metrics
@@ -53,6 +53,7 @@ impl Agent {
                 Some(errors.join("; "))
             },
             mechanisms: self.mechanisms.clone(),
+            runtime: self.runtime_status(),
         }))
     }
 

@@ -55,9 +55,15 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .context("agent start panicked")?
         .context("agent start failed")?;
     let ring = agent.take_events();
+    let runtime_reader = agent.take_runtime_reader();
     let agent = Arc::new(Mutex::new(agent));
     if let Some(ring) = ring {
         tokio::spawn(flows::run_reader(ring, agent.clone(), flow_store.clone()));
+    }
+    if let Some(r) = runtime_reader {
+        tokio::spawn(palisade_enforcer::runtime::events::run_reader(
+            r.ring, r.procs, r.hooks, r.store, r.node,
+        ));
     }
     let listener =
         server::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
@@ -90,6 +96,7 @@ async fn housekeeping(agent: Arc<Mutex<Agent>>, poll: Duration) {
             let addresses = palisade_enforcer::agent::local_addresses();
             let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
             let rescan = agent.rescan_policy_dir();
+            agent.rescan_tracing_dir();
             if let Err(e) = agent.set_host_addresses(addresses) {
                 warn!(error = %e, "cannot follow the node's addresses");
             }

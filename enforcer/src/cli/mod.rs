@@ -5,6 +5,7 @@
 mod demo;
 pub mod output;
 mod policy;
+mod tracing;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -114,6 +115,12 @@ pub enum Cmd {
     Policy(PolicyCmd),
     /// Flow, drop and audit events.
     Flows(FlowsArgs),
+    /// Runtime enforcement policies (Tetragon TracingPolicy).
+    #[command(subcommand, name = "tracingpolicy")]
+    TracingPolicy(tracing::TracingPolicyCmd),
+    /// Runtime events (process exec/exit, kprobe, tracepoint, LSM) as
+    /// Tetragon JSON lines.
+    Events(tracing::EventsArgs),
     /// End-to-end scenarios.
     #[command(subcommand)]
     Scenario(ScenarioCmd),
@@ -315,6 +322,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<bool, CliError> {
         }) => policy::delete(&mut ctx, kind, name, namespace.as_deref()),
         Cmd::Policy(PolicyCmd::List) => policy::list(&mut ctx),
         Cmd::Flows(args) => flows(&mut ctx, args),
+        Cmd::TracingPolicy(cmd) => tracing::run(&mut ctx, cmd),
+        Cmd::Events(args) => tracing::events(&mut ctx, args),
         Cmd::Scenario(ScenarioCmd::Run(args)) => scenario_run(args, cli.output),
         Cmd::Demo(args) => demo::run(args, ctx.out),
     }

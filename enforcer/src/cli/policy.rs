@@ -10,7 +10,7 @@ use palisade_policies::Resource;
 use super::{output, unexpected, CliError, Ctx, OutputFormat};
 
 /// Reads a file, or stdin for `-`.
-fn read_source(path: &Path) -> Result<(String, String), CliError> {
+pub(super) fn read_source(path: &Path) -> Result<(String, String), CliError> {
     let read_err = |source| CliError::Read {
         path: path.to_owned(),
         source,

@@ -1,0 +1,120 @@
+//! The running kernel as the tracing-policy compiler sees it: features,
+//! syscall numbers, tracepoint formats (tracefs) and host namespaces.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use aya::programs::{LsmAttachType, ProgramType};
+use aya::sys::is_program_supported;
+use nix::mount::{mount, MsFlags};
+use palisade_tracing_policies::compile::{Host, KernelFeatures};
+use palisade_tracing_policies::model::NamespaceKind;
+use palisade_tracing_policies::tpformat::{parse_format, TpField};
+use tracing::info;
+
+use super::syscalls;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// What this kernel offers for runtime enforcement.
+pub fn features() -> KernelFeatures {
+    let prog = |t| is_program_supported(t).unwrap_or(false);
+    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|l| l.split(',').any(|m| m.trim() == "bpf"))
+        .unwrap_or(false);
+    KernelFeatures {
+        tracepoints: prog(ProgramType::TracePoint),
+        raw_tracepoints: prog(ProgramType::RawTracePoint),
+        // The perf kprobe PMU exists exactly when kprobe events do.
+        kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
+        fentry: prog(ProgramType::Tracing),
+        lsm: lsm_active && prog(ProgramType::Lsm(LsmAttachType::Mac)),
+        fanotify: Path::new("/proc/sys/fs/fanotify").exists(),
+    }
+}
+
+/// Mounts tracefs at /sys/kernel/tracing unless it is there.
+pub fn ensure_tracefs() -> std::io::Result<PathBuf> {
+    let root = PathBuf::from(TRACEFS);
+    if root.join("events").is_dir() {
+        return Ok(root);
+    }
+    info!("mounting tracefs at {TRACEFS}");
+    mount(
+        Some("tracefs"),
+        root.as_path(),
+        Some("tracefs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(root)
+}
+
+/// The kernel this agent runs on.
+#[derive(Debug, Clone)]
+pub struct KernelHost {
+    features: KernelFeatures,
+    tracefs: Option<PathBuf>,
+}
+
+impl KernelHost {
+    /// Probes the kernel (and mounts tracefs when it can).
+    pub fn probe() -> Self {
+        Self {
+            features: features(),
+            tracefs: ensure_tracefs().ok(),
+        }
+    }
+}
+
+fn ns_file(kind: NamespaceKind) -> &'static str {
+    match kind {
+        NamespaceKind::Uts => "uts",
+        NamespaceKind::Ipc => "ipc",
+        NamespaceKind::Mnt => "mnt",
+        NamespaceKind::Pid => "pid",
+        NamespaceKind::PidForChildren => "pid_for_children",
+        NamespaceKind::Net => "net",
+        NamespaceKind::Time => "time",
+        NamespaceKind::TimeForChildren => "time_for_children",
+        NamespaceKind::Cgroup => "cgroup",
+        NamespaceKind::User => "user",
+    }
+}
+
+/// The inode of `/proc/1/ns/<kind>`: init's (the host's) namespace.
+pub fn host_namespace(kind: NamespaceKind) -> Option<u64> {
+    std::fs::metadata(format!("/proc/1/ns/{}", ns_file(kind)))
+        .ok()
+        .map(|m| m.ino())
+}
+
+impl Host for KernelHost {
+    fn features(&self) -> KernelFeatures {
+        self.features
+    }
+
+    fn syscall_number(&self, name: &str) -> Option<u32> {
+        syscalls::number(name)
+    }
+
+    fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String> {
+        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok(subsystem) || !ok(event) {
+            return Err("names of tracepoints are letters, digits and _".into());
+        }
+        let root = self
+            .tracefs
+            .as_ref()
+            .ok_or_else(|| format!("tracefs is not mounted at {TRACEFS}"))?;
+        let path = root.join("events").join(subsystem).join(event).join("format");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("no such tracepoint on this kernel ({}: {e})", path.display()))?;
+        parse_format(&text)
+    }
+
+    fn host_namespace(&self, kind: NamespaceKind) -> Option<u64> {
+        host_namespace(kind)
+    }
+}

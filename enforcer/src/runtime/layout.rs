@@ -1,0 +1,554 @@
+//! Where compiled hooks live in the runtime maps: hook ids, ranges of
+//! filters and selectors, value-set ids and binary-set bits. Pure
+//! bookkeeping: [`Layout::place`] turns a [`CompiledHook`] into the map
+//! entries to write, [`Layout::release`] gives its space back.
+
+use std::collections::BTreeMap;
+
+use aya::maps::lpm_trie::Key;
+use palisade_bpf::abi::runtime::{
+    self as rt, argkind, argsrc, filt, ArgDesc, BinSet, Filter, Hook, NumKey, Sel, StrKey,
+};
+use palisade_tracing_policies::compile::{
+    Action, ArgRead, ArgSource, BinaryMatch, BinarySet, CompiledHook, FilterPlan,
+};
+use palisade_tracing_policies::model::{CapabilitySet, RateLimitScope};
+
+/// Why a hook does not fit.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LayoutError {
+    /// A map is full.
+    #[error("{what} is full ({max} entries); remove tracing policies")]
+    Full {
+        /// Which table.
+        what: &'static str,
+        /// Its size.
+        max: u32,
+    },
+    /// A hook has more filters than the kernel walks.
+    #[error("{path} has {n} filters; the kernel evaluates at most {max} per hook")]
+    TooManyFilters {
+        /// YAML path of the hook.
+        path: String,
+        /// Its filters.
+        n: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// A string value does not fit a key.
+    #[error("{path}: {reason}")]
+    Value {
+        /// YAML path of the hook.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// First-fit allocator of index ranges in an array map.
+#[derive(Debug, Clone)]
+struct Ranges {
+    free: BTreeMap<u32, u32>,
+    what: &'static str,
+    max: u32,
+}
+
+impl Ranges {
+    fn new(what: &'static str, max: u32) -> Self {
+        Self {
+            free: BTreeMap::from([(0, max)]),
+            what,
+            max,
+        }
+    }
+
+    fn alloc(&mut self, n: u32) -> Result<u32, LayoutError> {
+        let n = n.max(1);
+        let (&start, &len) = self
+            .free
+            .iter()
+            .find(|(_, &len)| len >= n)
+            .ok_or(LayoutError::Full {
+                what: self.what,
+                max: self.max,
+            })?;
+        self.free.remove(&start);
+        if len > n {
+            self.free.insert(start + n, len - n);
+        }
+        Ok(start)
+    }
+
+    fn release(&mut self, start: u32, n: u32) {
+        let n = n.max(1);
+        let mut start = start;
+        let mut len = n;
+        if let Some((&s, &l)) = self.free.range(..start).next_back() {
+            if s + l == start {
+                self.free.remove(&s);
+                start = s;
+                len += l;
+            }
+        }
+        if let Some(&l) = self.free.get(&(start + len)) {
+            self.free.remove(&(start + len));
+            len += l;
+        }
+        self.free.insert(start, len);
+    }
+}
+
+/// A binary set in use.
+#[derive(Debug, Clone)]
+struct BinSlot {
+    set: BinarySet,
+    set_id: u32,
+    follow_users: u32,
+    users: u32,
+}
+
+/// The map entries of one placed hook, and what to free when it goes.
+#[derive(Clone)]
+pub struct Placed {
+    /// Hook id (index in `pal_rt_hooks`).
+    pub hook_id: u32,
+    /// The hook entry (written last, with `HOOK_ACTIVE`).
+    pub hook: Hook,
+    /// Filters at `hook.first_filter ..`.
+    pub filters: Vec<Filter>,
+    /// Selectors at `hook.first_sel ..`.
+    pub sels: Vec<Sel>,
+    /// Integer/address set entries.
+    pub num: Vec<Key<NumKey>>,
+    /// String set entries.
+    pub strs: Vec<Key<StrKey>>,
+    /// Binary-set bits this hook uses.
+    pub bins: Vec<u8>,
+}
+
+/// Binary-set changes the agent must write (`pal_rt_binsets`, string
+/// entries, and the bits of processes already running).
+#[derive(Clone, Default)]
+pub struct BinsetChange {
+    /// New bits: (bit, kind, set id, entries).
+    pub added: Vec<(u8, u32, u32, Vec<Key<StrKey>>)>,
+    /// Freed bits with the entries to delete.
+    pub removed: Vec<(u8, Vec<Key<StrKey>>)>,
+}
+
+impl std::fmt::Debug for Placed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placed")
+            .field("hook_id", &self.hook_id)
+            .field("hook", &self.hook)
+            .field("filters", &self.filters)
+            .field("sels", &self.sels)
+            .field("num", &self.num.len())
+            .field("strs", &self.strs.len())
+            .field("bins", &self.bins)
+            .finish()
+    }
+}
+
+/// The allocation state of the runtime maps.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    hook_ids: Ranges,
+    filters: Ranges,
+    sels: Ranges,
+    next_set: u32,
+    bins: Vec<Option<BinSlot>>,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn binset_kind(m: BinaryMatch) -> u32 {
+    match m {
+        BinaryMatch::Exact => rt::BINSET_EXACT,
+        BinaryMatch::Prefix => rt::BINSET_PREFIX,
+        BinaryMatch::Postfix => rt::BINSET_POSTFIX,
+    }
+}
+
+fn str_entries(set_id: u32, set: &BinarySet) -> Result<Vec<Key<StrKey>>, String> {
+    set.values
+        .iter()
+        .map(|v| {
+            let (bytes, nul): (Vec<u8>, bool) = match set.kind {
+                BinaryMatch::Exact => (v.as_bytes().to_vec(), true),
+                BinaryMatch::Prefix => (v.as_bytes().to_vec(), false),
+                BinaryMatch::Postfix => (v.bytes().rev().collect(), false),
+            };
+            StrKey::string(set_id, &bytes, nul).map_err(|e| format!("binary {v:?}: {e}"))
+        })
+        .collect()
+}
+
+impl Layout {
+    /// Empty maps.
+    pub fn new() -> Self {
+        Self {
+            hook_ids: Ranges::new("the hook table", rt::MAX_HOOKS),
+            filters: Ranges::new("the filter table", rt::MAX_FILTERS),
+            sels: Ranges::new("the selector table", rt::MAX_SELS),
+            next_set: 1,
+            bins: vec![None; rt::MAX_BINSETS],
+        }
+    }
+
+    fn set_id(&mut self) -> u32 {
+        let id = self.next_set;
+        self.next_set = self.next_set.wrapping_add(1).max(1);
+        id
+    }
+
+    /// The follow mask (binary sets with followChildren users) and the
+    /// number of bits in use (highest + 1).
+    pub fn binset_config(&self) -> ([u64; 2], u32) {
+        let mut mask = [0u64; 2];
+        let mut n = 0;
+        for (i, b) in self.bins.iter().enumerate() {
+            if let Some(b) = b {
+                n = i as u32 + 1;
+                if b.follow_users > 0 {
+                    mask[i / 64] |= 1 << (i % 64);
+                }
+            }
+        }
+        (mask, n)
+    }
+
+    /// The binary sets in use, by bit (for the user-space process scan).
+    pub fn binsets(&self) -> Vec<(u8, BinarySet)> {
+        self.bins
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (i as u8, b.set.clone())))
+            .collect()
+    }
+
+    fn bin_bit(
+        &mut self,
+        set: &BinarySet,
+        follow: bool,
+        change: &mut BinsetChange,
+        path: &str,
+    ) -> Result<u8, LayoutError> {
+        if let Some(i) = self
+            .bins
+            .iter()
+            .position(|b| b.as_ref().is_some_and(|b| &b.set == set))
+        {
+            if let Some(b) = self.bins[i].as_mut() {
+                b.users += 1;
+                b.follow_users += u32::from(follow);
+            }
+            return Ok(i as u8);
+        }
+        let i = self.bins.iter().position(Option::is_none).ok_or(LayoutError::Full {
+            what: "the binary-set table",
+            max: rt::MAX_BINSETS as u32,
+        })?;
+        let set_id = self.set_id();
+        let entries = str_entries(set_id, set).map_err(|reason| LayoutError::Value {
+            path: path.to_owned(),
+            reason,
+        })?;
+        change
+            .added
+            .push((i as u8, binset_kind(set.kind), set_id, entries));
+        self.bins[i] = Some(BinSlot {
+            set: set.clone(),
+            set_id,
+            follow_users: u32::from(follow),
+            users: 1,
+        });
+        Ok(i as u8)
+    }
+
+    /// Places a hook; the caller writes the entries (and the binset
+    /// changes) and then the hook entry.
+    pub fn place(
+        &mut self,
+        hook: &CompiledHook,
+        change: &mut BinsetChange,
+    ) -> Result<Placed, LayoutError> {
+        let nfilters: usize = hook.selectors.iter().map(|s| s.filters.len()).sum();
+        if nfilters > rt::MAX_FILTERS_PER_HOOK as usize {
+            return Err(LayoutError::TooManyFilters {
+                path: hook.path.clone(),
+                n: nfilters,
+                max: rt::MAX_FILTERS_PER_HOOK,
+            });
+        }
+        let mut placed = Placed {
+            hook_id: 0,
+            hook: Hook::default(),
+            filters: Vec::with_capacity(nfilters),
+            sels: Vec::with_capacity(hook.selectors.len()),
+            num: Vec::new(),
+            strs: Vec::new(),
+            bins: Vec::new(),
+        };
+        let value_err = |reason: String| LayoutError::Value {
+            path: hook.path.clone(),
+            reason,
+        };
+        for (si, sel) in hook.selectors.iter().enumerate() {
+            for f in &sel.filters {
+                let mut e = Filter {
+                    sel: si as u16,
+                    ..Filter::default()
+                };
+                let negate = |n: bool| if n { rt::FILTF_NEGATE } else { 0 };
+                match f {
+                    FilterPlan::True => e.kind = filt::TRUE,
+                    FilterPlan::ArgNum { arg, signed, negate: n, entries } => {
+                        e.kind = filt::ARG_NUM;
+                        e.arg = *arg;
+                        e.flags = negate(*n) | if *signed { rt::FILTF_SIGNED } else { 0 };
+                        e.set_id = self.set_id();
+                        placed.num.extend(
+                            entries.iter().map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
+                        );
+                    }
+                    FilterPlan::ArgStr { arg, negate: n, entries } => {
+                        e.kind = filt::ARG_STR;
+                        e.arg = *arg;
+                        e.flags = negate(*n);
+                        e.set_id = self.set_id();
+                        for (bytes, nul) in entries {
+                            placed.strs.push(
+                                StrKey::string(e.set_id, bytes, *nul)
+                                    .map_err(|x| value_err(x.to_string()))?,
+                            );
+                        }
+                    }
+                    FilterPlan::ArgStrPostfix { arg, negate: n, entries } => {
+                        e.kind = filt::ARG_STR_REV;
+                        e.arg = *arg;
+                        e.flags = negate(*n);
+                        e.set_id = self.set_id();
+                        for bytes in entries {
+                            placed.strs.push(
+                                StrKey::string(e.set_id, bytes, false)
+                                    .map_err(|x| value_err(x.to_string()))?,
+                            );
+                        }
+                    }
+                    FilterPlan::ArgGt { arg, signed, value } | FilterPlan::ArgLt { arg, signed, value } => {
+                        e.kind = if matches!(f, FilterPlan::ArgGt { .. }) { filt::ARG_GT } else { filt::ARG_LT };
+                        e.arg = *arg;
+                        e.flags = if *signed { rt::FILTF_SIGNED } else { 0 };
+                        e.value = *value;
+                    }
+                    FilterPlan::ArgMask { arg, value } => {
+                        e.kind = filt::ARG_MASK;
+                        e.arg = *arg;
+                        e.value = *value;
+                    }
+                    FilterPlan::Binary { set, negate: n, follow } => {
+                        e.kind = filt::BINARY;
+                        e.flags = negate(*n) | if *follow { rt::FILTF_FOLLOW } else { 0 };
+                        e.aux = self.bin_bit(set, *follow, change, &hook.path)?;
+                        placed.bins.push(e.aux);
+                    }
+                    FilterPlan::ParentBinary { set, negate: n } => {
+                        e.kind = filt::PARENT_BINARY;
+                        e.flags = negate(*n);
+                        e.aux = self.bin_bit(set, false, change, &hook.path)?;
+                        placed.bins.push(e.aux);
+                    }
+                    FilterPlan::Pid { entries, negate: n, namespace_pid, follow } => {
+                        e.kind = filt::PID;
+                        e.flags = negate(*n)
+                            | if *namespace_pid { rt::FILTF_NSPID } else { 0 }
+                            | if *follow { rt::FILTF_FOLLOW } else { 0 };
+                        e.set_id = self.set_id();
+                        placed.num.extend(
+                            entries.iter().map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
+                        );
+                    }
+                    FilterPlan::Namespace { ns, negate: n, entries } => {
+                        e.kind = filt::NAMESPACE;
+                        e.flags = negate(*n);
+                        e.aux = *ns;
+                        e.set_id = self.set_id();
+                        placed.num.extend(
+                            entries.iter().map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
+                        );
+                    }
+                    FilterPlan::Caps { set, negate: n, mask } => {
+                        e.kind = filt::CAPS;
+                        e.flags = negate(*n);
+                        e.aux = match set {
+                            CapabilitySet::Effective => rt::CAPS_EFFECTIVE,
+                            CapabilitySet::Inheritable => rt::CAPS_INHERITABLE,
+                            CapabilitySet::Permitted => rt::CAPS_PERMITTED,
+                        };
+                        e.value = *mask;
+                    }
+                }
+                placed.filters.push(e);
+            }
+            let a = &sel.actions;
+            placed.sels.push(Sel {
+                action: match a.action {
+                    Action::Post => rt::act::POST,
+                    Action::NoPost => rt::act::NOPOST,
+                    Action::Sigkill => rt::act::SIGKILL,
+                    Action::Signal => rt::act::SIGNAL,
+                    Action::Override => rt::act::OVERRIDE,
+                },
+                post: u32::from(a.post),
+                signal: a.signal,
+                r#override: a.override_errno,
+                rate_ns: a.rate_ns,
+                rate_scope: match a.rate_scope {
+                    RateLimitScope::Thread => rt::rate::THREAD,
+                    RateLimitScope::Process => rt::rate::PROCESS,
+                    RateLimitScope::Global => rt::rate::GLOBAL,
+                },
+                pad: 0,
+            });
+        }
+        let mut args = [ArgDesc::default(); rt::MAX_ARGS];
+        for (i, a) in hook.args.iter().enumerate().take(rt::MAX_ARGS) {
+            let d = &mut args[i];
+            match a.source {
+                ArgSource::Syscall(r) => {
+                    d.source = argsrc::SYSCALL;
+                    d.reg = r;
+                }
+                ArgSource::TpField { offset } => {
+                    d.source = argsrc::TP_FIELD;
+                    d.offset = offset;
+                }
+                ArgSource::TpDataLoc { offset } => {
+                    d.source = argsrc::TP_DATALOC;
+                    d.offset = offset;
+                }
+                ArgSource::Reg(r) => {
+                    d.source = argsrc::REG;
+                    d.reg = r;
+                }
+                ArgSource::FanotifyFile => d.source = argsrc::NONE,
+            }
+            match a.read {
+                ArgRead::Int { size, signed } => {
+                    d.kind = argkind::INT;
+                    d.size = size;
+                    d.flags = if signed { rt::ARGF_SIGNED } else { 0 };
+                }
+                ArgRead::UserString => d.kind = argkind::USTR,
+                ArgRead::KernelString => d.kind = argkind::KSTR,
+                ArgRead::File => d.kind = argkind::FILE,
+                ArgRead::Path => d.kind = argkind::PATH,
+                ArgRead::Bprm => d.kind = argkind::BPRM,
+            }
+        }
+
+        // Space last, so that a value error above leaves nothing allocated
+        // but set ids and bits, which the caller gives back via release.
+        let hook_id = self.hook_ids.alloc(1)?;
+        let first_filter = match self.filters.alloc(placed.filters.len() as u32) {
+            Ok(f) => f,
+            Err(e) => {
+                self.hook_ids.release(hook_id, 1);
+                return Err(e);
+            }
+        };
+        let first_sel = match self.sels.alloc(placed.sels.len() as u32) {
+            Ok(s) => s,
+            Err(e) => {
+                self.hook_ids.release(hook_id, 1);
+                self.filters.release(first_filter, placed.filters.len() as u32);
+                return Err(e);
+            }
+        };
+        placed.hook_id = hook_id;
+        placed.hook = Hook {
+            flags: rt::HOOK_ACTIVE | if hook.monitor { rt::HOOK_MONITOR } else { 0 },
+            first_filter,
+            nfilters: placed.filters.len() as u32,
+            first_sel,
+            nsels: placed.sels.len() as u32,
+            nargs: hook.args.len().min(rt::MAX_ARGS) as u32,
+            args,
+        };
+        Ok(placed)
+    }
+
+    /// Gives back a placed hook's space and binary-set bits.
+    pub fn release(&mut self, placed: &Placed, change: &mut BinsetChange) {
+        self.hook_ids.release(placed.hook_id, 1);
+        self.filters.release(placed.hook.first_filter, placed.hook.nfilters);
+        self.sels.release(placed.hook.first_sel, placed.hook.nsels);
+        self.release_bins(&placed.bins, placed, change);
+    }
+
+    /// Gives back binary-set bits taken by a hook that was not placed.
+    pub fn release_bins_of(&mut self, bins: &[u8], change: &mut BinsetChange) {
+        for &b in bins {
+            self.drop_bin(b, false, change);
+        }
+    }
+
+    fn release_bins(&mut self, bins: &[u8], placed: &Placed, change: &mut BinsetChange) {
+        for &b in bins {
+            let follow = placed
+                .filters
+                .iter()
+                .any(|f| f.kind == filt::BINARY && f.aux == b && f.flags & rt::FILTF_FOLLOW != 0);
+            self.drop_bin(b, follow, change);
+        }
+    }
+
+    fn drop_bin(&mut self, b: u8, follow: bool, change: &mut BinsetChange) {
+        let Some(slot) = self.bins.get_mut(b as usize) else {
+            return;
+        };
+        let Some(s) = slot.as_mut() else {
+            return;
+        };
+        s.users = s.users.saturating_sub(1);
+        if follow {
+            s.follow_users = s.follow_users.saturating_sub(1);
+        }
+        if s.users == 0 {
+            let entries = str_entries(s.set_id, &s.set).unwrap_or_default();
+            change.removed.push((b, entries));
+            *slot = None;
+        }
+    }
+}
+
+/// `BinSet` entry for bit data.
+pub fn binset_entry(kind: u32, set_id: u32) -> BinSet {
+    BinSet { set_id, kind }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_on_release() {
+        let mut r = Ranges::new("t", 10);
+        let a = r.alloc(3).expect("a");
+        let b = r.alloc(3).expect("b");
+        let c = r.alloc(4).expect("c");
+        assert_eq!((a, b, c), (0, 3, 6));
+        assert!(r.alloc(1).is_err());
+        r.release(b, 3);
+        r.release(a, 3);
+        assert_eq!(r.alloc(6).expect("merged"), 0);
+        r.release(c, 4);
+        r.release(0, 6);
+        assert_eq!(r.free, BTreeMap::from([(0, 10)]));
+    }
+}

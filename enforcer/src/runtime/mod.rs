@@ -1,0 +1,566 @@
+//! Runtime enforcement: TracingPolicy hooks in the kernel, process
+//! tracking, and the events they produce.
+//!
+//! [`Runtime::start`] loads `runtime.o` with its maps pinned under
+//! `<bpf_root>/runtime`, attaches process tracking (exec, fork, exit) and the
+//! syscall dispatcher (`raw_syscalls:sys_enter`), and scans `/proc` so that
+//! processes older than the agent are known. [`Runtime::apply`] places a
+//! compiled policy's hooks in the maps and attaches what they need; a hook
+//! that fails to attach rolls the whole policy back.
+
+pub mod events;
+mod host;
+pub mod layout;
+pub mod procs;
+pub mod syscalls;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::{KProbe, Lsm, ProgramError, RawTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
+use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, NumKey, StrKey, SyscallHooks};
+use palisade_bpf::{runtime as names, RUNTIME_OBJECT};
+use palisade_tracing_policies::compile::{Attach, CompiledHook, CompiledPolicy};
+use tracing::{debug, info, warn};
+
+pub use host::{ensure_tracefs, features, host_namespace, KernelHost};
+use layout::{BinsetChange, Layout, LayoutError, Placed};
+
+/// Why runtime enforcement could not start or change.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Loading the object failed.
+    #[error("loading the runtime programs: {0}")]
+    Load(#[source] Box<EbpfError>),
+    /// A program was rejected or could not attach.
+    #[error("{what}: {source}")]
+    Program {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// A map operation failed.
+    #[error("{what}: {source}")]
+    Map {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: Box<MapError>,
+    },
+    /// The maps have no room.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// A filesystem operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something the runtime does not support.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Map {
+        what,
+        source: Box::new(source),
+    }
+}
+
+fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Program {
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// One attached hook of a policy.
+struct LoadedHook {
+    placed: Placed,
+    attach: Attach,
+    /// The per-hook program instance (tracepoint, kprobe, LSM), if any.
+    instance: Option<Ebpf>,
+}
+
+/// A policy in force.
+struct LoadedPolicy {
+    compiled: CompiledPolicy,
+    hooks: Vec<LoadedHook>,
+}
+
+/// Counters of the runtime, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeCounters {
+    /// Events lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Hook events for processes without entry.
+    pub proc_missing: u64,
+    /// Selector evaluations.
+    pub hook_runs: u64,
+    /// Signals that could not be sent.
+    pub signal_failed: u64,
+    /// Events suppressed by rateLimit.
+    pub rate_limited: u64,
+}
+
+/// Runtime enforcement on this node.
+pub struct Runtime {
+    pin_dir: PathBuf,
+    base: Ebpf,
+    layout: Layout,
+    policies: BTreeMap<String, LoadedPolicy>,
+    syscall_hooks: BTreeMap<u32, Vec<u32>>,
+}
+
+impl Runtime {
+    /// Loads the runtime object (maps pinned under `bpf_root/runtime`) and
+    /// attaches process tracking and the syscall dispatcher.
+    pub fn start(bpf_root: &Path, self_tgid: u32) -> Result<Self, RuntimeError> {
+        let pin_dir = bpf_root.join("runtime");
+        std::fs::create_dir_all(&pin_dir).map_err(|source| RuntimeError::Io {
+            what: format!("creating {}", pin_dir.display()),
+            source,
+        })?;
+        let mut base = EbpfLoader::new()
+            .default_map_pin_directory(&pin_dir)
+            .load(RUNTIME_OBJECT)
+            .map_err(|e| RuntimeError::Load(Box::new(e)))?;
+        let mut rt = Self {
+            pin_dir,
+            base: {
+                for (prog, tp) in [
+                    (names::EXEC, "sched_process_exec"),
+                    (names::FORK, "sched_process_fork"),
+                    (names::EXIT, "sched_process_exit"),
+                    (names::SYS_ENTER, "sys_enter"),
+                ] {
+                    let p: &mut RawTracePoint = base
+                        .program_mut(prog)
+                        .ok_or_else(|| RuntimeError::Unsupported(format!("no program {prog}")))?
+                        .try_into()
+                        .map_err(prog_err(format!("program {prog}")))?;
+                    p.load().map_err(prog_err(format!("loading {prog}")))?;
+                    p.attach(tp).map_err(prog_err(format!("attaching {prog} to {tp}")))?;
+                    debug!(prog, tracepoint = tp, "attached");
+                }
+                base
+            },
+            layout: Layout::new(),
+            policies: BTreeMap::new(),
+            syscall_hooks: BTreeMap::new(),
+        };
+        rt.clear_tables()?;
+        rt.write_config(self_tgid)?;
+        info!(pins = %rt.pin_dir.display(), "runtime enforcement started");
+        Ok(rt)
+    }
+
+    /// Takes the event ring buffer (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.base
+            .take_map(names::EVENTS)
+            .and_then(|m| RingBuf::try_from(m).ok())
+    }
+
+    /// The kernel process table (for the /proc scan and binary-set updates).
+    pub fn procs_map(&mut self) -> Result<aya::maps::HashMap<&mut MapData, u32, rt::Proc>, RuntimeError> {
+        let m = self
+            .base
+            .map_mut(names::PROCS)
+            .ok_or_else(|| RuntimeError::Unsupported("no process map".into()))?;
+        aya::maps::HashMap::try_from(m).map_err(map_err("process map"))
+    }
+
+    /// A previous agent's tables (pinned maps) describe hooks this agent
+    /// has not attached: deactivate them all before policies are applied.
+    fn clear_tables(&mut self) -> Result<(), RuntimeError> {
+        let mut hooks: Array<_, rt::Hook> = self.array(names::HOOKS)?;
+        for i in 0..rt::MAX_HOOKS {
+            if hooks.get(&i, 0).is_ok_and(|h| h.flags != 0) {
+                hooks.set(i, rt::Hook::default(), 0).map_err(map_err("clearing hooks"))?;
+            }
+        }
+        let mut sys: Array<_, SyscallHooks> = self.array(names::SYSCALLS)?;
+        for nr in 0..rt::MAX_SYSCALLS {
+            if sys.get(&nr, 0).is_ok_and(|s| s.n != 0) {
+                sys.set(nr, SyscallHooks::default(), 0).map_err(map_err("clearing syscalls"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn array<T: aya::Pod>(&mut self, name: &str) -> Result<Array<&mut MapData, T>, RuntimeError> {
+        let m = self
+            .base
+            .map_mut(name)
+            .ok_or_else(|| RuntimeError::Unsupported(format!("no map {name}")))?;
+        Array::try_from(m).map_err(map_err(format!("map {name}")))
+    }
+
+    fn write_config(&mut self, self_tgid: u32) -> Result<(), RuntimeError> {
+        let (follow_mask, nbinsets) = self.layout.binset_config();
+        let mut host_ns = [0u64; 10];
+        for kind in palisade_tracing_policies::validate::NAMESPACE_KINDS {
+            let i = palisade_tracing_policies::compile::namespace_index(*kind) as usize;
+            host_ns[i] = host_namespace(*kind).unwrap_or(0);
+        }
+        let cfg = Config {
+            nbinsets,
+            self_tgid,
+            follow_mask,
+            host_ns,
+        };
+        self.array::<Config>(names::CONFIG)?
+            .set(0, cfg, 0)
+            .map_err(map_err("writing the runtime config"))
+    }
+
+    fn config(&mut self) -> Result<Config, RuntimeError> {
+        self.array::<Config>(names::CONFIG)?
+            .get(&0, 0)
+            .map_err(map_err("reading the runtime config"))
+    }
+
+    /// Names of the policies in force.
+    pub fn policy_names(&self) -> Vec<String> {
+        self.policies.keys().cloned().collect()
+    }
+
+    /// A policy in force.
+    pub fn policy(&self, name: &str) -> Option<&CompiledPolicy> {
+        self.policies.get(name).map(|p| &p.compiled)
+    }
+
+    /// The hooks of a policy in force, by hook id.
+    pub fn hooks_of(&self, name: &str) -> Vec<(u32, CompiledHook)> {
+        self.policies
+            .get(name)
+            .map(|p| {
+                p.hooks
+                    .iter()
+                    .zip(&p.compiled.hooks)
+                    .map(|(l, h)| (l.placed.hook_id, h.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The binary sets in use, by bit.
+    pub fn binsets(&self) -> Vec<(u8, palisade_tracing_policies::compile::BinarySet)> {
+        self.layout.binsets()
+    }
+
+    /// Applies a compiled policy (replacing one of the same name). On error
+    /// nothing of the new policy stays and the old one stays in force.
+    pub fn apply(&mut self, compiled: CompiledPolicy) -> Result<(), RuntimeError> {
+        let name = compiled.name.clone();
+        let mut loaded = LoadedPolicy {
+            compiled,
+            hooks: Vec::new(),
+        };
+        let hooks = loaded.compiled.hooks.clone();
+        for hook in &hooks {
+            match self.attach_hook(hook) {
+                Ok(h) => loaded.hooks.push(h),
+                Err(e) => {
+                    for h in loaded.hooks.drain(..).rev() {
+                        self.detach_hook(h);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(old) = self.policies.insert(name.clone(), loaded) {
+            for h in old.hooks.into_iter().rev() {
+                self.detach_hook(h);
+            }
+        }
+        info!(policy = %name, "tracing policy in force");
+        Ok(())
+    }
+
+    /// Removes a policy; false if it was not in force.
+    pub fn delete(&mut self, name: &str) -> bool {
+        let Some(old) = self.policies.remove(name) else {
+            return false;
+        };
+        for h in old.hooks.into_iter().rev() {
+            self.detach_hook(h);
+        }
+        info!(policy = %name, "tracing policy removed");
+        true
+    }
+
+    fn write_binset_change(&mut self, change: &BinsetChange) -> Result<(), RuntimeError> {
+        for (bit, kind, set_id, entries) in &change.added {
+            self.insert_strs(entries)?;
+            self.array::<BinSet>(names::BINSETS)?
+                .set(u32::from(*bit), layout::binset_entry(*kind, *set_id), 0)
+                .map_err(map_err("writing a binary set"))?;
+        }
+        for (_, entries) in &change.removed {
+            self.remove_strs(entries);
+        }
+        let self_tgid = self.config()?.self_tgid;
+        self.write_config(self_tgid)
+    }
+
+    fn insert_strs(&mut self, entries: &[aya::maps::lpm_trie::Key<StrKey>]) -> Result<(), RuntimeError> {
+        let m = self
+            .base
+            .map_mut(names::STR)
+            .ok_or_else(|| RuntimeError::Unsupported("no string map".into()))?;
+        let mut trie: LpmTrie<_, StrKey, u8> = LpmTrie::try_from(m).map_err(map_err("string map"))?;
+        for k in entries {
+            trie.insert(k, 1, 0).map_err(map_err("writing a string value"))?;
+        }
+        Ok(())
+    }
+
+    fn remove_strs(&mut self, entries: &[aya::maps::lpm_trie::Key<StrKey>]) {
+        if let Some(m) = self.base.map_mut(names::STR) {
+            if let Ok(mut trie) = LpmTrie::<_, StrKey, u8>::try_from(m) {
+                for k in entries {
+                    let _ = trie.remove(k);
+                }
+            }
+        }
+    }
+
+    fn insert_nums(&mut self, entries: &[aya::maps::lpm_trie::Key<NumKey>]) -> Result<(), RuntimeError> {
+        let m = self
+            .base
+            .map_mut(names::NUM)
+            .ok_or_else(|| RuntimeError::Unsupported("no value map".into()))?;
+        let mut trie: LpmTrie<_, NumKey, u8> = LpmTrie::try_from(m).map_err(map_err("value map"))?;
+        for k in entries {
+            trie.insert(k, 1, 0).map_err(map_err("writing a value"))?;
+        }
+        Ok(())
+    }
+
+    fn remove_nums(&mut self, entries: &[aya::maps::lpm_trie::Key<NumKey>]) {
+        if let Some(m) = self.base.map_mut(names::NUM) {
+            if let Ok(mut trie) = LpmTrie::<_, NumKey, u8>::try_from(m) {
+                for k in entries {
+                    let _ = trie.remove(k);
+                }
+            }
+        }
+    }
+
+    /// Writes a hook's entries, attaches it, and activates it last.
+    fn attach_hook(&mut self, hook: &CompiledHook) -> Result<LoadedHook, RuntimeError> {
+        if let Attach::Fanotify { .. } = hook.attach {
+            return Err(RuntimeError::Unsupported(format!(
+                "{}: fanotify enforcement is handled by the fanotify guard",
+                hook.path
+            )));
+        }
+        let mut change = BinsetChange::default();
+        let placed = match self.layout.place(hook, &mut change) {
+            Ok(p) => p,
+            Err(e) => {
+                let mut undo = BinsetChange::default();
+                let bins: Vec<u8> = change.added.iter().map(|a| a.0).collect();
+                self.layout.release_bins_of(&bins, &mut undo);
+                return Err(e.into());
+            }
+        };
+        let mut loaded = LoadedHook {
+            placed,
+            attach: hook.attach.clone(),
+            instance: None,
+        };
+        if let Err(e) = self.write_hook(&loaded.placed, &change) {
+            self.detach_hook(loaded);
+            return Err(e);
+        }
+        match self.attach_program(hook, loaded.placed.hook_id) {
+            Ok(instance) => loaded.instance = instance,
+            Err(e) => {
+                self.detach_hook(loaded);
+                return Err(e);
+            }
+        }
+        let id = loaded.placed.hook_id;
+        if let Err(e) = self
+            .array::<rt::Hook>(names::HOOKS)
+            .and_then(|mut a| a.set(id, loaded.placed.hook, 0).map_err(map_err("activating a hook")))
+        {
+            self.detach_hook(loaded);
+            return Err(e);
+        }
+        if let Attach::Syscall { nr } = hook.attach {
+            if let Err(e) = self.add_syscall_hook(nr, id) {
+                self.detach_hook(loaded);
+                return Err(e);
+            }
+        }
+        debug!(hook = %hook.path, hook_id = id, "hook attached");
+        Ok(loaded)
+    }
+
+    fn write_hook(&mut self, p: &Placed, change: &BinsetChange) -> Result<(), RuntimeError> {
+        self.write_binset_change(change)?;
+        self.insert_nums(&p.num)?;
+        self.insert_strs(&p.strs)?;
+        let mut filters: Array<_, rt::Filter> = self.array(names::FILTERS)?;
+        for (i, f) in p.filters.iter().enumerate() {
+            filters
+                .set(p.hook.first_filter + i as u32, *f, 0)
+                .map_err(map_err("writing a filter"))?;
+        }
+        let mut sels: Array<_, rt::Sel> = self.array(names::SELS)?;
+        for (i, s) in p.sels.iter().enumerate() {
+            sels.set(p.hook.first_sel + i as u32, *s, 0)
+                .map_err(map_err("writing a selector"))?;
+        }
+        Ok(())
+    }
+
+    fn add_syscall_hook(&mut self, nr: u32, hook_id: u32) -> Result<(), RuntimeError> {
+        let ids = self.syscall_hooks.entry(nr).or_default();
+        if ids.len() >= rt::SYSCALL_SLOTS {
+            return Err(RuntimeError::Unsupported(format!(
+                "syscall {} already has {} hooks, the most palisade evaluates",
+                syscalls::name(nr).unwrap_or("?"),
+                rt::SYSCALL_SLOTS
+            )));
+        }
+        ids.push(hook_id);
+        let ids = ids.clone();
+        self.write_syscall(nr, &ids)
+    }
+
+    fn write_syscall(&mut self, nr: u32, ids: &[u32]) -> Result<(), RuntimeError> {
+        let mut entry = SyscallHooks {
+            n: ids.len().min(rt::SYSCALL_SLOTS) as u32,
+            ..SyscallHooks::default()
+        };
+        for (slot, id) in entry.hooks.iter_mut().zip(ids) {
+            *slot = *id;
+        }
+        self.array::<SyscallHooks>(names::SYSCALLS)?
+            .set(nr, entry, 0)
+            .map_err(map_err("writing the syscall table"))
+    }
+
+    /// Loads and attaches the per-hook program instance, if the mechanism
+    /// needs one.
+    fn attach_program(&mut self, hook: &CompiledHook, hook_id: u32) -> Result<Option<Ebpf>, RuntimeError> {
+        let load = || {
+            EbpfLoader::new()
+                .default_map_pin_directory(&self.pin_dir)
+                .override_global(names::HOOK_ID_GLOBAL, &hook_id, true)
+                .load(RUNTIME_OBJECT)
+                .map_err(|e| RuntimeError::Load(Box::new(e)))
+        };
+        let what = |verb: &str| format!("{}: {verb}", hook.path);
+        Ok(match &hook.attach {
+            Attach::Syscall { .. } | Attach::Fanotify { .. } => None,
+            Attach::Tracepoint { subsystem, event } => {
+                let mut ebpf = load()?;
+                let p: &mut TracePoint = program(&mut ebpf, names::TRACEPOINT)?;
+                p.load().map_err(prog_err(what("loading the tracepoint program")))?;
+                p.attach(subsystem, event)
+                    .map_err(prog_err(what(&format!("attaching to tracepoint {subsystem}/{event}"))))?;
+                Some(ebpf)
+            }
+            Attach::RawTracepoint { event } => {
+                let mut ebpf = load()?;
+                let p: &mut RawTracePoint = program(&mut ebpf, names::RAW_TRACEPOINT)?;
+                p.load().map_err(prog_err(what("loading the raw tracepoint program")))?;
+                p.attach(event)
+                    .map_err(prog_err(what(&format!("attaching to raw tracepoint {event}"))))?;
+                Some(ebpf)
+            }
+            Attach::Kprobe { function } => {
+                let mut ebpf = load()?;
+                let p: &mut KProbe = program(&mut ebpf, names::KPROBE)?;
+                p.load().map_err(prog_err(what("loading the kprobe program")))?;
+                p.attach(function, 0)
+                    .map_err(prog_err(what(&format!("attaching a kprobe to {function}"))))?;
+                Some(ebpf)
+            }
+            Attach::Lsm { hook: name } => {
+                let btf = Btf::from_sys_fs().map_err(|e| {
+                    RuntimeError::Unsupported(format!("{}: LSM hooks need kernel BTF: {e}", hook.path))
+                })?;
+                let mut ebpf = load()?;
+                let p: &mut Lsm = program(&mut ebpf, names::LSM)?;
+                p.load(name, &btf)
+                    .map_err(prog_err(what(&format!("loading the LSM program for {name}"))))?;
+                p.attach().map_err(prog_err(what(&format!("attaching to LSM hook {name}"))))?;
+                Some(ebpf)
+            }
+        })
+    }
+
+    /// Deactivates a hook first, then detaches and frees it.
+    fn detach_hook(&mut self, h: LoadedHook) {
+        let id = h.placed.hook_id;
+        if let Attach::Syscall { nr } = h.attach {
+            if let Some(ids) = self.syscall_hooks.get_mut(&nr) {
+                ids.retain(|&x| x != id);
+                let ids = ids.clone();
+                if let Err(e) = self.write_syscall(nr, &ids) {
+                    warn!(error = %e, "cannot update the syscall table");
+                }
+            }
+        }
+        if let Err(e) = self
+            .array::<rt::Hook>(names::HOOKS)
+            .and_then(|mut a| a.set(id, rt::Hook::default(), 0).map_err(map_err("deactivating a hook")))
+        {
+            warn!(error = %e, hook_id = id, "cannot deactivate a hook");
+        }
+        drop(h.instance);
+        self.remove_nums(&h.placed.num);
+        self.remove_strs(&h.placed.strs);
+        let mut change = BinsetChange::default();
+        self.layout.release(&h.placed, &mut change);
+        if let Err(e) = self.write_binset_change(&change) {
+            warn!(error = %e, "cannot update the binary sets");
+        }
+    }
+
+    /// The runtime counters, summed over CPUs.
+    pub fn counters(&mut self) -> RuntimeCounters {
+        let Some(m) = self.base.map_mut(names::COUNTERS) else {
+            return RuntimeCounters::default();
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(m) else {
+            return RuntimeCounters::default();
+        };
+        let get = |i: u32| arr.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        RuntimeCounters {
+            ringbuf_full: get(rt::cnt::RINGBUF_FULL),
+            proc_missing: get(rt::cnt::PROC_MISSING),
+            hook_runs: get(rt::cnt::HOOK_RUNS),
+            signal_failed: get(rt::cnt::SIGNAL_FAILED),
+            rate_limited: get(rt::cnt::RATE_LIMITED),
+        }
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, RuntimeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| RuntimeError::Unsupported(format!("no program {name}")))?
+        .try_into()
+        .map_err(prog_err(format!("program {name}")))
+}
