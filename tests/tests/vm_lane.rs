@@ -3,7 +3,8 @@
 //! dynamically linked workspace binary runs inside, environment and extra
 //! files arrive, the exit status comes back, and a hung command is killed
 //! at its timeout. Also reports what a BPF test can count on in each
-//! kernel (BTF, BPF-LSM) and the boot time under TCG.
+//! kernel (BTF, BPF-LSM and its hooks in ftrace, kprobe events, error
+//! injection, lockdown) and the boot time under TCG.
 //!
 //! Needs the kernels, qemu and busybox that `scripts/vm-kernels` installs
 //! (`scripts/setup` runs it); fails, not skips, without them. Root is not
@@ -26,6 +27,12 @@ echo "release=$(uname -r)"
 echo "cmdline=$(cat /proc/cmdline)"
 echo "lsm=$(cat /sys/kernel/security/lsm)"
 if [ -e /sys/kernel/btf/vmlinux ]; then echo btf=yes; else echo btf=no; fi
+t=/sys/kernel/tracing
+if [ -e $t/kprobe_events ]; then echo kprobe_events=yes; else echo kprobe_events=no; fi
+echo "lsm_hooks=$(grep -c '^bpf_lsm_' $t/available_filter_functions)"
+e=/sys/kernel/debug/error_injection/list
+if [ -e $e ]; then echo error_injection=yes; else echo error_injection=no; fi
+echo "lockdown=$(cat /sys/kernel/security/lockdown)"
 echo "mounts=$(awk '{printf "%s@%s ", $3, $2}' /proc/mounts)"
 echo "lo_flags=$(cat /sys/class/net/lo/flags)"
 echo "env=$PALISADE_VM_CHECK"
@@ -83,6 +90,21 @@ fn lane(kernel: &Kernel) {
         fact("btf") == "yes",
         config.is_builtin("CONFIG_DEBUG_INFO_BTF")
     );
+    assert_eq!(
+        fact("kprobe_events") == "yes",
+        config.is_builtin("CONFIG_KPROBE_EVENTS")
+    );
+    assert_eq!(
+        fact("error_injection") == "yes",
+        config.is_builtin("CONFIG_FUNCTION_ERROR_INJECTION")
+    );
+    // BPF-LSM programs attach to the bpf_lsm_* stubs through ftrace.
+    let lsm_hooks: u32 = fact("lsm_hooks").parse().unwrap();
+    assert_eq!(
+        lsm_hooks > 0,
+        config.is_builtin("CONFIG_BPF_LSM"),
+        "{lsm_hooks} bpf_lsm_* functions in available_filter_functions"
+    );
     let mounts = fact("mounts");
     for m in [
         "proc@/proc",
@@ -111,6 +133,7 @@ fn lane(kernel: &Kernel) {
 
     eprintln!(
         "{} ({}): boot {:.1}s, qemu {:.1}s, run() {:.1}s; lsm={lsm}; btf={}; \
+         {lsm_hooks} bpf_lsm_* hooks; kprobe_events={}; error_injection={}; lockdown={}; \
          CONFIG_BPF_LSM={:?} CONFIG_KPROBES={:?} CONFIG_FUNCTION_ERROR_INJECTION={:?} \
          CONFIG_BPF_KPROBE_OVERRIDE={:?}",
         kernel.name(),
@@ -119,6 +142,9 @@ fn lane(kernel: &Kernel) {
         out.total_time.as_secs_f64(),
         elapsed.as_secs_f64(),
         fact("btf"),
+        fact("kprobe_events"),
+        fact("error_injection"),
+        fact("lockdown"),
         config.get("CONFIG_BPF_LSM"),
         config.get("CONFIG_KPROBES"),
         config.get("CONFIG_FUNCTION_ERROR_INJECTION"),
