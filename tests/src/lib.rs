@@ -16,6 +16,7 @@ pub mod scenario;
 #[allow(unsafe_code)]
 mod sys;
 pub mod topology;
+pub mod vm;
 
 pub use cleanup::{cleanup_stale, StaleReport};
 pub use echo::EchoServer;
