@@ -10,7 +10,10 @@ use palisade_bpf::{runtime, RUNTIME_OBJECT};
 
 #[test]
 fn host_programs_pass_the_verifier() -> Result<()> {
-    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/palisade-rt-load-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/palisade-rt-load-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let loaded = EbpfLoader::new()
         .default_map_pin_directory(&dir)
@@ -29,12 +32,14 @@ fn host_programs_pass_the_verifier() -> Result<()> {
             .program_mut(name)
             .ok_or_else(|| anyhow!("no program {name}"))?
             .try_into()?;
-        p.load().map_err(|e| anyhow!("verifier rejected {name}: {e:?}"))?;
+        p.load()
+            .map_err(|e| anyhow!("verifier rejected {name}: {e:?}"))?;
     }
     let p: &mut TracePoint = ebpf
         .program_mut(runtime::TRACEPOINT)
         .ok_or_else(|| anyhow!("no tracepoint program"))?
         .try_into()?;
-    p.load().map_err(|e| anyhow!("verifier rejected tracepoint: {e:?}"))?;
+    p.load()
+        .map_err(|e| anyhow!("verifier rejected tracepoint: {e:?}"))?;
     Ok(())
 }

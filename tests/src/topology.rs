@@ -441,6 +441,10 @@ impl Topology {
         set("api_socket", path_value(&paths.socket));
         set("pod_cidr", format!("10.200.{}.0/24", index % 256).into());
         set("flow_log", path_value(&dir.join("flows.jsonl")));
+        // Runtime enforcement is host-wide; tests that need it turn it on
+        // with `agent_setting("runtime_enforcement", true)`.
+        set("runtime_enforcement", false.into());
+        set("runtime_events_log", path_value(&dir.join("events.jsonl")));
         for (k, v) in &self.agent_settings {
             config.insert(k.clone(), v.clone());
         }

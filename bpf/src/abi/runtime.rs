@@ -318,7 +318,11 @@ impl StrKey {
     /// The LPM key for string `bytes` in set `set_id`; `with_nul` makes it
     /// match only the whole string (Equal), otherwise any string starting
     /// with it (Prefix, and reversed, Postfix).
-    pub fn string(set_id: u32, bytes: &[u8], with_nul: bool) -> Result<lpm_trie::Key<Self>, AbiError> {
+    pub fn string(
+        set_id: u32,
+        bytes: &[u8],
+        with_nul: bool,
+    ) -> Result<lpm_trie::Key<Self>, AbiError> {
         let n = bytes.len() + usize::from(with_nul);
         if n > STR_KEY {
             return Err(AbiError::BadLength {
@@ -329,7 +333,10 @@ impl StrKey {
         }
         let mut data = [0; STR_KEY];
         data[..bytes.len()].copy_from_slice(bytes);
-        Ok(lpm_trie::Key::new(set_prefix(8 * n as u32), Self { set_id, data }))
+        Ok(lpm_trie::Key::new(
+            set_prefix(8 * n as u32),
+            Self { set_id, data },
+        ))
     }
 }
 
@@ -623,7 +630,17 @@ impl RtEvent {
     }
 }
 
-pod!(Proc, Hook, Filter, Sel, NumKey, StrKey, BinSet, Config, SyscallHooks);
+pod!(
+    Proc,
+    Hook,
+    Filter,
+    Sel,
+    NumKey,
+    StrKey,
+    BinSet,
+    Config,
+    SyscallHooks
+);
 
 #[cfg(test)]
 mod tests {

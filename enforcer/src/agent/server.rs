@@ -111,12 +111,19 @@ async fn handle(
             .unwrap_or_else(PoisonError::into_inner)
             .runtime_events();
         let Some(store) = store else {
-            let message = "runtime enforcement is not running on this agent (see palisade status)".to_owned();
+            let message =
+                "runtime enforcement is not running on this agent (see palisade status)".to_owned();
             return write(&mut write_half, &Response::Error { message }).await;
         };
         let mut rx = follow.then(|| store.subscribe());
         for json in store.recent(limit) {
-            write(&mut write_half, &Response::RuntimeEvent { json: json.to_string() }).await?;
+            write(
+                &mut write_half,
+                &Response::RuntimeEvent {
+                    json: json.to_string(),
+                },
+            )
+            .await?;
         }
         let Some(rx) = rx.as_mut() else {
             return Ok(());
@@ -124,11 +131,20 @@ async fn handle(
         loop {
             match rx.recv().await {
                 Ok(json) => {
-                    write(&mut write_half, &Response::RuntimeEvent { json: json.to_string() }).await?;
+                    write(
+                        &mut write_half,
+                        &Response::RuntimeEvent {
+                            json: json.to_string(),
+                        },
+                    )
+                    .await?;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     store.count_lagged(n);
-                    warn!(skipped = n, "a runtime event follower is too slow; events skipped for it");
+                    warn!(
+                        skipped = n,
+                        "a runtime event follower is too slow; events skipped for it"
+                    );
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
             }
@@ -151,7 +167,9 @@ fn dispatch(agent: &mut Agent, request: Request) -> Response {
         Request::TracingPolicyApply { source, yaml } => agent.tracing_apply(&source, &yaml),
         Request::TracingPolicyValidate { source, yaml } => agent.tracing_validate(&source, &yaml),
         Request::TracingPolicyList => agent.tracing_list(),
-        Request::RuntimeEvents { .. } => Err(AgentError::Invalid("runtime events are streamed".into())),
+        Request::RuntimeEvents { .. } => {
+            Err(AgentError::Invalid("runtime events are streamed".into()))
+        }
         Request::TracingPolicyDelete { name } => agent.tracing_delete(&name),
         Request::IpamAllocate {
             container_id,

@@ -86,7 +86,9 @@ impl TracingState {
         let store = EventStore::new(4096, events_log).map_err(|e| {
             AgentError::Invalid(format!(
                 "cannot open the runtime event log {}: {e}",
-                events_log.map(|p| p.display().to_string()).unwrap_or_default()
+                events_log
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             ))
         })?;
         let mut cache = ProcessCache::new(node, cache_size);
@@ -129,7 +131,11 @@ impl TracingState {
         self.store.clone()
     }
 
-    fn compile_all(&self, source: &str, yaml: &str) -> Result<Vec<(CompiledPolicy, String)>, AgentError> {
+    fn compile_all(
+        &self,
+        source: &str,
+        yaml: &str,
+    ) -> Result<Vec<(CompiledPolicy, String)>, AgentError> {
         parse(source, yaml)?
             .into_iter()
             .map(|(p, one)| {
@@ -148,7 +154,11 @@ impl TracingState {
     }
 
     /// Validates and compiles without applying.
-    pub fn validate(&self, source: &str, yaml: &str) -> Result<Vec<TracingPolicyRecord>, AgentError> {
+    pub fn validate(
+        &self,
+        source: &str,
+        yaml: &str,
+    ) -> Result<Vec<TracingPolicyRecord>, AgentError> {
         Ok(self
             .compile_all(source, yaml)?
             .iter()
@@ -285,7 +295,12 @@ impl TracingState {
                 }
             }
         }
-        let gone: Vec<PathBuf> = self.dir_files.keys().filter(|p| !now.contains_key(*p)).cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .dir_files
+            .keys()
+            .filter(|p| !now.contains_key(*p))
+            .cloned()
+            .collect();
         for p in gone {
             let src = p.display().to_string();
             let names: Vec<String> = self
@@ -348,7 +363,13 @@ fn api_dir(state_dir: &Path) -> PathBuf {
 
 fn file_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -386,7 +407,8 @@ impl Agent {
                 };
                 let source = format!("api:{}", path.display());
                 if let Err(e) = state.apply(&source, &text) {
-                    self.warnings.push(format!("restoring {}: {e}", path.display()));
+                    self.warnings
+                        .push(format!("restoring {}: {e}", path.display()));
                 }
             }
         }
@@ -411,7 +433,9 @@ impl Agent {
 
     fn tracing_mut(&mut self) -> Result<&mut TracingState, AgentError> {
         self.tracing.as_mut().ok_or_else(|| {
-            AgentError::Invalid("runtime enforcement is not running on this agent (see palisade status)".into())
+            AgentError::Invalid(
+                "runtime enforcement is not running on this agent (see palisade status)".into(),
+            )
         })
     }
 
@@ -420,7 +444,8 @@ impl Agent {
         let dir = api_dir(&self.config.state_dir);
         let state = self.tracing_mut()?;
         let names = state.apply(&format!("api:{source}"), yaml)?;
-        std::fs::create_dir_all(&dir).map_err(|e| AgentError::Invalid(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| AgentError::Invalid(format!("{}: {e}", dir.display())))?;
         for n in &names {
             if let Some((_, one)) = state.sources.get(n) {
                 let path = dir.join(format!("{}.yaml", file_name(n)));
@@ -429,7 +454,11 @@ impl Agent {
             }
         }
         Ok(Response::TracingPolicies {
-            policies: state.list().into_iter().filter(|r| names.contains(&r.name)).collect(),
+            policies: state
+                .list()
+                .into_iter()
+                .filter(|r| names.contains(&r.name))
+                .collect(),
         })
     }
 
@@ -450,9 +479,14 @@ impl Agent {
     pub fn tracing_delete(&mut self, name: &str) -> Result<Response, AgentError> {
         let dir = api_dir(&self.config.state_dir);
         let state = self.tracing_mut()?;
-        let from_api = state.sources.get(name).is_some_and(|(s, _)| s.starts_with("api:"));
+        let from_api = state
+            .sources
+            .get(name)
+            .is_some_and(|(s, _)| s.starts_with("api:"));
         if !state.sources.contains_key(name) {
-            return Err(AgentError::Invalid(format!("no tracing policy named {name:?}")));
+            return Err(AgentError::Invalid(format!(
+                "no tracing policy named {name:?}"
+            )));
         }
         if !from_api {
             return Err(AgentError::Invalid(format!(

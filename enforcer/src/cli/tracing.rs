@@ -46,7 +46,11 @@ pub struct EventsArgs {
     pub last: usize,
 }
 
-fn print_records(ctx: &mut Ctx<'_>, verb: &str, records: &[TracingPolicyRecord]) -> Result<(), CliError> {
+fn print_records(
+    ctx: &mut Ctx<'_>,
+    verb: &str,
+    records: &[TracingPolicyRecord],
+) -> Result<(), CliError> {
     if ctx.format == OutputFormat::Json {
         let text = serde_json::to_string_pretty(records).unwrap_or_default();
         return ctx.print(&format!("{text}\n"));
@@ -94,13 +98,15 @@ pub(super) fn run(ctx: &mut Ctx<'_>, cmd: &TracingPolicyCmd) -> Result<bool, Cli
             }
             other => Err(unexpected("tracingpolicy list", other)),
         },
-        TracingPolicyCmd::Delete { name } => match ctx.call(&Request::TracingPolicyDelete { name: name.clone() })? {
-            Response::Done => {
-                ctx.print(&format!("deleted {name}\n"))?;
-                Ok(true)
+        TracingPolicyCmd::Delete { name } => {
+            match ctx.call(&Request::TracingPolicyDelete { name: name.clone() })? {
+                Response::Done => {
+                    ctx.print(&format!("deleted {name}\n"))?;
+                    Ok(true)
+                }
+                other => Err(unexpected("tracingpolicy delete", other)),
             }
-            other => Err(unexpected("tracingpolicy delete", other)),
-        },
+        }
     }
 }
 
@@ -114,7 +120,9 @@ pub(super) fn events(ctx: &mut Ctx<'_>, args: &EventsArgs) -> Result<bool, CliEr
     let client = if args.follow {
         ctx.client.clone().with_timeout(None)
     } else {
-        ctx.client.clone().with_timeout(Some(Duration::from_secs(30)))
+        ctx.client
+            .clone()
+            .with_timeout(Some(Duration::from_secs(30)))
     };
     let format = ctx.format;
     let mut write_error = None;
@@ -145,7 +153,9 @@ pub(super) fn events(ctx: &mut Ctx<'_>, args: &EventsArgs) -> Result<bool, CliEr
         return Err(unexpected("events", answer));
     }
     match write_error {
-        Some(CliError::Write { source }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Some(CliError::Write { source }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(true)
+        }
         Some(e) => Err(e),
         None => Ok(true),
     }

@@ -67,7 +67,10 @@ pub struct EventStore {
 }
 
 fn open_log(path: &Path) -> std::io::Result<Log> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(Log {
         path: path.to_owned(),
@@ -98,7 +101,10 @@ impl EventStore {
     /// The last `limit` events.
     pub fn recent(&self, limit: usize) -> Vec<Arc<str>> {
         let r = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        r.iter().skip(r.len().saturating_sub(limit)).cloned().collect()
+        r.iter()
+            .skip(r.len().saturating_sub(limit))
+            .cloned()
+            .collect()
     }
 
     /// The counters.
@@ -108,11 +114,17 @@ impl EventStore {
 
     /// Counts events a follower missed.
     pub fn count_lagged(&self, n: u64) {
-        self.counters.lock().unwrap_or_else(PoisonError::into_inner).follower_lagged += n;
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .follower_lagged += n;
     }
 
     fn count_undecodable(&self) {
-        self.counters.lock().unwrap_or_else(PoisonError::into_inner).undecodable += 1;
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .undecodable += 1;
     }
 
     /// Delivers one event line (without newline).
@@ -122,7 +134,10 @@ impl EventStore {
         {
             let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(l) = log.as_mut() {
-                let ok = l.file.write_all(line.as_bytes()).and_then(|_| l.file.write_all(b"\n"));
+                let ok = l
+                    .file
+                    .write_all(line.as_bytes())
+                    .and_then(|_| l.file.write_all(b"\n"));
                 failed = ok.is_err();
                 l.bytes += line.len() as u64 + 1;
                 if l.bytes > LOG_ROTATE_BYTES {
@@ -154,7 +169,12 @@ impl EventStore {
 
     /// Flushes the log.
     pub fn flush(&self) {
-        if let Some(l) = self.log.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        if let Some(l) = self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
             if let Err(e) = l.file.flush() {
                 warn!(error = %e, "cannot write the event log");
             }
@@ -186,9 +206,14 @@ fn args_of(ev: &HookEvent, hook: &CompiledHook) -> Vec<KprobeArgument> {
             let v = ev.vals.get(i).copied().unwrap_or(0);
             let text = || String::from_utf8_lossy(ev.string(i).unwrap_or_default()).into_owned();
             let arg = match a.read {
-                ArgRead::Int { size, signed: true } if size <= 4 => ArgValue::IntArg(v as i64 as i32),
+                ArgRead::Int { size, signed: true } if size <= 4 => {
+                    ArgValue::IntArg(v as i64 as i32)
+                }
                 ArgRead::Int { signed: true, .. } => ArgValue::LongArg(v as i64),
-                ArgRead::Int { size, signed: false } if size <= 4 => ArgValue::UintArg(v as u32),
+                ArgRead::Int {
+                    size,
+                    signed: false,
+                } if size <= 4 => ArgValue::UintArg(v as u32),
                 ArgRead::Int { .. } => ArgValue::SizeArg(v),
                 ArgRead::UserString | ArgRead::KernelString => ArgValue::StringArg(text()),
                 ArgRead::File | ArgRead::Bprm => ArgValue::FileArg(KprobeFile {
@@ -209,9 +234,19 @@ fn args_of(ev: &HookEvent, hook: &CompiledHook) -> Vec<KprobeArgument> {
 }
 
 /// Turns one ring-buffer record into an event (None: not reported, e.g. a fork).
-pub fn convert(rec: RtEvent, procs: &mut ProcessCache, hooks: &HookTable, node: &str) -> Option<Event> {
+pub fn convert(
+    rec: RtEvent,
+    procs: &mut ProcessCache,
+    hooks: &HookTable,
+    node: &str,
+) -> Option<Event> {
     match rec {
-        RtEvent::Exec { hdr, proc, filename, args } => {
+        RtEvent::Exec {
+            hdr,
+            proc,
+            filename,
+            args,
+        } => {
             let binary = String::from_utf8_lossy(&filename).into_owned();
             let (_, arguments) = split_cmdline(&args);
             procs.insert(&proc, binary, arguments, "execve");
@@ -235,7 +270,11 @@ pub fn convert(rec: RtEvent, procs: &mut ProcessCache, hooks: &HookTable, node: 
             let exit = ProcessExit {
                 process: Some(procs.process(&me, Some(hdr.tid))),
                 parent,
-                signal: if sig != 0 { signal_name(sig) } else { String::new() },
+                signal: if sig != 0 {
+                    signal_name(sig)
+                } else {
+                    String::new()
+                },
                 status: (exit_code >> 8) & 0xff,
                 time: procs.timestamp(hdr.ktime),
                 ancestors,

@@ -100,7 +100,8 @@ impl Host for KernelHost {
     }
 
     fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String> {
-        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let ok =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !ok(subsystem) || !ok(event) {
             return Err("names of tracepoints are letters, digits and _".into());
         }
@@ -108,9 +109,17 @@ impl Host for KernelHost {
             .tracefs
             .as_ref()
             .ok_or_else(|| format!("tracefs is not mounted at {TRACEFS}"))?;
-        let path = root.join("events").join(subsystem).join(event).join("format");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("no such tracepoint on this kernel ({}: {e})", path.display()))?;
+        let path = root
+            .join("events")
+            .join(subsystem)
+            .join(event)
+            .join("format");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "no such tracepoint on this kernel ({}: {e})",
+                path.display()
+            )
+        })?;
         parse_format(&text)
     }
 

@@ -64,14 +64,14 @@ impl Ranges {
 
     fn alloc(&mut self, n: u32) -> Result<u32, LayoutError> {
         let n = n.max(1);
-        let (&start, &len) = self
-            .free
-            .iter()
-            .find(|(_, &len)| len >= n)
-            .ok_or(LayoutError::Full {
-                what: self.what,
-                max: self.max,
-            })?;
+        let (&start, &len) =
+            self.free
+                .iter()
+                .find(|(_, &len)| len >= n)
+                .ok_or(LayoutError::Full {
+                    what: self.what,
+                    max: self.max,
+                })?;
         self.free.remove(&start);
         if len > n {
             self.free.insert(start + n, len - n);
@@ -249,10 +249,14 @@ impl Layout {
             }
             return Ok(i as u8);
         }
-        let i = self.bins.iter().position(Option::is_none).ok_or(LayoutError::Full {
-            what: "the binary-set table",
-            max: rt::MAX_BINSETS as u32,
-        })?;
+        let i = self
+            .bins
+            .iter()
+            .position(Option::is_none)
+            .ok_or(LayoutError::Full {
+                what: "the binary-set table",
+                max: rt::MAX_BINSETS as u32,
+            })?;
         let set_id = self.set_id();
         let entries = str_entries(set_id, set).map_err(|reason| LayoutError::Value {
             path: path.to_owned(),
@@ -307,16 +311,27 @@ impl Layout {
                 let negate = |n: bool| if n { rt::FILTF_NEGATE } else { 0 };
                 match f {
                     FilterPlan::True => e.kind = filt::TRUE,
-                    FilterPlan::ArgNum { arg, signed, negate: n, entries } => {
+                    FilterPlan::ArgNum {
+                        arg,
+                        signed,
+                        negate: n,
+                        entries,
+                    } => {
                         e.kind = filt::ARG_NUM;
                         e.arg = *arg;
                         e.flags = negate(*n) | if *signed { rt::FILTF_SIGNED } else { 0 };
                         e.set_id = self.set_id();
                         placed.num.extend(
-                            entries.iter().map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
+                            entries
+                                .iter()
+                                .map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
                         );
                     }
-                    FilterPlan::ArgStr { arg, negate: n, entries } => {
+                    FilterPlan::ArgStr {
+                        arg,
+                        negate: n,
+                        entries,
+                    } => {
                         e.kind = filt::ARG_STR;
                         e.arg = *arg;
                         e.flags = negate(*n);
@@ -328,7 +343,11 @@ impl Layout {
                             );
                         }
                     }
-                    FilterPlan::ArgStrPostfix { arg, negate: n, entries } => {
+                    FilterPlan::ArgStrPostfix {
+                        arg,
+                        negate: n,
+                        entries,
+                    } => {
                         e.kind = filt::ARG_STR_REV;
                         e.arg = *arg;
                         e.flags = negate(*n);
@@ -340,8 +359,13 @@ impl Layout {
                             );
                         }
                     }
-                    FilterPlan::ArgGt { arg, signed, value } | FilterPlan::ArgLt { arg, signed, value } => {
-                        e.kind = if matches!(f, FilterPlan::ArgGt { .. }) { filt::ARG_GT } else { filt::ARG_LT };
+                    FilterPlan::ArgGt { arg, signed, value }
+                    | FilterPlan::ArgLt { arg, signed, value } => {
+                        e.kind = if matches!(f, FilterPlan::ArgGt { .. }) {
+                            filt::ARG_GT
+                        } else {
+                            filt::ARG_LT
+                        };
                         e.arg = *arg;
                         e.flags = if *signed { rt::FILTF_SIGNED } else { 0 };
                         e.value = *value;
@@ -351,7 +375,11 @@ impl Layout {
                         e.arg = *arg;
                         e.value = *value;
                     }
-                    FilterPlan::Binary { set, negate: n, follow } => {
+                    FilterPlan::Binary {
+                        set,
+                        negate: n,
+                        follow,
+                    } => {
                         e.kind = filt::BINARY;
                         e.flags = negate(*n) | if *follow { rt::FILTF_FOLLOW } else { 0 };
                         e.aux = self.bin_bit(set, *follow, change, &hook.path)?;
@@ -363,26 +391,43 @@ impl Layout {
                         e.aux = self.bin_bit(set, false, change, &hook.path)?;
                         placed.bins.push(e.aux);
                     }
-                    FilterPlan::Pid { entries, negate: n, namespace_pid, follow } => {
+                    FilterPlan::Pid {
+                        entries,
+                        negate: n,
+                        namespace_pid,
+                        follow,
+                    } => {
                         e.kind = filt::PID;
                         e.flags = negate(*n)
                             | if *namespace_pid { rt::FILTF_NSPID } else { 0 }
                             | if *follow { rt::FILTF_FOLLOW } else { 0 };
                         e.set_id = self.set_id();
                         placed.num.extend(
-                            entries.iter().map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
+                            entries
+                                .iter()
+                                .map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
                         );
                     }
-                    FilterPlan::Namespace { ns, negate: n, entries } => {
+                    FilterPlan::Namespace {
+                        ns,
+                        negate: n,
+                        entries,
+                    } => {
                         e.kind = filt::NAMESPACE;
                         e.flags = negate(*n);
                         e.aux = *ns;
                         e.set_id = self.set_id();
                         placed.num.extend(
-                            entries.iter().map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
+                            entries
+                                .iter()
+                                .map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
                         );
                     }
-                    FilterPlan::Caps { set, negate: n, mask } => {
+                    FilterPlan::Caps {
+                        set,
+                        negate: n,
+                        mask,
+                    } => {
                         e.kind = filt::CAPS;
                         e.flags = negate(*n);
                         e.aux = match set {
@@ -466,7 +511,8 @@ impl Layout {
             Ok(s) => s,
             Err(e) => {
                 self.hook_ids.release(hook_id, 1);
-                self.filters.release(first_filter, placed.filters.len() as u32);
+                self.filters
+                    .release(first_filter, placed.filters.len() as u32);
                 return Err(e);
             }
         };
@@ -486,7 +532,8 @@ impl Layout {
     /// Gives back a placed hook's space and binary-set bits.
     pub fn release(&mut self, placed: &Placed, change: &mut BinsetChange) {
         self.hook_ids.release(placed.hook_id, 1);
-        self.filters.release(placed.hook.first_filter, placed.hook.nfilters);
+        self.filters
+            .release(placed.hook.first_filter, placed.hook.nfilters);
         self.sels.release(placed.hook.first_sel, placed.hook.nsels);
         self.release_bins(&placed.bins, placed, change);
     }

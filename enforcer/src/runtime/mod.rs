@@ -151,7 +151,8 @@ impl Runtime {
                         .try_into()
                         .map_err(prog_err(format!("program {prog}")))?;
                     p.load().map_err(prog_err(format!("loading {prog}")))?;
-                    p.attach(tp).map_err(prog_err(format!("attaching {prog} to {tp}")))?;
+                    p.attach(tp)
+                        .map_err(prog_err(format!("attaching {prog} to {tp}")))?;
                     debug!(prog, tracepoint = tp, "attached");
                 }
                 base
@@ -174,7 +175,9 @@ impl Runtime {
     }
 
     /// The kernel process table (for the /proc scan and binary-set updates).
-    pub fn procs_map(&mut self) -> Result<aya::maps::HashMap<&mut MapData, u32, rt::Proc>, RuntimeError> {
+    pub fn procs_map(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<&mut MapData, u32, rt::Proc>, RuntimeError> {
         let m = self
             .base
             .map_mut(names::PROCS)
@@ -188,13 +191,16 @@ impl Runtime {
         let mut hooks: Array<_, rt::Hook> = self.array(names::HOOKS)?;
         for i in 0..rt::MAX_HOOKS {
             if hooks.get(&i, 0).is_ok_and(|h| h.flags != 0) {
-                hooks.set(i, rt::Hook::default(), 0).map_err(map_err("clearing hooks"))?;
+                hooks
+                    .set(i, rt::Hook::default(), 0)
+                    .map_err(map_err("clearing hooks"))?;
             }
         }
         let mut sys: Array<_, SyscallHooks> = self.array(names::SYSCALLS)?;
         for nr in 0..rt::MAX_SYSCALLS {
             if sys.get(&nr, 0).is_ok_and(|s| s.n != 0) {
-                sys.set(nr, SyscallHooks::default(), 0).map_err(map_err("clearing syscalls"))?;
+                sys.set(nr, SyscallHooks::default(), 0)
+                    .map_err(map_err("clearing syscalls"))?;
             }
         }
         Ok(())
@@ -316,14 +322,19 @@ impl Runtime {
         self.write_config(self_tgid)
     }
 
-    fn insert_strs(&mut self, entries: &[aya::maps::lpm_trie::Key<StrKey>]) -> Result<(), RuntimeError> {
+    fn insert_strs(
+        &mut self,
+        entries: &[aya::maps::lpm_trie::Key<StrKey>],
+    ) -> Result<(), RuntimeError> {
         let m = self
             .base
             .map_mut(names::STR)
             .ok_or_else(|| RuntimeError::Unsupported("no string map".into()))?;
-        let mut trie: LpmTrie<_, StrKey, u8> = LpmTrie::try_from(m).map_err(map_err("string map"))?;
+        let mut trie: LpmTrie<_, StrKey, u8> =
+            LpmTrie::try_from(m).map_err(map_err("string map"))?;
         for k in entries {
-            trie.insert(k, 1, 0).map_err(map_err("writing a string value"))?;
+            trie.insert(k, 1, 0)
+                .map_err(map_err("writing a string value"))?;
         }
         Ok(())
     }
@@ -338,12 +349,16 @@ impl Runtime {
         }
     }
 
-    fn insert_nums(&mut self, entries: &[aya::maps::lpm_trie::Key<NumKey>]) -> Result<(), RuntimeError> {
+    fn insert_nums(
+        &mut self,
+        entries: &[aya::maps::lpm_trie::Key<NumKey>],
+    ) -> Result<(), RuntimeError> {
         let m = self
             .base
             .map_mut(names::NUM)
             .ok_or_else(|| RuntimeError::Unsupported("no value map".into()))?;
-        let mut trie: LpmTrie<_, NumKey, u8> = LpmTrie::try_from(m).map_err(map_err("value map"))?;
+        let mut trie: LpmTrie<_, NumKey, u8> =
+            LpmTrie::try_from(m).map_err(map_err("value map"))?;
         for k in entries {
             trie.insert(k, 1, 0).map_err(map_err("writing a value"))?;
         }
@@ -395,10 +410,10 @@ impl Runtime {
             }
         }
         let id = loaded.placed.hook_id;
-        if let Err(e) = self
-            .array::<rt::Hook>(names::HOOKS)
-            .and_then(|mut a| a.set(id, loaded.placed.hook, 0).map_err(map_err("activating a hook")))
-        {
+        if let Err(e) = self.array::<rt::Hook>(names::HOOKS).and_then(|mut a| {
+            a.set(id, loaded.placed.hook, 0)
+                .map_err(map_err("activating a hook"))
+        }) {
             self.detach_hook(loaded);
             return Err(e);
         }
@@ -459,7 +474,11 @@ impl Runtime {
 
     /// Loads and attaches the per-hook program instance, if the mechanism
     /// needs one.
-    fn attach_program(&mut self, hook: &CompiledHook, hook_id: u32) -> Result<Option<Ebpf>, RuntimeError> {
+    fn attach_program(
+        &mut self,
+        hook: &CompiledHook,
+        hook_id: u32,
+    ) -> Result<Option<Ebpf>, RuntimeError> {
         let load = || {
             EbpfLoader::new()
                 .default_map_pin_directory(&self.pin_dir)
@@ -473,36 +492,46 @@ impl Runtime {
             Attach::Tracepoint { subsystem, event } => {
                 let mut ebpf = load()?;
                 let p: &mut TracePoint = program(&mut ebpf, names::TRACEPOINT)?;
-                p.load().map_err(prog_err(what("loading the tracepoint program")))?;
-                p.attach(subsystem, event)
-                    .map_err(prog_err(what(&format!("attaching to tracepoint {subsystem}/{event}"))))?;
+                p.load()
+                    .map_err(prog_err(what("loading the tracepoint program")))?;
+                p.attach(subsystem, event).map_err(prog_err(what(&format!(
+                    "attaching to tracepoint {subsystem}/{event}"
+                ))))?;
                 Some(ebpf)
             }
             Attach::RawTracepoint { event } => {
                 let mut ebpf = load()?;
                 let p: &mut RawTracePoint = program(&mut ebpf, names::RAW_TRACEPOINT)?;
-                p.load().map_err(prog_err(what("loading the raw tracepoint program")))?;
-                p.attach(event)
-                    .map_err(prog_err(what(&format!("attaching to raw tracepoint {event}"))))?;
+                p.load()
+                    .map_err(prog_err(what("loading the raw tracepoint program")))?;
+                p.attach(event).map_err(prog_err(what(&format!(
+                    "attaching to raw tracepoint {event}"
+                ))))?;
                 Some(ebpf)
             }
             Attach::Kprobe { function } => {
                 let mut ebpf = load()?;
                 let p: &mut KProbe = program(&mut ebpf, names::KPROBE)?;
-                p.load().map_err(prog_err(what("loading the kprobe program")))?;
+                p.load()
+                    .map_err(prog_err(what("loading the kprobe program")))?;
                 p.attach(function, 0)
                     .map_err(prog_err(what(&format!("attaching a kprobe to {function}"))))?;
                 Some(ebpf)
             }
             Attach::Lsm { hook: name } => {
                 let btf = Btf::from_sys_fs().map_err(|e| {
-                    RuntimeError::Unsupported(format!("{}: LSM hooks need kernel BTF: {e}", hook.path))
+                    RuntimeError::Unsupported(format!(
+                        "{}: LSM hooks need kernel BTF: {e}",
+                        hook.path
+                    ))
                 })?;
                 let mut ebpf = load()?;
                 let p: &mut Lsm = program(&mut ebpf, names::LSM)?;
-                p.load(name, &btf)
-                    .map_err(prog_err(what(&format!("loading the LSM program for {name}"))))?;
-                p.attach().map_err(prog_err(what(&format!("attaching to LSM hook {name}"))))?;
+                p.load(name, &btf).map_err(prog_err(what(&format!(
+                    "loading the LSM program for {name}"
+                ))))?;
+                p.attach()
+                    .map_err(prog_err(what(&format!("attaching to LSM hook {name}"))))?;
                 Some(ebpf)
             }
         })
@@ -520,10 +549,10 @@ impl Runtime {
                 }
             }
         }
-        if let Err(e) = self
-            .array::<rt::Hook>(names::HOOKS)
-            .and_then(|mut a| a.set(id, rt::Hook::default(), 0).map_err(map_err("deactivating a hook")))
-        {
+        if let Err(e) = self.array::<rt::Hook>(names::HOOKS).and_then(|mut a| {
+            a.set(id, rt::Hook::default(), 0)
+                .map_err(map_err("deactivating a hook"))
+        }) {
             warn!(error = %e, hook_id = id, "cannot deactivate a hook");
         }
         drop(h.instance);

@@ -261,7 +261,11 @@ pub fn scan_proc() -> Vec<ScannedProc> {
     };
     let mut starts: HashMap<u32, u64> = HashMap::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let base = entry.path();
@@ -273,8 +277,14 @@ pub fn scan_proc() -> Vec<ScannedProc> {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ppid = fields.get(1).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
-        let start = fields.get(19).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let ppid = fields
+            .get(1)
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        let start = fields
+            .get(19)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
         let Ok(exe) = std::fs::read_link(base.join("exe")) else {
             continue; // kernel thread or gone
         };
@@ -331,8 +341,18 @@ mod tests {
     #[test]
     fn lineage_and_exec_ids() {
         let mut c = ProcessCache::new("node1", 100);
-        c.insert(&proc(1, 0, 10), "/sbin/init".into(), String::new(), "procFS");
-        c.insert(&proc(50, 1, 20), "/bin/bash".into(), String::new(), "execve");
+        c.insert(
+            &proc(1, 0, 10),
+            "/sbin/init".into(),
+            String::new(),
+            "procFS",
+        );
+        c.insert(
+            &proc(50, 1, 20),
+            "/bin/bash".into(),
+            String::new(),
+            "execve",
+        );
         let mut p = proc(60, 50, 30);
         p.parent_ktime = 20;
         c.insert(&p, "/usr/bin/id".into(), "-u".into(), "execve");
@@ -350,7 +370,12 @@ mod tests {
     fn bounded_with_exited_evicted_first() {
         let mut c = ProcessCache::new("n", 16);
         for pid in 1..=16 {
-            c.insert(&proc(pid, 0, u64::from(pid)), "/x".into(), String::new(), "execve");
+            c.insert(
+                &proc(pid, 0, u64::from(pid)),
+                "/x".into(),
+                String::new(),
+                "execve",
+            );
         }
         c.exit(10);
         c.insert(&proc(100, 0, 100), "/y".into(), String::new(), "execve");
