@@ -116,6 +116,23 @@ pub fn status(s: &AgentStatus) -> String {
     );
     let _ = writeln!(out, "Conntrack:    {} entries", s.conntrack_entries);
     let _ = writeln!(out, "Events lost:  {}", s.events_lost);
+    if let Some(r) = &s.runtime {
+        let _ = writeln!(
+            out,
+            "Runtime:      {} tracing policies, {} processes cached ({} evicted), {} events",
+            r.policies, r.processes, r.process_evictions, r.events_delivered
+        );
+        let _ = writeln!(
+            out,
+            "Runtime lost: {} (ring buffer full {}, undecodable {}, slow followers {}, log writes {}); rate-limited {}",
+            r.lost_ringbuf_full + r.lost_undecodable + r.lost_follower_lagged + r.lost_log_write,
+            r.lost_ringbuf_full,
+            r.lost_undecodable,
+            r.lost_follower_lagged,
+            r.lost_log_write,
+            r.rate_limited
+        );
+    }
     if let Some(e) = &s.policy_dir_error {
         let _ = writeln!(out, "Policy dir:   ERROR {e}");
     }
