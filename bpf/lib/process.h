@@ -160,44 +160,47 @@ static __always_inline int pal_on_exec(struct linux_binprm *bprm)
 /* sched_process_fork: a new thread group (threads are not processes). */
 static __always_inline int pal_on_fork(struct task_struct *parent_task, struct task_struct *child)
 {
-	struct pal_rt_fork_event ev = {};
+	struct pal_rt_scratch *s = pal_rt_scratch();
+	struct pal_rt_fork_event *ev;
 	struct pal_rt_config *cfg;
 	struct pal_proc *parent;
 	__u32 zero = 0, ptgid;
 
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+	if (!s || BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0;
+	ev = &s->fork;
+	__builtin_memset(ev, 0, sizeof(*ev));
 	ptgid = BPF_CORE_READ(parent_task, tgid);
-	ev.hdr.type = PAL_RT_EV_FORK;
-	ev.hdr.size = sizeof(ev);
-	ev.hdr.ktime = bpf_ktime_get_boot_ns();
-	ev.hdr.pid = BPF_CORE_READ(child, tgid);
-	ev.hdr.tid = ev.hdr.pid;
-	ev.proc.ktime = ev.hdr.ktime;
-	ev.proc.pid = ev.hdr.pid;
-	ev.proc.ppid = ptgid;
-	ev.proc.uid = BPF_CORE_READ(child, cred, uid.val);
-	ev.proc.auid = BPF_CORE_READ(child, loginuid.val);
-	ev.proc.nspid = pal_task_nspid(child);
-	ev.proc.cgroup_id = bpf_get_current_cgroup_id();
+	ev->hdr.type = PAL_RT_EV_FORK;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	ev->hdr.pid = BPF_CORE_READ(child, tgid);
+	ev->hdr.tid = ev->hdr.pid;
+	ev->proc.ktime = ev->hdr.ktime;
+	ev->proc.pid = ev->hdr.pid;
+	ev->proc.ppid = ptgid;
+	ev->proc.uid = BPF_CORE_READ(child, cred, uid.val);
+	ev->proc.auid = BPF_CORE_READ(child, loginuid.val);
+	ev->proc.nspid = pal_task_nspid(child);
+	ev->proc.cgroup_id = bpf_get_current_cgroup_id();
 
 	parent = bpf_map_lookup_elem(&pal_procs, &ptgid);
 	cfg = bpf_map_lookup_elem(&pal_rt_config, &zero);
 	if (parent) {
-		ev.proc.parent_ktime = parent->ktime;
-		ev.proc.bin_match[0] = parent->bin_match[0];
-		ev.proc.bin_match[1] = parent->bin_match[1];
-		ev.proc.parent_bin[0] = parent->bin_match[0];
-		ev.proc.parent_bin[1] = parent->bin_match[1];
-		ev.proc.bin_follow[0] = parent->bin_follow[0];
-		ev.proc.bin_follow[1] = parent->bin_follow[1];
+		ev->proc.parent_ktime = parent->ktime;
+		ev->proc.bin_match[0] = parent->bin_match[0];
+		ev->proc.bin_match[1] = parent->bin_match[1];
+		ev->proc.parent_bin[0] = parent->bin_match[0];
+		ev->proc.parent_bin[1] = parent->bin_match[1];
+		ev->proc.bin_follow[0] = parent->bin_follow[0];
+		ev->proc.bin_follow[1] = parent->bin_follow[1];
 		if (cfg) {
-			ev.proc.bin_follow[0] |= parent->bin_match[0] & cfg->follow_mask[0];
-			ev.proc.bin_follow[1] |= parent->bin_match[1] & cfg->follow_mask[1];
+			ev->proc.bin_follow[0] |= parent->bin_match[0] & cfg->follow_mask[0];
+			ev->proc.bin_follow[1] |= parent->bin_match[1] & cfg->follow_mask[1];
 		}
 	}
-	bpf_map_update_elem(&pal_procs, &ev.proc.pid, &ev.proc, BPF_ANY);
-	if (bpf_ringbuf_output(&pal_rt_events, &ev, sizeof(ev), 0) < 0)
+	bpf_map_update_elem(&pal_procs, &ev->proc.pid, &ev->proc, BPF_ANY);
+	if (bpf_ringbuf_output(&pal_rt_events, ev, sizeof(*ev), 0) < 0)
 		pal_rt_count(PAL_RT_CNT_RINGBUF_FULL);
 	return 0;
 }
@@ -205,24 +208,27 @@ static __always_inline int pal_on_fork(struct task_struct *parent_task, struct t
 /* sched_process_exit: reported once, when the last thread of the group exits. */
 static __always_inline int pal_on_exit(struct task_struct *task)
 {
-	struct pal_rt_exit_event ev = {};
+	struct pal_rt_scratch *s = pal_rt_scratch();
+	struct pal_rt_exit_event *ev;
 	struct pal_proc *p;
 	__u32 tgid;
 
-	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+	if (!s || BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
+	ev = &s->exit;
+	__builtin_memset(ev, 0, sizeof(*ev));
 	tgid = BPF_CORE_READ(task, tgid);
-	ev.hdr.type = PAL_RT_EV_EXIT;
-	ev.hdr.size = sizeof(ev);
-	ev.hdr.ktime = bpf_ktime_get_boot_ns();
-	ev.hdr.pid = tgid;
-	ev.hdr.tid = BPF_CORE_READ(task, pid);
-	ev.exit_code = BPF_CORE_READ(task, exit_code);
+	ev->hdr.type = PAL_RT_EV_EXIT;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	ev->hdr.pid = tgid;
+	ev->hdr.tid = BPF_CORE_READ(task, pid);
+	ev->exit_code = BPF_CORE_READ(task, exit_code);
 	p = bpf_map_lookup_elem(&pal_procs, &tgid);
 	if (p)
-		ev.proc_ktime = p->ktime;
+		ev->proc_ktime = p->ktime;
 	bpf_map_delete_elem(&pal_procs, &tgid);
-	if (bpf_ringbuf_output(&pal_rt_events, &ev, sizeof(ev), 0) < 0)
+	if (bpf_ringbuf_output(&pal_rt_events, ev, sizeof(*ev), 0) < 0)
 		pal_rt_count(PAL_RT_CNT_RINGBUF_FULL);
 	return 0;
 }

@@ -136,6 +136,8 @@ struct pal_rt_scratch {
 	struct pal_rt_str_key skey;
 	struct pal_rt_num_key nkey;
 	struct pal_rt_exec_event exec;
+	struct pal_rt_fork_event fork;
+	struct pal_rt_exit_event exit;
 	char path[PAL_RT_PATH_MAX * 2];   /* path assembly, right to left */
 	char rev[PAL_RT_STR_MAX];         /* reversed string for Postfix */
 };

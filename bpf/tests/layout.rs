@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::mem::{offset_of, size_of};
 
+use palisade_bpf::abi::runtime as rt;
 use palisade_bpf::abi::*;
-use palisade_bpf::DATAPATH_OBJECT;
+use palisade_bpf::{DATAPATH_OBJECT, RUNTIME_OBJECT};
 
 /// A struct as described by BTF: size and (member name, byte offset).
 #[derive(Debug)]
@@ -101,6 +102,20 @@ fn btf_structs(btf: &[u8]) -> BTreeMap<String, BtfStruct> {
     out
 }
 
+type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
+
+fn check(btf: &BTreeMap<String, BtfStruct>, table: &[Layout], object: &str) {
+    for (name, size, fields) in table {
+        let c = btf
+            .get(*name)
+            .unwrap_or_else(|| panic!("struct {name} is not in the BTF of {object}"));
+        assert_eq!(c.size, *size, "sizeof(struct {name})");
+        let c_fields: Vec<(&str, usize)> =
+            c.members.iter().map(|(n, o)| (n.as_str(), *o)).collect();
+        assert_eq!(c_fields, *fields, "fields and offsets of struct {name}");
+    }
+}
+
 macro_rules! rust_layout {
     ($c:literal, $t:ty, [$($f:ident),* $(,)?]) => {
         ($c, size_of::<$t>(), vec![$((stringify!($f).trim_start_matches("r#"), offset_of!($t, $f))),*])
@@ -179,19 +194,128 @@ fn rust_structs_match_btf_of_the_object() {
         ),
         rust_layout!("pal_metrics_value", MetricsValue, [packets, bytes]),
     ];
+    check(&btf, &table, "lxc.o");
 
-    for (name, size, fields) in &table {
-        let c = btf
-            .get(*name)
-            .unwrap_or_else(|| panic!("struct {name} is not in the object's BTF"));
-        assert_eq!(c.size, *size, "sizeof(struct {name})");
-        let c_fields: Vec<(&str, usize)> =
-            c.members.iter().map(|(n, o)| (n.as_str(), *o)).collect();
-        assert_eq!(c_fields, *fields, "fields and offsets of struct {name}");
-    }
+    // runtime.o: structs mirrored field for field, LPM keys (whose
+    // prefixlen aya's `Key` adds in front), and events the Rust side decodes
+    // by offset (the offsets its decoder uses).
+    let rtbtf = btf_structs(elf_section(RUNTIME_OBJECT, ".BTF"));
+    let lpm = |c: &'static str, size: usize, set_id: usize, data: usize| {
+        (
+            c,
+            4 + size,
+            vec![("prefixlen", 0), ("set_id", 4 + set_id), ("data", 4 + data)],
+        )
+    };
+    let hdr = size_of::<rt::Hdr>();
+    let proc_size = size_of::<rt::Proc>();
+    let rt_table = vec![
+        rust_layout!(
+            "pal_proc",
+            rt::Proc,
+            [
+                ktime,
+                parent_ktime,
+                cgroup_id,
+                bin_match,
+                bin_follow,
+                parent_bin,
+                pid,
+                ppid,
+                nspid,
+                uid,
+                auid,
+                flags
+            ]
+        ),
+        rust_layout!(
+            "pal_rt_argdesc",
+            rt::ArgDesc,
+            [source, kind, size, reg, offset, flags, pad]
+        ),
+        rust_layout!(
+            "pal_rt_hook",
+            rt::Hook,
+            [flags, first_filter, nfilters, first_sel, nsels, nargs, args]
+        ),
+        rust_layout!(
+            "pal_rt_filter",
+            rt::Filter,
+            [sel, kind, flags, arg, aux, pad, set_id, pad2, value]
+        ),
+        rust_layout!(
+            "pal_rt_sel",
+            rt::Sel,
+            [action, post, signal, r#override, rate_ns, rate_scope, pad]
+        ),
+        lpm(
+            "pal_rt_num_key",
+            size_of::<rt::NumKey>(),
+            offset_of!(rt::NumKey, set_id),
+            offset_of!(rt::NumKey, data),
+        ),
+        lpm(
+            "pal_rt_str_key",
+            size_of::<rt::StrKey>(),
+            offset_of!(rt::StrKey, set_id),
+            offset_of!(rt::StrKey, data),
+        ),
+        rust_layout!("pal_rt_binset", rt::BinSet, [set_id, kind]),
+        rust_layout!(
+            "pal_rt_config",
+            rt::Config,
+            [nbinsets, self_tgid, follow_mask, host_ns]
+        ),
+        rust_layout!("pal_rt_syscall_hooks", rt::SyscallHooks, [n, hooks]),
+        rust_layout!("pal_rt_hdr", rt::Hdr, [r#type, pad, size, ktime, pid, tid]),
+        (
+            "pal_rt_exec_event",
+            rt::EXEC_EVENT_SIZE,
+            vec![
+                ("hdr", 0),
+                ("proc", hdr),
+                ("filename_len", hdr + proc_size),
+                ("args_len", hdr + proc_size + 2),
+                ("pad", hdr + proc_size + 4),
+                ("filename", hdr + proc_size + 8),
+                ("args", hdr + proc_size + 8 + rt::PATH_MAX),
+            ],
+        ),
+        (
+            "pal_rt_fork_event",
+            rt::FORK_EVENT_SIZE,
+            vec![("hdr", 0), ("proc", hdr)],
+        ),
+        (
+            "pal_rt_exit_event",
+            rt::EXIT_EVENT_SIZE,
+            vec![
+                ("hdr", 0),
+                ("proc_ktime", hdr),
+                ("exit_code", hdr + 8),
+                ("pad", hdr + 12),
+            ],
+        ),
+        (
+            "pal_rt_hook_event",
+            rt::HOOK_EVENT_FIXED + rt::STR_AREA,
+            vec![
+                ("hdr", 0),
+                ("proc_ktime", hdr),
+                ("hook_id", hdr + 8),
+                ("sel", hdr + 12),
+                ("action", hdr + 14),
+                ("flags", hdr + 15),
+                ("ret", hdr + 16),
+                ("vals", hdr + 24),
+                ("str", rt::HOOK_EVENT_FIXED),
+            ],
+        ),
+    ];
+    check(&rtbtf, &rt_table, "runtime.o");
 
     // Every struct of the ABI headers is mirrored (and so checked above).
-    let mirrored: BTreeSet<&str> = table.iter().map(|(n, _, _)| *n).collect();
+    let mirrored: BTreeSet<&str> = table.iter().chain(&rt_table).map(|(n, _, _)| *n).collect();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/include/abi");
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
