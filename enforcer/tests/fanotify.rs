@@ -272,3 +272,50 @@ fn a_panicking_decider_gets_the_fail_mode() {
         guard.stop().expect("stop");
     }
 }
+
+/// The guard relies on this kernel behaviour: closing a group allows every
+/// permission event it has not answered (`fanotify_release`), so a dead
+/// agent never blocks the host.
+#[test]
+fn closing_the_group_allows_unanswered_events() {
+    use nix::fcntl::AT_FDCWD;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+    use std::os::fd::AsFd;
+
+    if !is_root() {
+        println!("skipping: fanotify permission events need root (CAP_SYS_ADMIN)");
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = TempDir::new("fanotify-close");
+    let file = dir.0.join("f");
+    std::fs::write(&file, "pending").expect("write");
+    let group = Fanotify::init(
+        InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC,
+        EventFFlags::O_RDONLY | EventFFlags::O_CLOEXEC,
+    )
+    .expect("fanotify_init");
+    group
+        .mark(
+            MarkFlags::FAN_MARK_ADD,
+            MaskFlags::FAN_OPEN_PERM,
+            AT_FDCWD,
+            Some(file.as_path()),
+        )
+        .expect("fanotify_mark");
+    let child = Command::new("/bin/cat")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut fds = [PollFd::new(group.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut fds, PollTimeout::from(5000u16)).expect("poll");
+    assert_eq!(ready, 1, "cat's open never reached the group");
+    drop(group); // never answered
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pending");
+}
