@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod datapath;
+pub mod fanotify;
 pub mod ipam;
 pub mod probe;
 pub mod runtime;

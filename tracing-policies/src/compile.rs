@@ -24,7 +24,8 @@ use crate::model::{
     CapabilitySet, KProbeArg, NamespaceKind, RateLimitScope, Selector, SetOperator, TracingPolicy,
 };
 use crate::tpformat::TpField;
-use crate::validate::{parse_int, parse_rate_limit, policy_mode, PolicyMode, CAPABILITIES};
+use crate::validate::{parse_rate_limit, policy_mode, PolicyMode};
+use crate::values::{capability_bit, parse_int, IntSyntax, IntType};
 use crate::ValidationError;
 
 /// Longest string value a filter can hold (the kernel's LPM keys).
@@ -1106,16 +1107,7 @@ fn plan_filters(
         }
         let mut mask = 0u64;
         for (k, v) in c.values.iter().enumerate() {
-            let bit = CAPABILITIES
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(v))
-                .ok_or_else(|| {
-                    invalid(
-                        format!("{cp}.values[{k}]"),
-                        format!("unknown capability {v:?}"),
-                    )
-                })?;
-            mask |= 1 << bit;
+            mask |= capability_bit(v).map_err(|e| invalid(format!("{cp}.values[{k}]"), e))?;
         }
         out.push(FilterPlan::Caps {
             set: c.r#type,
@@ -1251,8 +1243,19 @@ fn arg_filter(
     let signed = matches!(class, ArgClass::Signed(_));
     let text = class == ArgClass::Text;
     let values: Vec<&str> = m.values.iter().map(|v| v.as_str()).collect();
+    // Tetragon reads InMap values in decimal (or 0x hex), the others with
+    // Go's base-0 syntax (0644 is octal).
+    let syntax = if matches!(m.operator, O::InMap | O::NotInMap) {
+        IntSyntax::Map
+    } else {
+        IntSyntax::Go
+    };
     let int_of = |k: usize, v: &str| -> Result<i128, ValidationError> {
-        parse_int(v, class).map_err(|e| invalid(format!("{mp}.values[{k}]"), e))
+        let ty = IntType::of(class).unwrap_or(IntType {
+            bits: 64,
+            signed: false,
+        });
+        parse_int(v, ty, syntax).map_err(|e| invalid(format!("{mp}.values[{k}]"), e))
     };
     let ints = |allow_ranges: bool| -> Result<NumEntries, ValidationError> {
         let mut entries = Vec::new();
