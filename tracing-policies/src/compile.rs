@@ -368,9 +368,6 @@ pub struct CompiledHook {
     pub args: Vec<ArgPlan>,
     /// Selectors (a hook without selectors gets one that always posts).
     pub selectors: Vec<SelectorPlan>,
-    /// The policy's selectors as written (fanotify hooks evaluate them in
-    /// user space).
-    pub source_selectors: Vec<Selector>,
     /// Actions reported only (policy-mode monitor or monitoring fallback).
     pub monitor: bool,
     /// `message`.
@@ -438,6 +435,11 @@ pub fn compile(
     crate::validate(policy)?;
     let mode = policy_mode(policy)?;
     let feats = host.features();
+    let env = Env {
+        mode,
+        host,
+        options,
+    };
     let mut out = CompiledPolicy {
         name: policy.metadata.name.clone(),
         namespace: policy.metadata.namespace.clone(),
@@ -470,17 +472,17 @@ pub fn compile(
         }
         let args = plan_args(&path, &attach, &k.args, None)?;
         let hook = finish_hook(
-            path,
-            attach,
-            kind,
-            name,
-            args,
-            &k.selectors,
-            &k.message,
-            &k.tags,
-            mode,
-            host,
-            options,
+            Draft {
+                path,
+                attach,
+                kind,
+                function_name: name,
+                args,
+                selectors: &k.selectors,
+                message: &k.message,
+                tags: &k.tags,
+            },
+            &env,
             &mut out.warnings,
         )?;
         out.hooks.push(hook);
@@ -527,17 +529,17 @@ pub fn compile(
         };
         let args = plan_args(&path, &attach, &t.args, fields.as_deref())?;
         let hook = finish_hook(
-            path,
-            attach,
-            HookKind::Tracepoint,
-            format!("{}/{}", t.subsystem, t.event),
-            args,
-            &t.selectors,
-            &t.message,
-            &t.tags,
-            mode,
-            host,
-            options,
+            Draft {
+                path,
+                attach,
+                kind: HookKind::Tracepoint,
+                function_name: format!("{}/{}", t.subsystem, t.event),
+                args,
+                selectors: &t.selectors,
+                message: &t.message,
+                tags: &t.tags,
+            },
+            &env,
             &mut out.warnings,
         )?;
         out.hooks.push(hook);
@@ -566,17 +568,17 @@ pub fn compile(
         };
         let args = plan_args(&path, &attach, &l.args, None)?;
         let hook = finish_hook(
-            path,
-            attach,
-            HookKind::Lsm,
-            l.hook.clone(),
-            args,
-            &l.selectors,
-            &l.message,
-            &l.tags,
-            mode,
-            host,
-            options,
+            Draft {
+                path,
+                attach,
+                kind: HookKind::Lsm,
+                function_name: l.hook.clone(),
+                args,
+                selectors: &l.selectors,
+                message: &l.message,
+                tags: &l.tags,
+            },
+            &env,
             &mut out.warnings,
         )?;
         out.hooks.push(hook);
@@ -860,22 +862,42 @@ fn plan_args(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish_hook(
+/// A hook as written, with its mechanism and arguments decided.
+struct Draft<'a> {
     path: String,
     attach: Attach,
     kind: HookKind,
     function_name: String,
     args: Vec<ArgPlan>,
-    selectors: &[Selector],
-    message: &str,
-    tags: &[String],
+    selectors: &'a [Selector],
+    message: &'a str,
+    tags: &'a [String],
+}
+
+/// What every hook of a policy is compiled with.
+struct Env<'a> {
     mode: PolicyMode,
-    host: &dyn Host,
+    host: &'a dyn Host,
     options: CompileOptions,
+}
+
+fn finish_hook(
+    d: Draft<'_>,
+    env: &Env<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<CompiledHook, ValidationError> {
-    let mut monitor = mode == PolicyMode::Monitor;
+    let Draft {
+        path,
+        attach,
+        kind,
+        function_name,
+        args,
+        selectors,
+        message,
+        tags,
+    } = d;
+    let (host, options) = (env.host, env.options);
+    let mut monitor = env.mode == PolicyMode::Monitor;
     let fanotify = matches!(attach, Attach::Fanotify { .. });
     let mut plans = Vec::with_capacity(selectors.len().max(1));
     for (si, sel) in selectors.iter().enumerate() {
@@ -913,7 +935,6 @@ fn finish_hook(
         function_name,
         args,
         selectors: plans,
-        source_selectors: selectors.to_vec(),
         monitor,
         message: message.to_owned(),
         tags: tags.to_vec(),

@@ -70,12 +70,10 @@ PAL_ABI_ASSERT_SIZE(struct pal_proc, 96);
 #define PAL_ARGKIND_KSTR 2      /* kernel NUL-terminated string at the value */
 #define PAL_ARGKIND_FILE 3      /* struct file *: its path */
 #define PAL_ARGKIND_PATH 4      /* struct path *: the path */
-#define PAL_ARGKIND_DENTRY 5    /* struct dentry *: the path below its mount */
 #define PAL_ARGKIND_BPRM 6      /* struct linux_binprm *: the file's path */
 
 /* pal_rt_argdesc.flags */
 #define PAL_ARGF_SIGNED 0x1
-#define PAL_ARGF_POSTFIX 0x2    /* a Postfix filter needs the reversed string */
 
 struct pal_rt_argdesc {
 	__u8 source;    /* PAL_ARGSRC_* */
@@ -91,7 +89,6 @@ PAL_ABI_ASSERT_SIZE(struct pal_rt_argdesc, 8);
 /* pal_rt_hook.flags */
 #define PAL_HOOK_ACTIVE 0x1     /* evaluate selectors (else the hook does nothing) */
 #define PAL_HOOK_MONITOR 0x2    /* policy-mode monitor: report actions, do not act */
-#define PAL_HOOK_NEED_PROC 0x4  /* a filter needs the process entry */
 
 /* pal_rt_hooks[hook_id] */
 struct pal_rt_hook {

@@ -91,14 +91,11 @@ pub mod argkind {
     pub const KSTR: u8 = 2;
     pub const FILE: u8 = 3;
     pub const PATH: u8 = 4;
-    pub const DENTRY: u8 = 5;
     pub const BPRM: u8 = 6;
 }
 
 /// `PAL_ARGF_SIGNED`.
 pub const ARGF_SIGNED: u8 = 0x1;
-/// `PAL_ARGF_POSTFIX`.
-pub const ARGF_POSTFIX: u8 = 0x2;
 
 /// `struct pal_rt_argdesc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,8 +122,6 @@ const _: () = assert!(size_of::<ArgDesc>() == 8);
 pub const HOOK_ACTIVE: u32 = 0x1;
 /// `PAL_HOOK_MONITOR`.
 pub const HOOK_MONITOR: u32 = 0x2;
-/// `PAL_HOOK_NEED_PROC`.
-pub const HOOK_NEED_PROC: u32 = 0x4;
 
 /// `struct pal_rt_hook`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -303,14 +298,6 @@ impl NumKey {
         let mut data = [0; 16];
         data[..8].copy_from_slice(&value.to_be_bytes());
         lpm_trie::Key::new(set_prefix(prefix_bits.min(64)), Self { set_id, data })
-    }
-
-    /// The LPM key for an address (v4: 4 bytes, v6: 16) prefix.
-    pub fn address(set_id: u32, octets: &[u8], prefix_bits: u32) -> lpm_trie::Key<Self> {
-        let mut data = [0; 16];
-        let n = octets.len().min(16);
-        data[..n].copy_from_slice(&octets[..n]);
-        lpm_trie::Key::new(set_prefix(prefix_bits.min(128)), Self { set_id, data })
     }
 }
 

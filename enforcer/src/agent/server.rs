@@ -57,6 +57,28 @@ async fn write(stream: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> s
     stream.write_all(&line).await
 }
 
+/// Writes every broadcast item `to_response` keeps until the sender or the
+/// connection goes away; `lagged` hears of items a slow reader missed.
+async fn forward<T: Clone>(
+    rx: &mut tokio::sync::broadcast::Receiver<T>,
+    out: &mut tokio::net::unix::OwnedWriteHalf,
+    mut to_response: impl FnMut(T) -> Option<Response>,
+    mut lagged: impl FnMut(u64),
+) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx.recv().await {
+            Ok(item) => {
+                if let Some(r) = to_response(item) {
+                    write(out, &r).await?;
+                }
+            }
+            Err(RecvError::Lagged(n)) => lagged(n),
+            Err(RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
 async fn handle(
     stream: UnixStream,
     agent: Arc<Mutex<Agent>>,
@@ -89,21 +111,21 @@ async fn handle(
         let Some(rx) = rx.as_mut() else {
             return Ok(());
         };
-        loop {
-            match rx.recv().await {
-                Ok(r) if r.seq > last && (kinds.is_empty() || kinds.contains(&r.kind)) => {
-                    write(&mut write_half, &Response::Flow(Box::new(r))).await?;
-                }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    warn!(
-                        skipped = n,
-                        "a flow follower is too slow; events skipped for it"
-                    );
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
-            }
-        }
+        return forward(
+            rx,
+            &mut write_half,
+            |r| {
+                (r.seq > last && (kinds.is_empty() || kinds.contains(&r.kind)))
+                    .then(|| Response::Flow(Box::new(r)))
+            },
+            |n| {
+                warn!(
+                    skipped = n,
+                    "a flow follower is too slow; events skipped for it"
+                )
+            },
+        )
+        .await;
     }
     if let Request::RuntimeEvents { follow, limit } = request {
         let store = agent
@@ -128,27 +150,23 @@ async fn handle(
         let Some(rx) = rx.as_mut() else {
             return Ok(());
         };
-        loop {
-            match rx.recv().await {
-                Ok(json) => {
-                    write(
-                        &mut write_half,
-                        &Response::RuntimeEvent {
-                            json: json.to_string(),
-                        },
-                    )
-                    .await?;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    store.count_lagged(n);
-                    warn!(
-                        skipped = n,
-                        "a runtime event follower is too slow; events skipped for it"
-                    );
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
-            }
-        }
+        return forward(
+            rx,
+            &mut write_half,
+            |json| {
+                Some(Response::RuntimeEvent {
+                    json: json.to_string(),
+                })
+            },
+            |n| {
+                store.count_lagged(n);
+                warn!(
+                    skipped = n,
+                    "a runtime event follower is too slow; events skipped for it"
+                );
+            },
+        )
+        .await;
     }
     let response = tokio::task::spawn_blocking(move || {
         let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);

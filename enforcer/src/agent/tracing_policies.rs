@@ -198,10 +198,10 @@ impl TracingState {
             for (id, hook) in self.runtime.hooks_of(&name) {
                 table.insert(
                     id,
-                    HookMeta {
+                    Arc::new(HookMeta {
                         policy: name.clone(),
                         hook,
-                    },
+                    }),
                 );
             }
         }

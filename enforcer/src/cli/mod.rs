@@ -411,30 +411,47 @@ fn flows(ctx: &mut Ctx<'_>, args: &FlowsArgs) -> Result<bool, CliError> {
         limit: args.last,
         kinds: args.kind.iter().map(|k| FlowKind::from(*k)).collect(),
     };
-    let client = if args.follow {
+    let format = ctx.format;
+    stream_lines(ctx, &request, args.follow, "flows", |r| match r {
+        Response::Flow(f) => Ok(match format {
+            OutputFormat::Human => output::flow_line(&f),
+            OutputFormat::Json => serde_json::to_string(&f).unwrap_or_default(),
+        }),
+        other => Err(other),
+    })
+}
+
+/// Streams the answers to `request`, printing the line `line` makes of
+/// each (`Err` gives back an answer that does not belong, which ends the
+/// stream; `Done` ends it quietly). With `follow` there is no timeout. A
+/// closed pipe (`| head`) ends it without error.
+pub(super) fn stream_lines(
+    ctx: &mut Ctx<'_>,
+    request: &Request,
+    follow: bool,
+    name: &'static str,
+    mut line: impl FnMut(Response) -> Result<String, Response>,
+) -> Result<bool, CliError> {
+    let client = if follow {
         ctx.client.clone().with_timeout(None)
     } else {
         ctx.client
             .clone()
             .with_timeout(Some(Duration::from_secs(30)))
     };
-    let format = ctx.format;
     let mut write_error = None;
     let mut unexpected_answer = None;
-    client.stream(&request, |r| {
-        let Response::Flow(f) = r else {
-            // `Done` ends a non-following answer.
-            if !matches!(r, Response::Done) {
-                unexpected_answer = Some(r);
+    client.stream(request, |r| {
+        let mut text = match line(r) {
+            Ok(text) => text,
+            Err(Response::Done) => return false,
+            Err(other) => {
+                unexpected_answer = Some(other);
+                return false;
             }
-            return false;
         };
-        let mut line = match format {
-            OutputFormat::Human => output::flow_line(&f),
-            OutputFormat::Json => serde_json::to_string(&f).unwrap_or_default(),
-        };
-        line.push('\n');
-        match ctx.print(&line) {
+        text.push('\n');
+        match ctx.print(&text) {
             Ok(()) => true,
             Err(e) => {
                 write_error = Some(e);
@@ -443,7 +460,7 @@ fn flows(ctx: &mut Ctx<'_>, args: &FlowsArgs) -> Result<bool, CliError> {
         }
     })?;
     if let Some(answer) = unexpected_answer {
-        return Err(unexpected("flows", answer));
+        return Err(unexpected(name, answer));
     }
     match write_error {
         // The reader of a pipe went away (`palisade flows -f | head`): done.

@@ -1,13 +1,12 @@
 //! `palisade tracingpolicy add|list|delete|validate` and `palisade events`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use palisade_api::events::Event;
 use palisade_api::{Request, Response, TracingPolicyRecord};
 
 use super::policy::read_source;
-use super::{unexpected, CliError, Ctx, OutputFormat};
+use super::{stream_lines, unexpected, CliError, Ctx, OutputFormat};
 
 /// `palisade tracingpolicy ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -117,46 +116,14 @@ pub(super) fn events(ctx: &mut Ctx<'_>, args: &EventsArgs) -> Result<bool, CliEr
         follow: args.follow,
         limit: args.last,
     };
-    let client = if args.follow {
-        ctx.client.clone().with_timeout(None)
-    } else {
-        ctx.client
-            .clone()
-            .with_timeout(Some(Duration::from_secs(30)))
-    };
     let format = ctx.format;
-    let mut write_error = None;
-    let mut unexpected_answer = None;
-    client.stream(&request, |r| {
-        let Response::RuntimeEvent { json } = r else {
-            if !matches!(r, Response::Done) {
-                unexpected_answer = Some(r);
-            }
-            return false;
-        };
-        let line = match format {
-            OutputFormat::Json => format!("{json}\n"),
-            OutputFormat::Human => match Event::from_json_line(&json) {
-                Ok(ev) => format!("{ev}\n"),
-                Err(_) => format!("{json}\n"),
-            },
-        };
-        match ctx.print(&line) {
-            Ok(()) => true,
-            Err(e) => {
-                write_error = Some(e);
-                false
-            }
-        }
-    })?;
-    if let Some(answer) = unexpected_answer {
-        return Err(unexpected("events", answer));
-    }
-    match write_error {
-        Some(CliError::Write { source }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(true)
-        }
-        Some(e) => Err(e),
-        None => Ok(true),
-    }
+    stream_lines(ctx, &request, args.follow, "events", |r| match r {
+        Response::RuntimeEvent { json } => Ok(match format {
+            OutputFormat::Json => json,
+            OutputFormat::Human => Event::from_json_line(&json)
+                .map(|ev| ev.to_string())
+                .unwrap_or(json),
+        }),
+        other => Err(other),
+    })
 }

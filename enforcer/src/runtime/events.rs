@@ -36,7 +36,7 @@ pub struct HookMeta {
 
 /// Hook id -> hook, shared with the agent (which updates it on apply and
 /// delete).
-pub type HookTable = Arc<RwLock<HashMap<u32, HookMeta>>>;
+pub type HookTable = Arc<RwLock<HashMap<u32, Arc<HookMeta>>>>;
 
 /// Losses and counts of the pipeline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

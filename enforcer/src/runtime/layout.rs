@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aya::maps::lpm_trie::Key;
 use palisade_bpf::abi::runtime::{
-    self as rt, argkind, argsrc, filt, ArgDesc, BinSet, Filter, Hook, NumKey, Sel, StrKey,
+    self as rt, argkind, argsrc, filt, ArgDesc, Filter, Hook, NumKey, Sel, StrKey,
 };
 use palisade_tracing_policies::compile::{
     Action, ArgRead, ArgSource, BinaryMatch, BinarySet, CompiledHook, FilterPlan,
@@ -122,8 +122,9 @@ pub struct Placed {
     pub num: Vec<Key<NumKey>>,
     /// String set entries.
     pub strs: Vec<Key<StrKey>>,
-    /// Binary-set bits this hook uses.
-    pub bins: Vec<u8>,
+    /// Binary-set bits this hook references, each with whether that
+    /// reference follows children.
+    pub bins: Vec<(u8, bool)>,
 }
 
 /// Binary-set changes the agent must write (`pal_rt_binsets`, string
@@ -275,11 +276,33 @@ impl Layout {
     }
 
     /// Places a hook; the caller writes the entries (and the binset
-    /// changes) and then the hook entry.
+    /// changes) and then the hook entry. On error nothing stays taken and
+    /// `change` is to be discarded.
     pub fn place(
         &mut self,
         hook: &CompiledHook,
         change: &mut BinsetChange,
+    ) -> Result<Placed, LayoutError> {
+        let mut taken = Vec::new();
+        match self.fill(hook, change, &mut taken) {
+            Ok(placed) => Ok(placed),
+            Err(e) => {
+                let mut undo = BinsetChange::default();
+                for (bit, follow) in taken {
+                    self.drop_bin(bit, follow, &mut undo);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Layout::place`] without the undo; `taken` records the binary-set
+    /// bits referenced so far.
+    fn fill(
+        &mut self,
+        hook: &CompiledHook,
+        change: &mut BinsetChange,
+        taken: &mut Vec<(u8, bool)>,
     ) -> Result<Placed, LayoutError> {
         let nfilters: usize = hook.selectors.iter().map(|s| s.filters.len()).sum();
         if nfilters > rt::MAX_FILTERS_PER_HOOK as usize {
@@ -383,13 +406,13 @@ impl Layout {
                         e.kind = filt::BINARY;
                         e.flags = negate(*n) | if *follow { rt::FILTF_FOLLOW } else { 0 };
                         e.aux = self.bin_bit(set, *follow, change, &hook.path)?;
-                        placed.bins.push(e.aux);
+                        taken.push((e.aux, *follow));
                     }
                     FilterPlan::ParentBinary { set, negate: n } => {
                         e.kind = filt::PARENT_BINARY;
                         e.flags = negate(*n);
                         e.aux = self.bin_bit(set, false, change, &hook.path)?;
-                        placed.bins.push(e.aux);
+                        taken.push((e.aux, false));
                     }
                     FilterPlan::Pid {
                         entries,
@@ -497,8 +520,8 @@ impl Layout {
             }
         }
 
-        // Space last, so that a value error above leaves nothing allocated
-        // but set ids and bits, which the caller gives back via release.
+        // Space last, so that an error above leaves only binary-set bits
+        // taken, which `place` gives back.
         let hook_id = self.hook_ids.alloc(1)?;
         let first_filter = match self.filters.alloc(placed.filters.len() as u32) {
             Ok(f) => f,
@@ -526,6 +549,7 @@ impl Layout {
             nargs: hook.args.len().min(rt::MAX_ARGS) as u32,
             args,
         };
+        placed.bins = taken.clone();
         Ok(placed)
     }
 
@@ -535,23 +559,8 @@ impl Layout {
         self.filters
             .release(placed.hook.first_filter, placed.hook.nfilters);
         self.sels.release(placed.hook.first_sel, placed.hook.nsels);
-        self.release_bins(&placed.bins, placed, change);
-    }
-
-    /// Gives back binary-set bits taken by a hook that was not placed.
-    pub fn release_bins_of(&mut self, bins: &[u8], change: &mut BinsetChange) {
-        for &b in bins {
-            self.drop_bin(b, false, change);
-        }
-    }
-
-    fn release_bins(&mut self, bins: &[u8], placed: &Placed, change: &mut BinsetChange) {
-        for &b in bins {
-            let follow = placed
-                .filters
-                .iter()
-                .any(|f| f.kind == filt::BINARY && f.aux == b && f.flags & rt::FILTF_FOLLOW != 0);
-            self.drop_bin(b, follow, change);
+        for &(bit, follow) in &placed.bins {
+            self.drop_bin(bit, follow, change);
         }
     }
 
@@ -574,14 +583,97 @@ impl Layout {
     }
 }
 
-/// `BinSet` entry for bit data.
-pub fn binset_entry(kind: u32, set_id: u32) -> BinSet {
-    BinSet { set_id, kind }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_tracing_policies::compile::{ActionPlan, Attach, HookKind, SelectorPlan};
+
+    fn hook(filters: Vec<FilterPlan>) -> CompiledHook {
+        CompiledHook {
+            path: "spec.kprobes[0]".into(),
+            attach: Attach::Syscall { nr: 105 },
+            kind: HookKind::Kprobe,
+            function_name: "sys_setuid".into(),
+            args: Vec::new(),
+            selectors: vec![SelectorPlan {
+                filters,
+                actions: ActionPlan {
+                    action: Action::Post,
+                    post: true,
+                    signal: 0,
+                    override_errno: 0,
+                    rate_ns: 0,
+                    rate_scope: RateLimitScope::Thread,
+                },
+            }],
+            monitor: false,
+            message: String::new(),
+            tags: Vec::new(),
+        }
+    }
+
+    fn binary(follow: bool) -> FilterPlan {
+        FilterPlan::Binary {
+            set: BinarySet {
+                kind: BinaryMatch::Exact,
+                values: vec!["/usr/bin/x".into()],
+            },
+            negate: false,
+            follow,
+        }
+    }
+
+    #[test]
+    fn a_failed_place_gives_its_binary_bits_back() {
+        let mut layout = Layout::new();
+        let mut change = BinsetChange::default();
+        let a = layout
+            .place(&hook(vec![binary(true)]), &mut change)
+            .expect("a");
+        assert_eq!(change.added.len(), 1);
+        let too_long = FilterPlan::ArgStr {
+            arg: 0,
+            negate: false,
+            entries: vec![(vec![b'x'; 300], true)],
+        };
+        let mut change = BinsetChange::default();
+        assert!(layout
+            .place(&hook(vec![binary(true), too_long]), &mut change)
+            .is_err());
+        assert_eq!(
+            layout.binset_config(),
+            ([1, 0], 1),
+            "still followed by a only"
+        );
+        let mut change = BinsetChange::default();
+        layout.release(&a, &mut change);
+        assert_eq!(
+            change.removed.len(),
+            1,
+            "the last user gone, the bit is freed"
+        );
+        assert_eq!(layout.binset_config(), ([0, 0], 0));
+    }
+
+    #[test]
+    fn follow_counts_per_reference() {
+        let mut layout = Layout::new();
+        let mut change = BinsetChange::default();
+        let both = layout
+            .place(&hook(vec![binary(true), binary(false)]), &mut change)
+            .expect("both");
+        let other = layout
+            .place(&hook(vec![binary(true)]), &mut change)
+            .expect("other");
+        layout.release(&both, &mut change);
+        assert_eq!(
+            layout.binset_config().0,
+            [1, 0],
+            "other still follows children"
+        );
+        layout.release(&other, &mut change);
+        assert_eq!(layout.binset_config(), ([0, 0], 0));
+    }
 
     #[test]
     fn ranges_merge_on_release() {

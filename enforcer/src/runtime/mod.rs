@@ -17,10 +17,11 @@ pub mod syscalls;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{KProbe, Lsm, ProgramError, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
-use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, NumKey, StrKey, SyscallHooks};
+use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, SyscallHooks};
 use palisade_bpf::{runtime as names, RUNTIME_OBJECT};
 use palisade_tracing_policies::compile::{Attach, CompiledHook, CompiledPolicy};
 use tracing::{debug, info, warn};
@@ -136,27 +137,21 @@ impl Runtime {
             .default_map_pin_directory(&pin_dir)
             .load(RUNTIME_OBJECT)
             .map_err(|e| RuntimeError::Load(Box::new(e)))?;
+        for (prog, tp) in [
+            (names::EXEC, "sched_process_exec"),
+            (names::FORK, "sched_process_fork"),
+            (names::EXIT, "sched_process_exit"),
+            (names::SYS_ENTER, "sys_enter"),
+        ] {
+            let p: &mut RawTracePoint = program(&mut base, prog)?;
+            p.load().map_err(prog_err(format!("loading {prog}")))?;
+            p.attach(tp)
+                .map_err(prog_err(format!("attaching {prog} to {tp}")))?;
+            debug!(prog, tracepoint = tp, "attached");
+        }
         let mut rt = Self {
             pin_dir,
-            base: {
-                for (prog, tp) in [
-                    (names::EXEC, "sched_process_exec"),
-                    (names::FORK, "sched_process_fork"),
-                    (names::EXIT, "sched_process_exit"),
-                    (names::SYS_ENTER, "sys_enter"),
-                ] {
-                    let p: &mut RawTracePoint = base
-                        .program_mut(prog)
-                        .ok_or_else(|| RuntimeError::Unsupported(format!("no program {prog}")))?
-                        .try_into()
-                        .map_err(prog_err(format!("program {prog}")))?;
-                    p.load().map_err(prog_err(format!("loading {prog}")))?;
-                    p.attach(tp)
-                        .map_err(prog_err(format!("attaching {prog} to {tp}")))?;
-                    debug!(prog, tracepoint = tp, "attached");
-                }
-                base
-            },
+            base,
             layout: Layout::new(),
             policies: BTreeMap::new(),
             syscall_hooks: BTreeMap::new(),
@@ -310,67 +305,55 @@ impl Runtime {
 
     fn write_binset_change(&mut self, change: &BinsetChange) -> Result<(), RuntimeError> {
         for (bit, kind, set_id, entries) in &change.added {
-            self.insert_strs(entries)?;
+            self.insert_keys(names::STR, entries)?;
             self.array::<BinSet>(names::BINSETS)?
-                .set(u32::from(*bit), layout::binset_entry(*kind, *set_id), 0)
+                .set(
+                    u32::from(*bit),
+                    BinSet {
+                        set_id: *set_id,
+                        kind: *kind,
+                    },
+                    0,
+                )
                 .map_err(map_err("writing a binary set"))?;
         }
         for (_, entries) in &change.removed {
-            self.remove_strs(entries);
+            self.remove_keys(names::STR, entries);
         }
         let self_tgid = self.config()?.self_tgid;
         self.write_config(self_tgid)
     }
 
-    fn insert_strs(
+    fn trie<K: aya::Pod>(
         &mut self,
-        entries: &[aya::maps::lpm_trie::Key<StrKey>],
-    ) -> Result<(), RuntimeError> {
+        name: &str,
+    ) -> Result<LpmTrie<&mut MapData, K, u8>, RuntimeError> {
         let m = self
             .base
-            .map_mut(names::STR)
-            .ok_or_else(|| RuntimeError::Unsupported("no string map".into()))?;
-        let mut trie: LpmTrie<_, StrKey, u8> =
-            LpmTrie::try_from(m).map_err(map_err("string map"))?;
-        for k in entries {
+            .map_mut(name)
+            .ok_or_else(|| RuntimeError::Unsupported(format!("no map {name}")))?;
+        LpmTrie::try_from(m).map_err(map_err(format!("map {name}")))
+    }
+
+    /// Inserts value-set entries.
+    fn insert_keys<K: aya::Pod>(
+        &mut self,
+        name: &str,
+        keys: &[Key<K>],
+    ) -> Result<(), RuntimeError> {
+        let mut trie = self.trie::<K>(name)?;
+        for k in keys {
             trie.insert(k, 1, 0)
-                .map_err(map_err("writing a string value"))?;
+                .map_err(map_err(format!("writing a value to {name}")))?;
         }
         Ok(())
     }
 
-    fn remove_strs(&mut self, entries: &[aya::maps::lpm_trie::Key<StrKey>]) {
-        if let Some(m) = self.base.map_mut(names::STR) {
-            if let Ok(mut trie) = LpmTrie::<_, StrKey, u8>::try_from(m) {
-                for k in entries {
-                    let _ = trie.remove(k);
-                }
-            }
-        }
-    }
-
-    fn insert_nums(
-        &mut self,
-        entries: &[aya::maps::lpm_trie::Key<NumKey>],
-    ) -> Result<(), RuntimeError> {
-        let m = self
-            .base
-            .map_mut(names::NUM)
-            .ok_or_else(|| RuntimeError::Unsupported("no value map".into()))?;
-        let mut trie: LpmTrie<_, NumKey, u8> =
-            LpmTrie::try_from(m).map_err(map_err("value map"))?;
-        for k in entries {
-            trie.insert(k, 1, 0).map_err(map_err("writing a value"))?;
-        }
-        Ok(())
-    }
-
-    fn remove_nums(&mut self, entries: &[aya::maps::lpm_trie::Key<NumKey>]) {
-        if let Some(m) = self.base.map_mut(names::NUM) {
-            if let Ok(mut trie) = LpmTrie::<_, NumKey, u8>::try_from(m) {
-                for k in entries {
-                    let _ = trie.remove(k);
-                }
+    /// Removes value-set entries (those already gone are fine).
+    fn remove_keys<K: aya::Pod>(&mut self, name: &str, keys: &[Key<K>]) {
+        if let Ok(mut trie) = self.trie::<K>(name) {
+            for k in keys {
+                let _ = trie.remove(k);
             }
         }
     }
@@ -384,15 +367,7 @@ impl Runtime {
             )));
         }
         let mut change = BinsetChange::default();
-        let placed = match self.layout.place(hook, &mut change) {
-            Ok(p) => p,
-            Err(e) => {
-                let mut undo = BinsetChange::default();
-                let bins: Vec<u8> = change.added.iter().map(|a| a.0).collect();
-                self.layout.release_bins_of(&bins, &mut undo);
-                return Err(e.into());
-            }
-        };
+        let placed = self.layout.place(hook, &mut change)?;
         let mut loaded = LoadedHook {
             placed,
             attach: hook.attach.clone(),
@@ -429,8 +404,8 @@ impl Runtime {
 
     fn write_hook(&mut self, p: &Placed, change: &BinsetChange) -> Result<(), RuntimeError> {
         self.write_binset_change(change)?;
-        self.insert_nums(&p.num)?;
-        self.insert_strs(&p.strs)?;
+        self.insert_keys(names::NUM, &p.num)?;
+        self.insert_keys(names::STR, &p.strs)?;
         let mut filters: Array<_, rt::Filter> = self.array(names::FILTERS)?;
         for (i, f) in p.filters.iter().enumerate() {
             filters
@@ -556,8 +531,8 @@ impl Runtime {
             warn!(error = %e, hook_id = id, "cannot deactivate a hook");
         }
         drop(h.instance);
-        self.remove_nums(&h.placed.num);
-        self.remove_strs(&h.placed.strs);
+        self.remove_keys(names::NUM, &h.placed.num);
+        self.remove_keys(names::STR, &h.placed.strs);
         let mut change = BinsetChange::default();
         self.layout.release(&h.placed, &mut change);
         if let Err(e) = self.write_binset_change(&change) {

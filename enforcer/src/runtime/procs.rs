@@ -47,8 +47,10 @@ pub struct ProcessCache {
     node: String,
     capacity: usize,
     by_pid: HashMap<u32, ProcInfo>,
-    /// Insertion order: seq -> pid (for eviction).
+    /// Running processes in insertion order: seq -> pid.
     order: BTreeMap<u64, u32>,
+    /// Exited processes in insertion order (evicted first).
+    exited: BTreeMap<u64, u32>,
     next_seq: u64,
     evictions: u64,
     boot_offset: Duration,
@@ -93,6 +95,7 @@ impl ProcessCache {
             capacity: capacity.max(16),
             by_pid: HashMap::new(),
             order: BTreeMap::new(),
+            exited: BTreeMap::new(),
             next_seq: 0,
             evictions: 0,
             boot_offset: now.saturating_sub(Duration::from_nanos(boottime_ns())),
@@ -126,6 +129,7 @@ impl ProcessCache {
         self.next_seq += 1;
         if let Some(old) = self.by_pid.remove(&p.pid) {
             self.order.remove(&old.seq);
+            self.exited.remove(&old.seq);
         }
         self.by_pid.insert(
             p.pid,
@@ -160,7 +164,11 @@ impl ProcessCache {
     /// Marks a process exited; returns it.
     pub fn exit(&mut self, pid: u32) -> Option<ProcInfo> {
         let p = self.by_pid.get_mut(&pid)?;
-        p.exited = true;
+        if !p.exited {
+            p.exited = true;
+            self.order.remove(&p.seq);
+            self.exited.insert(p.seq, pid);
+        }
         Some(p.clone())
     }
 
@@ -171,16 +179,9 @@ impl ProcessCache {
 
     fn evict(&mut self) {
         while self.by_pid.len() > self.capacity {
-            let victim = self
-                .order
-                .iter()
-                .find(|(_, pid)| self.by_pid.get(pid).is_some_and(|p| p.exited))
-                .or_else(|| self.order.iter().next())
-                .map(|(&s, &pid)| (s, pid));
-            let Some((seq, pid)) = victim else {
+            let Some((_, pid)) = self.exited.pop_first().or_else(|| self.order.pop_first()) else {
                 return;
             };
-            self.order.remove(&seq);
             self.by_pid.remove(&pid);
             self.evictions += 1;
         }
