@@ -233,6 +233,22 @@ pub struct RuntimeStatus {
     pub rate_limited: u64,
     /// Signals that could not be sent.
     pub signal_failed: u64,
+    /// File opens and execs checked in user space (fanotify hooks).
+    #[serde(default)]
+    pub file_accesses_checked: u64,
+    /// Of those, denied (`Override` through fanotify).
+    #[serde(default)]
+    pub file_accesses_denied: u64,
+    /// Of those, answered by the fail mode (path unreadable, evaluation
+    /// failed).
+    #[serde(default)]
+    pub file_checks_failed: u64,
+    /// Events lost by fanotify's own queue overflowing.
+    #[serde(default)]
+    pub lost_fanotify_overflow: u64,
+    /// Fanotify-hook events lost because the agent's queue was full.
+    #[serde(default)]
+    pub lost_fanotify_queue: u64,
 }
 
 /// An address reserved for an endpoint.

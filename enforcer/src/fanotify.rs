@@ -122,6 +122,8 @@ pub struct Access {
     /// Path of the file, in the agent's mount namespace (`" (deleted)"`
     /// appended by the kernel for unlinked files).
     pub path: PathBuf,
+    /// `st_mode` of the file (0 when `fstat` failed).
+    pub mode: u32,
     /// Open or exec.
     pub kind: AccessKind,
 }
@@ -346,7 +348,7 @@ impl MarkPlan {
         self
     }
 
-    /// Watch what a hook's selectors could deny.
+    /// Watch what a hook's selectors could act on.
     pub fn add_coverage(&mut self, coverage: &PathCoverage, kinds: Kinds) -> &mut Self {
         match coverage {
             PathCoverage::Nothing => {}
@@ -793,6 +795,7 @@ impl<E: Send + 'static> Shared<E> {
                     let access = Access {
                         pid,
                         path: PathBuf::from(path),
+                        mode: fstat(fd).map_or(0, |st| st.st_mode),
                         kind,
                     };
                     match catch_unwind(AssertUnwindSafe(|| self.decider.decide(&access))) {

@@ -174,3 +174,145 @@ fn exec_events_carry_parent_and_ancestors() -> Result<()> {
     );
     Ok(())
 }
+
+/// No BPF-LSM on this kernel: `Override` on `file_open` and
+/// `bprm_check_security` runs on fanotify permission events.
+#[test]
+fn matched_binary_cannot_open_protected_file_through_fanotify() -> Result<()> {
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let dir = node.dir();
+    let evilcat = dir.join("evilcat");
+    std::fs::copy("/usr/bin/cat", &evilcat).context("copying cat")?;
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s3cret\n")?;
+    let other = dir.join("other");
+    std::fs::write(&other, "public\n")?;
+    let forbidden = dir.join("forbidden-true");
+    std::fs::copy("/usr/bin/true", &forbidden).context("copying true")?;
+    let policy = format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: protect-secret
+spec:
+  lsmhooks:
+  - hook: file_open
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: [\"{evilcat}\"]
+      matchArgs:
+      - index: 0
+        operator: Equal
+        values: [\"{secret}\"]
+      matchActions:
+      - action: Override
+        argError: -1
+  - hook: bprm_check_security
+    args:
+    - index: 0
+      type: linux_binprm
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: [\"{forbidden}\"]
+      matchActions:
+      - action: Override
+        argError: -1
+",
+        evilcat = evilcat.display(),
+        secret = secret.display(),
+        forbidden = forbidden.display(),
+    );
+    let applied = client.call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: policy,
+    })?;
+    let Response::TracingPolicies { policies } = applied else {
+        panic!("{applied:?}")
+    };
+    assert!(
+        policies[0].hooks.iter().all(|h| h.contains("fanotify")),
+        "{:?}",
+        policies[0].hooks
+    );
+
+    let denied = Command::new(&evilcat).arg(&secret).output()?;
+    ensure!(
+        !denied.status.success()
+            && String::from_utf8_lossy(&denied.stderr).contains("Operation not permitted"),
+        "the matched binary must get EPERM: {:?} {}",
+        denied.status,
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let cat = Command::new("/usr/bin/cat").arg(&secret).output()?;
+    ensure!(
+        cat.status.success() && cat.stdout == b"s3cret\n",
+        "an unmatched binary reads the file: {:?}",
+        cat.status
+    );
+    let public = Command::new(&evilcat).arg(&other).output()?;
+    ensure!(
+        public.status.success() && public.stdout == b"public\n",
+        "the matched binary reads other files: {:?}",
+        public.status
+    );
+    let exec = Command::new(&forbidden).status();
+    ensure!(
+        matches!(&exec, Err(e) if e.raw_os_error() == Some(1)),
+        "exec of the forbidden binary must fail with EPERM (1): {exec:?}"
+    );
+    ensure!(Command::new("/usr/bin/true").status()?.success());
+
+    let bin = evilcat.display().to_string();
+    let path = secret.display().to_string();
+    let lsm = wait_event(&client, "process_lsm file_open", |e| {
+        matches!(&e.kind, EventKind::ProcessLsm(l)
+            if l.function_name == "file_open"
+                && l.process.as_ref().is_some_and(|p| p.binary == bin))
+    })?;
+    let EventKind::ProcessLsm(l) = &lsm.kind else {
+        unreachable!()
+    };
+    assert_eq!(l.action, KprobeAction::Override);
+    assert_eq!(l.policy_name, "protect-secret");
+    assert!(
+        matches!(l.args.first().and_then(|a| a.arg.as_ref()),
+            Some(ArgValue::FileArg(f)) if f.path == path),
+        "{:?}",
+        l.args
+    );
+    let forbidden_path = forbidden.display().to_string();
+    wait_event(&client, "process_lsm bprm_check_security", |e| {
+        matches!(&e.kind, EventKind::ProcessLsm(l)
+            if l.function_name == "bprm_check_security"
+                && l.action == KprobeAction::Override
+                && matches!(l.args.first().and_then(|a| a.arg.as_ref()),
+                    Some(ArgValue::LinuxBinprmArg(b)) if b.path == forbidden_path))
+    })?;
+    let Response::Status(status) = client.call(&Request::Status)? else {
+        panic!("status")
+    };
+    let rt = status.runtime.expect("runtime status");
+    assert!(rt.file_accesses_denied >= 2, "{rt:?}");
+
+    client.call(&Request::TracingPolicyDelete {
+        name: "protect-secret".into(),
+    })?;
+    let after = Command::new(&evilcat).arg(&secret).output()?;
+    ensure!(
+        after.status.success(),
+        "deleting the policy lifts the deny: {:?}",
+        after.status
+    );
+    Ok(())
+}

@@ -664,8 +664,9 @@ fn kprobe_attach(
     ))
 }
 
-/// `sys_setuid`, `__x64_sys_setuid`, `__ia32_sys_setuid` -> `setuid`.
-fn syscall_name(call: &str) -> &str {
+/// The syscall a kprobe or list entry names: `sys_setuid`,
+/// `__x64_sys_setuid`, `__arm64_sys_setuid` -> `setuid`.
+pub fn syscall_name(call: &str) -> &str {
     let c = call
         .strip_prefix("__x64_")
         .or_else(|| call.strip_prefix("__arm64_"))
@@ -914,6 +915,12 @@ fn finish_hook(
             )?
         };
         let (actions, fallback) = plan_actions(&sp, &sel.match_actions, &attach, options)?;
+        if fanotify && actions.override_errno != 0 && actions.override_errno != -1 {
+            warnings.push(format!(
+                "{sp}.matchActions: fanotify denies with EPERM; argError {} is not returned",
+                actions.override_errno
+            ));
+        }
         if fallback {
             monitor = true;
             warnings.push(format!(

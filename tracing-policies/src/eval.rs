@@ -1105,14 +1105,17 @@ impl CompiledSelectors {
             })
     }
 
-    /// Which values of the path argument at position `arg` some selector
-    /// with an `Override` action could match: what the fanotify path must
-    /// watch. Over-approximates (a selector's other filters are ignored).
-    pub fn deny_coverage(&self, arg: usize) -> PathCoverage {
+    /// Which values of the path argument at position `arg` a selector that
+    /// does something (posts an event, signals, denies: anything but a
+    /// lone `NoPost`) could match: what the fanotify path must watch.
+    /// Over-approximates (a selector's other filters are ignored).
+    pub fn path_coverage(&self, arg: usize) -> PathCoverage {
         let mut exact = BTreeSet::new();
         let mut prefixes = BTreeSet::new();
         for s in &self.selectors {
-            if !s.actions.iter().any(|a| a.action == ActionKind::Override) {
+            let effect =
+                s.actions.is_empty() || s.actions.iter().any(|a| a.action != ActionKind::NoPost);
+            if !effect {
                 continue;
             }
             let on_arg = || {
@@ -1161,10 +1164,10 @@ fn non_empty_or_post(actions: &[ActionSelector]) -> &[ActionSelector] {
     }
 }
 
-/// What paths a hook could deny ([`CompiledSelectors::deny_coverage`]).
+/// What paths a hook could act on ([`CompiledSelectors::path_coverage`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathCoverage {
-    /// No selector can deny.
+    /// No selector acts.
     Nothing,
     /// Only these absolute paths, and paths starting with these prefixes
     /// (byte prefixes: `/etc/ss` covers `/etc/ssh/...` and `/etc/ssl`).
@@ -1994,12 +1997,16 @@ mod tests {
     }
 
     #[test]
-    fn deny_coverage_lists_what_override_can_deny() {
+    fn path_coverage_lists_what_selectors_can_act_on() {
         let a = args("[{index: 0, type: file}]");
-        let cov = |yaml: &str| compile(&a, &sels(yaml)).deny_coverage(0);
+        let cov = |yaml: &str| compile(&a, &sels(yaml)).path_coverage(0);
+        assert_eq!(
+            cov("[{matchActions: [{action: NoPost}]}]"),
+            PathCoverage::Nothing
+        );
         assert_eq!(
             cov("[{matchActions: [{action: Post}]}]"),
-            PathCoverage::Nothing
+            PathCoverage::Everything
         );
         assert_eq!(
             cov("[{matchActions: [{action: Override, argError: -1}]}]"),
@@ -2009,7 +2016,7 @@ mod tests {
             "[{matchArgs: [{index: 0, operator: Prefix, values: [/etc/]}, {index: 0, operator: Equal, values: [/etc/shadow, relative]}],
                matchActions: [{action: Override, argError: -1}]},
               {matchArgs: [{index: 0, operator: Prefix, values: [/root/]}], matchActions: [{action: Override, argError: -1}]},
-              {matchArgs: [{index: 0, operator: Postfix, values: [.key]}]}]",
+              {matchArgs: [{index: 0, operator: Postfix, values: [.key]}], matchActions: [{action: NoPost}]}]",
         );
         let PathCoverage::Paths { exact, prefixes } = c else {
             panic!("{c:?}")

@@ -106,7 +106,14 @@ fn corpus_lsm_policies_evaluate_as_documented() {
     assert!(m.has(ActionKind::Post) && !m.has(ActionKind::Override));
     assert!(c.evaluate(&cx("/usr/bin/less", "/etc/shadow")).is_none());
     assert!(c.evaluate(&cx("/usr/bin/cat", "/etc/hosts")).is_none());
-    assert_eq!(c.deny_coverage(0), PathCoverage::Nothing, "no Override");
+    assert_eq!(
+        c.path_coverage(0),
+        PathCoverage::Paths {
+            exact: [b"/etc/passwd".to_vec(), b"/etc/shadow".to_vec()].into(),
+            prefixes: Default::default(),
+        },
+        "the two files it posts on"
+    );
 
     let h = &hooks(&bprm)[0];
     let c = CompiledSelectors::new(&h.hook(), &lists).expect("bprm_check");
@@ -117,5 +124,5 @@ fn corpus_lsm_policies_evaluate_as_documented() {
     assert!(c
         .evaluate(&cx("/usr/bin/sh", "/src/contrib/tester-progs/nop"))
         .is_none());
-    assert_eq!(c.deny_coverage(0), PathCoverage::Everything, "Postfix");
+    assert_eq!(c.path_coverage(0), PathCoverage::Everything, "Postfix");
 }

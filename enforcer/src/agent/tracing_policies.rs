@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::{Agent, AgentError};
 use crate::runtime::events::{EventStore, HookMeta, HookTable};
+use crate::runtime::file_guard::{self, FileGuard, GuardHook};
 use crate::runtime::procs::{binary_in_set, scan_proc, ProcessCache};
 use crate::runtime::{KernelHost, Runtime};
 
@@ -40,6 +41,8 @@ pub struct TracingState {
     hooks: HookTable,
     procs: Arc<Mutex<ProcessCache>>,
     store: Arc<EventStore>,
+    /// Hooks enforced through fanotify permission events.
+    files: FileGuard,
     options: CompileOptions,
     /// name -> (source, yaml of the one document).
     sources: BTreeMap<String, (String, String)>,
@@ -60,6 +63,15 @@ fn mechanism(a: &Attach) -> String {
         Attach::Lsm { hook } => format!("BPF-LSM {hook}"),
         Attach::Fanotify { access } => format!("fanotify {access:?} permission events"),
     }
+}
+
+/// A policy ready to apply.
+struct Prepared {
+    compiled: CompiledPolicy,
+    /// Its hooks enforced through fanotify.
+    files: Vec<GuardHook>,
+    /// The YAML of the one document.
+    yaml: String,
 }
 
 fn parse(source: &str, yaml: &str) -> Result<Vec<(TracingPolicy, String)>, AgentError> {
@@ -102,11 +114,13 @@ impl TracingState {
             cache.insert(&s.proc, s.binary, s.arguments, "procFS");
         }
         let reader = runtime.take_events();
+        let procs = Arc::new(Mutex::new(cache));
         Ok(Self {
             runtime,
             host: KernelHost::probe(),
             hooks: Arc::new(RwLock::new(HashMap::new())),
-            procs: Arc::new(Mutex::new(cache)),
+            files: FileGuard::new(procs.clone(), store.clone(), node),
+            procs,
             store,
             options,
             sources: BTreeMap::new(),
@@ -131,24 +145,21 @@ impl TracingState {
         self.store.clone()
     }
 
-    fn compile_all(
-        &self,
-        source: &str,
-        yaml: &str,
-    ) -> Result<Vec<(CompiledPolicy, String)>, AgentError> {
+    fn compile_all(&self, source: &str, yaml: &str) -> Result<Vec<Prepared>, AgentError> {
         parse(source, yaml)?
             .into_iter()
-            .map(|(p, one)| {
-                let c = compile(&p, &self.host, self.options).map_err(|e| {
+            .map(|(p, yaml)| {
+                let at = |e: String| {
                     AgentError::Invalid(format!("{source}: TracingPolicy {}: {e}", p.metadata.name))
-                })?;
-                if c.hooks.iter().any(|h| matches!(h.attach, Attach::Fanotify { .. })) {
-                    return Err(AgentError::Invalid(format!(
-                        "{source}: TracingPolicy {}: this hook needs fanotify enforcement (no kprobes/BPF-LSM here), which this agent build does not run yet",
-                        p.metadata.name
-                    )));
-                }
-                Ok((c, one))
+                };
+                let compiled =
+                    compile(&p, &self.host, self.options).map_err(|e| at(e.to_string()))?;
+                let files = file_guard::prepare(&p, &compiled, &self.host).map_err(at)?;
+                Ok(Prepared {
+                    compiled,
+                    files,
+                    yaml,
+                })
             })
             .collect()
     }
@@ -162,21 +173,30 @@ impl TracingState {
         Ok(self
             .compile_all(source, yaml)?
             .iter()
-            .map(|(c, _)| record(c, source))
+            .map(|p| record(&p.compiled, source))
             .collect())
     }
 
     /// Applies every policy of a stream (all compile first; then each is
     /// applied; a failure rolls that policy back and stops).
     pub fn apply(&mut self, source: &str, yaml: &str) -> Result<Vec<String>, AgentError> {
-        let compiled = self.compile_all(source, yaml)?;
+        let prepared = self.compile_all(source, yaml)?;
         let mut names = Vec::new();
-        for (c, one) in compiled {
-            let name = c.name.clone();
-            self.runtime
-                .apply(c)
-                .map_err(|e| AgentError::Invalid(format!("{source}: TracingPolicy {name}: {e}")))?;
-            self.sources.insert(name.clone(), (source.to_owned(), one));
+        for Prepared {
+            compiled,
+            files,
+            yaml,
+        } in prepared
+        {
+            let name = compiled.name.clone();
+            let failed =
+                |e: String| AgentError::Invalid(format!("{source}: TracingPolicy {name}: {e}"));
+            let previous = self.files.install(&name, files).map_err(failed)?;
+            if let Err(e) = self.runtime.apply(compiled) {
+                self.files.restore(&name, previous);
+                return Err(failed(e.to_string()));
+            }
+            self.sources.insert(name.clone(), (source.to_owned(), yaml));
             names.push(name);
         }
         self.refresh_hooks();
@@ -187,9 +207,15 @@ impl TracingState {
     /// Removes a policy.
     pub fn delete(&mut self, name: &str) -> bool {
         let found = self.runtime.delete(name);
+        self.files.remove(name);
         self.sources.remove(name);
         self.refresh_hooks();
         found
+    }
+
+    /// Housekeeping: re-resolves the fanotify marks of protected files.
+    pub fn refresh_file_marks(&mut self) {
+        self.files.refresh();
     }
 
     fn refresh_hooks(&mut self) {
@@ -261,6 +287,7 @@ impl TracingState {
     pub fn status(&mut self) -> RuntimeStatus {
         let k = self.runtime.counters();
         let p = self.store.counters();
+        let f = self.files.stats();
         let procs = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
         RuntimeStatus {
             policies: self.runtime.policy_names().len(),
@@ -271,8 +298,13 @@ impl TracingState {
             lost_undecodable: p.undecodable,
             lost_follower_lagged: p.follower_lagged,
             lost_log_write: p.log_failed,
-            rate_limited: k.rate_limited,
-            signal_failed: k.signal_failed,
+            rate_limited: k.rate_limited + f.rate_limited,
+            signal_failed: k.signal_failed + f.signal_failed,
+            file_accesses_checked: f.guard.answered,
+            file_accesses_denied: f.guard.denied,
+            file_checks_failed: f.guard.failed,
+            lost_fanotify_overflow: f.guard.overflows,
+            lost_fanotify_queue: f.guard.dropped,
         }
     }
 
@@ -507,6 +539,14 @@ impl Agent {
             for e in t.rescan_dir(&dir) {
                 warn!(error = %e, "tracing-policy directory");
             }
+        }
+    }
+
+    /// Housekeeping of runtime enforcement: fanotify marks follow replaced
+    /// files.
+    pub fn refresh_tracing(&mut self) {
+        if let Some(t) = self.tracing.as_mut() {
+            t.refresh_file_marks();
         }
     }
 

@@ -83,7 +83,8 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Policy directory polling, node addresses and conntrack expiry.
+/// Policy directory polling, node addresses, conntrack expiry and the
+/// fanotify marks of protected files.
 async fn housekeeping(agent: Arc<Mutex<Agent>>, poll: Duration) {
     let mut ticks: u64 = 0;
     let gc_every = (Duration::from_secs(10).as_millis() / poll.as_millis().max(1)).max(1) as u64;
@@ -100,7 +101,10 @@ async fn housekeeping(agent: Arc<Mutex<Agent>>, poll: Duration) {
             if let Err(e) = agent.set_host_addresses(addresses) {
                 warn!(error = %e, "cannot follow the node's addresses");
             }
-            let gc = ticks.is_multiple_of(gc_every).then(|| agent.gc_conntrack());
+            let gc = ticks.is_multiple_of(gc_every).then(|| {
+                agent.refresh_tracing();
+                agent.gc_conntrack()
+            });
             (rescan, gc)
         })
         .await;

@@ -124,14 +124,28 @@ pub fn status(s: &AgentStatus) -> String {
         );
         let _ = writeln!(
             out,
-            "Runtime lost: {} (ring buffer full {}, undecodable {}, slow followers {}, log writes {}); rate-limited {}",
-            r.lost_ringbuf_full + r.lost_undecodable + r.lost_follower_lagged + r.lost_log_write,
+            "Runtime lost: {} (ring buffer full {}, undecodable {}, slow followers {}, log writes {}, fanotify overflow {}, fanotify queue {}); rate-limited {}",
+            r.lost_ringbuf_full
+                + r.lost_undecodable
+                + r.lost_follower_lagged
+                + r.lost_log_write
+                + r.lost_fanotify_overflow
+                + r.lost_fanotify_queue,
             r.lost_ringbuf_full,
             r.lost_undecodable,
             r.lost_follower_lagged,
             r.lost_log_write,
+            r.lost_fanotify_overflow,
+            r.lost_fanotify_queue,
             r.rate_limited
         );
+        if r.file_accesses_checked > 0 {
+            let _ = writeln!(
+                out,
+                "File guard:   {} opens/execs checked (fanotify), {} denied, {} failed open/closed",
+                r.file_accesses_checked, r.file_accesses_denied, r.file_checks_failed
+            );
+        }
     }
     if let Some(e) = &s.policy_dir_error {
         let _ = writeln!(out, "Policy dir:   ERROR {e}");

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use aya::maps::{MapData, RingBuf};
 use palisade_api::events::{
-    ArgValue, Event, KprobeAction, KprobeArgument, KprobeFile, KprobePath, ProcessExec,
-    ProcessExit, ProcessKprobe, ProcessLsm, ProcessTracepoint,
+    ArgValue, Event, KprobeAction, KprobeArgument, KprobeFile, KprobeLinuxBinprm, KprobePath,
+    Process, ProcessExec, ProcessExit, ProcessKprobe, ProcessLsm, ProcessTracepoint, Timestamp,
 };
 use palisade_bpf::abi::runtime::{act, HookEvent, RtEvent};
 use palisade_tracing_policies::compile::{ArgRead, CompiledHook, HookKind};
@@ -120,7 +120,8 @@ impl EventStore {
             .follower_lagged += n;
     }
 
-    fn count_undecodable(&self) {
+    /// Counts a record or event that could not be encoded or decoded.
+    pub fn count_undecodable(&self) {
         self.counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -216,9 +217,13 @@ fn args_of(ev: &HookEvent, hook: &CompiledHook) -> Vec<KprobeArgument> {
                 } if size <= 4 => ArgValue::UintArg(v as u32),
                 ArgRead::Int { .. } => ArgValue::SizeArg(v),
                 ArgRead::UserString | ArgRead::KernelString => ArgValue::StringArg(text()),
-                ArgRead::File | ArgRead::Bprm => ArgValue::FileArg(KprobeFile {
+                ArgRead::File => ArgValue::FileArg(KprobeFile {
                     path: text(),
                     ..KprobeFile::default()
+                }),
+                ArgRead::Bprm => ArgValue::LinuxBinprmArg(KprobeLinuxBinprm {
+                    path: text(),
+                    ..KprobeLinuxBinprm::default()
                 }),
                 ArgRead::Path => ArgValue::PathArg(KprobePath {
                     path: text(),
@@ -294,66 +299,87 @@ pub fn convert(
                 }
                 None => (procs.unknown(ev.hdr.pid, ev.hdr.tid), None),
             };
-            let hook = &meta.hook;
-            let args = args_of(&ev, hook);
-            let action = action_of(ev.action);
+            let args = args_of(&ev, &meta.hook);
             let time = procs.timestamp(ev.hdr.ktime)?;
-            Some(match hook.kind {
-                HookKind::Kprobe => Event::new(
-                    ProcessKprobe {
-                        process: Some(process),
-                        parent,
-                        function_name: hook.function_name.clone(),
-                        args,
-                        action,
-                        policy_name: meta.policy.clone(),
-                        message: hook.message.clone(),
-                        tags: hook.tags.clone(),
-                        ..ProcessKprobe::default()
-                    },
-                    node,
-                    time,
-                ),
-                HookKind::Tracepoint => {
-                    let (subsys, event) = hook
-                        .function_name
-                        .split_once('/')
-                        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                        .unwrap_or_default();
-                    Event::new(
-                        ProcessTracepoint {
-                            process: Some(process),
-                            parent,
-                            subsys,
-                            event,
-                            args,
-                            policy_name: meta.policy.clone(),
-                            action,
-                            message: hook.message.clone(),
-                            tags: hook.tags.clone(),
-                            ..ProcessTracepoint::default()
-                        },
-                        node,
-                        time,
-                    )
-                }
-                HookKind::Lsm => Event::new(
-                    ProcessLsm {
-                        process: Some(process),
-                        parent,
-                        function_name: hook.function_name.clone(),
-                        policy_name: meta.policy.clone(),
-                        args,
-                        action,
-                        message: hook.message.clone(),
-                        tags: hook.tags.clone(),
-                        ..ProcessLsm::default()
-                    },
-                    node,
-                    time,
-                ),
-            })
+            Some(hook_event(
+                &meta,
+                process,
+                parent,
+                args,
+                action_of(ev.action),
+                time,
+                node,
+            ))
         }
+    }
+}
+
+/// The event of a hook that fired (`process_kprobe`, `process_tracepoint`
+/// or `process_lsm`, by the hook's kind).
+pub fn hook_event(
+    meta: &HookMeta,
+    process: Process,
+    parent: Option<Process>,
+    args: Vec<KprobeArgument>,
+    action: KprobeAction,
+    time: Timestamp,
+    node: &str,
+) -> Event {
+    let hook = &meta.hook;
+    match hook.kind {
+        HookKind::Kprobe => Event::new(
+            ProcessKprobe {
+                process: Some(process),
+                parent,
+                function_name: hook.function_name.clone(),
+                args,
+                action,
+                policy_name: meta.policy.clone(),
+                message: hook.message.clone(),
+                tags: hook.tags.clone(),
+                ..ProcessKprobe::default()
+            },
+            node,
+            time,
+        ),
+        HookKind::Tracepoint => {
+            let (subsys, event) = hook
+                .function_name
+                .split_once('/')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .unwrap_or_default();
+            Event::new(
+                ProcessTracepoint {
+                    process: Some(process),
+                    parent,
+                    subsys,
+                    event,
+                    args,
+                    policy_name: meta.policy.clone(),
+                    action,
+                    message: hook.message.clone(),
+                    tags: hook.tags.clone(),
+                    ..ProcessTracepoint::default()
+                },
+                node,
+                time,
+            )
+        }
+        HookKind::Lsm => Event::new(
+            ProcessLsm {
+                process: Some(process),
+                parent,
+                function_name: hook.function_name.clone(),
+                policy_name: meta.policy.clone(),
+                args,
+                action,
+                message: hook.message.clone(),
+                tags: hook.tags.clone(),
+                ..ProcessLsm::default()
+            },
+            node,
+            time,
+        ),
     }
 }
 

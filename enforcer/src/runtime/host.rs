@@ -68,7 +68,7 @@ impl KernelHost {
     }
 }
 
-fn ns_file(kind: NamespaceKind) -> &'static str {
+pub(crate) fn ns_file(kind: NamespaceKind) -> &'static str {
     match kind {
         NamespaceKind::Uts => "uts",
         NamespaceKind::Ipc => "ipc",

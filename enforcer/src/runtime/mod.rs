@@ -9,6 +9,7 @@
 //! that fails to attach rolls the whole policy back.
 
 pub mod events;
+pub mod file_guard;
 mod host;
 pub mod layout;
 pub mod procs;
@@ -250,7 +251,7 @@ impl Runtime {
             .map(|p| {
                 p.hooks
                     .iter()
-                    .zip(&p.compiled.hooks)
+                    .zip(p.compiled.hooks.iter().filter(|h| in_kernel(h)))
                     .map(|(l, h)| (l.placed.hook_id, h.clone()))
                     .collect()
             })
@@ -264,13 +265,21 @@ impl Runtime {
 
     /// Applies a compiled policy (replacing one of the same name). On error
     /// nothing of the new policy stays and the old one stays in force.
+    /// Hooks enforced through fanotify are not the kernel's: the caller
+    /// runs them (see [`file_guard`]).
     pub fn apply(&mut self, compiled: CompiledPolicy) -> Result<(), RuntimeError> {
         let name = compiled.name.clone();
         let mut loaded = LoadedPolicy {
             compiled,
             hooks: Vec::new(),
         };
-        let hooks = loaded.compiled.hooks.clone();
+        let hooks: Vec<CompiledHook> = loaded
+            .compiled
+            .hooks
+            .iter()
+            .filter(|h| in_kernel(h))
+            .cloned()
+            .collect();
         for hook in &hooks {
             match self.attach_hook(hook) {
                 Ok(h) => loaded.hooks.push(h),
@@ -360,12 +369,6 @@ impl Runtime {
 
     /// Writes a hook's entries, attaches it, and activates it last.
     fn attach_hook(&mut self, hook: &CompiledHook) -> Result<LoadedHook, RuntimeError> {
-        if let Attach::Fanotify { .. } = hook.attach {
-            return Err(RuntimeError::Unsupported(format!(
-                "{}: fanotify enforcement is handled by the fanotify guard",
-                hook.path
-            )));
-        }
         let mut change = BinsetChange::default();
         let placed = self.layout.place(hook, &mut change)?;
         let mut loaded = LoadedHook {
@@ -557,6 +560,11 @@ impl Runtime {
             rate_limited: get(rt::cnt::RATE_LIMITED),
         }
     }
+}
+
+/// Whether the hook runs in the kernel (not through fanotify).
+fn in_kernel(h: &CompiledHook) -> bool {
+    !matches!(h.attach, Attach::Fanotify { .. })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, RuntimeError>
