@@ -150,6 +150,12 @@ pub struct AgentConfig {
     /// with their actions reported only, instead of rejecting the policy.
     #[serde(default)]
     pub allow_monitoring_fallback: bool,
+    /// Keep the tracing-policy hooks attached (pinned) when the agent
+    /// stops, so the kernel goes on enforcing until the next agent takes
+    /// over (Tetragon's `--keep-sensors-on-exit`). A crash always keeps
+    /// them; `false` detaches them on a clean stop.
+    #[serde(default = "default_true")]
+    pub keep_runtime_enforcement: bool,
 }
 
 fn default_true() -> bool {
@@ -212,6 +218,7 @@ impl Default for AgentConfig {
             runtime_events_log: default_events_log(),
             process_cache_size: default_process_cache_size(),
             allow_monitoring_fallback: false,
+            keep_runtime_enforcement: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -49,17 +50,12 @@ fn wait_event(
     }
 }
 
-#[test]
-fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
-    let node = topo.node("n1")?;
-    let client = node.client();
-    let matched = node.dir().join("evilperl");
-    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
-    let policy = format!(
+/// Perl calling `setuid(0)`.
+const SETUID_ROOT: &str = "use POSIX; POSIX::setuid(0); print qq(alive\\n);";
+
+/// Kills `binary` when it calls `setuid(0)`.
+fn no_setuid_root(binary: &Path) -> String {
+    format!(
         "apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
 metadata:
@@ -82,23 +78,53 @@ spec:
       matchActions:
       - action: Sigkill
 ",
-        matched.display()
+        binary.display()
+    )
+}
+
+/// Runs the perl copy `binary` calling `setuid(0)`: it must die of SIGKILL.
+fn ensure_killed(binary: &Path, when: &str) -> Result<()> {
+    let out = Command::new(binary).args(["-e", SETUID_ROOT]).output()?;
+    ensure!(
+        out.status.signal() == Some(9),
+        "{when}: the matched binary must be killed by SIGKILL, got {:?} ({})",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
     );
+    Ok(())
+}
+
+/// The runtime generations pinned under the node's bpf root.
+fn generations(node: &palisade_tests::Node) -> Vec<String> {
+    let mut g: Vec<String> = std::fs::read_dir(node.bpf_root().join("runtime"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    g.sort();
+    g
+}
+
+#[test]
+fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = node.dir().join("evilperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
     client.call(&Request::TracingPolicyApply {
         source: "test".into(),
-        yaml: policy,
+        yaml: no_setuid_root(&matched),
     })?;
 
-    let script = "use POSIX; POSIX::setuid(0); print qq(alive\\n);";
-    let killed = Command::new(&matched).args(["-e", script]).output()?;
-    ensure!(
-        killed.status.signal() == Some(9),
-        "the matched binary must be killed by SIGKILL, got {:?} ({})",
-        killed.status,
-        String::from_utf8_lossy(&killed.stdout)
-    );
+    ensure_killed(&matched, "agent running")?;
     let fine = Command::new("/usr/bin/perl")
-        .args(["-e", script])
+        .args(["-e", SETUID_ROOT])
         .output()?;
     ensure!(
         fine.status.success() && fine.stdout == b"alive\n",
@@ -314,5 +340,69 @@ spec:
         "deleting the policy lifts the deny: {:?}",
         after.status
     );
+    Ok(())
+}
+
+/// Pinned enforcement: the kernel keeps killing while the agent is down
+/// (clean stop or crash), and a restarted agent takes over and retires the
+/// old generation.
+#[test]
+fn enforcement_survives_agent_restart() -> Result<()> {
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let matched = node.dir().join("evilperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
+    node.client().call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: no_setuid_root(&matched),
+    })?;
+    ensure_killed(&matched, "agent running")?;
+    assert_eq!(generations(node), ["g1"]);
+
+    node.stop_agent(false)?;
+    ensure_killed(&matched, "after SIGTERM, agent down")?;
+    node.start_agent()?;
+    ensure_killed(&matched, "agent restarted")?;
+    assert_eq!(generations(node), ["g2"], "the old generation is retired");
+    let Response::TracingPolicies { policies } = node.client().call(&Request::TracingPolicyList)?
+    else {
+        panic!("list")
+    };
+    assert_eq!(policies.len(), 1, "{policies:?}");
+
+    node.stop_agent(true)?;
+    ensure_killed(&matched, "after SIGKILL, agent down")?;
+    node.start_agent()?;
+    assert_eq!(generations(node), ["g3"]);
+    Ok(())
+}
+
+/// `keep_runtime_enforcement: false`: a clean stop detaches the hooks.
+#[test]
+fn clean_stop_without_keep_detaches() -> Result<()> {
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .agent_setting("keep_runtime_enforcement", false)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let matched = node.dir().join("evilperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
+    node.client().call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: no_setuid_root(&matched),
+    })?;
+    ensure_killed(&matched, "agent running")?;
+    node.stop_agent(false)?;
+    let out = Command::new(&matched).args(["-e", SETUID_ROOT]).output()?;
+    ensure!(
+        out.status.success() && out.stdout == b"alive\n",
+        "no agent, no kept enforcement: {:?}",
+        out.status
+    );
+    assert!(generations(node).is_empty(), "{:?}", generations(node));
     Ok(())
 }

@@ -449,7 +449,23 @@ impl Agent {
                 self.warnings.push(e);
             }
         }
+        // This agent's policies are in force: what earlier agents left
+        // enforcing can go.
+        state.runtime.retire_previous();
         self.tracing = Some(state);
+    }
+
+    /// At a clean stop: detaches the tracing-policy hooks unless
+    /// `keep_runtime_enforcement` keeps them enforcing until the next agent.
+    pub fn stop_tracing(&mut self) {
+        let Some(state) = self.tracing.take() else {
+            return;
+        };
+        if self.config.keep_runtime_enforcement {
+            info!("the kernel keeps enforcing the tracing policies (pinned); fanotify hooks stop with the agent");
+        } else {
+            state.runtime.unload();
+        }
     }
 
     /// The event reader's pieces (once).

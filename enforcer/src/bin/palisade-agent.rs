@@ -77,6 +77,10 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    agent
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .stop_tracing();
     // The programs and maps stay pinned: enforcement goes on without us.
     info!("palisade agent stopping; the datapath keeps enforcing the last policy");
     let _ = std::fs::remove_file(&socket);

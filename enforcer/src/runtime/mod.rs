@@ -1,17 +1,20 @@
 //! Runtime enforcement: TracingPolicy hooks in the kernel, process
 //! tracking, and the events they produce.
 //!
-//! [`Runtime::start`] loads `runtime.o` with its maps pinned under
-//! `<bpf_root>/runtime`, attaches process tracking (exec, fork, exit) and the
-//! syscall dispatcher (`raw_syscalls:sys_enter`), and scans `/proc` so that
-//! processes older than the agent are known. [`Runtime::apply`] places a
-//! compiled policy's hooks in the maps and attaches what they need; a hook
-//! that fails to attach rolls the whole policy back.
+//! [`Runtime::start`] loads `runtime.o` as a new generation pinned under
+//! `<bpf_root>/runtime/g<N>` (see [`pins`]: maps, and every link, so that
+//! enforcement outlives the agent), attaches process tracking (exec, fork,
+//! exit) and the syscall dispatcher (`raw_syscalls:sys_enter`).
+//! [`Runtime::apply`] places a compiled policy's hooks in the maps and
+//! attaches what they need; a hook that fails to attach rolls the whole
+//! policy back. Once the agent has applied its policies,
+//! [`Runtime::retire_previous`] detaches the generations of earlier agents.
 
 pub mod events;
 pub mod file_guard;
 mod host;
 pub mod layout;
+pub mod pins;
 pub mod procs;
 pub mod syscalls;
 
@@ -20,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{KProbe, Lsm, ProgramError, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, SyscallHooks};
@@ -87,12 +91,19 @@ fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> RuntimeErro
     }
 }
 
+/// A per-hook program instance and its pinned link.
+struct Instance {
+    /// Keeps the program loaded while the agent runs.
+    _ebpf: Ebpf,
+    link: PinnedLink,
+}
+
 /// One attached hook of a policy.
 struct LoadedHook {
     placed: Placed,
     attach: Attach,
     /// The per-hook program instance (tracepoint, kprobe, LSM), if any.
-    instance: Option<Ebpf>,
+    instance: Option<Instance>,
 }
 
 /// A policy in force.
@@ -118,6 +129,9 @@ pub struct RuntimeCounters {
 
 /// Runtime enforcement on this node.
 pub struct Runtime {
+    /// `<bpf_root>/runtime`.
+    root: PathBuf,
+    /// This agent's generation under `root`.
     pin_dir: PathBuf,
     base: Ebpf,
     layout: Layout,
@@ -126,18 +140,40 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Loads the runtime object (maps pinned under `bpf_root/runtime`) and
-    /// attaches process tracking and the syscall dispatcher.
+    /// Loads the runtime object as a new generation (maps and links pinned
+    /// under `bpf_root/runtime/g<N>`) and attaches process tracking and the
+    /// syscall dispatcher. Earlier generations keep enforcing until
+    /// [`retire_previous`](Self::retire_previous).
     pub fn start(bpf_root: &Path, self_tgid: u32) -> Result<Self, RuntimeError> {
-        let pin_dir = bpf_root.join("runtime");
-        std::fs::create_dir_all(&pin_dir).map_err(|source| RuntimeError::Io {
-            what: format!("creating {}", pin_dir.display()),
-            source,
-        })?;
+        let root = bpf_root.join("runtime");
+        let io_err = |what: String| move |source| RuntimeError::Io { what, source };
+        let pin_dir =
+            pins::next_generation(&root).map_err(io_err(format!("reading {}", root.display())))?;
+        let links = pin_dir.join(pins::LINKS);
+        std::fs::create_dir_all(&links).map_err(io_err(format!("creating {}", links.display())))?;
+        match Self::load_base(&pin_dir, self_tgid) {
+            Ok((base, layout)) => Ok(Self {
+                root,
+                pin_dir,
+                base,
+                layout,
+                policies: BTreeMap::new(),
+                syscall_hooks: BTreeMap::new(),
+            }),
+            Err(e) => {
+                pins::remove_generation(&pin_dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn load_base(pin_dir: &Path, self_tgid: u32) -> Result<(Ebpf, Layout), RuntimeError> {
         let mut base = EbpfLoader::new()
-            .default_map_pin_directory(&pin_dir)
+            .default_map_pin_directory(pin_dir)
             .load(RUNTIME_OBJECT)
             .map_err(|e| RuntimeError::Load(Box::new(e)))?;
+        let layout = Layout::new();
+        write_config(&mut base, &layout, self_tgid)?;
         for (prog, tp) in [
             (names::EXEC, "sched_process_exec"),
             (names::FORK, "sched_process_fork"),
@@ -146,21 +182,32 @@ impl Runtime {
         ] {
             let p: &mut RawTracePoint = program(&mut base, prog)?;
             p.load().map_err(prog_err(format!("loading {prog}")))?;
-            p.attach(tp)
+            let id = p
+                .attach(tp)
                 .map_err(prog_err(format!("attaching {prog} to {tp}")))?;
+            let link = p
+                .take_link(id)
+                .map_err(prog_err(format!("taking the link of {prog}")))?;
+            pin_link(FdLink::from(link), &pin_dir.join(pins::LINKS).join(prog))?;
             debug!(prog, tracepoint = tp, "attached");
         }
-        let mut rt = Self {
-            pin_dir,
-            base,
-            layout: Layout::new(),
-            policies: BTreeMap::new(),
-            syscall_hooks: BTreeMap::new(),
-        };
-        rt.clear_tables()?;
-        rt.write_config(self_tgid)?;
-        info!(pins = %rt.pin_dir.display(), "runtime enforcement started");
-        Ok(rt)
+        info!(pins = %pin_dir.display(), "runtime enforcement started");
+        Ok((base, layout))
+    }
+
+    /// Detaches what earlier agents left pinned (their generations). Call
+    /// once this agent's policies are in force.
+    pub fn retire_previous(&self) -> usize {
+        pins::retire_except(&self.root, &self.pin_dir)
+    }
+
+    /// Detaches this generation (the agent stops without keeping
+    /// enforcement).
+    pub fn unload(self) {
+        let dir = self.pin_dir.clone();
+        drop(self);
+        pins::remove_generation(&dir);
+        info!(pins = %dir.display(), "runtime enforcement unloaded");
     }
 
     /// Takes the event ring buffer (once).
@@ -181,27 +228,6 @@ impl Runtime {
         aya::maps::HashMap::try_from(m).map_err(map_err("process map"))
     }
 
-    /// A previous agent's tables (pinned maps) describe hooks this agent
-    /// has not attached: deactivate them all before policies are applied.
-    fn clear_tables(&mut self) -> Result<(), RuntimeError> {
-        let mut hooks: Array<_, rt::Hook> = self.array(names::HOOKS)?;
-        for i in 0..rt::MAX_HOOKS {
-            if hooks.get(&i, 0).is_ok_and(|h| h.flags != 0) {
-                hooks
-                    .set(i, rt::Hook::default(), 0)
-                    .map_err(map_err("clearing hooks"))?;
-            }
-        }
-        let mut sys: Array<_, SyscallHooks> = self.array(names::SYSCALLS)?;
-        for nr in 0..rt::MAX_SYSCALLS {
-            if sys.get(&nr, 0).is_ok_and(|s| s.n != 0) {
-                sys.set(nr, SyscallHooks::default(), 0)
-                    .map_err(map_err("clearing syscalls"))?;
-            }
-        }
-        Ok(())
-    }
-
     fn array<T: aya::Pod>(&mut self, name: &str) -> Result<Array<&mut MapData, T>, RuntimeError> {
         let m = self
             .base
@@ -211,21 +237,7 @@ impl Runtime {
     }
 
     fn write_config(&mut self, self_tgid: u32) -> Result<(), RuntimeError> {
-        let (follow_mask, nbinsets) = self.layout.binset_config();
-        let mut host_ns = [0u64; 10];
-        for kind in palisade_tracing_policies::validate::NAMESPACE_KINDS {
-            let i = palisade_tracing_policies::compile::namespace_index(*kind) as usize;
-            host_ns[i] = host_namespace(*kind).unwrap_or(0);
-        }
-        let cfg = Config {
-            nbinsets,
-            self_tgid,
-            follow_mask,
-            host_ns,
-        };
-        self.array::<Config>(names::CONFIG)?
-            .set(0, cfg, 0)
-            .map_err(map_err("writing the runtime config"))
+        write_config(&mut self.base, &self.layout, self_tgid)
     }
 
     fn config(&mut self) -> Result<Config, RuntimeError> {
@@ -451,12 +463,12 @@ impl Runtime {
     }
 
     /// Loads and attaches the per-hook program instance, if the mechanism
-    /// needs one.
+    /// needs one; its link is pinned under this generation's `links/`.
     fn attach_program(
         &mut self,
         hook: &CompiledHook,
         hook_id: u32,
-    ) -> Result<Option<Ebpf>, RuntimeError> {
+    ) -> Result<Option<Instance>, RuntimeError> {
         let load = || {
             EbpfLoader::new()
                 .default_map_pin_directory(&self.pin_dir)
@@ -465,36 +477,46 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Load(Box::new(e)))
         };
         let what = |verb: &str| format!("{}: {verb}", hook.path);
-        Ok(match &hook.attach {
-            Attach::Syscall { .. } | Attach::Fanotify { .. } => None,
+        let not_pinnable = |_| {
+            RuntimeError::Unsupported(format!(
+                "{}: the kernel gave a perf-event attachment, not a BPF link, so it cannot be pinned (Linux 5.15 or later has BPF perf links)",
+                hook.path
+            ))
+        };
+        let (ebpf, link): (Ebpf, FdLink) = match &hook.attach {
+            Attach::Syscall { .. } | Attach::Fanotify { .. } => return Ok(None),
             Attach::Tracepoint { subsystem, event } => {
                 let mut ebpf = load()?;
                 let p: &mut TracePoint = program(&mut ebpf, names::TRACEPOINT)?;
                 p.load()
                     .map_err(prog_err(what("loading the tracepoint program")))?;
-                p.attach(subsystem, event).map_err(prog_err(what(&format!(
+                let id = p.attach(subsystem, event).map_err(prog_err(what(&format!(
                     "attaching to tracepoint {subsystem}/{event}"
                 ))))?;
-                Some(ebpf)
+                let link = p.take_link(id).map_err(prog_err(what("taking the link")))?;
+                (ebpf, FdLink::try_from(link).map_err(not_pinnable)?)
             }
             Attach::RawTracepoint { event } => {
                 let mut ebpf = load()?;
                 let p: &mut RawTracePoint = program(&mut ebpf, names::RAW_TRACEPOINT)?;
                 p.load()
                     .map_err(prog_err(what("loading the raw tracepoint program")))?;
-                p.attach(event).map_err(prog_err(what(&format!(
+                let id = p.attach(event).map_err(prog_err(what(&format!(
                     "attaching to raw tracepoint {event}"
                 ))))?;
-                Some(ebpf)
+                let link = p.take_link(id).map_err(prog_err(what("taking the link")))?;
+                (ebpf, FdLink::from(link))
             }
             Attach::Kprobe { function } => {
                 let mut ebpf = load()?;
                 let p: &mut KProbe = program(&mut ebpf, names::KPROBE)?;
                 p.load()
                     .map_err(prog_err(what("loading the kprobe program")))?;
-                p.attach(function, 0)
+                let id = p
+                    .attach(function, 0)
                     .map_err(prog_err(what(&format!("attaching a kprobe to {function}"))))?;
-                Some(ebpf)
+                let link = p.take_link(id).map_err(prog_err(what("taking the link")))?;
+                (ebpf, FdLink::try_from(link).map_err(not_pinnable)?)
             }
             Attach::Lsm { hook: name } => {
                 let btf = Btf::from_sys_fs().map_err(|e| {
@@ -508,11 +530,24 @@ impl Runtime {
                 p.load(name, &btf).map_err(prog_err(what(&format!(
                     "loading the LSM program for {name}"
                 ))))?;
-                p.attach()
+                let id = p
+                    .attach()
                     .map_err(prog_err(what(&format!("attaching to LSM hook {name}"))))?;
-                Some(ebpf)
+                let link = p.take_link(id).map_err(prog_err(what("taking the link")))?;
+                (ebpf, FdLink::from(link))
             }
-        })
+        };
+        let pin = self.hook_link_pin(hook_id);
+        // A pin left by a hook of this id that failed to go away.
+        let _ = std::fs::remove_file(&pin);
+        let link = pin_link(link, &pin)?;
+        Ok(Some(Instance { _ebpf: ebpf, link }))
+    }
+
+    fn hook_link_pin(&self, hook_id: u32) -> PathBuf {
+        self.pin_dir
+            .join(pins::LINKS)
+            .join(format!("hook-{hook_id}"))
     }
 
     /// Deactivates a hook first, then detaches and frees it.
@@ -533,7 +568,13 @@ impl Runtime {
         }) {
             warn!(error = %e, hook_id = id, "cannot deactivate a hook");
         }
-        drop(h.instance);
+        if let Some(instance) = h.instance {
+            // The pin is the link's last reference: unpinning and dropping
+            // it detaches the program.
+            if let Err(e) = instance.link.unpin() {
+                warn!(error = %e, hook_id = id, "cannot remove a hook's link pin");
+            }
+        }
         self.remove_keys(names::NUM, &h.placed.num);
         self.remove_keys(names::STR, &h.placed.strs);
         let mut change = BinsetChange::default();
@@ -565,6 +606,38 @@ impl Runtime {
 /// Whether the hook runs in the kernel (not through fanotify).
 fn in_kernel(h: &CompiledHook) -> bool {
     !matches!(h.attach, Attach::Fanotify { .. })
+}
+
+/// Writes the runtime configuration (binary sets, own pid, host
+/// namespaces).
+fn write_config(base: &mut Ebpf, layout: &Layout, self_tgid: u32) -> Result<(), RuntimeError> {
+    let (follow_mask, nbinsets) = layout.binset_config();
+    let mut host_ns = [0u64; 10];
+    for kind in palisade_tracing_policies::validate::NAMESPACE_KINDS {
+        let i = palisade_tracing_policies::compile::namespace_index(*kind) as usize;
+        host_ns[i] = host_namespace(*kind).unwrap_or(0);
+    }
+    let cfg = Config {
+        nbinsets,
+        self_tgid,
+        follow_mask,
+        host_ns,
+    };
+    let m = base
+        .map_mut(names::CONFIG)
+        .ok_or_else(|| RuntimeError::Unsupported(format!("no map {}", names::CONFIG)))?;
+    Array::<_, Config>::try_from(m)
+        .map_err(map_err(format!("map {}", names::CONFIG)))?
+        .set(0, cfg, 0)
+        .map_err(map_err("writing the runtime config"))
+}
+
+/// Pins a link; the kernel keeps it attached until the pin is removed.
+fn pin_link(link: FdLink, path: &Path) -> Result<PinnedLink, RuntimeError> {
+    link.pin(path).map_err(|e| RuntimeError::Io {
+        what: format!("pinning a link at {}", path.display()),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, RuntimeError>
