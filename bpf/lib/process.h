@@ -78,6 +78,7 @@ static __always_inline void pal_proc_creds(struct pal_proc *p, struct task_struc
 	p->uid = BPF_CORE_READ(task, cred, uid.val);
 	p->auid = BPF_CORE_READ(task, loginuid.val);
 	p->nspid = pal_task_nspid(task);
+	p->net_ns = (__u32)pal_task_ns(task, PAL_NS_NET);
 	p->cgroup_id = bpf_get_current_cgroup_id();
 }
 
@@ -182,6 +183,7 @@ static __always_inline int pal_on_fork(struct task_struct *parent_task, struct t
 	ev->proc.uid = BPF_CORE_READ(child, cred, uid.val);
 	ev->proc.auid = BPF_CORE_READ(child, loginuid.val);
 	ev->proc.nspid = pal_task_nspid(child);
+	ev->proc.net_ns = (__u32)pal_task_ns(child, PAL_NS_NET);
 	ev->proc.cgroup_id = bpf_get_current_cgroup_id();
 
 	parent = bpf_map_lookup_elem(&pal_procs, &ptgid);

@@ -225,7 +225,9 @@ fn rust_structs_match_btf_of_the_object() {
                 nspid,
                 uid,
                 auid,
-                flags
+                flags,
+                net_ns,
+                pad
             ]
         ),
         rust_layout!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use palisade_api::events::{ArgValue, Event, EventKind, KprobeAction};
 use palisade_api::{Request, Response};
-use palisade_tests::Topology;
+use palisade_tests::{PodSpec, Topology};
 
 fn events(client: &palisade_api::Client) -> Result<Vec<Event>> {
     let mut out = Vec::new();
@@ -404,5 +404,58 @@ fn clean_stop_without_keep_detaches() -> Result<()> {
         out.status
     );
     assert!(generations(node).is_empty(), "{:?}", generations(node));
+    Ok(())
+}
+
+/// A process in a pod's network namespace is attributed to the pod (from
+/// the endpoint registry); a host process is not.
+#[test]
+fn exec_events_name_the_pod() -> Result<()> {
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .pod(PodSpec::new("shop", "web").on("n1").label("app", "web"))
+        .build()?;
+    let client = topo.node("n1")?.client();
+    let pod = topo.pod("shop/web")?;
+    let marker = format!("in-pod-{}", std::process::id());
+    let status = pod
+        .netns()
+        .spawn(Command::new("/usr/bin/true").arg(&marker))?
+        .wait()?;
+    ensure!(status.success());
+    let host_marker = format!("on-host-{}", std::process::id());
+    ensure!(Command::new("/usr/bin/true")
+        .arg(&host_marker)
+        .status()?
+        .success());
+    let exec = |m: &str| {
+        let m = m.to_owned();
+        wait_event(&client, "process_exec", move |e| {
+            matches!(&e.kind, EventKind::ProcessExec(x)
+                if x.process.as_ref().is_some_and(|p| p.arguments == m))
+        })
+    };
+    let in_pod = exec(&marker)?;
+    let EventKind::ProcessExec(x) = &in_pod.kind else {
+        unreachable!()
+    };
+    let p = x.process.as_ref().expect("process");
+    let attributed = p.pod.as_ref().expect("the pod is named");
+    assert_eq!(attributed.namespace, "shop");
+    assert_eq!(attributed.name, "web");
+    assert_eq!(
+        attributed.pod_labels.get("app").map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(
+        attributed.container.as_ref().map(|c| c.id.as_str()),
+        Some(pod.container_id())
+    );
+    let on_host = exec(&host_marker)?;
+    let EventKind::ProcessExec(x) = &on_host.kind else {
+        unreachable!()
+    };
+    assert!(x.process.as_ref().is_some_and(|p| p.pod.is_none()));
     Ok(())
 }

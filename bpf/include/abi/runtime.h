@@ -52,8 +52,10 @@ struct pal_proc {
 	__u32 uid;
 	__u32 auid;
 	__u32 flags;           /* PAL_PROC_* */
+	__u32 net_ns;          /* network namespace inode (pod attribution) */
+	__u32 pad;
 };
-PAL_ABI_ASSERT_SIZE(struct pal_proc, 96);
+PAL_ABI_ASSERT_SIZE(struct pal_proc, 104);
 
 /* ---- hooks and selectors ------------------------------------------------- */
 
@@ -241,13 +243,13 @@ struct pal_rt_exec_event {
 	char filename[PAL_RT_PATH_MAX];
 	char args[PAL_RT_ARGS_MAX];
 };
-PAL_ABI_ASSERT_SIZE(struct pal_rt_exec_event, 24 + 96 + 8 + 256 + 768);
+PAL_ABI_ASSERT_SIZE(struct pal_rt_exec_event, 24 + 104 + 8 + 256 + 768);
 
 struct pal_rt_fork_event {
 	struct pal_rt_hdr hdr;
 	struct pal_proc proc;           /* the child (ktime = fork time) */
 };
-PAL_ABI_ASSERT_SIZE(struct pal_rt_fork_event, 120);
+PAL_ABI_ASSERT_SIZE(struct pal_rt_fork_event, 128);
 
 struct pal_rt_exit_event {
 	struct pal_rt_hdr hdr;

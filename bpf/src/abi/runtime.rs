@@ -70,8 +70,12 @@ pub struct Proc {
     pub auid: u32,
     /// `PROC_*`.
     pub flags: u32,
+    /// Network namespace inode (pod attribution).
+    pub net_ns: u32,
+    /// Padding.
+    pub pad: u32,
 }
-const _: () = assert!(size_of::<Proc>() == 96);
+const _: () = assert!(size_of::<Proc>() == 104);
 
 /// `PAL_ARGSRC_*`: where an argument comes from.
 #[allow(missing_docs)]
@@ -536,6 +540,8 @@ fn proc_at(b: &[u8]) -> Proc {
         uid: u32_at(b, offset_of!(Proc, uid)),
         auid: u32_at(b, offset_of!(Proc, auid)),
         flags: u32_at(b, offset_of!(Proc, flags)),
+        net_ns: u32_at(b, offset_of!(Proc, net_ns)),
+        pad: 0,
     }
 }
 

@@ -151,6 +151,7 @@ impl Agent {
         }
         self.publish_revision()?;
         self.persist()?;
+        self.sync_pod_attribution();
         info!(ep_id, identity = identity.get(), %ip, ifname, "endpoint added");
         Ok(Response::Endpoint(Box::new(self.record(ep_id)?)))
     }
@@ -182,6 +183,7 @@ impl Agent {
         self.apply_diff(&diff)?;
         self.flush_conntrack(ep.spec.ipv4)?;
         self.publish_revision()?;
+        self.sync_pod_attribution();
         if log {
             info!(ep_id, ip = %ep.spec.ipv4, "endpoint removed");
         }

@@ -153,6 +153,7 @@ impl Agent {
         endpoints.extend(agent.saved_endpoints.clone());
         agent.restore(endpoints.into_values().collect())?;
         agent.start_tracing();
+        agent.sync_pod_attribution();
         warnings.append(&mut agent.warnings);
         agent.warnings = warnings;
         Ok(agent)

@@ -2,10 +2,12 @@
 //! compiled for this kernel and applied to the runtime; status and events.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use aya::maps::{MapData, RingBuf};
+use palisade_api::events::{Container, Pod};
 use palisade_api::{Response, RuntimeStatus, TracingPolicyRecord};
 use palisade_tracing_policies::compile::{compile, Attach, CompileOptions, CompiledPolicy};
 use palisade_tracing_policies::{parse_documents, PolicyMode, TracingPolicy};
@@ -211,6 +213,14 @@ impl TracingState {
         self.sources.remove(name);
         self.refresh_hooks();
         found
+    }
+
+    /// The pods processes are attributed to, by network namespace inode.
+    pub fn set_pods(&mut self, pods: HashMap<u32, Pod>) {
+        self.procs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_pods(pods);
     }
 
     /// Housekeeping: re-resolves the fanotify marks of protected files.
@@ -453,6 +463,33 @@ impl Agent {
         // enforcing can go.
         state.runtime.retire_previous();
         self.tracing = Some(state);
+    }
+
+    /// Attributes processes to pods: every endpoint's network namespace
+    /// (an endpoint whose namespace is gone is skipped).
+    pub(super) fn sync_pod_attribution(&mut self) {
+        let Some(state) = self.tracing.as_mut() else {
+            return;
+        };
+        let pods = self
+            .endpoints
+            .values()
+            .filter_map(|ep| {
+                let ino = std::fs::metadata(&ep.spec.netns).ok()?.ino();
+                let pod = Pod {
+                    namespace: ep.spec.pod_namespace.clone(),
+                    name: ep.spec.pod_name.clone(),
+                    container: Some(Container {
+                        id: ep.spec.container_id.clone(),
+                        ..Container::default()
+                    }),
+                    pod_labels: ep.spec.labels.clone(),
+                    ..Pod::default()
+                };
+                Some((ino as u32, pod))
+            })
+            .collect();
+        state.set_pods(pods);
     }
 
     /// At a clean stop: detaches the tracing-policy hooks unless

@@ -4,11 +4,16 @@
 //!
 //! Memory is bounded: past `capacity` entries the oldest exited process is
 //! evicted first, then the oldest entry; evictions are counted.
+//!
+//! Pod attribution: the endpoint registry knows each pod's network
+//! namespace (`CNI_NETNS`), the kernel records each process's; a process
+//! in a pod's network namespace is that pod's ([`ProcessCache::set_pods`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
-use palisade_api::events::{exec_id, Process, Timestamp};
+use palisade_api::events::{exec_id, Pod, Process, Timestamp};
 use palisade_bpf::abi::runtime::Proc;
 use palisade_tracing_policies::compile::{BinaryMatch, BinarySet};
 
@@ -36,6 +41,10 @@ pub struct ProcInfo {
     pub auid: u32,
     /// Tetragon's flags (`execve`, `procFS`, `clone`).
     pub flags: &'static str,
+    /// Network namespace inode (pod attribution).
+    pub net_ns: u32,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
     /// Exited (kept for late events until evicted).
     pub exited: bool,
     seq: u64,
@@ -54,6 +63,8 @@ pub struct ProcessCache {
     next_seq: u64,
     evictions: u64,
     boot_offset: Duration,
+    /// Network namespace inode -> the pod of the endpoint living there.
+    pods: HashMap<u32, Pod>,
 }
 
 /// Splits a NUL-separated command line into (argv\[0\], the rest joined
@@ -99,6 +110,7 @@ impl ProcessCache {
             next_seq: 0,
             evictions: 0,
             boot_offset: now.saturating_sub(Duration::from_nanos(boottime_ns())),
+            pods: HashMap::new(),
         }
     }
 
@@ -143,6 +155,8 @@ impl ProcessCache {
                 uid: p.uid,
                 auid: p.auid,
                 flags,
+                net_ns: p.net_ns,
+                cgroup_id: p.cgroup_id,
                 exited: false,
                 seq,
             },
@@ -204,9 +218,24 @@ impl ProcessCache {
                 exec_id(&self.node, p.parent_ktime, p.ppid)
             },
             tid: Some(tid.unwrap_or(p.pid)),
+            pod: self.pod_of(p),
             in_init_tree: None,
             ..Process::default()
         }
+    }
+
+    /// Sets the pods by network namespace inode (from the endpoint
+    /// registry).
+    pub fn set_pods(&mut self, pods: HashMap<u32, Pod>) {
+        self.pods = pods;
+    }
+
+    /// The pod a process runs in, if it is an endpoint's.
+    pub fn pod_of(&self, p: &ProcInfo) -> Option<Pod> {
+        if p.net_ns == 0 {
+            return None;
+        }
+        self.pods.get(&p.net_ns).cloned()
     }
 
     /// The event form of an unknown process (only its pid).
@@ -314,6 +343,7 @@ pub fn scan_proc() -> Vec<ScannedProc> {
                 uid,
                 auid,
                 flags: palisade_bpf::abi::runtime::PROC_PROCFS,
+                net_ns: std::fs::metadata(base.join("ns/net")).map_or(0, |m| m.ino() as u32),
                 ..Proc::default()
             },
             binary: exe.to_string_lossy().into_owned(),
