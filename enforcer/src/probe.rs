@@ -1,7 +1,7 @@
 //! What the running kernel offers, and the mechanism chosen per feature.
 
 use aya::maps::MapType;
-use aya::programs::{LsmAttachType, ProgramType};
+use aya::programs::ProgramType;
 use aya::sys::{is_map_supported, is_program_supported};
 use aya::util::KernelVersion;
 use palisade_api::Mechanism;
@@ -45,12 +45,7 @@ pub fn probe() -> ProbeReport {
     let lru = map(MapType::LruHash);
     let ringbuf = map(MapType::RingBuf);
     let perf = map(MapType::PerfEventArray);
-    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
-        .map(|l| l.split(',').any(|m| m.trim() == "bpf"))
-        .unwrap_or(false);
-    let lsm = lsm_active && prog(ProgramType::Lsm(LsmAttachType::Mac));
-    let kprobes = std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists()
-        || std::path::Path::new("/sys/kernel/debug/tracing/kprobe_events").exists();
+    let rt = crate::runtime::features();
 
     let policy =
         (tc && lpm && tcx).then_some("tc classifier on endpoint veths, tcx links (pinned)");
@@ -83,19 +78,48 @@ pub fn probe() -> ProbeReport {
             },
         ),
         mechanism(
-            "tracepoints",
-            prog(ProgramType::TracePoint).then_some("tracepoint programs"),
+            "process tracking",
+            rt.raw_tracepoints
+                .then_some("raw tracepoints sched_process_exec/fork/exit, /proc scan at start"),
+            "unavailable: needs raw tracepoint programs",
+        ),
+        mechanism(
+            "syscall hooks",
+            rt.raw_tracepoints.then_some(
+                "raw_syscalls:sys_enter, selectors evaluated in the kernel from maps",
+            ),
+            "unavailable: needs raw tracepoint programs",
+        ),
+        mechanism(
+            "tracepoint hooks",
+            rt.tracepoints.then_some("tracepoint and raw tracepoint programs"),
             "unavailable",
         ),
         mechanism(
-            "kprobes",
-            kprobes.then_some("kprobe programs"),
-            "unavailable: kernel built without CONFIG_KPROBES",
+            "kprobe hooks",
+            rt.kprobes.then_some("kprobe programs"),
+            "unavailable: kernel built without CONFIG_KPROBES (syscalls go through sys_enter)",
         ),
         mechanism(
-            "BPF-LSM",
-            lsm.then_some("LSM programs"),
+            "LSM hooks",
+            rt.lsm.then_some("BPF-LSM programs"),
             "unavailable: 'bpf' is not in the active LSM list (/sys/kernel/security/lsm)",
+        ),
+        mechanism(
+            "kill and signal",
+            rt.raw_tracepoints.then_some("bpf_send_signal from the hook"),
+            "unavailable",
+        ),
+        mechanism(
+            "deny (Override)",
+            if rt.lsm {
+                Some("BPF-LSM return value")
+            } else if rt.fanotify {
+                Some("fanotify permission events: file_open and bprm_check_security only")
+            } else {
+                None
+            },
+            "unavailable: needs BPF-LSM or fanotify (CONFIG_FANOTIFY_ACCESS_PERMISSIONS)",
         ),
     ];
     ProbeReport {
