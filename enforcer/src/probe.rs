@@ -85,14 +85,14 @@ pub fn probe() -> ProbeReport {
         ),
         mechanism(
             "syscall hooks",
-            rt.raw_tracepoints.then_some(
-                "raw_syscalls:sys_enter, selectors evaluated in the kernel from maps",
-            ),
+            rt.raw_tracepoints
+                .then_some("raw_syscalls:sys_enter, selectors evaluated in the kernel from maps"),
             "unavailable: needs raw tracepoint programs",
         ),
         mechanism(
             "tracepoint hooks",
-            rt.tracepoints.then_some("tracepoint and raw tracepoint programs"),
+            rt.tracepoints
+                .then_some("tracepoint and raw tracepoint programs"),
             "unavailable",
         ),
         mechanism(
@@ -107,7 +107,8 @@ pub fn probe() -> ProbeReport {
         ),
         mechanism(
             "kill and signal",
-            rt.raw_tracepoints.then_some("bpf_send_signal from the hook"),
+            rt.raw_tracepoints
+                .then_some("bpf_send_signal from the hook"),
             "unavailable",
         ),
         mechanism(

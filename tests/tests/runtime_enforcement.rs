@@ -459,3 +459,53 @@ fn exec_events_name_the_pod() -> Result<()> {
     assert!(x.process.as_ref().is_some_and(|p| p.pod.is_none()));
     Ok(())
 }
+
+/// A stream of policies applies all or nothing: a policy whose hook fails
+/// to attach is rolled back, and so are the ones before it in the stream
+/// (a replaced policy comes back as it was).
+#[test]
+fn a_stream_applies_all_or_nothing() -> Result<()> {
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let client = topo.node("n1")?.client();
+    let setuid_hooks = |name: &str, n: usize| {
+        let hook =
+            "  - call: sys_setuid\n    syscall: true\n    args:\n    - index: 0\n      type: int\n";
+        format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:\n  kprobes:\n{}",
+            hook.repeat(n)
+        )
+    };
+    let list = || -> Result<Vec<palisade_api::TracingPolicyRecord>> {
+        match client.call(&Request::TracingPolicyList)? {
+            Response::TracingPolicies { policies } => Ok(policies),
+            other => anyhow::bail!("{other:?}"),
+        }
+    };
+    client.call(&Request::TracingPolicyApply {
+        source: "first".into(),
+        yaml: setuid_hooks("a", 1),
+    })?;
+    // `a` again (2 hooks) and `b` with 15 hooks on setuid, the most one
+    // syscall takes: with `a`'s in place, one of `b`'s cannot attach.
+    let stream = format!("{}---\n{}", setuid_hooks("a", 2), setuid_hooks("b", 15));
+    let err = client
+        .call(&Request::TracingPolicyApply {
+            source: "stream".into(),
+            yaml: stream,
+        })
+        .expect_err("the stream must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TracingPolicy b") && msg.contains("hooks"),
+        "{msg}"
+    );
+    let policies = list()?;
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    assert_eq!(policies[0].name, "a");
+    assert_eq!(policies[0].source, "api:first", "a is back as it was");
+    assert_eq!(policies[0].hooks.len(), 1, "{:?}", policies[0].hooks);
+    Ok(())
+}

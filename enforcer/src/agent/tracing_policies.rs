@@ -179,31 +179,66 @@ impl TracingState {
             .collect())
     }
 
-    /// Applies every policy of a stream (all compile first; then each is
-    /// applied; a failure rolls that policy back and stops).
+    /// Applies every policy of a stream, all or nothing: all compile first,
+    /// then each is applied; a failure rolls that policy back, and the
+    /// policies of the stream applied before it are put back as they were.
     pub fn apply(&mut self, source: &str, yaml: &str) -> Result<Vec<String>, AgentError> {
         let prepared = self.compile_all(source, yaml)?;
         let mut names = Vec::new();
-        for Prepared {
-            compiled,
-            files,
-            yaml,
-        } in prepared
-        {
-            let name = compiled.name.clone();
-            let failed =
-                |e: String| AgentError::Invalid(format!("{source}: TracingPolicy {name}: {e}"));
-            let previous = self.files.install(&name, files).map_err(failed)?;
-            if let Err(e) = self.runtime.apply(compiled) {
-                self.files.restore(&name, previous);
-                return Err(failed(e.to_string()));
+        let mut undo: Vec<(String, Option<(String, String)>)> = Vec::new();
+        for p in prepared {
+            let name = p.compiled.name.clone();
+            let before = self.sources.get(&name).cloned();
+            if let Err(e) = self.apply_one(source, p) {
+                for (name, before) in undo.into_iter().rev() {
+                    self.put_back(&name, before);
+                }
+                self.refresh_hooks();
+                self.refresh_process_bins();
+                return Err(e);
             }
-            self.sources.insert(name.clone(), (source.to_owned(), yaml));
+            undo.push((name.clone(), before));
             names.push(name);
         }
         self.refresh_hooks();
         self.refresh_process_bins();
         Ok(names)
+    }
+
+    /// Applies one compiled policy; on error nothing of it stays and its
+    /// previous version stays in force.
+    fn apply_one(&mut self, source: &str, p: Prepared) -> Result<(), AgentError> {
+        let Prepared {
+            compiled,
+            files,
+            yaml,
+        } = p;
+        let name = compiled.name.clone();
+        let failed =
+            |e: String| AgentError::Invalid(format!("{source}: TracingPolicy {name}: {e}"));
+        let previous = self.files.install(&name, files).map_err(failed)?;
+        if let Err(e) = self.runtime.apply(compiled) {
+            self.files.restore(&name, previous);
+            return Err(failed(e.to_string()));
+        }
+        self.sources.insert(name.clone(), (source.to_owned(), yaml));
+        Ok(())
+    }
+
+    /// Puts policy `name` back to `before` (its source and YAML), or
+    /// removes it if it was not in force.
+    fn put_back(&mut self, name: &str, before: Option<(String, String)>) {
+        let Some((source, yaml)) = before else {
+            self.delete(name);
+            return;
+        };
+        let restored = self
+            .compile_all(&source, &yaml)
+            .and_then(|ps| ps.into_iter().try_for_each(|p| self.apply_one(&source, p)));
+        if let Err(e) = restored {
+            warn!(policy = name, error = %e, "cannot put a tracing policy back; it is removed");
+            self.delete(name);
+        }
     }
 
     /// Removes a policy.
