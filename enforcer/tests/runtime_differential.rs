@@ -273,7 +273,7 @@ fn kernel_selectors_agree_with_the_reference_evaluator() {
                 if openat {
                     Call::Openat {
                         tag,
-                        path: *rng.pick(PATHS),
+                        path: PATHS[rng.below(PATHS.len())],
                     }
                 } else {
                     Call::Lseek {
