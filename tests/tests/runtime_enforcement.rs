@@ -509,3 +509,39 @@ fn a_stream_applies_all_or_nothing() -> Result<()> {
     assert_eq!(policies[0].hooks.len(), 1, "{:?}", policies[0].hooks);
     Ok(())
 }
+
+/// `followChildren` covers a process tree that started before the policy:
+/// the agent gives running processes their binary-set bits from its cache.
+#[test]
+fn follow_children_covers_processes_started_before_the_policy() -> Result<()> {
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let dir = node.dir();
+    let evilsh = dir.join("evilsh");
+    std::fs::copy("/bin/dash", &evilsh).context("copying dash")?;
+    let status_file = dir.join("status");
+    let script = format!(
+        "sleep 2; /usr/bin/perl -e '{}'; echo $? > {}",
+        SETUID_ROOT.replace('\'', ""),
+        status_file.display()
+    );
+    let mut shell = Command::new(&evilsh).args(["-c", &script]).spawn()?;
+    let policy = no_setuid_root(&evilsh).replace(
+        "      - operator: In\n",
+        "      - operator: In\n        followChildren: true\n",
+    );
+    node.client().call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: policy,
+    })?;
+    ensure!(shell.wait()?.success());
+    let status = std::fs::read_to_string(&status_file)?;
+    ensure!(
+        status.trim() == "137",
+        "perl under the matched shell must die of SIGKILL (137), got {status:?}"
+    );
+    Ok(())
+}

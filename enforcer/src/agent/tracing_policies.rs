@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::{Agent, AgentError};
 use crate::runtime::events::{EventStore, HookMeta, HookTable};
 use crate::runtime::file_guard::{self, FileGuard, GuardHook};
-use crate::runtime::procs::{binary_in_set, scan_proc, ProcessCache};
+use crate::runtime::procs::{binary_in_set, scan_proc, ProcessCache, MAX_ANCESTORS};
 use crate::runtime::{KernelHost, Runtime};
 
 /// Where API-applied tracing policies are kept (one file per policy).
@@ -279,38 +279,61 @@ impl TracingState {
         *self.hooks.write().unwrap_or_else(PoisonError::into_inner) = table;
     }
 
-    /// Processes that started before a binary set existed get its bit from
-    /// the cache's view of their binary.
+    /// Processes that started before a binary set existed (or before this
+    /// agent's generation) get its bits from the cache's view of their
+    /// binary and their ancestors' (`followChildren`).
     fn refresh_process_bins(&mut self) {
         let sets = self.runtime.binsets();
+        let follow = self.runtime.follow_mask();
         let procs = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut memo: HashMap<u32, [u64; 2]> = HashMap::new();
+        let mut bits_of = |pid: u32| -> Option<[u64; 2]> {
+            if let Some(b) = memo.get(&pid) {
+                return Some(*b);
+            }
+            // A process whose exec the event reader has not reached yet is
+            // read from /proc.
+            let binary = match procs.get(pid) {
+                Some(info) => info.binary.clone(),
+                None => std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .ok()?
+                    .to_string_lossy()
+                    .into_owned(),
+            };
+            let mut b = [0u64; 2];
+            for (bit, set) in &sets {
+                if binary_in_set(&binary, set) {
+                    b[usize::from(*bit) / 64] |= 1 << (bit % 64);
+                }
+            }
+            memo.insert(pid, b);
+            Some(b)
+        };
         let Ok(mut map) = self.runtime.procs_map() else {
             return;
         };
         let keys: Vec<u32> = map.keys().filter_map(Result::ok).collect();
         for pid in keys {
-            let (Ok(mut entry), Some(info)) = (map.get(&pid, 0), procs.get(pid)) else {
+            let (Ok(mut entry), Some(bits)) = (map.get(&pid, 0), bits_of(pid)) else {
                 continue;
             };
-            let mut bits = [0u64; 2];
-            for (bit, set) in &sets {
-                if binary_in_set(&info.binary, set) {
-                    bits[usize::from(*bit) / 64] |= 1 << (bit % 64);
-                }
-            }
-            let parent_bits = procs.get(info.ppid).map(|p| {
-                let mut b = [0u64; 2];
-                for (bit, set) in &sets {
-                    if binary_in_set(&p.binary, set) {
-                        b[usize::from(*bit) / 64] |= 1 << (bit % 64);
-                    }
-                }
-                b
-            });
             entry.bin_match = bits;
-            if let Some(pb) = parent_bits {
-                entry.parent_bin = pb;
+            let mut followed = [0u64; 2];
+            let mut cur = procs.get(pid).map_or(0, |p| p.ppid);
+            for depth in 0..MAX_ANCESTORS {
+                let Some(b) = bits_of(cur) else { break };
+                if depth == 0 {
+                    entry.parent_bin = b;
+                }
+                followed[0] |= b[0] & follow[0];
+                followed[1] |= b[1] & follow[1];
+                match procs.get(cur) {
+                    Some(p) if p.ppid != cur && p.ppid != 0 => cur = p.ppid,
+                    _ => break,
+                }
             }
+            entry.bin_follow[0] |= followed[0];
+            entry.bin_follow[1] |= followed[1];
             let _ = map.insert(pid, entry, 0);
         }
     }

@@ -275,6 +275,12 @@ impl Runtime {
         self.layout.binsets()
     }
 
+    /// The binary sets whose matches extend to descendants
+    /// (`followChildren`), as a bitmap.
+    pub fn follow_mask(&self) -> [u64; 2] {
+        self.layout.binset_config().0
+    }
+
     /// Applies a compiled policy (replacing one of the same name). On error
     /// nothing of the new policy stays and the old one stays in force.
     /// Hooks enforced through fanotify are not the kernel's: the caller
