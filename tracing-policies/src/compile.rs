@@ -460,6 +460,17 @@ pub fn compile(
             ": palisade's tracing policies apply node-wide; narrow them with matchNamespaces or matchBinaries",
         ));
     }
+    // uprobes and USDTs were refused by `validate`.
+    if !spec.enforcers.is_empty() {
+        return Err(unsupported(
+            "spec.enforcers".into(),
+            "syscall enforcers are",
+            ": use Sigkill, or Override on an LSM hook",
+        ));
+    }
+    if spec.loader {
+        return Err(unsupported("spec.loader".into(), "loader events are", ""));
+    }
     for (i, k) in spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
         let (attach, kind, name) = kprobe_attach(&path, &k.call, k.syscall, host, feats)?;
@@ -491,11 +502,7 @@ pub fn compile(
         let path = format!("spec.tracepoints[{i}]");
         let (attach, fields) = if t.raw {
             if !feats.raw_tracepoints {
-                return Err(unsupported(
-                    path,
-                    "raw tracepoints are",
-                    " not available on this kernel",
-                ));
+                return Err(unsupported(path, "raw tracepoints are", " by this kernel"));
             }
             (
                 Attach::RawTracepoint {
@@ -505,11 +512,7 @@ pub fn compile(
             )
         } else {
             if !feats.tracepoints {
-                return Err(unsupported(
-                    path,
-                    "tracepoints are",
-                    " not available on this kernel",
-                ));
+                return Err(unsupported(path, "tracepoints are", " by this kernel"));
             }
             let fields = host
                 .tracepoint_format(&t.subsystem, &t.event)
@@ -554,8 +557,8 @@ pub fn compile(
             if !feats.fanotify {
                 return Err(unsupported(
                     path,
-                    "BPF-LSM and fanotify are",
-                    " both unavailable on this kernel",
+                    "BPF-LSM and fanotify permission events are",
+                    " by this kernel; one of them is needed to enforce this hook",
                 ));
             }
             Attach::Fanotify { access }
@@ -563,7 +566,7 @@ pub fn compile(
             return Err(unsupported(
                 format!("{path}.hook"),
                 format!("LSM hook {:?} needs BPF-LSM, which is", l.hook),
-                " not active on this kernel (boot with lsm=...,bpf); without it palisade enforces only file_open and bprm_check_security (through fanotify)",
+                " by this kernel or not active (boot with lsm=...,bpf); without it palisade enforces only file_open and bprm_check_security (through fanotify)",
             ));
         };
         let args = plan_args(&path, &attach, &l.args, None)?;
@@ -582,26 +585,6 @@ pub fn compile(
             &mut out.warnings,
         )?;
         out.hooks.push(hook);
-    }
-    if let Some(u) = spec.uprobes.first() {
-        return Err(unsupported(
-            "spec.uprobes[0]".into(),
-            "uprobes are",
-            format!(" ({})", u.path),
-        ));
-    }
-    if !spec.usdts.is_empty() {
-        return Err(unsupported("spec.usdts[0]".into(), "USDTs are", ""));
-    }
-    if !spec.enforcers.is_empty() {
-        return Err(unsupported(
-            "spec.enforcers".into(),
-            "syscall enforcers are",
-            ": use Sigkill, or Override on an LSM hook",
-        ));
-    }
-    if spec.loader {
-        return Err(unsupported("spec.loader".into(), "loader events are", ""));
     }
     Ok(out)
 }
@@ -660,7 +643,7 @@ fn kprobe_attach(
     Err(unsupported(
         format!("{path}.call"),
         format!("kprobe on {call:?} needs kprobes, which are"),
-        " not available on this kernel (CONFIG_KPROBES is off); syscalls (syscall: true), tracepoints, and security_file_open/security_bprm_check work without them",
+        " by this kernel (no kprobe PMU: CONFIG_KPROBES is off); syscalls (syscall: true), tracepoints, and security_file_open/security_bprm_check work without them",
     ))
 }
 
@@ -1140,30 +1123,30 @@ fn plan_filters(
         (
             "matchReturnArgs",
             !sel.match_return_args.is_empty(),
-            "needs kretprobes",
+            ": it needs kretprobes, which palisade does not hook yet",
         ),
         (
             "matchReturnActions",
             !sel.match_return_actions.is_empty(),
-            "needs kretprobes",
+            ": it needs kretprobes, which palisade does not hook yet",
         ),
         (
             "matchNamespaceChanges",
             !sel.match_namespace_changes.is_empty(),
-            "is not implemented",
+            " by palisade yet",
         ),
         (
             "matchCapabilityChanges",
             !sel.match_capability_changes.is_empty(),
-            "is not implemented",
+            " by palisade yet",
         ),
     ];
-    for (field, present, why) in unsupported_list {
+    for (field, present, hint) in unsupported_list {
         if present {
             return Err(unsupported(
                 format!("{sp}.{field}"),
                 format!("{field} is"),
-                format!(" ({why} in palisade)"),
+                hint,
             ));
         }
     }
@@ -1360,7 +1343,7 @@ fn arg_filter(
             return Err(unsupported(
                 format!("{mp}.operator"),
                 format!("operator {other:?} on a {} argument is", if text { "string" } else { "integer" }),
-                " not evaluated by palisade's in-kernel selectors (string: Equal, Prefix, Postfix and Not-forms; integer: Equal, InMap, InRange, GT, LT, Mask and Not-forms)",
+                ": palisade's in-kernel selectors evaluate string: Equal, Prefix, Postfix and their Not-forms; integer: Equal, InMap, InRange, GT, LT, Mask and their Not-forms",
             ))
         }
     })
@@ -1397,6 +1380,136 @@ pub fn binary_sets<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host from tables: `features`, x86_64 numbers of a few syscalls,
+    /// the `raw_syscalls/sys_enter` format.
+    struct TableHost {
+        features: KernelFeatures,
+    }
+
+    const SYS_ENTER: &str = "name: sys_enter
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:long id;\toffset:8;\tsize:8;\tsigned:1;
+\tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;
+";
+
+    impl Host for TableHost {
+        fn features(&self) -> KernelFeatures {
+            self.features
+        }
+
+        fn syscall_number(&self, name: &str) -> Option<u32> {
+            [("dup", 32), ("dup2", 33), ("setuid", 105)]
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|&(_, nr)| nr)
+        }
+
+        fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String> {
+            match (subsystem, event) {
+                ("raw_syscalls", "sys_enter") => crate::tpformat::parse_format(SYS_ENTER),
+                _ => Err("no such tracepoint".into()),
+            }
+        }
+
+        fn host_namespace(&self, _kind: NamespaceKind) -> Option<u64> {
+            Some(4026531836)
+        }
+    }
+
+    /// Tracepoints, raw tracepoints and fanotify; no kprobes, no BPF-LSM.
+    fn no_kprobes() -> TableHost {
+        TableHost {
+            features: KernelFeatures {
+                tracepoints: true,
+                raw_tracepoints: true,
+                fanotify: true,
+                ..KernelFeatures::default()
+            },
+        }
+    }
+
+    /// Everything.
+    fn full() -> TableHost {
+        TableHost {
+            features: KernelFeatures {
+                tracepoints: true,
+                raw_tracepoints: true,
+                kprobes: true,
+                fentry: true,
+                lsm: true,
+                fanotify: true,
+            },
+        }
+    }
+
+    fn policy(spec: &str) -> TracingPolicy {
+        let yaml = format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n{spec}"
+        );
+        let mut p = crate::parse_documents(&yaml, "t.yaml").expect("valid policy");
+        p.remove(0)
+    }
+
+    /// `path: message` of the error compiling `spec` on `host`.
+    fn error(spec: &str, host: &TableHost) -> String {
+        let e = compile(&policy(spec), host, CompileOptions::default()).expect_err("rejected");
+        format!("{}: {e}", e.path())
+    }
+
+    #[test]
+    fn missing_kernel_features_are_named() {
+        let host = TableHost {
+            features: KernelFeatures::default(),
+        };
+        assert_eq!(
+            error("  kprobes:\n  - call: tcp_connect\n", &host),
+            "spec.kprobes[0].call: kprobe on \"tcp_connect\" needs kprobes, which are not supported by this kernel (no kprobe PMU: CONFIG_KPROBES is off); syscalls (syscall: true), tracepoints, and security_file_open/security_bprm_check work without them"
+        );
+        assert_eq!(
+            error(
+                "  tracepoints:\n  - {subsystem: sched, event: sched_process_exec, raw: true}\n",
+                &host
+            ),
+            "spec.tracepoints[0]: raw tracepoints are not supported by this kernel"
+        );
+        assert_eq!(
+            error(
+                "  tracepoints:\n  - {subsystem: raw_syscalls, event: sys_enter}\n",
+                &host
+            ),
+            "spec.tracepoints[0]: tracepoints are not supported by this kernel"
+        );
+        assert!(error("  lsmhooks:\n  - hook: file_open\n", &host).starts_with(
+            "spec.lsmhooks[0]: BPF-LSM and fanotify permission events are not supported by this kernel"
+        ));
+        assert!(error("  lsmhooks:\n  - hook: path_mkdir\n", &no_kprobes()).starts_with(
+            "spec.lsmhooks[0].hook: LSM hook \"path_mkdir\" needs BPF-LSM, which is not supported by this kernel or not active (boot with lsm=...,bpf)"
+        ));
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let spec = "  kprobes:\n  - call: tcp_connect\n    args: [{index: 0, type: string}]\n    selectors:\n    - matchArgs: [{index: 0, operator: SubString, values: [x]}]\n";
+        assert!(error(spec, &full()).starts_with(
+            "spec.kprobes[0].selectors[0].matchArgs[0].operator: operator SubString on a string argument is not supported: palisade's in-kernel selectors evaluate"
+        ));
+        let spec = "  kprobes:\n  - call: tcp_connect\n    selectors:\n    - matchCapabilityChanges: [{type: Effective, operator: In, values: [CAP_SYS_ADMIN]}]\n";
+        assert_eq!(
+            error(spec, &full()),
+            "spec.kprobes[0].selectors[0].matchCapabilityChanges: matchCapabilityChanges is not supported by palisade yet"
+        );
+        let spec = "  loader: true\n  kprobes:\n  - call: tcp_connect\n";
+        assert_eq!(
+            error(spec, &full()),
+            "spec.loader: loader events are not supported"
+        );
+    }
 
     #[test]
     fn ranges_cover_exactly() {
