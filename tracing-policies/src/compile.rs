@@ -474,7 +474,8 @@ pub fn compile(
     for (i, k) in spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
         let (attach, kind, name) = kprobe_attach(&path, &k.call, k.syscall, host, feats)?;
-        if k.r#return || k.return_arg.is_some() {
+        // Without `return: true` Tetragon ignores returnArg; so does validation.
+        if k.r#return {
             return Err(unsupported(
                 format!("{path}.return"),
                 "kretprobes are",
@@ -1494,6 +1495,19 @@ format:
     }
 
     #[test]
+    fn return_arg_without_return_is_ignored() {
+        let spec = "  kprobes:\n  - call: security_bprm_check\n    args: [{index: 0, type: linux_binprm}]\n    returnArg: {index: 0, type: int}\n";
+        let c = compile(&policy(spec), &full(), CompileOptions::default()).expect("loads");
+        assert_eq!(
+            c.hooks[0].attach,
+            Attach::Kprobe {
+                function: "security_bprm_check".into()
+            }
+        );
+        assert_eq!(c.hooks[0].args.len(), 1);
+    }
+
+    #[test]
     fn unsupported_fields_are_named() {
         let spec = "  kprobes:\n  - call: tcp_connect\n    args: [{index: 0, type: string}]\n    selectors:\n    - matchArgs: [{index: 0, operator: SubString, values: [x]}]\n";
         assert!(error(spec, &full()).starts_with(
@@ -1503,6 +1517,11 @@ format:
         assert_eq!(
             error(spec, &full()),
             "spec.kprobes[0].selectors[0].matchCapabilityChanges: matchCapabilityChanges is not supported by palisade yet"
+        );
+        let spec = "  kprobes:\n  - call: tcp_connect\n    return: true\n    returnArg: {index: 0, type: int}\n";
+        assert_eq!(
+            error(spec, &full()),
+            "spec.kprobes[0].return: kretprobes are not supported: palisade does not hook function returns yet; remove return/returnArg"
         );
         let spec = "  loader: true\n  kprobes:\n  - call: tcp_connect\n";
         assert_eq!(
