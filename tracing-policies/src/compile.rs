@@ -24,7 +24,7 @@ use crate::model::{
     CapabilitySet, KProbeArg, NamespaceKind, RateLimitScope, Selector, SetOperator, TracingPolicy,
 };
 use crate::tpformat::TpField;
-use crate::validate::{parse_rate_limit, policy_mode, PolicyMode};
+use crate::validate::{parse_rate_limit, policy_mode, resolve_arg, PolicyMode};
 use crate::values::{capability_bit, parse_int, IntSyntax, IntType};
 use crate::ValidationError;
 
@@ -490,6 +490,7 @@ pub fn compile(
                 kind,
                 function_name: name,
                 args,
+                decls: &k.args,
                 selectors: &k.selectors,
                 message: &k.message,
                 tags: &k.tags,
@@ -539,6 +540,7 @@ pub fn compile(
                 kind: HookKind::Tracepoint,
                 function_name: format!("{}/{}", t.subsystem, t.event),
                 args,
+                decls: &t.args,
                 selectors: &t.selectors,
                 message: &t.message,
                 tags: &t.tags,
@@ -578,6 +580,7 @@ pub fn compile(
                 kind: HookKind::Lsm,
                 function_name: l.hook.clone(),
                 args,
+                decls: &l.args,
                 selectors: &l.selectors,
                 message: &l.message,
                 tags: &l.tags,
@@ -663,17 +666,20 @@ fn plan_args(
     decls: &[KProbeArg],
     fields: Option<&[TpField]>,
 ) -> Result<Vec<ArgPlan>, ValidationError> {
-    if decls.len() > MAX_ARGS {
+    let read = decls.iter().filter(|a| a.r#type != ArgType::Nop).count();
+    if read > MAX_ARGS {
         return Err(invalid(
             format!("{path}.args"),
-            format!(
-                "{} args declared; palisade reads at most {MAX_ARGS} per hook",
-                decls.len()
-            ),
+            format!("{read} args declared; palisade reads at most {MAX_ARGS} per hook"),
         ));
     }
-    let mut out = Vec::with_capacity(decls.len());
+    let mut out = Vec::with_capacity(read);
     for (i, a) in decls.iter().enumerate() {
+        // A `nop` argument is declared but neither read nor reported (as
+        // in Tetragon); the slots of the others follow.
+        if a.r#type == ArgType::Nop {
+            continue;
+        }
         let ap = format!("{path}.args[{i}]");
         let class = a.r#type.class();
         let int = |class: ArgClass| -> Option<ArgRead> {
@@ -853,6 +859,7 @@ struct Draft<'a> {
     kind: HookKind,
     function_name: String,
     args: Vec<ArgPlan>,
+    decls: &'a [KProbeArg],
     selectors: &'a [Selector],
     message: &'a str,
     tags: &'a [String],
@@ -876,6 +883,7 @@ fn finish_hook(
         kind,
         function_name,
         args,
+        decls,
         selectors,
         message,
         tags,
@@ -889,13 +897,12 @@ fn finish_hook(
         let filters = if fanotify {
             vec![FilterPlan::True]
         } else {
-            plan_filters(
-                &sp,
-                sel,
-                &args,
-                matches!(attach, Attach::Tracepoint { .. }),
-                host,
-            )?
+            let shape = ArgShape {
+                read: &args,
+                decls,
+                tracepoint: matches!(attach, Attach::Tracepoint { .. }),
+            };
+            plan_filters(&sp, sel, &shape, host)?
         };
         let (actions, fallback) = plan_actions(&sp, &sel.match_actions, &attach, options)?;
         if fallback {
@@ -1006,37 +1013,50 @@ fn plan_actions(
     Ok((plan, fallback))
 }
 
-/// The position in `args` a matchArgs entry refers to (validated before).
-fn arg_position(m: &ArgSelector, args: &[ArgPlan], tracepoint: bool) -> Option<usize> {
-    if let Some(&pos) = m.args.first() {
-        return Some(pos as usize);
+/// A hook's arguments as declared and as read.
+struct ArgShape<'a> {
+    /// The arguments read (without `nop` ones).
+    read: &'a [ArgPlan],
+    /// The declarations.
+    decls: &'a [KProbeArg],
+    /// A tracepoint (`index` may be a position).
+    tracepoint: bool,
+}
+
+impl ArgShape<'_> {
+    /// The slot in `read` of the argument matchArgs entry `m` at `mp`
+    /// filters: the declared argument it refers to ([`resolve_arg`]),
+    /// counted without the `nop` arguments before it.
+    fn slot(&self, mp: &str, m: &ArgSelector) -> Result<(usize, &ArgPlan), ValidationError> {
+        let pos = resolve_arg(mp, m, self.decls, "args", self.tracepoint)?;
+        let not_read = || {
+            invalid(
+                format!("{mp}.index"),
+                "refers to a nop argument, which is not read; declare the argument with its type",
+            )
+        };
+        if self.decls.get(pos).is_none_or(|a| a.r#type == ArgType::Nop) {
+            return Err(not_read());
+        }
+        let slot = self.decls[..pos]
+            .iter()
+            .filter(|a| a.r#type != ArgType::Nop)
+            .count();
+        self.read.get(slot).map(|a| (slot, a)).ok_or_else(not_read)
     }
-    args.iter()
-        .position(|a| a.decl.index == m.index)
-        .or_else(|| {
-            tracepoint
-                .then_some(m.index as usize)
-                .filter(|&p| p < args.len())
-        })
 }
 
 fn plan_filters(
     sp: &str,
     sel: &Selector,
-    args: &[ArgPlan],
-    tracepoint: bool,
+    shape: &ArgShape<'_>,
     host: &dyn Host,
 ) -> Result<Vec<FilterPlan>, ValidationError> {
     let mut out = Vec::new();
     for (i, m) in sel.match_args.iter().enumerate() {
         let mp = format!("{sp}.matchArgs[{i}]");
-        let pos = arg_position(m, args, tracepoint).ok_or_else(|| {
-            invalid(
-                format!("{mp}.index"),
-                "does not refer to a declared argument",
-            )
-        })?;
-        out.push(arg_filter(&mp, m, pos, &args[pos])?);
+        let (slot, arg) = shape.slot(&mp, m)?;
+        out.push(arg_filter(&mp, m, slot, arg)?);
     }
     for (i, b) in sel.match_binaries.iter().enumerate() {
         let (set, negate) = binary_set(b.operator, &b.values);
@@ -1505,6 +1525,50 @@ format:
             }
         );
         assert_eq!(c.hooks[0].args.len(), 1);
+    }
+
+    #[test]
+    fn nop_arguments_are_declared_but_not_read() {
+        let spec = "  kprobes:\n  - call: security_bprm_creds_from_file\n    args:\n    - {index: 0, type: nop}\n    - {index: 1, type: file}\n    - {index: 2, type: int}\n    selectors:\n    - matchArgs:\n      - {index: 1, operator: Prefix, values: [/tmp/]}\n      - {args: [2], index: 0, operator: Equal, values: ['7']}\n";
+        let c = compile(&policy(spec), &full(), CompileOptions::default()).expect("loads");
+        let h = &c.hooks[0];
+        let read: Vec<(ArgSource, ArgRead)> = h.args.iter().map(|a| (a.source, a.read)).collect();
+        assert_eq!(
+            read,
+            [
+                (ArgSource::Reg(1), ArgRead::File),
+                (
+                    ArgSource::Reg(2),
+                    ArgRead::Int {
+                        size: 4,
+                        signed: true
+                    }
+                ),
+            ]
+        );
+        let filters = &h.selectors[0].filters;
+        assert!(matches!(filters[0], FilterPlan::ArgStr { arg: 0, .. }));
+        assert!(matches!(filters[1], FilterPlan::ArgNum { arg: 1, .. }));
+
+        let spec = "  kprobes:\n  - call: f\n    args: [{index: 0, type: nop}]\n    selectors:\n    - matchArgs: [{index: 0, operator: Equal, values: ['1']}]\n";
+        let yaml = format!("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n{spec}");
+        let e = crate::parse_documents(&yaml, "t.yaml").expect_err("nop is not filtered");
+        assert!(e.to_string().contains("type nop"), "{e}");
+
+        // The nop argument does not count against the cap of MAX_ARGS.
+        let mut args = String::from("    - {index: 0, type: nop}\n");
+        for i in 1..=MAX_ARGS {
+            args.push_str(&format!("    - {{index: {}, type: int}}\n", i - 1));
+        }
+        let spec = format!("  kprobes:\n  - call: f\n    args:\n{args}");
+        assert_eq!(
+            compile(&policy(&spec), &full(), CompileOptions::default())
+                .expect("six read")
+                .hooks[0]
+                .args
+                .len(),
+            MAX_ARGS
+        );
     }
 
     #[test]
