@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 
 use crate::model::{
     ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinaryOperator,
-    CapabilitySet, KProbeArg, NamespaceKind, RateLimitScope, Selector, SetOperator, TracingPolicy,
+    CapabilitySet, KProbeArg, ListSpec, ListType, NamespaceKind, RateLimitScope, Selector,
+    SetOperator, TracingPolicy,
 };
 use crate::tpformat::TpField;
 use crate::validate::{parse_rate_limit, policy_mode, resolve_arg, PolicyMode};
@@ -439,6 +440,10 @@ pub fn compile(
         mode,
         host,
         options,
+        lists: ListValues {
+            specs: &policy.spec.lists,
+            host,
+        },
     };
     let mut out = CompiledPolicy {
         name: policy.metadata.name.clone(),
@@ -870,6 +875,76 @@ struct Env<'a> {
     mode: PolicyMode,
     host: &'a dyn Host,
     options: CompileOptions,
+    lists: ListValues<'a>,
+}
+
+/// The `list:NAME` values of `InMap`/`NotInMap` on this host.
+struct ListValues<'a> {
+    specs: &'a [ListSpec],
+    host: &'a dyn Host,
+}
+
+impl ListValues<'_> {
+    /// The integers of list `name`, read as `ty`: a list without `type`
+    /// holds integers, a `syscalls` list names syscalls (`sys_dup`), which
+    /// become this host's numbers. `at` is the YAML path of the
+    /// `list:NAME` value; errors about a list's values name those.
+    fn integers(&self, at: &str, name: &str, ty: IntType) -> Result<Vec<i128>, ValidationError> {
+        let Some((i, list)) = self.specs.iter().enumerate().find(|(_, l)| l.name == name) else {
+            return Err(invalid(
+                at.to_owned(),
+                format!("list {name:?} is not declared; add it to spec.lists"),
+            ));
+        };
+        let value_path = |j: usize| format!("spec.lists[{i}].values[{j}]");
+        match list.r#type {
+            None => list
+                .values
+                .iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    parse_int(v, ty, IntSyntax::Map).map_err(|e| invalid(value_path(j), e))
+                })
+                .collect(),
+            Some(ListType::Syscalls) => list
+                .values
+                .iter()
+                .enumerate()
+                .map(|(j, v)| self.syscall(value_path(j), v))
+                .collect(),
+            Some(ListType::GeneratedSyscalls) => Err(unsupported(
+                at.to_owned(),
+                format!("matching the generated_syscalls list {name:?} is"),
+                ": name the syscalls in a list of type syscalls",
+            )),
+            Some(ListType::GeneratedFtrace) => Err(invalid(
+                at.to_owned(),
+                format!(
+                    "list {name:?} names kernel functions (generated_ftrace); InMap needs a syscalls list or a list of integers"
+                ),
+            )),
+        }
+    }
+
+    /// The number of syscall `name` of a `syscalls` list.
+    fn syscall(&self, at: String, name: &str) -> Result<i128, ValidationError> {
+        if name.starts_with("__ia32_") {
+            return Err(unsupported(
+                at,
+                "32-bit (ia32) syscalls are",
+                ": palisade matches the native syscall numbers that raw_syscalls reports; remove the __ia32_ entry",
+            ));
+        }
+        self.host
+            .syscall_number(syscall_name(name))
+            .map(i128::from)
+            .ok_or_else(|| {
+                invalid(
+                    at,
+                    format!("{name:?} is not a syscall of this architecture"),
+                )
+            })
+    }
 }
 
 fn finish_hook(
@@ -888,7 +963,7 @@ fn finish_hook(
         message,
         tags,
     } = d;
-    let (host, options) = (env.host, env.options);
+    let options = env.options;
     let mut monitor = env.mode == PolicyMode::Monitor;
     let fanotify = matches!(attach, Attach::Fanotify { .. });
     let mut plans = Vec::with_capacity(selectors.len().max(1));
@@ -902,7 +977,7 @@ fn finish_hook(
                 decls,
                 tracepoint: matches!(attach, Attach::Tracepoint { .. }),
             };
-            plan_filters(&sp, sel, &shape, host)?
+            plan_filters(&sp, sel, &shape, env)?
         };
         let (actions, fallback) = plan_actions(&sp, &sel.match_actions, &attach, options)?;
         if fallback {
@@ -1050,13 +1125,14 @@ fn plan_filters(
     sp: &str,
     sel: &Selector,
     shape: &ArgShape<'_>,
-    host: &dyn Host,
+    env: &Env<'_>,
 ) -> Result<Vec<FilterPlan>, ValidationError> {
+    let host = env.host;
     let mut out = Vec::new();
     for (i, m) in sel.match_args.iter().enumerate() {
         let mp = format!("{sp}.matchArgs[{i}]");
         let (slot, arg) = shape.slot(&mp, m)?;
-        out.push(arg_filter(&mp, m, slot, arg)?);
+        out.push(arg_filter(&mp, m, slot, arg, &env.lists)?);
     }
     for (i, b) in sel.match_binaries.iter().enumerate() {
         let (set, negate) = binary_set(b.operator, &b.values);
@@ -1254,6 +1330,7 @@ fn arg_filter(
     m: &ArgSelector,
     pos: usize,
     arg: &ArgPlan,
+    lists: &ListValues<'_>,
 ) -> Result<FilterPlan, ValidationError> {
     use ArgOperator as O;
     let a = pos as u8;
@@ -1275,16 +1352,23 @@ fn arg_filter(
     } else {
         IntSyntax::Go
     };
+    let ty = IntType::of(class).unwrap_or(IntType {
+        bits: 64,
+        signed: false,
+    });
     let int_of = |k: usize, v: &str| -> Result<i128, ValidationError> {
-        let ty = IntType::of(class).unwrap_or(IntType {
-            bits: 64,
-            signed: false,
-        });
         parse_int(v, ty, syntax).map_err(|e| invalid(format!("{mp}.values[{k}]"), e))
     };
     let ints = |allow_ranges: bool| -> Result<NumEntries, ValidationError> {
         let mut entries = Vec::new();
         for (k, v) in values.iter().enumerate() {
+            if let Some(name) = v.strip_prefix("list:").filter(|_| syntax == IntSyntax::Map) {
+                let at = format!("{mp}.values[{k}]");
+                for n in lists.integers(&at, name, ty)? {
+                    entries.push((key_of(n, signed), 64));
+                }
+                continue;
+            }
             match v.split_once(':') {
                 Some((lo, hi)) if allow_ranges => {
                     let (lo, hi) = (int_of(k, lo)?, int_of(k, hi)?);
@@ -1569,6 +1653,52 @@ format:
                 .len(),
             MAX_ARGS
         );
+    }
+
+    #[test]
+    fn in_map_lists_resolve_on_the_host() {
+        let spec = |values: &str, ty: &str| {
+            format!(
+                "  lists:\n  - {{name: calls, {ty}values: [{values}]}}\n  tracepoints:\n  - subsystem: raw_syscalls\n    event: sys_enter\n    args: [{{index: 4, type: syscall64}}]\n    selectors:\n    - matchArgs: [{{index: 0, operator: NotInMap, values: ['list:calls', '7']}}]\n"
+            )
+        };
+        let c = compile(
+            &policy(&spec("sys_dup, __x64_sys_dup2", "type: syscalls, ")),
+            &no_kprobes(),
+            CompileOptions::default(),
+        )
+        .expect("loads");
+        assert_eq!(
+            c.hooks[0].selectors[0].filters,
+            [FilterPlan::ArgNum {
+                arg: 0,
+                signed: false,
+                negate: true,
+                entries: vec![(32, 64), (33, 64), (7, 64)],
+            }]
+        );
+        let c = compile(
+            &policy(&spec("'1', '0x10'", "")),
+            &no_kprobes(),
+            CompileOptions::default(),
+        )
+        .expect("loads");
+        assert!(matches!(
+            &c.hooks[0].selectors[0].filters[0],
+            FilterPlan::ArgNum { entries, .. } if entries == &[(1, 64), (16, 64), (7, 64)]
+        ));
+        assert_eq!(
+            error(&spec("sys_dup, __ia32_sys_dup", "type: syscalls, "), &no_kprobes()),
+            "spec.lists[0].values[1]: 32-bit (ia32) syscalls are not supported: palisade matches the native syscall numbers that raw_syscalls reports; remove the __ia32_ entry"
+        );
+        assert_eq!(
+            error(&spec("sys_nonesuch", "type: syscalls, "), &no_kprobes()),
+            "spec.lists[0].values[0]: \"sys_nonesuch\" is not a syscall of this architecture"
+        );
+        let ftrace = "  lists:\n  - {name: calls, type: generated_ftrace, pattern: '^vfs_'}\n  tracepoints:\n  - subsystem: raw_syscalls\n    event: sys_enter\n    args: [{index: 4, type: syscall64}]\n    selectors:\n    - matchArgs: [{index: 0, operator: InMap, values: ['list:calls']}]\n";
+        assert!(error(ftrace, &no_kprobes()).starts_with(
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: list \"calls\" names kernel functions"
+        ));
     }
 
     #[test]
