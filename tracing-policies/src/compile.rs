@@ -12,12 +12,16 @@
 //!   `bprm_check_security` run on fanotify permission events when the
 //!   kernel lacks the BPF mechanism, so that `Override` still denies.
 //!
+//! A kprobe's function and an LSM hook's `bpf_lsm_<hook>` must exist in the
+//! kernel (when the host can tell); `ignore: {callNotFound: true}` skips a
+//! kprobe whose function is missing, with a warning, as Tetragon does.
+//!
 //! A hook that cannot be enforced as written is an error naming the YAML
 //! path and the missing kernel feature, unless the operator allows the
 //! monitoring fallback (the hook is then loaded with its actions reported,
 //! not carried out, and a warning says so).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{
     ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinaryOperator,
@@ -62,6 +66,10 @@ pub trait Host {
     fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String>;
     /// The host's namespace inode of `kind` (for `host_ns`).
     fn host_namespace(&self, kind: NamespaceKind) -> Option<u64>;
+    /// Which of `names` are functions of this kernel that a kprobe can
+    /// attach to (BPF-LSM hooks are asked as `bpf_lsm_<hook>`), or `None`
+    /// when the kernel's symbols cannot be read (the attach then tells).
+    fn kernel_functions(&self, names: &BTreeSet<String>) -> Option<BTreeSet<String>>;
 }
 
 /// Operator choices.
@@ -476,9 +484,26 @@ pub fn compile(
     if spec.loader {
         return Err(unsupported("spec.loader".into(), "loader events are", ""));
     }
+    let functions = KernelFunctions::of(policy, host);
     for (i, k) in spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
         let (attach, kind, name) = kprobe_attach(&path, &k.call, k.syscall, host, feats)?;
+        if let Attach::Kprobe { function } = &attach {
+            if !functions.has(function) {
+                if k.ignore.as_ref().is_some_and(|i| i.call_not_found) {
+                    out.warnings.push(format!(
+                        "{path}: kernel function {function:?} does not exist on this kernel; kprobe skipped (ignore.callNotFound)"
+                    ));
+                    continue;
+                }
+                return Err(invalid(
+                    format!("{path}.call"),
+                    format!(
+                        "kernel function {function:?} does not exist on this kernel; check its name for this kernel version, or set ignore.callNotFound: true to skip the kprobe where it is missing"
+                    ),
+                ));
+            }
+        }
         // Without `return: true` Tetragon ignores returnArg; so does validation.
         if k.r#return {
             return Err(unsupported(
@@ -558,6 +583,16 @@ pub fn compile(
     for (i, l) in spec.lsm_hooks.iter().enumerate() {
         let path = format!("spec.lsmhooks[{i}]");
         let attach = if feats.lsm {
+            if !functions.has(&lsm_function(&l.hook)) {
+                return Err(invalid(
+                    format!("{path}.hook"),
+                    format!(
+                        "LSM hook {:?} does not exist on this kernel (no {}); check its name for this kernel version",
+                        l.hook,
+                        lsm_function(&l.hook)
+                    ),
+                ));
+            }
             Attach::Lsm {
                 hook: l.hook.clone(),
             }
@@ -596,6 +631,45 @@ pub fn compile(
         out.hooks.push(hook);
     }
     Ok(out)
+}
+
+/// The kernel functions a policy's hooks attach to, as far as the host
+/// knows them.
+struct KernelFunctions(Option<BTreeSet<String>>);
+
+impl KernelFunctions {
+    /// Asks `host` once about the functions of the policy's kprobes (when
+    /// the kernel has kprobes) and LSM hooks (when it has BPF-LSM).
+    fn of(policy: &TracingPolicy, host: &dyn Host) -> Self {
+        let feats = host.features();
+        let spec = &policy.spec;
+        let mut names = BTreeSet::new();
+        if feats.kprobes {
+            names.extend(
+                spec.kprobes
+                    .iter()
+                    .filter(|k| !k.syscall && !k.call.starts_with("list:"))
+                    .map(|k| k.call.clone()),
+            );
+        }
+        if feats.lsm {
+            names.extend(spec.lsm_hooks.iter().map(|l| lsm_function(&l.hook)));
+        }
+        if names.is_empty() {
+            return Self(None);
+        }
+        Self(host.kernel_functions(&names))
+    }
+
+    /// Whether `name` exists (true when unknown).
+    fn has(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|f| f.contains(name))
+    }
+}
+
+/// The function a BPF-LSM program on `hook` attaches to.
+fn lsm_function(hook: &str) -> String {
+    format!("bpf_lsm_{hook}")
 }
 
 /// `file_open`/`bprm_check_security` (and their `security_` functions).
@@ -1487,9 +1561,11 @@ mod tests {
     use super::*;
 
     /// A host from tables: `features`, x86_64 numbers of a few syscalls,
-    /// the `raw_syscalls/sys_enter` format.
+    /// the `raw_syscalls/sys_enter` format and, when known, the kernel's
+    /// functions.
     struct TableHost {
         features: KernelFeatures,
+        functions: Option<&'static [&'static str]>,
     }
 
     const SYS_ENTER: &str = "name: sys_enter
@@ -1525,6 +1601,17 @@ format:
         fn host_namespace(&self, _kind: NamespaceKind) -> Option<u64> {
             Some(4026531836)
         }
+
+        fn kernel_functions(&self, names: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+            let known = self.functions?;
+            Some(
+                names
+                    .iter()
+                    .filter(|n| known.contains(&n.as_str()))
+                    .cloned()
+                    .collect(),
+            )
+        }
     }
 
     /// Tracepoints, raw tracepoints and fanotify; no kprobes, no BPF-LSM.
@@ -1536,6 +1623,7 @@ format:
                 fanotify: true,
                 ..KernelFeatures::default()
             },
+            functions: None,
         }
     }
 
@@ -1550,6 +1638,7 @@ format:
                 lsm: true,
                 fanotify: true,
             },
+            functions: None,
         }
     }
 
@@ -1571,6 +1660,7 @@ format:
     fn missing_kernel_features_are_named() {
         let host = TableHost {
             features: KernelFeatures::default(),
+            functions: None,
         };
         assert_eq!(
             error("  kprobes:\n  - call: tcp_connect\n", &host),
@@ -1699,6 +1789,43 @@ format:
         assert!(error(ftrace, &no_kprobes()).starts_with(
             "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: list \"calls\" names kernel functions"
         ));
+    }
+
+    #[test]
+    fn hooks_need_their_kernel_functions() {
+        let host = TableHost {
+            functions: Some(&["tcp_connect", "bpf_lsm_file_open"]),
+            ..full()
+        };
+        let spec = "  kprobes:\n  - call: tcp_connect\n  - call: security_bpf_map_alloc\n";
+        assert_eq!(
+            error(spec, &host),
+            "spec.kprobes[1].call: kernel function \"security_bpf_map_alloc\" does not exist on this kernel; check its name for this kernel version, or set ignore.callNotFound: true to skip the kprobe where it is missing"
+        );
+        let c = compile(
+            &policy(&format!("{spec}    ignore: {{callNotFound: true}}\n")),
+            &host,
+            CompileOptions::default(),
+        )
+        .expect("the missing one is skipped");
+        assert_eq!(c.hooks.len(), 1);
+        assert_eq!(c.hooks[0].path, "spec.kprobes[0]");
+        assert_eq!(
+            c.warnings,
+            ["spec.kprobes[1]: kernel function \"security_bpf_map_alloc\" does not exist on this kernel; kprobe skipped (ignore.callNotFound)"]
+        );
+        // Unknown symbols: the attach tells.
+        assert!(compile(&policy(spec), &full(), CompileOptions::default()).is_ok());
+        // Syscalls are numbers, not functions.
+        let spec = "  kprobes:\n  - {call: sys_setuid, syscall: true}\n";
+        assert!(compile(&policy(spec), &host, CompileOptions::default()).is_ok());
+
+        let lsm = |hook: &str| format!("  lsmhooks:\n  - hook: {hook}\n");
+        assert!(compile(&policy(&lsm("file_open")), &host, CompileOptions::default()).is_ok());
+        assert_eq!(
+            error(&lsm("bprm_check_security"), &host),
+            "spec.lsmhooks[0].hook: LSM hook \"bprm_check_security\" does not exist on this kernel (no bpf_lsm_bprm_check_security); check its name for this kernel version"
+        );
     }
 
     #[test]
