@@ -140,7 +140,11 @@ impl TracingState {
             .into_iter()
             .map(|(p, one)| {
                 let c = compile(&p, &self.host, self.options).map_err(|e| {
-                    AgentError::Invalid(format!("{source}: TracingPolicy {}: {e}", p.metadata.name))
+                    AgentError::Invalid(format!(
+                        "{source}: TracingPolicy {}: {}: {e}",
+                        p.metadata.name,
+                        e.path()
+                    ))
                 })?;
                 if c.hooks.iter().any(|h| matches!(h.attach, Attach::Fanotify { .. })) {
                     return Err(AgentError::Invalid(format!(
