@@ -760,6 +760,13 @@ fn plan_args(
             continue;
         }
         let ap = format!("{path}.args[{i}]");
+        if !a.resolve.is_empty() {
+            return Err(unsupported(
+                format!("{ap}.resolve"),
+                "resolve (following fields of the argument through BTF) is",
+                ": palisade reads the argument itself; remove resolve",
+            ));
+        }
         let class = a.r#type.class();
         let int = |class: ArgClass| -> Option<ArgRead> {
             match class {
@@ -926,6 +933,13 @@ fn plan_args(
                 }
             }
         };
+        if a.size_arg_index != 0 {
+            return Err(unsupported(
+                format!("{ap}.sizeArgIndex"),
+                "sized buffers (sizeArgIndex) are",
+                ": palisade reads char_buf as a NUL-terminated string, which would run past the buffer's size; remove sizeArgIndex to report the buffer up to its first NUL",
+            ));
+        }
         out.push(plan);
     }
     Ok(out)
@@ -1060,6 +1074,7 @@ fn finish_hook(
                 "{sp}.matchActions: Override cannot be enforced on this kernel at {function_name}; loaded in monitoring mode (actions reported, not carried out)"
             ));
         }
+        warnings.extend(unreported_extras(&sp, &sel.match_actions));
         plans.push(SelectorPlan { filters, actions });
     }
     if plans.is_empty() {
@@ -1090,6 +1105,30 @@ fn post_plan() -> ActionPlan {
         rate_ns: 0,
         rate_scope: RateLimitScope::Thread,
     }
+}
+
+/// What the `Post` actions of a selector ask events to carry that palisade's
+/// events do not (the events are posted without it): one warning each.
+fn unreported_extras(sp: &str, actions: &[ActionSelector]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (ai, a) in actions.iter().enumerate() {
+        for (field, set, what) in [
+            (
+                "kernelStackTrace",
+                a.kernel_stack_trace,
+                "kernel stack traces",
+            ),
+            ("userStackTrace", a.user_stack_trace, "user stack traces"),
+            ("imaHash", a.ima_hash, "IMA hashes"),
+        ] {
+            if set {
+                out.push(format!(
+                    "{sp}.matchActions[{ai}].{field}: palisade's events do not carry {what}; events are posted without them"
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Actions of one selector; the bool says the monitoring fallback was used.
@@ -1585,7 +1624,7 @@ format:
         }
 
         fn syscall_number(&self, name: &str) -> Option<u32> {
-            [("dup", 32), ("dup2", 33), ("setuid", 105)]
+            [("write", 1), ("dup", 32), ("dup2", 33), ("setuid", 105)]
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|&(_, nr)| nr)
@@ -1825,6 +1864,27 @@ format:
         assert_eq!(
             error(&lsm("bprm_check_security"), &host),
             "spec.lsmhooks[0].hook: LSM hook \"bprm_check_security\" does not exist on this kernel (no bpf_lsm_bprm_check_security); check its name for this kernel version"
+        );
+    }
+
+    #[test]
+    fn what_would_be_read_wrong_is_refused_what_events_lack_is_a_warning() {
+        let spec = "  kprobes:\n  - call: sys_write\n    syscall: true\n    args:\n    - {index: 1, type: char_buf, sizeArgIndex: 3}\n    - {index: 2, type: size_t}\n";
+        assert!(error(spec, &full()).starts_with(
+            "spec.kprobes[0].args[0].sizeArgIndex: sized buffers (sizeArgIndex) are not supported: palisade reads char_buf as a NUL-terminated string"
+        ));
+        let spec = "  kprobes:\n  - call: tcp_connect\n    args: [{index: 0, type: int, resolve: sk_common.skc_family}]\n";
+        assert!(error(spec, &full()).starts_with(
+            "spec.kprobes[0].args[0].resolve: resolve (following fields of the argument through BTF) is not supported"
+        ));
+        let spec = "  lsmhooks:\n  - hook: bprm_check_security\n    selectors:\n    - matchActions:\n      - {action: Post, imaHash: true, kernelStackTrace: true}\n";
+        let c = compile(&policy(spec), &full(), CompileOptions::default()).expect("loads");
+        assert_eq!(
+            c.warnings,
+            [
+                "spec.lsmhooks[0].selectors[0].matchActions[0].kernelStackTrace: palisade's events do not carry kernel stack traces; events are posted without them",
+                "spec.lsmhooks[0].selectors[0].matchActions[0].imaHash: palisade's events do not carry IMA hashes; events are posted without them",
+            ]
         );
     }
 
