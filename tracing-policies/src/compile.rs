@@ -12,19 +12,24 @@
 //!   `bprm_check_security` run on fanotify permission events when the
 //!   kernel lacks the BPF mechanism, so that `Override` still denies.
 //!
+//! A kprobe's function and an LSM hook's `bpf_lsm_<hook>` must exist in the
+//! kernel (when the host can tell); `ignore: {callNotFound: true}` skips a
+//! kprobe whose function is missing, with a warning, as Tetragon does.
+//!
 //! A hook that cannot be enforced as written is an error naming the YAML
 //! path and the missing kernel feature, unless the operator allows the
 //! monitoring fallback (the hook is then loaded with its actions reported,
 //! not carried out, and a warning says so).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{
     ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinaryOperator,
-    CapabilitySet, KProbeArg, NamespaceKind, RateLimitScope, Selector, SetOperator, TracingPolicy,
+    CapabilitySet, KProbeArg, ListSpec, ListType, NamespaceKind, RateLimitScope, Selector,
+    SetOperator, TracingPolicy,
 };
 use crate::tpformat::TpField;
-use crate::validate::{parse_rate_limit, policy_mode, PolicyMode};
+use crate::validate::{parse_rate_limit, policy_mode, resolve_arg, PolicyMode};
 use crate::values::{capability_bit, parse_int, IntSyntax, IntType};
 use crate::ValidationError;
 
@@ -61,6 +66,10 @@ pub trait Host {
     fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String>;
     /// The host's namespace inode of `kind` (for `host_ns`).
     fn host_namespace(&self, kind: NamespaceKind) -> Option<u64>;
+    /// Which of `names` are functions of this kernel that a kprobe can
+    /// attach to (BPF-LSM hooks are asked as `bpf_lsm_<hook>`), or `None`
+    /// when the kernel's symbols cannot be read (the attach then tells).
+    fn kernel_functions(&self, names: &BTreeSet<String>) -> Option<BTreeSet<String>>;
 }
 
 /// Operator choices.
@@ -439,6 +448,10 @@ pub fn compile(
         mode,
         host,
         options,
+        lists: ListValues {
+            specs: &policy.spec.lists,
+            host,
+        },
     };
     let mut out = CompiledPolicy {
         name: policy.metadata.name.clone(),
@@ -460,10 +473,39 @@ pub fn compile(
             ": palisade's tracing policies apply node-wide; narrow them with matchNamespaces or matchBinaries",
         ));
     }
+    // uprobes and USDTs were refused by `validate`.
+    if !spec.enforcers.is_empty() {
+        return Err(unsupported(
+            "spec.enforcers".into(),
+            "syscall enforcers are",
+            ": use Sigkill, or Override on an LSM hook",
+        ));
+    }
+    if spec.loader {
+        return Err(unsupported("spec.loader".into(), "loader events are", ""));
+    }
+    let functions = KernelFunctions::of(policy, host);
     for (i, k) in spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
         let (attach, kind, name) = kprobe_attach(&path, &k.call, k.syscall, host, feats)?;
-        if k.r#return || k.return_arg.is_some() {
+        if let Attach::Kprobe { function } = &attach {
+            if !functions.has(function) {
+                if k.ignore.as_ref().is_some_and(|i| i.call_not_found) {
+                    out.warnings.push(format!(
+                        "{path}: kernel function {function:?} does not exist on this kernel; kprobe skipped (ignore.callNotFound)"
+                    ));
+                    continue;
+                }
+                return Err(invalid(
+                    format!("{path}.call"),
+                    format!(
+                        "kernel function {function:?} does not exist on this kernel; check its name for this kernel version, or set ignore.callNotFound: true to skip the kprobe where it is missing"
+                    ),
+                ));
+            }
+        }
+        // Without `return: true` Tetragon ignores returnArg; so does validation.
+        if k.r#return {
             return Err(unsupported(
                 format!("{path}.return"),
                 "kretprobes are",
@@ -478,6 +520,7 @@ pub fn compile(
                 kind,
                 function_name: name,
                 args,
+                decls: &k.args,
                 selectors: &k.selectors,
                 message: &k.message,
                 tags: &k.tags,
@@ -491,11 +534,7 @@ pub fn compile(
         let path = format!("spec.tracepoints[{i}]");
         let (attach, fields) = if t.raw {
             if !feats.raw_tracepoints {
-                return Err(unsupported(
-                    path,
-                    "raw tracepoints are",
-                    " not available on this kernel",
-                ));
+                return Err(unsupported(path, "raw tracepoints are", " by this kernel"));
             }
             (
                 Attach::RawTracepoint {
@@ -505,11 +544,7 @@ pub fn compile(
             )
         } else {
             if !feats.tracepoints {
-                return Err(unsupported(
-                    path,
-                    "tracepoints are",
-                    " not available on this kernel",
-                ));
+                return Err(unsupported(path, "tracepoints are", " by this kernel"));
             }
             let fields = host
                 .tracepoint_format(&t.subsystem, &t.event)
@@ -535,6 +570,7 @@ pub fn compile(
                 kind: HookKind::Tracepoint,
                 function_name: format!("{}/{}", t.subsystem, t.event),
                 args,
+                decls: &t.args,
                 selectors: &t.selectors,
                 message: &t.message,
                 tags: &t.tags,
@@ -547,6 +583,16 @@ pub fn compile(
     for (i, l) in spec.lsm_hooks.iter().enumerate() {
         let path = format!("spec.lsmhooks[{i}]");
         let attach = if feats.lsm {
+            if !functions.has(&lsm_function(&l.hook)) {
+                return Err(invalid(
+                    format!("{path}.hook"),
+                    format!(
+                        "LSM hook {:?} does not exist on this kernel (no {}); check its name for this kernel version",
+                        l.hook,
+                        lsm_function(&l.hook)
+                    ),
+                ));
+            }
             Attach::Lsm {
                 hook: l.hook.clone(),
             }
@@ -554,8 +600,8 @@ pub fn compile(
             if !feats.fanotify {
                 return Err(unsupported(
                     path,
-                    "BPF-LSM and fanotify are",
-                    " both unavailable on this kernel",
+                    "BPF-LSM and fanotify permission events are",
+                    " by this kernel; one of them is needed to enforce this hook",
                 ));
             }
             Attach::Fanotify { access }
@@ -563,7 +609,7 @@ pub fn compile(
             return Err(unsupported(
                 format!("{path}.hook"),
                 format!("LSM hook {:?} needs BPF-LSM, which is", l.hook),
-                " not active on this kernel (boot with lsm=...,bpf); without it palisade enforces only file_open and bprm_check_security (through fanotify)",
+                " by this kernel or not active (boot with lsm=...,bpf); without it palisade enforces only file_open and bprm_check_security (through fanotify)",
             ));
         };
         let args = plan_args(&path, &attach, &l.args, None)?;
@@ -574,6 +620,7 @@ pub fn compile(
                 kind: HookKind::Lsm,
                 function_name: l.hook.clone(),
                 args,
+                decls: &l.args,
                 selectors: &l.selectors,
                 message: &l.message,
                 tags: &l.tags,
@@ -583,27 +630,46 @@ pub fn compile(
         )?;
         out.hooks.push(hook);
     }
-    if let Some(u) = spec.uprobes.first() {
-        return Err(unsupported(
-            "spec.uprobes[0]".into(),
-            "uprobes are",
-            format!(" ({})", u.path),
-        ));
-    }
-    if !spec.usdts.is_empty() {
-        return Err(unsupported("spec.usdts[0]".into(), "USDTs are", ""));
-    }
-    if !spec.enforcers.is_empty() {
-        return Err(unsupported(
-            "spec.enforcers".into(),
-            "syscall enforcers are",
-            ": use Sigkill, or Override on an LSM hook",
-        ));
-    }
-    if spec.loader {
-        return Err(unsupported("spec.loader".into(), "loader events are", ""));
-    }
     Ok(out)
+}
+
+/// The kernel functions a policy's hooks attach to, as far as the host
+/// knows them.
+struct KernelFunctions(Option<BTreeSet<String>>);
+
+impl KernelFunctions {
+    /// Asks `host` once about the functions of the policy's kprobes (when
+    /// the kernel has kprobes) and LSM hooks (when it has BPF-LSM).
+    fn of(policy: &TracingPolicy, host: &dyn Host) -> Self {
+        let feats = host.features();
+        let spec = &policy.spec;
+        let mut names = BTreeSet::new();
+        if feats.kprobes {
+            names.extend(
+                spec.kprobes
+                    .iter()
+                    .filter(|k| !k.syscall && !k.call.starts_with("list:"))
+                    .map(|k| k.call.clone()),
+            );
+        }
+        if feats.lsm {
+            names.extend(spec.lsm_hooks.iter().map(|l| lsm_function(&l.hook)));
+        }
+        if names.is_empty() {
+            return Self(None);
+        }
+        Self(host.kernel_functions(&names))
+    }
+
+    /// Whether `name` exists (true when unknown).
+    fn has(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|f| f.contains(name))
+    }
+}
+
+/// The function a BPF-LSM program on `hook` attaches to.
+fn lsm_function(hook: &str) -> String {
+    format!("bpf_lsm_{hook}")
 }
 
 /// `file_open`/`bprm_check_security` (and their `security_` functions).
@@ -660,7 +726,7 @@ fn kprobe_attach(
     Err(unsupported(
         format!("{path}.call"),
         format!("kprobe on {call:?} needs kprobes, which are"),
-        " not available on this kernel (CONFIG_KPROBES is off); syscalls (syscall: true), tracepoints, and security_file_open/security_bprm_check work without them",
+        " by this kernel (no kprobe PMU: CONFIG_KPROBES is off); syscalls (syscall: true), tracepoints, and security_file_open/security_bprm_check work without them",
     ))
 }
 
@@ -680,18 +746,28 @@ fn plan_args(
     decls: &[KProbeArg],
     fields: Option<&[TpField]>,
 ) -> Result<Vec<ArgPlan>, ValidationError> {
-    if decls.len() > MAX_ARGS {
+    let read = decls.iter().filter(|a| a.r#type != ArgType::Nop).count();
+    if read > MAX_ARGS {
         return Err(invalid(
             format!("{path}.args"),
-            format!(
-                "{} args declared; palisade reads at most {MAX_ARGS} per hook",
-                decls.len()
-            ),
+            format!("{read} args declared; palisade reads at most {MAX_ARGS} per hook"),
         ));
     }
-    let mut out = Vec::with_capacity(decls.len());
+    let mut out = Vec::with_capacity(read);
     for (i, a) in decls.iter().enumerate() {
+        // A `nop` argument is declared but neither read nor reported (as
+        // in Tetragon); the slots of the others follow.
+        if a.r#type == ArgType::Nop {
+            continue;
+        }
         let ap = format!("{path}.args[{i}]");
+        if !a.resolve.is_empty() {
+            return Err(unsupported(
+                format!("{ap}.resolve"),
+                "resolve (following fields of the argument through BTF) is",
+                ": palisade reads the argument itself; remove resolve",
+            ));
+        }
         let class = a.r#type.class();
         let int = |class: ArgClass| -> Option<ArgRead> {
             match class {
@@ -858,6 +934,13 @@ fn plan_args(
                 }
             }
         };
+        if a.size_arg_index != 0 {
+            return Err(unsupported(
+                format!("{ap}.sizeArgIndex"),
+                "sized buffers (sizeArgIndex) are",
+                ": palisade reads char_buf as a NUL-terminated string, which would run past the buffer's size; remove sizeArgIndex to report the buffer up to its first NUL",
+            ));
+        }
         out.push(plan);
     }
     Ok(out)
@@ -870,6 +953,7 @@ struct Draft<'a> {
     kind: HookKind,
     function_name: String,
     args: Vec<ArgPlan>,
+    decls: &'a [KProbeArg],
     selectors: &'a [Selector],
     message: &'a str,
     tags: &'a [String],
@@ -880,6 +964,76 @@ struct Env<'a> {
     mode: PolicyMode,
     host: &'a dyn Host,
     options: CompileOptions,
+    lists: ListValues<'a>,
+}
+
+/// The `list:NAME` values of `InMap`/`NotInMap` on this host.
+struct ListValues<'a> {
+    specs: &'a [ListSpec],
+    host: &'a dyn Host,
+}
+
+impl ListValues<'_> {
+    /// The integers of list `name`, read as `ty`: a list without `type`
+    /// holds integers, a `syscalls` list names syscalls (`sys_dup`), which
+    /// become this host's numbers. `at` is the YAML path of the
+    /// `list:NAME` value; errors about a list's values name those.
+    fn integers(&self, at: &str, name: &str, ty: IntType) -> Result<Vec<i128>, ValidationError> {
+        let Some((i, list)) = self.specs.iter().enumerate().find(|(_, l)| l.name == name) else {
+            return Err(invalid(
+                at.to_owned(),
+                format!("list {name:?} is not declared; add it to spec.lists"),
+            ));
+        };
+        let value_path = |j: usize| format!("spec.lists[{i}].values[{j}]");
+        match list.r#type {
+            None => list
+                .values
+                .iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    parse_int(v, ty, IntSyntax::Map).map_err(|e| invalid(value_path(j), e))
+                })
+                .collect(),
+            Some(ListType::Syscalls) => list
+                .values
+                .iter()
+                .enumerate()
+                .map(|(j, v)| self.syscall(value_path(j), v))
+                .collect(),
+            Some(ListType::GeneratedSyscalls) => Err(unsupported(
+                at.to_owned(),
+                format!("matching the generated_syscalls list {name:?} is"),
+                ": name the syscalls in a list of type syscalls",
+            )),
+            Some(ListType::GeneratedFtrace) => Err(invalid(
+                at.to_owned(),
+                format!(
+                    "list {name:?} names kernel functions (generated_ftrace); InMap needs a syscalls list or a list of integers"
+                ),
+            )),
+        }
+    }
+
+    /// The number of syscall `name` of a `syscalls` list.
+    fn syscall(&self, at: String, name: &str) -> Result<i128, ValidationError> {
+        if name.starts_with("__ia32_") {
+            return Err(unsupported(
+                at,
+                "32-bit (ia32) syscalls are",
+                ": palisade matches the native syscall numbers that raw_syscalls reports; remove the __ia32_ entry",
+            ));
+        }
+        self.host
+            .syscall_number(syscall_name(name))
+            .map(i128::from)
+            .ok_or_else(|| {
+                invalid(
+                    at,
+                    format!("{name:?} is not a syscall of this architecture"),
+                )
+            })
+    }
 }
 
 fn finish_hook(
@@ -893,11 +1047,12 @@ fn finish_hook(
         kind,
         function_name,
         args,
+        decls,
         selectors,
         message,
         tags,
     } = d;
-    let (host, options) = (env.host, env.options);
+    let options = env.options;
     let mut monitor = env.mode == PolicyMode::Monitor;
     let fanotify = matches!(attach, Attach::Fanotify { .. });
     let mut plans = Vec::with_capacity(selectors.len().max(1));
@@ -906,13 +1061,12 @@ fn finish_hook(
         let filters = if fanotify {
             vec![FilterPlan::True]
         } else {
-            plan_filters(
-                &sp,
-                sel,
-                &args,
-                matches!(attach, Attach::Tracepoint { .. }),
-                host,
-            )?
+            let shape = ArgShape {
+                read: &args,
+                decls,
+                tracepoint: matches!(attach, Attach::Tracepoint { .. }),
+            };
+            plan_filters(&sp, sel, &shape, env)?
         };
         let (actions, fallback) = plan_actions(&sp, &sel.match_actions, &attach, options)?;
         if fanotify && actions.override_errno != 0 && actions.override_errno != -1 {
@@ -927,6 +1081,7 @@ fn finish_hook(
                 "{sp}.matchActions: Override cannot be enforced on this kernel at {function_name}; loaded in monitoring mode (actions reported, not carried out)"
             ));
         }
+        warnings.extend(unreported_extras(&sp, &sel.match_actions));
         plans.push(SelectorPlan { filters, actions });
     }
     if plans.is_empty() {
@@ -957,6 +1112,30 @@ fn post_plan() -> ActionPlan {
         rate_ns: 0,
         rate_scope: RateLimitScope::Thread,
     }
+}
+
+/// What the `Post` actions of a selector ask events to carry that palisade's
+/// events do not (the events are posted without it): one warning each.
+fn unreported_extras(sp: &str, actions: &[ActionSelector]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (ai, a) in actions.iter().enumerate() {
+        for (field, set, what) in [
+            (
+                "kernelStackTrace",
+                a.kernel_stack_trace,
+                "kernel stack traces",
+            ),
+            ("userStackTrace", a.user_stack_trace, "user stack traces"),
+            ("imaHash", a.ima_hash, "IMA hashes"),
+        ] {
+            if set {
+                out.push(format!(
+                    "{sp}.matchActions[{ai}].{field}: palisade's events do not carry {what}; events are posted without them"
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Actions of one selector; the bool says the monitoring fallback was used.
@@ -1029,37 +1208,51 @@ fn plan_actions(
     Ok((plan, fallback))
 }
 
-/// The position in `args` a matchArgs entry refers to (validated before).
-fn arg_position(m: &ArgSelector, args: &[ArgPlan], tracepoint: bool) -> Option<usize> {
-    if let Some(&pos) = m.args.first() {
-        return Some(pos as usize);
+/// A hook's arguments as declared and as read.
+struct ArgShape<'a> {
+    /// The arguments read (without `nop` ones).
+    read: &'a [ArgPlan],
+    /// The declarations.
+    decls: &'a [KProbeArg],
+    /// A tracepoint (`index` may be a position).
+    tracepoint: bool,
+}
+
+impl ArgShape<'_> {
+    /// The slot in `read` of the argument matchArgs entry `m` at `mp`
+    /// filters: the declared argument it refers to ([`resolve_arg`]),
+    /// counted without the `nop` arguments before it.
+    fn slot(&self, mp: &str, m: &ArgSelector) -> Result<(usize, &ArgPlan), ValidationError> {
+        let pos = resolve_arg(mp, m, self.decls, "args", self.tracepoint)?;
+        let not_read = || {
+            invalid(
+                format!("{mp}.index"),
+                "refers to a nop argument, which is not read; declare the argument with its type",
+            )
+        };
+        if self.decls.get(pos).is_none_or(|a| a.r#type == ArgType::Nop) {
+            return Err(not_read());
+        }
+        let slot = self.decls[..pos]
+            .iter()
+            .filter(|a| a.r#type != ArgType::Nop)
+            .count();
+        self.read.get(slot).map(|a| (slot, a)).ok_or_else(not_read)
     }
-    args.iter()
-        .position(|a| a.decl.index == m.index)
-        .or_else(|| {
-            tracepoint
-                .then_some(m.index as usize)
-                .filter(|&p| p < args.len())
-        })
 }
 
 fn plan_filters(
     sp: &str,
     sel: &Selector,
-    args: &[ArgPlan],
-    tracepoint: bool,
-    host: &dyn Host,
+    shape: &ArgShape<'_>,
+    env: &Env<'_>,
 ) -> Result<Vec<FilterPlan>, ValidationError> {
+    let host = env.host;
     let mut out = Vec::new();
     for (i, m) in sel.match_args.iter().enumerate() {
         let mp = format!("{sp}.matchArgs[{i}]");
-        let pos = arg_position(m, args, tracepoint).ok_or_else(|| {
-            invalid(
-                format!("{mp}.index"),
-                "does not refer to a declared argument",
-            )
-        })?;
-        out.push(arg_filter(&mp, m, pos, &args[pos])?);
+        let (slot, arg) = shape.slot(&mp, m)?;
+        out.push(arg_filter(&mp, m, slot, arg, &env.lists)?);
     }
     for (i, b) in sel.match_binaries.iter().enumerate() {
         let (set, negate) = binary_set(b.operator, &b.values);
@@ -1147,30 +1340,30 @@ fn plan_filters(
         (
             "matchReturnArgs",
             !sel.match_return_args.is_empty(),
-            "needs kretprobes",
+            ": it needs kretprobes, which palisade does not hook yet",
         ),
         (
             "matchReturnActions",
             !sel.match_return_actions.is_empty(),
-            "needs kretprobes",
+            ": it needs kretprobes, which palisade does not hook yet",
         ),
         (
             "matchNamespaceChanges",
             !sel.match_namespace_changes.is_empty(),
-            "is not implemented",
+            " by palisade yet",
         ),
         (
             "matchCapabilityChanges",
             !sel.match_capability_changes.is_empty(),
-            "is not implemented",
+            " by palisade yet",
         ),
     ];
-    for (field, present, why) in unsupported_list {
+    for (field, present, hint) in unsupported_list {
         if present {
             return Err(unsupported(
                 format!("{sp}.{field}"),
                 format!("{field} is"),
-                format!(" ({why} in palisade)"),
+                hint,
             ));
         }
     }
@@ -1257,6 +1450,7 @@ fn arg_filter(
     m: &ArgSelector,
     pos: usize,
     arg: &ArgPlan,
+    lists: &ListValues<'_>,
 ) -> Result<FilterPlan, ValidationError> {
     use ArgOperator as O;
     let a = pos as u8;
@@ -1278,16 +1472,23 @@ fn arg_filter(
     } else {
         IntSyntax::Go
     };
+    let ty = IntType::of(class).unwrap_or(IntType {
+        bits: 64,
+        signed: false,
+    });
     let int_of = |k: usize, v: &str| -> Result<i128, ValidationError> {
-        let ty = IntType::of(class).unwrap_or(IntType {
-            bits: 64,
-            signed: false,
-        });
         parse_int(v, ty, syntax).map_err(|e| invalid(format!("{mp}.values[{k}]"), e))
     };
     let ints = |allow_ranges: bool| -> Result<NumEntries, ValidationError> {
         let mut entries = Vec::new();
         for (k, v) in values.iter().enumerate() {
+            if let Some(name) = v.strip_prefix("list:").filter(|_| syntax == IntSyntax::Map) {
+                let at = format!("{mp}.values[{k}]");
+                for n in lists.integers(&at, name, ty)? {
+                    entries.push((key_of(n, signed), 64));
+                }
+                continue;
+            }
             match v.split_once(':') {
                 Some((lo, hi)) if allow_ranges => {
                     let (lo, hi) = (int_of(k, lo)?, int_of(k, hi)?);
@@ -1367,7 +1568,7 @@ fn arg_filter(
             return Err(unsupported(
                 format!("{mp}.operator"),
                 format!("operator {other:?} on a {} argument is", if text { "string" } else { "integer" }),
-                " not evaluated by palisade's in-kernel selectors (string: Equal, Prefix, Postfix and Not-forms; integer: Equal, InMap, InRange, GT, LT, Mask and Not-forms)",
+                ": palisade's in-kernel selectors evaluate string: Equal, Prefix, Postfix and their Not-forms; integer: Equal, InMap, InRange, GT, LT, Mask and their Not-forms",
             ))
         }
     })
@@ -1404,6 +1605,318 @@ pub fn binary_sets<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host from tables: `features`, x86_64 numbers of a few syscalls,
+    /// the `raw_syscalls/sys_enter` format and, when known, the kernel's
+    /// functions.
+    struct TableHost {
+        features: KernelFeatures,
+        functions: Option<&'static [&'static str]>,
+    }
+
+    const SYS_ENTER: &str = "name: sys_enter
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:long id;\toffset:8;\tsize:8;\tsigned:1;
+\tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;
+";
+
+    impl Host for TableHost {
+        fn features(&self) -> KernelFeatures {
+            self.features
+        }
+
+        fn syscall_number(&self, name: &str) -> Option<u32> {
+            [("write", 1), ("dup", 32), ("dup2", 33), ("setuid", 105)]
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|&(_, nr)| nr)
+        }
+
+        fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String> {
+            match (subsystem, event) {
+                ("raw_syscalls", "sys_enter") => crate::tpformat::parse_format(SYS_ENTER),
+                _ => Err("no such tracepoint".into()),
+            }
+        }
+
+        fn host_namespace(&self, _kind: NamespaceKind) -> Option<u64> {
+            Some(4026531836)
+        }
+
+        fn kernel_functions(&self, names: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+            let known = self.functions?;
+            Some(
+                names
+                    .iter()
+                    .filter(|n| known.contains(&n.as_str()))
+                    .cloned()
+                    .collect(),
+            )
+        }
+    }
+
+    /// Tracepoints, raw tracepoints and fanotify; no kprobes, no BPF-LSM.
+    fn no_kprobes() -> TableHost {
+        TableHost {
+            features: KernelFeatures {
+                tracepoints: true,
+                raw_tracepoints: true,
+                fanotify: true,
+                ..KernelFeatures::default()
+            },
+            functions: None,
+        }
+    }
+
+    /// Everything.
+    fn full() -> TableHost {
+        TableHost {
+            features: KernelFeatures {
+                tracepoints: true,
+                raw_tracepoints: true,
+                kprobes: true,
+                fentry: true,
+                lsm: true,
+                fanotify: true,
+            },
+            functions: None,
+        }
+    }
+
+    fn policy(spec: &str) -> TracingPolicy {
+        let yaml = format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n{spec}"
+        );
+        let mut p = crate::parse_documents(&yaml, "t.yaml").expect("valid policy");
+        p.remove(0)
+    }
+
+    /// `path: message` of the error compiling `spec` on `host`.
+    fn error(spec: &str, host: &TableHost) -> String {
+        let e = compile(&policy(spec), host, CompileOptions::default()).expect_err("rejected");
+        format!("{}: {e}", e.path())
+    }
+
+    #[test]
+    fn missing_kernel_features_are_named() {
+        let host = TableHost {
+            features: KernelFeatures::default(),
+            functions: None,
+        };
+        assert_eq!(
+            error("  kprobes:\n  - call: tcp_connect\n", &host),
+            "spec.kprobes[0].call: kprobe on \"tcp_connect\" needs kprobes, which are not supported by this kernel (no kprobe PMU: CONFIG_KPROBES is off); syscalls (syscall: true), tracepoints, and security_file_open/security_bprm_check work without them"
+        );
+        assert_eq!(
+            error(
+                "  tracepoints:\n  - {subsystem: sched, event: sched_process_exec, raw: true}\n",
+                &host
+            ),
+            "spec.tracepoints[0]: raw tracepoints are not supported by this kernel"
+        );
+        assert_eq!(
+            error(
+                "  tracepoints:\n  - {subsystem: raw_syscalls, event: sys_enter}\n",
+                &host
+            ),
+            "spec.tracepoints[0]: tracepoints are not supported by this kernel"
+        );
+        assert!(error("  lsmhooks:\n  - hook: file_open\n", &host).starts_with(
+            "spec.lsmhooks[0]: BPF-LSM and fanotify permission events are not supported by this kernel"
+        ));
+        assert!(error("  lsmhooks:\n  - hook: path_mkdir\n", &no_kprobes()).starts_with(
+            "spec.lsmhooks[0].hook: LSM hook \"path_mkdir\" needs BPF-LSM, which is not supported by this kernel or not active (boot with lsm=...,bpf)"
+        ));
+    }
+
+    #[test]
+    fn return_arg_without_return_is_ignored() {
+        let spec = "  kprobes:\n  - call: security_bprm_check\n    args: [{index: 0, type: linux_binprm}]\n    returnArg: {index: 0, type: int}\n";
+        let c = compile(&policy(spec), &full(), CompileOptions::default()).expect("loads");
+        assert_eq!(
+            c.hooks[0].attach,
+            Attach::Kprobe {
+                function: "security_bprm_check".into()
+            }
+        );
+        assert_eq!(c.hooks[0].args.len(), 1);
+    }
+
+    #[test]
+    fn nop_arguments_are_declared_but_not_read() {
+        let spec = "  kprobes:\n  - call: security_bprm_creds_from_file\n    args:\n    - {index: 0, type: nop}\n    - {index: 1, type: file}\n    - {index: 2, type: int}\n    selectors:\n    - matchArgs:\n      - {index: 1, operator: Prefix, values: [/tmp/]}\n      - {args: [2], index: 0, operator: Equal, values: ['7']}\n";
+        let c = compile(&policy(spec), &full(), CompileOptions::default()).expect("loads");
+        let h = &c.hooks[0];
+        let read: Vec<(ArgSource, ArgRead)> = h.args.iter().map(|a| (a.source, a.read)).collect();
+        assert_eq!(
+            read,
+            [
+                (ArgSource::Reg(1), ArgRead::File),
+                (
+                    ArgSource::Reg(2),
+                    ArgRead::Int {
+                        size: 4,
+                        signed: true
+                    }
+                ),
+            ]
+        );
+        let filters = &h.selectors[0].filters;
+        assert!(matches!(filters[0], FilterPlan::ArgStr { arg: 0, .. }));
+        assert!(matches!(filters[1], FilterPlan::ArgNum { arg: 1, .. }));
+
+        let spec = "  kprobes:\n  - call: f\n    args: [{index: 0, type: nop}]\n    selectors:\n    - matchArgs: [{index: 0, operator: Equal, values: ['1']}]\n";
+        let yaml = format!("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n{spec}");
+        let e = crate::parse_documents(&yaml, "t.yaml").expect_err("nop is not filtered");
+        assert!(e.to_string().contains("type nop"), "{e}");
+
+        // The nop argument does not count against the cap of MAX_ARGS.
+        let mut args = String::from("    - {index: 0, type: nop}\n");
+        for i in 1..=MAX_ARGS {
+            args.push_str(&format!("    - {{index: {}, type: int}}\n", i - 1));
+        }
+        let spec = format!("  kprobes:\n  - call: f\n    args:\n{args}");
+        assert_eq!(
+            compile(&policy(&spec), &full(), CompileOptions::default())
+                .expect("six read")
+                .hooks[0]
+                .args
+                .len(),
+            MAX_ARGS
+        );
+    }
+
+    #[test]
+    fn in_map_lists_resolve_on_the_host() {
+        let spec = |values: &str, ty: &str| {
+            format!(
+                "  lists:\n  - {{name: calls, {ty}values: [{values}]}}\n  tracepoints:\n  - subsystem: raw_syscalls\n    event: sys_enter\n    args: [{{index: 4, type: syscall64}}]\n    selectors:\n    - matchArgs: [{{index: 0, operator: NotInMap, values: ['list:calls', '7']}}]\n"
+            )
+        };
+        let c = compile(
+            &policy(&spec("sys_dup, __x64_sys_dup2", "type: syscalls, ")),
+            &no_kprobes(),
+            CompileOptions::default(),
+        )
+        .expect("loads");
+        assert_eq!(
+            c.hooks[0].selectors[0].filters,
+            [FilterPlan::ArgNum {
+                arg: 0,
+                signed: false,
+                negate: true,
+                entries: vec![(32, 64), (33, 64), (7, 64)],
+            }]
+        );
+        let c = compile(
+            &policy(&spec("'1', '0x10'", "")),
+            &no_kprobes(),
+            CompileOptions::default(),
+        )
+        .expect("loads");
+        assert!(matches!(
+            &c.hooks[0].selectors[0].filters[0],
+            FilterPlan::ArgNum { entries, .. } if entries == &[(1, 64), (16, 64), (7, 64)]
+        ));
+        assert_eq!(
+            error(&spec("sys_dup, __ia32_sys_dup", "type: syscalls, "), &no_kprobes()),
+            "spec.lists[0].values[1]: 32-bit (ia32) syscalls are not supported: palisade matches the native syscall numbers that raw_syscalls reports; remove the __ia32_ entry"
+        );
+        assert_eq!(
+            error(&spec("sys_nonesuch", "type: syscalls, "), &no_kprobes()),
+            "spec.lists[0].values[0]: \"sys_nonesuch\" is not a syscall of this architecture"
+        );
+        let ftrace = "  lists:\n  - {name: calls, type: generated_ftrace, pattern: '^vfs_'}\n  tracepoints:\n  - subsystem: raw_syscalls\n    event: sys_enter\n    args: [{index: 4, type: syscall64}]\n    selectors:\n    - matchArgs: [{index: 0, operator: InMap, values: ['list:calls']}]\n";
+        assert!(error(ftrace, &no_kprobes()).starts_with(
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: list \"calls\" names kernel functions"
+        ));
+    }
+
+    #[test]
+    fn hooks_need_their_kernel_functions() {
+        let host = TableHost {
+            functions: Some(&["tcp_connect", "bpf_lsm_file_open"]),
+            ..full()
+        };
+        let spec = "  kprobes:\n  - call: tcp_connect\n  - call: security_bpf_map_alloc\n";
+        assert_eq!(
+            error(spec, &host),
+            "spec.kprobes[1].call: kernel function \"security_bpf_map_alloc\" does not exist on this kernel; check its name for this kernel version, or set ignore.callNotFound: true to skip the kprobe where it is missing"
+        );
+        let c = compile(
+            &policy(&format!("{spec}    ignore: {{callNotFound: true}}\n")),
+            &host,
+            CompileOptions::default(),
+        )
+        .expect("the missing one is skipped");
+        assert_eq!(c.hooks.len(), 1);
+        assert_eq!(c.hooks[0].path, "spec.kprobes[0]");
+        assert_eq!(
+            c.warnings,
+            ["spec.kprobes[1]: kernel function \"security_bpf_map_alloc\" does not exist on this kernel; kprobe skipped (ignore.callNotFound)"]
+        );
+        // Unknown symbols: the attach tells.
+        assert!(compile(&policy(spec), &full(), CompileOptions::default()).is_ok());
+        // Syscalls are numbers, not functions.
+        let spec = "  kprobes:\n  - {call: sys_setuid, syscall: true}\n";
+        assert!(compile(&policy(spec), &host, CompileOptions::default()).is_ok());
+
+        let lsm = |hook: &str| format!("  lsmhooks:\n  - hook: {hook}\n");
+        assert!(compile(&policy(&lsm("file_open")), &host, CompileOptions::default()).is_ok());
+        assert_eq!(
+            error(&lsm("bprm_check_security"), &host),
+            "spec.lsmhooks[0].hook: LSM hook \"bprm_check_security\" does not exist on this kernel (no bpf_lsm_bprm_check_security); check its name for this kernel version"
+        );
+    }
+
+    #[test]
+    fn what_would_be_read_wrong_is_refused_what_events_lack_is_a_warning() {
+        let spec = "  kprobes:\n  - call: sys_write\n    syscall: true\n    args:\n    - {index: 1, type: char_buf, sizeArgIndex: 3}\n    - {index: 2, type: size_t}\n";
+        assert!(error(spec, &full()).starts_with(
+            "spec.kprobes[0].args[0].sizeArgIndex: sized buffers (sizeArgIndex) are not supported: palisade reads char_buf as a NUL-terminated string"
+        ));
+        let spec = "  kprobes:\n  - call: tcp_connect\n    args: [{index: 0, type: int, resolve: sk_common.skc_family}]\n";
+        assert!(error(spec, &full()).starts_with(
+            "spec.kprobes[0].args[0].resolve: resolve (following fields of the argument through BTF) is not supported"
+        ));
+        let spec = "  lsmhooks:\n  - hook: bprm_check_security\n    selectors:\n    - matchActions:\n      - {action: Post, imaHash: true, kernelStackTrace: true}\n";
+        let c = compile(&policy(spec), &full(), CompileOptions::default()).expect("loads");
+        assert_eq!(
+            c.warnings,
+            [
+                "spec.lsmhooks[0].selectors[0].matchActions[0].kernelStackTrace: palisade's events do not carry kernel stack traces; events are posted without them",
+                "spec.lsmhooks[0].selectors[0].matchActions[0].imaHash: palisade's events do not carry IMA hashes; events are posted without them",
+            ]
+        );
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let spec = "  kprobes:\n  - call: tcp_connect\n    args: [{index: 0, type: string}]\n    selectors:\n    - matchArgs: [{index: 0, operator: SubString, values: [x]}]\n";
+        assert!(error(spec, &full()).starts_with(
+            "spec.kprobes[0].selectors[0].matchArgs[0].operator: operator SubString on a string argument is not supported: palisade's in-kernel selectors evaluate"
+        ));
+        let spec = "  kprobes:\n  - call: tcp_connect\n    selectors:\n    - matchCapabilityChanges: [{type: Effective, operator: In, values: [CAP_SYS_ADMIN]}]\n";
+        assert_eq!(
+            error(spec, &full()),
+            "spec.kprobes[0].selectors[0].matchCapabilityChanges: matchCapabilityChanges is not supported by palisade yet"
+        );
+        let spec = "  kprobes:\n  - call: tcp_connect\n    return: true\n    returnArg: {index: 0, type: int}\n";
+        assert_eq!(
+            error(spec, &full()),
+            "spec.kprobes[0].return: kretprobes are not supported: palisade does not hook function returns yet; remove return/returnArg"
+        );
+        let spec = "  loader: true\n  kprobes:\n  - call: tcp_connect\n";
+        assert_eq!(
+            error(spec, &full()),
+            "spec.loader: loader events are not supported"
+        );
+    }
 
     #[test]
     fn ranges_cover_exactly() {

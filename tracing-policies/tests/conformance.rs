@@ -3,7 +3,7 @@
 //! corpus fails the test until this table is updated.
 #![allow(clippy::expect_used)]
 
-use std::path::PathBuf;
+mod common;
 
 use palisade_tracing_policies::{parse_documents, requirements, Requirement as R};
 
@@ -173,37 +173,11 @@ const TABLE: &[(&str, Expect)] = &[
     ("write.yaml", Ok(&[R::Kprobe, R::SyscallKprobe])),
 ];
 
-fn corpus_dir() -> PathBuf {
-    match std::env::var_os("PALISADE_CONFORMANCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/tracingpolicy")
-        }
-    }
-}
-
-fn corpus() -> Option<Vec<(String, String)>> {
-    let dir = corpus_dir();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        println!("skipping: conformance corpus {} not found", dir.display());
-        return None;
-    };
-    let mut files: Vec<(String, String)> = rd
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .map(|p| {
-            let name = p.file_name().expect("name").to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&p).expect("read");
-            (name, text)
-        })
-        .collect();
-    files.sort();
-    Some(files)
-}
-
 #[test]
 fn every_corpus_file_has_its_expected_outcome() {
-    let Some(files) = corpus() else { return };
+    let Some(files) = common::corpus("every_corpus_file_has_its_expected_outcome") else {
+        return;
+    };
     let listed: Vec<&str> = TABLE.iter().map(|(n, _)| *n).collect();
     let present: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     for n in &present {
@@ -218,7 +192,7 @@ fn every_corpus_file_has_its_expected_outcome() {
             "{n} is in TABLE but not in the corpus; remove it"
         );
     }
-    assert_eq!(TABLE.len(), 70);
+    assert_eq!(TABLE.len(), common::CORPUS_FILES);
     for (name, text) in &files {
         let expect = TABLE
             .iter()
@@ -247,7 +221,9 @@ fn every_corpus_file_has_its_expected_outcome() {
 
 #[test]
 fn accepted_corpus_files_round_trip() {
-    let Some(files) = corpus() else { return };
+    let Some(files) = common::corpus("accepted_corpus_files_round_trip") else {
+        return;
+    };
     for (name, text) in &files {
         let Ok(policies) = parse_documents(text, name) else {
             continue;

@@ -3,18 +3,9 @@
 //! accepts, and its errors name the file and the YAML path.
 #![allow(clippy::expect_used)]
 
-use std::path::PathBuf;
+mod common;
 
 use palisade_tracing_policies::{hooks, parse_documents, CompiledSelectors, ResolvedLists};
-
-fn corpus_dir() -> PathBuf {
-    match std::env::var_os("PALISADE_CONFORMANCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/tracingpolicy")
-        }
-    }
-}
 
 /// x86_64 numbers of the syscalls the corpus lists (`__ia32_` names get
 /// the i386 number with bit 31 set, as Tetragon's syscall64 does).
@@ -36,21 +27,12 @@ fn syscall(name: &str) -> Option<u64> {
 
 #[test]
 fn every_hook_of_every_loadable_policy_compiles() {
-    let dir = corpus_dir();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        println!("skipping: conformance corpus {} not found", dir.display());
+    let Some(files) = common::corpus("every_hook_of_every_loadable_policy_compiles") else {
         return;
     };
-    let mut files: Vec<PathBuf> = rd
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
     let (mut policies, mut compiled) = (0, 0);
-    for path in &files {
-        let name = path.file_name().expect("name").to_string_lossy();
-        let text = std::fs::read_to_string(path).expect("read");
-        let Ok(docs) = parse_documents(&text, &name) else {
+    for (name, text) in &files {
+        let Ok(docs) = parse_documents(text, name) else {
             continue;
         };
         for policy in &docs {
@@ -69,20 +51,26 @@ fn every_hook_of_every_loadable_policy_compiles() {
     assert!(
         policies >= 60,
         "only {policies} policies loaded from {}",
-        dir.display()
+        common::corpus_dir().display()
     );
 }
 
 #[test]
 fn corpus_lsm_policies_evaluate_as_documented() {
     use palisade_tracing_policies::{ActionKind, ArgValue, Context, PathCoverage, Process};
-    let dir = corpus_dir();
+    let dir = common::corpus_dir();
     let load = |f: &str| {
         let text = std::fs::read_to_string(dir.join(f)).ok()?;
         parse_documents(&text, f).ok()?.into_iter().next()
     };
     let (Some(open), Some(bprm)) = (load("lsm_file_open.yaml"), load("lsm_bprm_check.yaml")) else {
-        println!("skipping: conformance corpus {} not found", dir.display());
+        common::skipped(
+            "corpus_lsm_policies_evaluate_as_documented",
+            &format!(
+                "no lsm_file_open.yaml and lsm_bprm_check.yaml in {}",
+                dir.display()
+            ),
+        );
         return;
     };
     let cx = |binary: &str, path: &str| Context {

@@ -155,7 +155,8 @@ impl TracingState {
                     AgentError::Invalid(format!("{source}: TracingPolicy {}: {e}", p.metadata.name))
                 };
                 let compiled =
-                    compile(&p, &self.host, self.options).map_err(|e| at(e.to_string()))?;
+                    compile(&p, &self.host, self.options)
+                    .map_err(|e| at(format!("{}: {e}", e.path())))?;
                 let files = file_guard::prepare(&p, &compiled, &self.host).map_err(at)?;
                 Ok(Prepared {
                     compiled,

@@ -1,6 +1,9 @@
 //! The running kernel as the tracing-policy compiler sees it: features,
-//! syscall numbers, tracepoint formats (tracefs) and host namespaces.
+//! syscall numbers, tracepoint formats (tracefs), host namespaces and kernel
+//! functions (`/proc/kallsyms`).
 
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -10,11 +13,12 @@ use nix::mount::{mount, MsFlags};
 use palisade_tracing_policies::compile::{Host, KernelFeatures};
 use palisade_tracing_policies::model::NamespaceKind;
 use palisade_tracing_policies::tpformat::{parse_format, TpField};
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use super::syscalls;
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+const KALLSYMS: &str = "/proc/kallsyms";
 
 /// What this kernel offers for runtime enforcement.
 pub fn features() -> KernelFeatures {
@@ -90,6 +94,36 @@ pub fn host_namespace(kind: NamespaceKind) -> Option<u64> {
         .map(|m| m.ino())
 }
 
+/// Which of `names` `/proc/kallsyms` lists as text symbols (functions a
+/// kprobe can attach to, built in or in a loaded module); `None` when it
+/// cannot be read. Reads the file once per call: callers ask for all the
+/// names of a policy at once.
+pub fn kernel_functions(names: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+    let file = std::fs::File::open(KALLSYMS)
+        .map_err(|e| warn!(error = %e, "cannot read {KALLSYMS}; kprobe targets are not checked"))
+        .ok()?;
+    let mut found = BTreeSet::new();
+    for line in BufReader::new(file).lines() {
+        let line = line
+            .map_err(|e| warn!(error = %e, "reading {KALLSYMS}; kprobe targets are not checked"))
+            .ok()?;
+        // `<address> <type> <name>[\t[module]]`
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(_), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if matches!(kind, "t" | "T" | "w" | "W") && names.contains(name) {
+            found.insert(name.to_owned());
+            if found.len() == names.len() {
+                break;
+            }
+        }
+    }
+    debug!(asked = names.len(), found = found.len(), "kernel functions");
+    Some(found)
+}
+
 impl Host for KernelHost {
     fn features(&self) -> KernelFeatures {
         self.features
@@ -125,5 +159,26 @@ impl Host for KernelHost {
 
     fn host_namespace(&self, kind: NamespaceKind) -> Option<u64> {
         host_namespace(kind)
+    }
+
+    fn kernel_functions(&self, names: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+        kernel_functions(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kallsyms_names_functions() {
+        let names: BTreeSet<String> = ["schedule", "palisade_no_such_function"]
+            .map(String::from)
+            .into();
+        let Some(found) = kernel_functions(&names) else {
+            println!("SKIPPED: {KALLSYMS} cannot be read here");
+            return;
+        };
+        assert_eq!(found, BTreeSet::from(["schedule".to_owned()]));
     }
 }
