@@ -102,23 +102,46 @@ int pal_kprobe(struct pt_regs *ctx)
 	return 0;
 }
 
-SEC("lsm")
-int pal_lsm(__u64 *ctx)
+/*
+ * The arguments of the function a trampoline program (LSM, fentry) runs
+ * at. The context holds exactly as many as the function has, and the
+ * verifier rejects reading ctx[i] past them (file_open has one): ask
+ * bpf_get_func_arg (5.17), which fails for the missing ones, left 0.
+ */
+static __always_inline void pal_args_from_trampoline(struct pal_argctx *a, void *ctx)
 {
-	struct pal_argctx a = {
-		.raw = { ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5] },
-	};
+#pragma unroll
+	for (int i = 0; i < PAL_RT_MAX_ARGS; i++)
+		bpf_get_func_arg(ctx, i, &a->raw[i]);
+}
 
-	return pal_hook_run(PAL_HOOK_ID, &a, 0);
+SEC("lsm")
+int pal_lsm(void *ctx)
+{
+	struct pal_argctx a = {};
+	__s64 ret;
+
+	pal_args_from_trampoline(&a, ctx);
+	/*
+	 * An LSM program returns 0 or a negative errno, and 6.12 checks that
+	 * the whole register is in [-4095, 0]; pal_hook_run is verified on its
+	 * own, so its result is unknown here. Check the sign-extended value
+	 * and return that register (the barrier keeps clang from returning
+	 * the unextended one).
+	 */
+	ret = pal_hook_run(PAL_HOOK_ID, &a, 0);
+	pal_barrier_var(ret);
+	if (ret > 0 || ret < -4095)
+		return 0;
+	return ret;
 }
 
 SEC("fentry")
-int pal_fentry(__u64 *ctx)
+int pal_fentry(void *ctx)
 {
-	struct pal_argctx a = {
-		.raw = { ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5] },
-	};
+	struct pal_argctx a = {};
 
+	pal_args_from_trampoline(&a, ctx);
 	pal_hook_run(PAL_HOOK_ID, &a, 0);
 	return 0;
 }

@@ -75,7 +75,7 @@ pub enum DatapathError {
         source: Box<aya::programs::ProgramError>,
     },
     /// The kernel has no TCX links, which the datapath attaches with.
-    #[error("this kernel ({kernel}) has no TCX links: palisade needs Linux 6.6 or later")]
+    #[error("this kernel ({kernel}) has no TCX links: endpoints need Linux 6.6 or later")]
     KernelTooOld {
         /// The running kernel.
         kernel: aya::util::KernelVersion,
@@ -108,11 +108,6 @@ impl Datapath {
     /// Loads the datapath object with its maps pinned under `root` (reusing
     /// pinned maps of an earlier run) and pins its programs there.
     pub fn load(root: &Path) -> Result<(Self, Maps), DatapathError> {
-        let tcx = aya::util::KernelVersion::new(6, 6, 0);
-        match aya::util::KernelVersion::current() {
-            Ok(v) if v < tcx => return Err(DatapathError::KernelTooOld { kernel: v }),
-            _ => {}
-        }
         bpffs::ensure_mounted(root)?;
         let restored = root.join(names::POLICY).exists();
         bpffs::drop_incompatible_pins(root);
@@ -152,7 +147,16 @@ impl Datapath {
 
     /// Attaches both programs to the host side of an endpoint, replacing
     /// (atomically) whatever program a pinned link there runs.
+    ///
+    /// Fails on kernels without TCX links (before 6.6): the agent itself
+    /// runs there (runtime enforcement needs no endpoint), but endpoints
+    /// cannot be enforced.
     pub fn attach(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let tcx = aya::util::KernelVersion::new(6, 6, 0);
+        match aya::util::KernelVersion::current() {
+            Ok(v) if v < tcx => return Err(DatapathError::KernelTooOld { kernel: v }),
+            _ => {}
+        }
         for (name, attach_type, suffix) in ATTACHMENTS {
             let pin = self.link_pin(ifname, suffix);
             let prog = program_mut(&mut self.ebpf, name)?;

@@ -1,0 +1,451 @@
+//! Runtime enforcement on Debian's 6.1 and 6.12 kernels, in the VM lane:
+//! the real `palisade-agent` runs inside the VM, the `palisade` CLI applies
+//! TracingPolicies, and the kernel mechanisms the host lacks do the work:
+//! - an `lsmhooks: file_open` hook (BPF-LSM) with `Override` denies the
+//!   matched binary's open of a protected file (EPERM) and nothing else;
+//! - kprobes on `security_file_open` (file argument) and
+//!   `security_path_mkdir` (path argument) with `matchArgs` Prefix post
+//!   events for matching operations only, and `Sigkill` kills;
+//! - `palisade probe` reports kprobes and BPF-LSM available.
+//!
+//! One boot per kernel runs every check from a script that prints
+//! `key=value` facts and `begin:NAME` .. `end:NAME` blocks (events as
+//! Tetragon JSON lines, the agent's log). Needs the kernels, qemu and
+//! busybox of `scripts/vm-kernels` and the workspace's binaries (`cargo
+//! build`); fails, not skips, without them. Root is not needed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use palisade_api::events::{ArgValue, Event, EventKind, KprobeArgument};
+use palisade_tests::locate_binary;
+use palisade_tests::vm::{Kernel, Vm, VmError, VmOutput};
+
+/// The agent's configuration inside the VM.
+const AGENT_CONFIG: &str = "node_name: vm
+state_dir: /run/palisade/state
+bpf_root: /sys/fs/bpf/palisade
+api_socket: /run/palisade/agent.sock
+runtime_enforcement: true
+runtime_events_log: /run/palisade/events.jsonl
+";
+
+/// BPF-LSM deny: `/opt/evil/cat` (a copy of busybox) may not open files
+/// under `/tmp/protected/` (tmpfs: the path walk crosses a mount) nor
+/// `/etc/palisade-secret` (the initramfs root).
+const LSM_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: protect-secrets
+spec:
+  lsmhooks:
+  - hook: file_open
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["/tmp/protected/"]
+      matchBinaries:
+      - operator: In
+        values: ["/opt/evil/cat"]
+      matchActions:
+      - action: Override
+        argError: -1
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["/etc/palisade-secret"]
+      matchBinaries:
+      - operator: In
+        values: ["/opt/evil/cat"]
+      matchActions:
+      - action: Override
+        argError: -1
+"#;
+
+/// kprobes on `security_*` functions: a file argument (Post for
+/// `/tmp/watched/`, Sigkill for `/tmp/kill/`) and a path argument.
+const KPROBE_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: watch-security
+spec:
+  kprobes:
+  - call: security_file_open
+    syscall: false
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["/tmp/watched/"]
+      matchActions:
+      - action: Post
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["/tmp/kill/"]
+      matchActions:
+      - action: Sigkill
+  - call: security_path_mkdir
+    syscall: false
+    args:
+    - index: 0
+      type: path
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["/tmp/watched"]
+"#;
+
+/// Everything checked inside the VM.
+const SCRIPT: &str = r#"
+S=/run/palisade/agent.sock
+P="palisade --socket $S"
+now() { cut -d' ' -f1 /proc/uptime; }
+# Runs a command: its exit status, output (one line) and times as facts.
+run() {
+  key=$1; shift
+  echo "$key.start=$(now)"
+  out=$("$@" 2>&1)
+  echo "$key.status=$?"
+  echo "$key.end=$(now)"
+  echo "$key.out=$(echo $out)"
+}
+block() {
+  echo "begin:$1"; cat "$2"; echo "end:$1"
+}
+
+mkdir -p /run/palisade /tmp/protected /tmp/watched /tmp/kill /tmp/public /opt/evil
+echo protected-data >/tmp/protected/secret
+echo etc-secret >/etc/palisade-secret
+echo public-data >/tmp/public/file
+echo watched-data >/tmp/watched/file
+echo other-data >/tmp/public/other
+echo kill-data >/tmp/kill/file
+cp /bin/busybox /opt/evil/cat
+
+palisade probe >/tmp/probe 2>&1
+block probe /tmp/probe
+
+# The agent verifies its programs under TCG: allow it 2 minutes.
+echo "agent.start=$(now)"
+palisade-agent --config /etc/palisade/agent.yaml >/tmp/agent.log 2>&1 &
+i=0
+while [ ! -S $S ] && [ $i -lt 600 ] && kill -0 $! 2>/dev/null; do sleep 0.2; i=$((i+1)); done
+echo "agent.end=$(now)"
+if [ ! -S $S ]; then block agent_log /tmp/agent.log; exit 1; fi
+
+run add_lsm $P tracingpolicy add /etc/palisade/lsm.yaml
+run add_kprobe $P tracingpolicy add /etc/palisade/kprobe.yaml
+
+# 1. BPF-LSM file_open deny.
+run evil_protected /opt/evil/cat /tmp/protected/secret
+run evil_etc /opt/evil/cat /etc/palisade-secret
+run evil_public /opt/evil/cat /tmp/public/file
+run plain_protected /bin/cat /tmp/protected/secret
+run plain_etc /bin/cat /etc/palisade-secret
+
+# 2. kprobes with matchArgs.
+run watched_read /bin/cat /tmp/watched/file
+run other_read /bin/cat /tmp/public/other
+run watched_mkdir mkdir /tmp/watched/newdir
+run other_mkdir mkdir /tmp/public/newdir
+run kill_read /bin/cat /tmp/kill/file
+
+# Events arrive through a ring buffer: wait for the last one expected.
+i=0
+while [ $i -lt 100 ]; do
+  $P -o json events --last 100000 >/tmp/events 2>&1
+  grep -q KPROBE_ACTION_SIGKILL /tmp/events && grep -q security_path_mkdir /tmp/events && break
+  sleep 0.2; i=$((i+1))
+done
+grep -e process_lsm -e process_kprobe /tmp/events >/tmp/hook-events
+block events /tmp/hook-events
+$P status >/tmp/status 2>&1
+block status /tmp/status
+block agent_log /tmp/agent.log
+exit 0
+"#;
+
+/// What the script printed: facts and blocks.
+struct Report {
+    facts: BTreeMap<String, String>,
+    blocks: BTreeMap<String, String>,
+    output: String,
+}
+
+impl Report {
+    fn parse(out: &VmOutput) -> Self {
+        let mut facts = BTreeMap::new();
+        let mut blocks = BTreeMap::new();
+        let mut current: Option<(String, String)> = None;
+        for line in out.output.lines() {
+            if let Some((name, text)) = current.as_mut() {
+                if line == format!("end:{name}") {
+                    let (name, text) = current.take().unwrap();
+                    blocks.insert(name, text);
+                } else {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            } else if let Some(name) = line.strip_prefix("begin:") {
+                current = Some((name.to_owned(), String::new()));
+            } else if let Some((k, v)) = line.split_once('=') {
+                facts.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        Self {
+            facts,
+            blocks,
+            output: out.output.clone(),
+        }
+    }
+
+    fn fact(&self, key: &str) -> &str {
+        self.facts
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key}= in the output:\n{}", self.output))
+    }
+
+    fn block(&self, name: &str) -> &str {
+        self.blocks
+            .get(name)
+            .unwrap_or_else(|| panic!("no block {name} in the output:\n{}", self.output))
+    }
+
+    /// Seconds from `KEY.start` to `KEY.end` (times from `/proc/uptime`).
+    fn took(&self, key: &str) -> f64 {
+        let at = |k: String| -> f64 { self.fact(&k).parse().unwrap() };
+        at(format!("{key}.end")) - at(format!("{key}.start"))
+    }
+
+    /// Asserts that `run KEY cmd` exited with `status` and printed `needle`.
+    fn ran(&self, key: &str, status: &str, needle: &str) {
+        let got = self.fact(&format!("{key}.status"));
+        let out = self.fact(&format!("{key}.out"));
+        assert!(
+            got == status && out.contains(needle),
+            "{key}: expected status {status} and output containing {needle:?}, got status {got}, output {out:?}\nwhole output:\n{}",
+            self.output
+        );
+    }
+}
+
+fn binary(name: &str) -> PathBuf {
+    locate_binary(name).unwrap_or_else(|| {
+        panic!("no {name} next to this test: build the workspace's binaries first (`cargo build --workspace --bins`) or set PALISADE_BIN_DIR")
+    })
+}
+
+/// The path of a hook event's first argument (a `file` or a `path`).
+fn first_path(args: &[KprobeArgument]) -> &str {
+    match args.first().and_then(|a| a.arg.as_ref()) {
+        Some(ArgValue::FileArg(f)) => &f.path,
+        Some(ArgValue::PathArg(p)) => &p.path,
+        other => panic!("first argument is not a file or path: {other:?}"),
+    }
+}
+
+/// One hook event, reduced to what the checks compare.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Hit {
+    kind: &'static str,
+    function: String,
+    path: String,
+    action: String,
+    policy: String,
+    binary: String,
+}
+
+fn hits(events: &str) -> Vec<Hit> {
+    let mut out: Vec<Hit> = events
+        .lines()
+        .map(|line| {
+            let event = Event::from_json_line(line)
+                .unwrap_or_else(|e| panic!("undecodable event {line}: {e}"));
+            let binary = event
+                .kind
+                .process()
+                .map(|p| p.binary.clone())
+                .unwrap_or_default();
+            match event.kind {
+                EventKind::ProcessLsm(e) => Hit {
+                    kind: "process_lsm",
+                    path: first_path(&e.args).to_owned(),
+                    function: e.function_name,
+                    action: e.action.as_str().to_owned(),
+                    policy: e.policy_name,
+                    binary,
+                },
+                EventKind::ProcessKprobe(e) => Hit {
+                    kind: "process_kprobe",
+                    path: first_path(&e.args).to_owned(),
+                    function: e.function_name,
+                    action: e.action.as_str().to_owned(),
+                    policy: e.policy_name,
+                    binary,
+                },
+                other => panic!("not a hook event: {other:?}"),
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn hit(kind: &'static str, function: &str, path: &str, action: &str, binary: &str) -> Hit {
+    let policy = if kind == "process_lsm" {
+        "protect-secrets"
+    } else {
+        "watch-security"
+    };
+    Hit {
+        kind,
+        function: function.to_owned(),
+        path: path.to_owned(),
+        action: action.to_owned(),
+        policy: policy.to_owned(),
+        binary: binary.to_owned(),
+    }
+}
+
+/// Whether `palisade probe` lists `feature` as available.
+fn probed(probe: &str, feature: &str) -> bool {
+    probe.lines().any(|l| {
+        l.strip_prefix(feature)
+            .is_some_and(|rest| rest.split_whitespace().next() == Some("yes"))
+    })
+}
+
+/// Boots `kernel`, runs [`SCRIPT`], asserts on the result and reports.
+fn runtime(found: Result<Kernel, VmError>) {
+    let kernel = found.unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    let out = Vm::new(&kernel)
+        .binary(binary("palisade-agent"))
+        .binary(binary("palisade"))
+        .data("/etc/palisade/agent.yaml", AGENT_CONFIG, 0o644)
+        .data("/etc/palisade/lsm.yaml", LSM_POLICY, 0o644)
+        .data("/etc/palisade/kprobe.yaml", KPROBE_POLICY, 0o644)
+        .env("NO_COLOR", "1")
+        .pass_env("RUST_LOG")
+        .timeout(Duration::from_secs(240))
+        .run_script(SCRIPT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let elapsed = started.elapsed();
+    let r = Report::parse(&out);
+    assert_eq!(out.status, 0, "exit status of the script:\n{}", out.console);
+
+    let probe = r.block("probe");
+    assert!(probed(probe, "kprobes"), "{probe}");
+    assert!(probed(probe, "BPF-LSM"), "{probe}");
+    r.ran("add_lsm", "0", "spec.lsmhooks[0]: BPF-LSM file_open");
+    r.ran(
+        "add_kprobe",
+        "0",
+        "spec.kprobes[0]: kprobe security_file_open",
+    );
+    r.ran(
+        "add_kprobe",
+        "0",
+        "spec.kprobes[1]: kprobe security_path_mkdir",
+    );
+
+    // 1. The LSM hook denies the matched binary, and only on protected files.
+    r.ran("evil_protected", "1", "Operation not permitted");
+    r.ran("evil_etc", "1", "Operation not permitted");
+    r.ran("evil_public", "0", "public-data");
+    r.ran("plain_protected", "0", "protected-data");
+    r.ran("plain_etc", "0", "etc-secret");
+    // 2. The kprobes: Post lets the operation be, Sigkill kills (128 + 9).
+    r.ran("watched_read", "0", "watched-data");
+    r.ran("other_read", "0", "other-data");
+    r.ran("watched_mkdir", "0", "");
+    r.ran("other_mkdir", "0", "");
+    r.ran("kill_read", "137", "");
+
+    // Exactly the matching operations were reported, with their action;
+    // busybox runs `mkdir` in the shell's forked child, hence its binary.
+    let evil = "/opt/evil/cat";
+    let busybox = "/bin/busybox";
+    let mut expected = vec![
+        hit(
+            "process_lsm",
+            "file_open",
+            "/tmp/protected/secret",
+            "KPROBE_ACTION_OVERRIDE",
+            evil,
+        ),
+        hit(
+            "process_lsm",
+            "file_open",
+            "/etc/palisade-secret",
+            "KPROBE_ACTION_OVERRIDE",
+            evil,
+        ),
+        hit(
+            "process_kprobe",
+            "security_file_open",
+            "/tmp/watched/file",
+            "KPROBE_ACTION_POST",
+            busybox,
+        ),
+        hit(
+            "process_kprobe",
+            "security_file_open",
+            "/tmp/kill/file",
+            "KPROBE_ACTION_SIGKILL",
+            busybox,
+        ),
+        hit(
+            "process_kprobe",
+            "security_path_mkdir",
+            "/tmp/watched",
+            "KPROBE_ACTION_POST",
+            busybox,
+        ),
+    ];
+    expected.sort();
+    assert_eq!(
+        hits(r.block("events")),
+        expected,
+        "whole output:\n{}",
+        r.output
+    );
+
+    let status = r.block("status");
+    assert!(status.contains("2 tracing policies"), "{status}");
+    assert!(status.contains("Runtime lost: 0 "), "{status}");
+
+    eprintln!(
+        "{} ({}): boot {:.1}s, agent start {:.1}s, policies applied in {:.1}s (LSM) and {:.1}s (kprobes), qemu {:.1}s, run() {:.1}s",
+        kernel.name(),
+        kernel.release().unwrap_or("?"),
+        out.boot_time.as_secs_f64(),
+        r.took("agent"),
+        r.took("add_lsm"),
+        r.took("add_kprobe"),
+        out.total_time.as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
+}
+
+#[test]
+fn runtime_debian_6_1() {
+    runtime(Kernel::debian_6_1());
+}
+
+#[test]
+fn runtime_debian_6_12() {
+    runtime(Kernel::debian_6_12());
+}
