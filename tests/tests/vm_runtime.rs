@@ -347,8 +347,14 @@ fn runtime(found: Result<Kernel, VmError>) {
     assert_eq!(out.status, 0, "exit status of the script:\n{}", out.console);
 
     let probe = r.block("probe");
-    assert!(probed(probe, "kprobes"), "{probe}");
-    assert!(probed(probe, "BPF-LSM"), "{probe}");
+    assert!(probed(probe, "kprobe hooks"), "{probe}");
+    assert!(probed(probe, "LSM hooks"), "{probe}");
+    assert!(
+        probe
+            .lines()
+            .any(|l| l.starts_with("deny (Override)") && l.contains("BPF-LSM return value")),
+        "{probe}"
+    );
     r.ran("add_lsm", "0", "spec.lsmhooks[0]: BPF-LSM file_open");
     r.ran(
         "add_kprobe",
