@@ -155,6 +155,109 @@ fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
     Ok(())
 }
 
+/// Perl connecting a TCP socket to 127.0.0.1:`port` (a closed loopback
+/// port refuses at once), then saying it is alive.
+fn connect_loopback(port: u16) -> String {
+    format!(
+        "use Socket; socket(my $s, PF_INET, SOCK_STREAM, 0) or die; \
+         connect($s, pack_sockaddr_in({port}, inet_aton(q(127.0.0.1)))); print qq(alive\\n);"
+    )
+}
+
+/// Kills `binary` when it connects to 127.0.0.0/8 port `port`. A `sockaddr`
+/// argument has one address and port, matched with SAddr/SPort (Tetragon's
+/// semantics).
+fn no_loopback_port(binary: &Path, port: u16) -> String {
+    format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-loopback-port
+spec:
+  kprobes:
+  - call: sys_connect
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: sockaddr
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: SAddr
+        values: [\"127.0.0.0/8\"]
+      - index: 1
+        operator: SPort
+        values: [\"{port}\"]
+      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
+#[test]
+fn connect_to_a_forbidden_port_kills_and_reports_the_sockaddr() -> Result<()> {
+    const FORBIDDEN: u16 = 47_001;
+    const ALLOWED: u16 = 47_002;
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = node.dir().join("netperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
+    client.call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: no_loopback_port(&matched, FORBIDDEN),
+    })?;
+
+    let killed = Command::new(&matched)
+        .args(["-e", &connect_loopback(FORBIDDEN)])
+        .output()?;
+    ensure!(
+        killed.status.signal() == Some(9),
+        "connecting to port {FORBIDDEN} must be killed by SIGKILL, got {:?} ({})",
+        killed.status,
+        String::from_utf8_lossy(&killed.stdout)
+    );
+    let other = Command::new(&matched)
+        .args(["-e", &connect_loopback(ALLOWED)])
+        .output()?;
+    ensure!(
+        other.status.success() && other.stdout == b"alive\n",
+        "another port is allowed: {:?} ({})",
+        other.status,
+        String::from_utf8_lossy(&other.stderr)
+    );
+
+    let bin = matched.display().to_string();
+    let kprobe = wait_event(&client, "process_kprobe", |e| {
+        matches!(&e.kind, EventKind::ProcessKprobe(k)
+            if k.process.as_ref().is_some_and(|p| p.binary == bin))
+    })?;
+    let EventKind::ProcessKprobe(k) = &kprobe.kind else {
+        unreachable!()
+    };
+    assert_eq!(k.action, KprobeAction::Sigkill);
+    assert_eq!(k.function_name, "sys_connect");
+    let Some(ArgValue::SockaddrArg(sa)) = k.args.get(1).and_then(|a| a.arg.as_ref()) else {
+        panic!("argument 1 is not a sockaddr: {:?}", k.args);
+    };
+    assert_eq!(
+        (sa.family.as_str(), sa.addr.as_str(), sa.port),
+        ("AF_INET", "127.0.0.1", u32::from(FORBIDDEN))
+    );
+    let json = kprobe.to_json_line()?;
+    assert!(json.contains("\"sockaddr_arg\""), "{json}");
+    Ok(())
+}
+
 #[test]
 fn exec_events_carry_parent_and_ancestors() -> Result<()> {
     let topo = Topology::builder()
