@@ -258,6 +258,107 @@ fn connect_to_a_forbidden_port_kills_and_reports_the_sockaddr() -> Result<()> {
     Ok(())
 }
 
+/// Kills `binary` when one of its TCP sockets to 127.0.0.0/8 port `port`
+/// changes state (the raw tracepoint `sock/inet_sock_set_state`, whose
+/// argument 0 is the `struct sock *`).
+fn no_tcp_state_change(binary: &Path, port: u16) -> String {
+    format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-tcp-to-port
+spec:
+  tracepoints:
+  - subsystem: sock
+    event: inet_sock_set_state
+    raw: true
+    args:
+    - index: 0
+      type: sock
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: DAddr
+        values: [\"127.0.0.0/8\"]
+      - index: 0
+        operator: DPort
+        values: [\"{port}\"]
+      - index: 0
+        operator: Protocol
+        values: [IPPROTO_TCP]
+      - index: 0
+        operator: Family
+        values: [AF_INET]
+      - index: 0
+        operator: NotDPortPriv
+      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
+#[test]
+fn sock_argument_filters_on_a_raw_tracepoint() -> Result<()> {
+    const FORBIDDEN: u16 = 47_003;
+    const ALLOWED: u16 = 47_004;
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = node.dir().join("sockperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
+    client.call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: no_tcp_state_change(&matched, FORBIDDEN),
+    })?;
+
+    let killed = Command::new(&matched)
+        .args(["-e", &connect_loopback(FORBIDDEN)])
+        .output()?;
+    ensure!(
+        killed.status.signal() == Some(9),
+        "a TCP socket to port {FORBIDDEN} must get its owner killed, got {:?}",
+        killed.status
+    );
+    let other = Command::new(&matched)
+        .args(["-e", &connect_loopback(ALLOWED)])
+        .output()?;
+    ensure!(
+        other.status.success() && other.stdout == b"alive\n",
+        "another port is allowed: {:?}",
+        other.status
+    );
+
+    let bin = matched.display().to_string();
+    let ev = wait_event(&client, "process_tracepoint", |e| {
+        matches!(&e.kind, EventKind::ProcessTracepoint(t)
+            if t.process.as_ref().is_some_and(|p| p.binary == bin))
+    })?;
+    let EventKind::ProcessTracepoint(t) = &ev.kind else {
+        unreachable!()
+    };
+    let Some(ArgValue::SockArg(sk)) = t.args.first().and_then(|a| a.arg.as_ref()) else {
+        panic!("argument 0 is not a sock: {:?}", t.args);
+    };
+    assert_eq!(
+        (
+            sk.family.as_str(),
+            sk.protocol.as_str(),
+            sk.daddr.as_str(),
+            sk.dport
+        ),
+        ("AF_INET", "IPPROTO_TCP", "127.0.0.1", u32::from(FORBIDDEN))
+    );
+    assert!(!sk.state.is_empty(), "a sock reports its state");
+    Ok(())
+}
+
 #[test]
 fn exec_events_carry_parent_and_ancestors() -> Result<()> {
     let topo = Topology::builder()
