@@ -61,19 +61,20 @@ static __always_inline __u64 pal_sign_extend(__u64 v, __u32 size, int is_signed)
 	return v;
 }
 
-/* Reads the tuple of socket argument i (kind PAL_ARGKIND_SOCK*) into the
+/* Reads the tuple of socket argument i (described by d) into the
  * string area at off; vals[i] stays 0 when it cannot be read. */
-static __noinline void pal_sock_arg(struct pal_rt_scratch *s, __u8 kind, __u64 raw, __u32 off,
-				    __u64 i)
+static __noinline void pal_sock_arg(struct pal_rt_scratch *s, const struct pal_rt_argdesc *d,
+				    __u64 raw, __u32 off, __u64 i)
 {
 	int err;
 
 	if (!s || i >= PAL_RT_MAX_ARGS || off > PAL_STR_LIMIT)
 		return;
 	__builtin_memset(&s->sock, 0, sizeof(s->sock));
-	if (kind == PAL_ARGKIND_SOCKADDR)
-		err = pal_sock_from_user(&s->sock, (const void *)raw);
-	else if (kind == PAL_ARGKIND_SOCK)
+	if (d->kind == PAL_ARGKIND_SOCKADDR)
+		err = pal_sock_from_addr(&s->sock, (const void *)raw,
+					 d->source == PAL_ARGSRC_SYSCALL);
+	else if (d->kind == PAL_ARGKIND_SOCK)
 		err = pal_sock_from_sock(&s->sock, (struct sock *)raw);
 	else
 		err = pal_sock_from_skb(&s->sock, (struct sk_buff *)raw);
@@ -133,7 +134,7 @@ static long pal_arg_step(__u32 index, struct pal_argctx *a)
 	}
 	if (d->kind == PAL_ARGKIND_SOCKADDR || d->kind == PAL_ARGKIND_SOCK ||
 	    d->kind == PAL_ARGKIND_SKB) {
-		pal_sock_arg(s, d->kind, raw, off, i);
+		pal_sock_arg(s, d, raw, off, i);
 		a->cur = off + (ev->vals[i] ? sizeof(struct pal_rt_sock) : 0);
 		return 0;
 	}

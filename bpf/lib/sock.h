@@ -1,6 +1,6 @@
 /*
- * The address tuple of a socket argument (struct pal_rt_sock): from a user
- * struct sockaddr (syscall arguments), a kernel struct sock or the IP
+ * The address tuple of a socket argument (struct pal_rt_sock): from a
+ * struct sockaddr (user memory for syscall arguments, else kernel memory), a kernel struct sock or the IP
  * header of a struct sk_buff (CO-RE reads).
  */
 #ifndef PALISADE_LIB_SOCK_H
@@ -31,21 +31,28 @@ struct pal_sockaddr_in6 {
 	__u8 addr[16];
 };
 
+/* Reads n bytes of user (user != 0) or kernel memory. */
+static __always_inline long pal_read_mem(void *dst, __u32 n, const void *src, int user)
+{
+	return user ? bpf_probe_read_user(dst, n, src) : bpf_probe_read_kernel(dst, n, src);
+}
+
 /*
- * A user sockaddr: its family, and for AF_INET/AF_INET6 its address and
- * port as the source. Returns 0, or -1 when the memory cannot be read.
+ * A struct sockaddr in user memory (a syscall's argument) or kernel memory
+ * (a function's): its family, and for AF_INET/AF_INET6 its address and port
+ * as the source. Returns 0, or -1 when the memory cannot be read.
  */
-static __always_inline int pal_sock_from_user(struct pal_rt_sock *t, const void *uaddr)
+static __always_inline int pal_sock_from_addr(struct pal_rt_sock *t, const void *addr, int user)
 {
 	__u16 family = 0;
 
-	if (!uaddr || bpf_probe_read_user(&family, sizeof(family), uaddr) < 0)
+	if (!addr || pal_read_mem(&family, sizeof(family), addr, user) < 0)
 		return -1;
 	t->family = family;
 	if (family == PAL_AF_INET) {
 		struct pal_sockaddr_in in;
 
-		if (bpf_probe_read_user(&in, sizeof(in), uaddr) < 0)
+		if (pal_read_mem(&in, sizeof(in), addr, user) < 0)
 			return -1;
 		t->sport = bpf_ntohs(in.port);
 		__builtin_memcpy(t->saddr, in.addr, 4);
@@ -53,7 +60,7 @@ static __always_inline int pal_sock_from_user(struct pal_rt_sock *t, const void 
 	} else if (family == PAL_AF_INET6) {
 		struct pal_sockaddr_in6 in6;
 
-		if (bpf_probe_read_user(&in6, sizeof(in6), uaddr) < 0)
+		if (pal_read_mem(&in6, sizeof(in6), addr, user) < 0)
 			return -1;
 		t->sport = bpf_ntohs(in6.port);
 		__builtin_memcpy(t->saddr, in6.addr, 16);

@@ -73,7 +73,7 @@ PAL_ABI_ASSERT_SIZE(struct pal_proc, 104);
 #define PAL_ARGKIND_FILE 3      /* struct file *: its path */
 #define PAL_ARGKIND_PATH 4      /* struct path *: the path */
 #define PAL_ARGKIND_BPRM 6      /* struct linux_binprm *: the file's path */
-#define PAL_ARGKIND_SOCKADDR 7  /* user struct sockaddr *: a pal_rt_sock tuple */
+#define PAL_ARGKIND_SOCKADDR 7  /* struct sockaddr * (user memory for PAL_ARGSRC_SYSCALL): a pal_rt_sock tuple */
 #define PAL_ARGKIND_SOCK 8      /* struct sock *: a pal_rt_sock tuple */
 #define PAL_ARGKIND_SKB 9       /* struct sk_buff *: a pal_rt_sock tuple */
 
@@ -179,7 +179,7 @@ PAL_ABI_ASSERT_SIZE(struct pal_rt_filter, 24);
 /*
  * The tuple of a socket argument, kept in the hook event's string area
  * (vals[i] = offset << 16 | sizeof; 0: not read, every filter fails). A
- * user sockaddr gives its family, and its address and port as the source
+ * sockaddr gives its family, and its address and port as the source
  * (Tetragon's semantics).
  */
 struct pal_rt_sock {
