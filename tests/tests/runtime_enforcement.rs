@@ -359,6 +359,102 @@ fn sock_argument_filters_on_a_raw_tracepoint() -> Result<()> {
     Ok(())
 }
 
+/// Kills `binary` when it transmits a TCP packet to 127.0.0.0/8 port
+/// `port` (the raw tracepoint `net/net_dev_start_xmit`, argument 0 the
+/// `struct sk_buff *`; loopback transmits in the sender's context).
+fn no_packets_to_port(binary: &Path, port: u16) -> String {
+    format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-packets-to-port
+spec:
+  tracepoints:
+  - subsystem: net
+    event: net_dev_start_xmit
+    raw: true
+    args:
+    - index: 0
+      type: skb
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: DAddr
+        values: [\"127.0.0.0/8\"]
+      - index: 0
+        operator: DPort
+        values: [\"{port}\"]
+      - index: 0
+        operator: Protocol
+        values: [IPPROTO_TCP]
+      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
+#[test]
+fn skb_argument_filters_on_a_raw_tracepoint() -> Result<()> {
+    const FORBIDDEN: u16 = 47_005;
+    const ALLOWED: u16 = 47_006;
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = node.dir().join("skbperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
+    client.call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: no_packets_to_port(&matched, FORBIDDEN),
+    })?;
+
+    let killed = Command::new(&matched)
+        .args(["-e", &connect_loopback(FORBIDDEN)])
+        .output()?;
+    ensure!(
+        killed.status.signal() == Some(9),
+        "a packet to port {FORBIDDEN} must get its sender killed, got {:?}",
+        killed.status
+    );
+    let other = Command::new(&matched)
+        .args(["-e", &connect_loopback(ALLOWED)])
+        .output()?;
+    ensure!(
+        other.status.success() && other.stdout == b"alive\n",
+        "another port is allowed: {:?}",
+        other.status
+    );
+
+    let bin = matched.display().to_string();
+    let ev = wait_event(&client, "process_tracepoint", |e| {
+        matches!(&e.kind, EventKind::ProcessTracepoint(t)
+            if t.process.as_ref().is_some_and(|p| p.binary == bin))
+    })?;
+    let EventKind::ProcessTracepoint(t) = &ev.kind else {
+        unreachable!()
+    };
+    let Some(ArgValue::SkbArg(skb)) = t.args.first().and_then(|a| a.arg.as_ref()) else {
+        panic!("argument 0 is not an skb: {:?}", t.args);
+    };
+    assert_eq!(
+        (
+            skb.family.as_str(),
+            skb.protocol.as_str(),
+            skb.daddr.as_str(),
+            skb.dport
+        ),
+        ("AF_INET", "IPPROTO_TCP", "127.0.0.1", u32::from(FORBIDDEN))
+    );
+    assert_ne!(skb.sport, 0, "the source port of a sent segment is known");
+    Ok(())
+}
+
 #[test]
 fn exec_events_carry_parent_and_ancestors() -> Result<()> {
     let topo = Topology::builder()
