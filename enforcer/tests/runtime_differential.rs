@@ -5,14 +5,16 @@
 //! several selectors (matchArgs of every operator, matchBinaries,
 //! Post and NoPost), a child process making calls with chosen arguments,
 //! and for each call the event the kernel sent (which selector matched)
-//! compared with what the reference evaluator predicts.
+//! compared with what the reference evaluator predicts; and `sock`
+//! arguments (every operator) on the raw tracepoint `inet_sock_set_state`,
+//! each posted tuple evaluated by the reference.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use palisade_bpf::abi::runtime::RtEvent;
+use palisade_bpf::abi::runtime::{RtEvent, SockTuple, SOCKF_STATE};
 use palisade_enforcer::runtime::{KernelHost, Runtime};
 use std::net::IpAddr;
 
@@ -469,6 +471,177 @@ fn kernel_selectors_agree_with_the_reference_evaluator() {
         posted > checked / 10 && posted < checked,
         "the generator is too one-sided"
     );
+}
+
+/// Operators of the `sock` round and the values they draw from.
+const SOCK_OPS: &[(&str, &[&str])] = &[
+    ("SAddr", CIDRS),
+    ("NotSAddr", CIDRS),
+    ("DAddr", CIDRS),
+    ("NotDAddr", CIDRS),
+    ("SPort", PORT_VALUES),
+    ("NotSPort", PORT_VALUES),
+    ("DPort", SOCK_PORT_VALUES),
+    ("NotDPort", SOCK_PORT_VALUES),
+    ("SPortPriv", &[]),
+    ("NotSPortPriv", &[]),
+    ("DPortPriv", &[]),
+    ("NotDPortPriv", &[]),
+    ("Protocol", &["IPPROTO_TCP", "IPPROTO_UDP"]),
+    ("Family", FAMILY_VALUES),
+    (
+        "State",
+        &["TCP_CLOSE", "TCP_SYN_SENT", "TCP_ESTABLISHED", "1:3"],
+    ),
+];
+/// Closed loopback ports the `sock` round connects to.
+const SOCK_PORTS: &[u16] = &[1023, 47_010, 47_011];
+const SOCK_PORT_VALUES: &[&str] = &["1023", "47010", "47000:47010", "1024:65535"];
+
+/// A random policy on the raw tracepoint `sock/inet_sock_set_state`
+/// (argument 0: the socket), every selector limited to perl, the last one
+/// without filters so that every state change of a perl socket posts its
+/// tuple.
+fn sock_policy(rng: &mut Rng, name: &str) -> String {
+    let mut y = format!(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:\n  tracepoints:\n  - subsystem: sock\n    event: inet_sock_set_state\n    raw: true\n    args:\n    - {{index: 0, type: sock}}\n    selectors:\n"
+    );
+    let perl = "      matchBinaries:\n      - {operator: In, values: [\"/usr/bin/perl\"]}\n";
+    for _ in 0..1 + rng.below(3) {
+        y += "    - matchArgs:\n";
+        for _ in 0..1 + rng.below(2) {
+            let (op, pool) = *rng.pick(SOCK_OPS);
+            let n = if pool.is_empty() { 0 } else { 1 + rng.below(2) };
+            let vals: Vec<String> = (0..n).map(|_| format!("\"{}\"", rng.pick(pool))).collect();
+            y += &format!(
+                "      - index: 0\n        operator: {op}\n        values: [{}]\n",
+                vals.join(", ")
+            );
+        }
+        y += perl;
+    }
+    y += "    - matchBinaries:\n      - {operator: In, values: [\"/usr/bin/perl\"]}\n";
+    y
+}
+
+/// The reference evaluator's view of a tuple the kernel reported.
+fn sock_of(t: &SockTuple) -> ArgValue {
+    let ip = |b: &[u8; 16]| match t.family {
+        2 => Some(IpAddr::from([b[0], b[1], b[2], b[3]])),
+        10 => Some(IpAddr::from(*b)),
+        _ => None,
+    };
+    ArgValue::Sock(Sock {
+        family: t.family,
+        protocol: t.protocol,
+        saddr: ip(&t.saddr),
+        daddr: ip(&t.daddr),
+        sport: t.sport,
+        dport: t.dport,
+        state: (t.flags & SOCKF_STATE != 0).then_some(t.state),
+    })
+}
+
+/// `sock` arguments: the selector the kernel chose for each socket state
+/// change of a perl child (TCP connects to closed loopback ports) against
+/// the reference evaluator on the tuple the kernel reported.
+#[test]
+fn kernel_sock_filters_agree_with_the_reference_evaluator() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipping: loading eBPF programs needs root");
+        return;
+    }
+    let root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/palisade-differential-sock-{}",
+        std::process::id()
+    ));
+    let _cleanup = Cleanup(root.clone());
+    let mut runtime = Runtime::start(&root, std::process::id()).expect("runtime");
+    let mut ring = runtime.take_events().expect("ring buffer");
+    let host = KernelHost::probe();
+    let seed = std::env::var("PALISADE_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x50c_4e75_u64);
+    let mut rng = Rng(seed);
+    let (mut checked, mut filtered) = (0, 0);
+    for round in 0..30 {
+        let name = format!("diff-sock-{round}");
+        let yaml = sock_policy(&mut rng, &name);
+        let doc = parse_documents(&yaml, "differential")
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+            .remove(0);
+        let compiled = compile(&doc, &host, CompileOptions::default())
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let reference = CompiledSelectors::new(&hooks(&doc)[0].hook(), &ResolvedLists::new())
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        runtime
+            .apply(compiled)
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let hook_id = runtime.hooks_of(&name)[0].0;
+        let script: String = (0..4)
+            .map(|_| {
+                let port = *rng.pick(SOCK_PORTS);
+                if rng.below(2) == 0 {
+                    format!("{{ socket(my $s, PF_INET, SOCK_STREAM, 0) or die; connect($s, pack_sockaddr_in({port}, inet_aton(q(127.0.0.1)))); }}")
+                } else {
+                    format!("{{ socket(my $s, PF_INET6, SOCK_STREAM, 0) or die; connect($s, pack_sockaddr_in6({port}, inet_pton(AF_INET6, q(::1)))); }}")
+                }
+            })
+            .collect();
+        let st = Command::new("/usr/bin/perl")
+            .args([
+                "-MSocket=:DEFAULT,inet_pton,pack_sockaddr_in6",
+                "-e",
+                &script,
+            ])
+            .status()
+            .expect("perl");
+        assert!(st.success());
+        let mut seen = 0;
+        while let Some(item) = ring.next() {
+            let Ok(RtEvent::Hook(ev)) = RtEvent::from_bytes(&item) else {
+                continue;
+            };
+            if ev.hook_id != hook_id {
+                continue;
+            }
+            let tuple = SockTuple::from_bytes(ev.string(0).unwrap_or_default())
+                .unwrap_or_else(|| panic!("round {round}: no tuple in the event\n{yaml}"));
+            let ctx = Context {
+                args: vec![sock_of(&tuple)],
+                process: Process {
+                    binary: b"/usr/bin/perl".to_vec(),
+                    ..Process::default()
+                },
+                ..Context::default()
+            };
+            let expected = reference
+                .evaluate(&ctx)
+                .map(|m| m.selector.unwrap_or(0) as u16);
+            assert_eq!(
+                Some(ev.sel),
+                expected,
+                "seed {seed:#x} round {round}: tuple {tuple:?}\n{yaml}"
+            );
+            seen += 1;
+            filtered +=
+                usize::from(expected.is_some_and(|s| usize::from(s) + 1 < reference_len(&yaml)));
+        }
+        assert!(
+            seen >= 4,
+            "round {round}: {seen} state changes posted\n{yaml}"
+        );
+        checked += seen;
+        assert!(runtime.delete(&name));
+    }
+    println!("{checked} socket state changes checked, {filtered} matched a filtering selector (seed {seed:#x})");
+    assert!(filtered > 0, "no filtering selector ever matched");
+}
+
+/// The number of selectors of a generated policy.
+fn reference_len(yaml: &str) -> usize {
+    yaml.matches("matchBinaries:").count()
 }
 
 /// Removes the test's bpf root (pinned maps and links) at the end.
