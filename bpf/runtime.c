@@ -80,13 +80,18 @@ int pal_tracepoint(void *ctx)
 	return 0;
 }
 
+/*
+ * The kernel refuses to attach a raw tracepoint program that reads more
+ * context than the tracepoint has arguments (max_ctx_offset), so the six
+ * slots are copied with a helper: slots past the tracepoint's arguments
+ * hold stack bytes, and no declared argument points at them.
+ */
 SEC("raw_tracepoint")
 int pal_raw_tracepoint(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct pal_argctx a = {
-		.raw = { ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], ctx->args[4],
-			 ctx->args[5] },
-	};
+	struct pal_argctx a = {};
+
+	bpf_probe_read_kernel(a.raw, sizeof(a.raw), ctx->args);
 
 	pal_hook_run(PAL_HOOK_ID, &a, 0);
 	return 0;

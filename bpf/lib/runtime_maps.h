@@ -140,6 +140,7 @@ struct pal_rt_scratch {
 	struct pal_rt_exit_event exit;
 	char path[PAL_RT_PATH_MAX * 2];   /* path assembly, right to left */
 	char rev[PAL_RT_STR_MAX];         /* reversed string for Postfix */
+	struct pal_rt_sock sock;          /* socket tuple being read or tested */
 };
 
 struct {

@@ -10,6 +10,7 @@
 #ifndef PALISADE_LIB_SELECTORS_H
 #define PALISADE_LIB_SELECTORS_H
 
+#include "sock.h"
 #include "task.h"
 
 #define PAL_STR_LIMIT (PAL_RT_STR_AREA - PAL_RT_STR_MAX)
@@ -58,6 +59,31 @@ static __always_inline __u64 pal_sign_extend(__u64 v, __u32 size, int is_signed)
 	case 4: return is_signed ? (__u64)(__s64)(__s32)v : (__u32)v;
 	}
 	return v;
+}
+
+/* Reads the tuple of socket argument i (described by d) into the
+ * string area at off; vals[i] stays 0 when it cannot be read. */
+static __noinline void pal_sock_arg(struct pal_rt_scratch *s, const struct pal_rt_argdesc *d,
+				    __u64 raw, __u32 off, __u64 i)
+{
+	int err;
+
+	if (!s || i >= PAL_RT_MAX_ARGS || off > PAL_STR_LIMIT)
+		return;
+	__builtin_memset(&s->sock, 0, sizeof(s->sock));
+	if (d->kind == PAL_ARGKIND_SOCKADDR)
+		err = pal_sock_from_addr(&s->sock, (const void *)raw,
+					 d->source == PAL_ARGSRC_SYSCALL);
+	else if (d->kind == PAL_ARGKIND_SOCK)
+		err = pal_sock_from_sock(&s->sock, (struct sock *)raw);
+	else
+		err = pal_sock_from_skb(&s->sock, (struct sk_buff *)raw);
+	s->ev.vals[i] = 0;
+	if (err < 0)
+		return;
+	/* A helper copy: off is not aligned. */
+	bpf_probe_read_kernel(&s->ev.str[off & (PAL_RT_STR_AREA - 1)], sizeof(s->sock), &s->sock);
+	s->ev.vals[i] = ((__u64)off << 16) | sizeof(struct pal_rt_sock);
 }
 
 /*
@@ -117,6 +143,12 @@ __noinline int pal_arg_read(__u32 index, struct pal_argctx *a)
 	if (off > PAL_STR_LIMIT) {
 		ev->vals[i] = 0;
 		ev->flags |= PAL_HOOKEV_TRUNCATED;
+		return 0;
+	}
+	if (d->kind == PAL_ARGKIND_SOCKADDR || d->kind == PAL_ARGKIND_SOCK ||
+	    d->kind == PAL_ARGKIND_SKB) {
+		pal_sock_arg(s, d, raw, off, i);
+		a->cur = off + (ev->vals[i] ? sizeof(struct pal_rt_sock) : 0);
 		return 0;
 	}
 	switch (d->kind) {
@@ -260,6 +292,70 @@ static __always_inline int pal_pid_filter(const struct pal_rt_filter *f, __u32 t
 	return w.found;
 }
 
+/* Address `which` (PAL_SOCK_SRC/DST) of the tested tuple in the IPv4 set
+ * v4 or the IPv6 set v6. */
+static __always_inline int pal_addr_in_set(struct pal_rt_scratch *s, __u32 which, __u32 v4,
+					   __u32 v6)
+{
+	const __u8 *addr = which == PAL_SOCK_DST ? s->sock.daddr : s->sock.saddr;
+
+	__builtin_memset(s->nkey.data, 0, sizeof(s->nkey.data));
+	if (s->sock.family == PAL_AF_INET) {
+		s->nkey.prefixlen = 32 + 32;
+		s->nkey.set_id = v4;
+		__builtin_memcpy(s->nkey.data, addr, 4);
+	} else {
+		s->nkey.prefixlen = 32 + 128;
+		s->nkey.set_id = v6;
+		__builtin_memcpy(s->nkey.data, addr, 16);
+	}
+	return bpf_map_lookup_elem(&pal_rt_num, &s->nkey) != NULL;
+}
+
+/*
+ * A socket filter on the tuple of argument value v; applies the Not-form
+ * (PAL_FILTF_INVERT) itself: a tuple that was not read, an address filter
+ * on a non-IP family and a state filter without state fail both forms.
+ */
+__noinline int pal_sock_filter(__u32 idx, __u64 v)
+{
+	struct pal_rt_scratch *s = pal_rt_scratch();
+	struct pal_rt_filter *f = bpf_map_lookup_elem(&pal_rt_filters, &idx);
+	__u32 off = (v >> 16) & 0xffff, port;
+	int ok = 0;
+
+	if (!s || !f || (v & 0xffff) != sizeof(struct pal_rt_sock) || off > PAL_STR_LIMIT)
+		return 0;
+	bpf_probe_read_kernel(&s->sock, sizeof(s->sock), &s->ev.str[off & (PAL_RT_STR_AREA - 1)]);
+	port = f->aux == PAL_SOCK_DST ? s->sock.dport : s->sock.sport;
+	switch (f->kind) {
+	case PAL_FILT_SOCK_PORT:
+		ok = pal_num_in_set(f->set_id, port);
+		break;
+	case PAL_FILT_SOCK_PRIV:
+		ok = port < 1024;
+		break;
+	case PAL_FILT_SOCK_ADDR:
+		if (!(s->sock.flags & PAL_SOCKF_IP))
+			return 0;
+		ok = pal_addr_in_set(s, f->aux, f->set_id, (__u32)f->value);
+		break;
+	case PAL_FILT_SOCK_FIELD:
+		if (f->aux == PAL_SOCK_FAMILY)
+			ok = pal_num_in_set(f->set_id, s->sock.family);
+		else if (f->aux == PAL_SOCK_PROTOCOL)
+			ok = pal_num_in_set(f->set_id, s->sock.protocol);
+		else if (s->sock.flags & PAL_SOCKF_STATE)
+			ok = pal_num_in_set(f->set_id, s->sock.state);
+		else
+			return 0;
+		break;
+	default:
+		return 0;
+	}
+	return (f->flags & PAL_FILTF_INVERT) ? !ok : ok;
+}
+
 static __always_inline int pal_bit(const __u64 *bits, __u32 i)
 {
 	return (bits[(i >> 6) & 1] >> (i & 63)) & 1;
@@ -339,6 +435,11 @@ __noinline int pal_filter_eval(__u32 idx, __u32 tgid)
 		return pal_num_in_set(f->set_id, pal_task_ns(pal_current(), f->aux));
 	case PAL_FILT_CAPS:
 		return (pal_task_caps(pal_current(), f->aux) & f->value) != 0;
+	case PAL_FILT_SOCK_PORT:
+	case PAL_FILT_SOCK_PRIV:
+	case PAL_FILT_SOCK_ADDR:
+	case PAL_FILT_SOCK_FIELD:
+		return pal_sock_filter(idx, v);
 	}
 	return 0;
 }

@@ -264,6 +264,11 @@ fn rust_structs_match_btf_of_the_object() {
         ),
         rust_layout!("pal_rt_binset", rt::BinSet, [set_id, kind]),
         rust_layout!(
+            "pal_rt_sock",
+            rt::SockTuple,
+            [family, protocol, sport, dport, state, flags, pad, pad2, saddr, daddr]
+        ),
+        rust_layout!(
             "pal_rt_config",
             rt::Config,
             [nbinsets, self_tgid, follow_mask, host_ns]

@@ -1,19 +1,24 @@
 //! The in-kernel selector evaluation against the reference evaluator
 //! (`palisade_tracing_policies::eval`), on the real kernel (needs root):
-//! random policies on `lseek` (integer arguments) and `openat` (a string)
-//! with several selectors (matchArgs of every operator, matchBinaries,
+//! random policies on `lseek` (integer arguments), `openat` (a string) and
+//! `connect` (a user `sockaddr`: IPv4, IPv6, unix and NULL addresses) with
+//! several selectors (matchArgs of every operator, matchBinaries,
 //! Post and NoPost), a child process making calls with chosen arguments,
 //! and for each call the event the kernel sent (which selector matched)
-//! compared with what the reference evaluator predicts.
+//! compared with what the reference evaluator predicts; and `sock`
+//! arguments (every operator) on the raw tracepoint `inet_sock_set_state`,
+//! each posted tuple evaluated by the reference.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use palisade_bpf::abi::runtime::RtEvent;
+use palisade_bpf::abi::runtime::{RtEvent, SockTuple, SOCKF_STATE};
 use palisade_enforcer::runtime::{KernelHost, Runtime};
-use palisade_tracing_policies::eval::{hooks, ResolvedLists};
+use std::net::IpAddr;
+
+use palisade_tracing_policies::eval::{hooks, ResolvedLists, Sock};
 use palisade_tracing_policies::{
     compile, parse_documents, ArgValue, CompileOptions, CompiledSelectors, Context, Process,
 };
@@ -21,6 +26,7 @@ use palisade_tracing_policies::{
 /// `x86_64` syscall numbers.
 const LSEEK: u32 = 8;
 const OPENAT: u32 = 257;
+const CONNECT: u32 = 42;
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -57,6 +63,57 @@ const PATHS: &[&str] = &[
     "/nonexistent-pal",
 ];
 const BINARIES: &[&str] = &["/usr/bin/perl", "/usr/bin/python3"];
+/// Addresses connect is called with (loopback only; the descriptors are
+/// not open, so no connection is ever attempted).
+const ADDRS: &[&str] = &["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"];
+/// Ports connect is called with.
+const PORTS: &[u16] = &[0, 22, 80, 443, 1023, 1024, 8080, 65535];
+/// CIDRs and port values of the socket filters.
+const CIDRS: &[&str] = &[
+    "127.0.0.0/8",
+    "127.0.0.1",
+    "10.0.0.0/8",
+    "0.0.0.0/0",
+    "::1",
+    "::/0",
+    "fd00::/8",
+    "::ffff:0:0/96",
+];
+const PORT_VALUES: &[&str] = &[
+    "22",
+    "80",
+    "443",
+    "1023",
+    "1024",
+    "8080",
+    "65535",
+    "1000:9000",
+];
+const FAMILY_VALUES: &[&str] = &["AF_INET", "AF_INET6", "AF_UNIX", "10"];
+
+fn sock_filter(rng: &mut Rng) -> String {
+    let op = *rng.pick(&[
+        "SAddr",
+        "NotSAddr",
+        "SPort",
+        "NotSPort",
+        "SPortPriv",
+        "NotSPortPriv",
+        "Family",
+    ]);
+    let pool: &[&str] = match op {
+        "SAddr" | "NotSAddr" => CIDRS,
+        "SPort" | "NotSPort" => PORT_VALUES,
+        "Family" => FAMILY_VALUES,
+        _ => &[],
+    };
+    let n = if pool.is_empty() { 0 } else { 1 + rng.below(3) };
+    let vals: Vec<String> = (0..n).map(|_| format!("\"{}\"", rng.pick(pool))).collect();
+    format!(
+        "      - index: 1\n        operator: {op}\n        values: [{}]\n",
+        vals.join(", ")
+    )
+}
 
 fn int_filter(rng: &mut Rng) -> String {
     let (index, values): (u32, &[i64]) = if rng.below(2) == 0 {
@@ -131,26 +188,38 @@ fn string_filter(rng: &mut Rng) -> String {
     )
 }
 
-/// A random policy on `lseek` or `openat`; argument 0 (lseek's fd,
-/// openat's flags-free dirfd) and for openat argument 2 identify the call.
-fn policy(rng: &mut Rng, name: &str, openat: bool) -> String {
+/// Which syscall a round hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Lseek,
+    Openat,
+    Connect,
+}
+
+/// A random policy on `lseek`, `openat` or `connect`; argument 0 (the fd,
+/// or openat's dirfd) identifies the call.
+fn policy(rng: &mut Rng, name: &str, target: Target) -> String {
     let mut y = format!(
         "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:\n  kprobes:\n  - call: {}\n    syscall: true\n    args:\n",
-        if openat { "sys_openat" } else { "sys_lseek" }
+        match target {
+            Target::Lseek => "sys_lseek",
+            Target::Openat => "sys_openat",
+            Target::Connect => "sys_connect",
+        }
     );
-    if openat {
-        y += "    - {index: 0, type: int}\n    - {index: 1, type: string}\n    - {index: 2, type: int}\n";
-    } else {
-        y += "    - {index: 0, type: int}\n    - {index: 1, type: int64}\n    - {index: 2, type: int}\n";
-    }
+    y += match target {
+        Target::Openat => "    - {index: 0, type: int}\n    - {index: 1, type: string}\n    - {index: 2, type: int}\n",
+        Target::Lseek => "    - {index: 0, type: int}\n    - {index: 1, type: int64}\n    - {index: 2, type: int}\n",
+        Target::Connect => "    - {index: 0, type: int}\n    - {index: 1, type: sockaddr}\n    - {index: 2, type: int}\n",
+    };
     y += "    selectors:\n";
     for _ in 0..1 + rng.below(3) {
         y += "    - matchArgs:\n";
         for _ in 0..1 + rng.below(2) {
-            y += &if openat {
-                string_filter(rng)
-            } else {
-                int_filter(rng)
+            y += &match target {
+                Target::Openat => string_filter(rng),
+                Target::Lseek => int_filter(rng),
+                Target::Connect => sock_filter(rng),
             };
         }
         if rng.below(3) == 0 {
@@ -170,8 +239,39 @@ fn policy(rng: &mut Rng, name: &str, openat: bool) -> String {
 /// One call the child makes.
 #[derive(Debug, Clone)]
 enum Call {
-    Lseek { fd: i64, offset: i64, whence: i64 },
-    Openat { tag: i64, path: &'static str },
+    Lseek {
+        fd: i64,
+        offset: i64,
+        whence: i64,
+    },
+    Openat {
+        tag: i64,
+        path: &'static str,
+    },
+    /// `addr`: None for a NULL pointer, "unix" for an `AF_UNIX` address.
+    Connect {
+        tag: i64,
+        addr: Option<&'static str>,
+        port: u16,
+    },
+}
+
+/// Perl code building the packed sockaddr of `addr` and `port` in `$a`.
+fn pack_sockaddr(addr: &str, port: u16) -> String {
+    match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => {
+            let [a, b, c, d] = ip.octets();
+            format!("my $a = pack(\"S n C4 x8\", 2, {port}, {a}, {b}, {c}, {d});")
+        }
+        Ok(IpAddr::V6(ip)) => {
+            let bytes: Vec<String> = ip.octets().iter().map(u8::to_string).collect();
+            format!(
+                "my $a = pack(\"S n N C16 N\", 10, {port}, 0, {}, 0);",
+                bytes.join(", ")
+            )
+        }
+        Err(_) => "my $a = pack(\"S a108\", 1, \"/nonexistent-pal/sock\");".to_owned(),
+    }
 }
 
 impl Call {
@@ -184,6 +284,17 @@ impl Call {
                 // A variable: perl's syscall() may write to its arguments.
                 format!("{{ my $p = \"{path}\"; syscall({OPENAT}, {tag}, $p, 0); }}")
             }
+            Call::Connect {
+                tag, addr: None, ..
+            } => format!("syscall({CONNECT}, {tag}, 0, 16);"),
+            Call::Connect {
+                tag,
+                addr: Some(addr),
+                port,
+            } => format!(
+                "{{ {} syscall({CONNECT}, {tag}, $a, length($a)); }}",
+                pack_sockaddr(addr, *port)
+            ),
         }
     }
 
@@ -200,6 +311,28 @@ impl Call {
                 ArgValue::Text(path.as_bytes().to_vec()),
                 ArgValue::Signed(0),
             ],
+            Call::Connect { tag, addr, port } => {
+                let sock = match addr.map(|a| (a, a.parse::<IpAddr>())) {
+                    None => ArgValue::Missing,
+                    Some((_, Ok(ip))) => ArgValue::Sock(Sock {
+                        family: if ip.is_ipv4() { 2 } else { 10 },
+                        saddr: Some(ip),
+                        sport: *port,
+                        ..Sock::default()
+                    }),
+                    Some((_, Err(_))) => ArgValue::Sock(Sock {
+                        family: 1,
+                        ..Sock::default()
+                    }),
+                };
+                let len = match addr.map(|a| a.parse::<IpAddr>()) {
+                    Some(Ok(IpAddr::V4(_))) => 16,
+                    Some(Ok(IpAddr::V6(_))) => 28,
+                    Some(Err(_)) => 110,
+                    None => 16,
+                };
+                vec![ArgValue::Signed(*tag), sock, ArgValue::Signed(len)]
+            }
         };
         Context {
             args,
@@ -214,7 +347,7 @@ impl Call {
     fn tag(&self) -> i64 {
         match self {
             Call::Lseek { fd, .. } => *fd,
-            Call::Openat { tag, .. } => *tag,
+            Call::Openat { tag, .. } | Call::Connect { tag, .. } => *tag,
         }
     }
 }
@@ -246,14 +379,15 @@ fn kernel_selectors_agree_with_the_reference_evaluator() {
     let rounds: usize = std::env::var("PALISADE_DIFF_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(80);
+        .unwrap_or(90);
     let mut rng = Rng(seed);
     let mut checked = 0;
     let mut posted = 0;
+    let mut connect_posted = 0;
     for round in 0..rounds {
-        let openat = round % 2 == 1;
+        let target = [Target::Lseek, Target::Openat, Target::Connect][round % 3];
         let name = format!("diff-{round}");
-        let yaml = policy(&mut rng, &name, openat);
+        let yaml = policy(&mut rng, &name, target);
         let doc = parse_documents(&yaml, "differential")
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
             .remove(0);
@@ -270,17 +404,25 @@ fn kernel_selectors_agree_with_the_reference_evaluator() {
         let calls: Vec<Call> = (0..24)
             .map(|i| {
                 let tag = 100_000 + (round * 100 + i) as i64;
-                if openat {
-                    Call::Openat {
+                match target {
+                    Target::Openat => Call::Openat {
                         tag,
                         path: PATHS[rng.below(PATHS.len())],
-                    }
-                } else {
-                    Call::Lseek {
+                    },
+                    Target::Lseek => Call::Lseek {
                         fd: tag,
                         offset: *rng.pick(OFFSETS),
                         whence: *rng.pick(WHENCES),
-                    }
+                    },
+                    Target::Connect => Call::Connect {
+                        tag,
+                        addr: match rng.below(8) {
+                            0 => None,
+                            1 => Some("unix"),
+                            _ => Some(*rng.pick(ADDRS)),
+                        },
+                        port: *rng.pick(PORTS),
+                    },
                 }
             })
             .collect();
@@ -312,16 +454,194 @@ fn kernel_selectors_agree_with_the_reference_evaluator() {
             );
             checked += 1;
             posted += usize::from(expected.is_some());
+            if matches!(call, Call::Connect { .. }) {
+                connect_posted += usize::from(expected.is_some());
+            }
         }
         assert!(runtime.delete(&name));
     }
     println!(
-        "{checked} calls checked, {posted} posted, over {rounds} random policies (seed {seed:#x})"
+        "{checked} calls checked, {posted} posted ({connect_posted} connect), over {rounds} random policies (seed {seed:#x})"
+    );
+    assert!(
+        rounds < 3 || connect_posted > 0,
+        "no connect call matched: the socket filters were not exercised"
     );
     assert!(
         posted > checked / 10 && posted < checked,
         "the generator is too one-sided"
     );
+}
+
+/// Operators of the `sock` round and the values they draw from.
+const SOCK_OPS: &[(&str, &[&str])] = &[
+    ("SAddr", CIDRS),
+    ("NotSAddr", CIDRS),
+    ("DAddr", CIDRS),
+    ("NotDAddr", CIDRS),
+    ("SPort", PORT_VALUES),
+    ("NotSPort", PORT_VALUES),
+    ("DPort", SOCK_PORT_VALUES),
+    ("NotDPort", SOCK_PORT_VALUES),
+    ("SPortPriv", &[]),
+    ("NotSPortPriv", &[]),
+    ("DPortPriv", &[]),
+    ("NotDPortPriv", &[]),
+    ("Protocol", &["IPPROTO_TCP", "IPPROTO_UDP"]),
+    ("Family", FAMILY_VALUES),
+    (
+        "State",
+        &["TCP_CLOSE", "TCP_SYN_SENT", "TCP_ESTABLISHED", "1:3"],
+    ),
+];
+/// Closed loopback ports the `sock` round connects to.
+const SOCK_PORTS: &[u16] = &[1023, 47_010, 47_011];
+const SOCK_PORT_VALUES: &[&str] = &["1023", "47010", "47000:47010", "1024:65535"];
+
+/// A random policy on the raw tracepoint `sock/inet_sock_set_state`
+/// (argument 0: the socket), every selector limited to perl, the last one
+/// without filters so that every state change of a perl socket posts its
+/// tuple.
+fn sock_policy(rng: &mut Rng, name: &str) -> String {
+    let mut y = format!(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:\n  tracepoints:\n  - subsystem: sock\n    event: inet_sock_set_state\n    raw: true\n    args:\n    - {{index: 0, type: sock}}\n    selectors:\n"
+    );
+    let perl = "      matchBinaries:\n      - {operator: In, values: [\"/usr/bin/perl\"]}\n";
+    for _ in 0..1 + rng.below(3) {
+        y += "    - matchArgs:\n";
+        for _ in 0..1 + rng.below(2) {
+            let (op, pool) = *rng.pick(SOCK_OPS);
+            let n = if pool.is_empty() { 0 } else { 1 + rng.below(2) };
+            let vals: Vec<String> = (0..n).map(|_| format!("\"{}\"", rng.pick(pool))).collect();
+            y += &format!(
+                "      - index: 0\n        operator: {op}\n        values: [{}]\n",
+                vals.join(", ")
+            );
+        }
+        y += perl;
+    }
+    y += "    - matchBinaries:\n      - {operator: In, values: [\"/usr/bin/perl\"]}\n";
+    y
+}
+
+/// The reference evaluator's view of a tuple the kernel reported.
+fn sock_of(t: &SockTuple) -> ArgValue {
+    let ip = |b: &[u8; 16]| match t.family {
+        2 => Some(IpAddr::from([b[0], b[1], b[2], b[3]])),
+        10 => Some(IpAddr::from(*b)),
+        _ => None,
+    };
+    ArgValue::Sock(Sock {
+        family: t.family,
+        protocol: t.protocol,
+        saddr: ip(&t.saddr),
+        daddr: ip(&t.daddr),
+        sport: t.sport,
+        dport: t.dport,
+        state: (t.flags & SOCKF_STATE != 0).then_some(t.state),
+    })
+}
+
+/// `sock` arguments: the selector the kernel chose for each socket state
+/// change of a perl child (TCP connects to closed loopback ports) against
+/// the reference evaluator on the tuple the kernel reported.
+#[test]
+fn kernel_sock_filters_agree_with_the_reference_evaluator() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipping: loading eBPF programs needs root");
+        return;
+    }
+    let root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/palisade-differential-sock-{}",
+        std::process::id()
+    ));
+    let _cleanup = Cleanup(root.clone());
+    let mut runtime = Runtime::start(&root, std::process::id()).expect("runtime");
+    let mut ring = runtime.take_events().expect("ring buffer");
+    let host = KernelHost::probe();
+    let seed = std::env::var("PALISADE_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x50c_4e75_u64);
+    let mut rng = Rng(seed);
+    let (mut checked, mut filtered) = (0, 0);
+    for round in 0..30 {
+        let name = format!("diff-sock-{round}");
+        let yaml = sock_policy(&mut rng, &name);
+        let doc = parse_documents(&yaml, "differential")
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+            .remove(0);
+        let compiled = compile(&doc, &host, CompileOptions::default())
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let reference = CompiledSelectors::new(&hooks(&doc)[0].hook(), &ResolvedLists::new())
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        runtime
+            .apply(compiled)
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let hook_id = runtime.hooks_of(&name)[0].0;
+        let script: String = (0..4)
+            .map(|_| {
+                let port = *rng.pick(SOCK_PORTS);
+                if rng.below(2) == 0 {
+                    format!("{{ socket(my $s, PF_INET, SOCK_STREAM, 0) or die; connect($s, pack_sockaddr_in({port}, inet_aton(q(127.0.0.1)))); }}")
+                } else {
+                    format!("{{ socket(my $s, PF_INET6, SOCK_STREAM, 0) or die; connect($s, pack_sockaddr_in6({port}, inet_pton(AF_INET6, q(::1)))); }}")
+                }
+            })
+            .collect();
+        let st = Command::new("/usr/bin/perl")
+            .args([
+                "-MSocket=:DEFAULT,inet_pton,pack_sockaddr_in6",
+                "-e",
+                &script,
+            ])
+            .status()
+            .expect("perl");
+        assert!(st.success());
+        let mut seen = 0;
+        while let Some(item) = ring.next() {
+            let Ok(RtEvent::Hook(ev)) = RtEvent::from_bytes(&item) else {
+                continue;
+            };
+            if ev.hook_id != hook_id {
+                continue;
+            }
+            let tuple = SockTuple::from_bytes(ev.string(0).unwrap_or_default())
+                .unwrap_or_else(|| panic!("round {round}: no tuple in the event\n{yaml}"));
+            let ctx = Context {
+                args: vec![sock_of(&tuple)],
+                process: Process {
+                    binary: b"/usr/bin/perl".to_vec(),
+                    ..Process::default()
+                },
+                ..Context::default()
+            };
+            let expected = reference
+                .evaluate(&ctx)
+                .map(|m| m.selector.unwrap_or(0) as u16);
+            assert_eq!(
+                Some(ev.sel),
+                expected,
+                "seed {seed:#x} round {round}: tuple {tuple:?}\n{yaml}"
+            );
+            seen += 1;
+            filtered +=
+                usize::from(expected.is_some_and(|s| usize::from(s) + 1 < reference_len(&yaml)));
+        }
+        assert!(
+            seen >= 4,
+            "round {round}: {seen} state changes posted\n{yaml}"
+        );
+        checked += seen;
+        assert!(runtime.delete(&name));
+    }
+    println!("{checked} socket state changes checked, {filtered} matched a filtering selector (seed {seed:#x})");
+    assert!(filtered > 0, "no filtering selector ever matched");
+}
+
+/// The number of selectors of a generated policy.
+fn reference_len(yaml: &str) -> usize {
+    yaml.matches("matchBinaries:").count()
 }
 
 /// Removes the test's bpf root (pinned maps and links) at the end.

@@ -155,6 +155,306 @@ fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
     Ok(())
 }
 
+/// Perl connecting a TCP socket to 127.0.0.1:`port` (a closed loopback
+/// port refuses at once), then saying it is alive.
+fn connect_loopback(port: u16) -> String {
+    format!(
+        "use Socket; socket(my $s, PF_INET, SOCK_STREAM, 0) or die; \
+         connect($s, pack_sockaddr_in({port}, inet_aton(q(127.0.0.1)))); print qq(alive\\n);"
+    )
+}
+
+/// Kills `binary` when it connects to 127.0.0.0/8 port `port`. A `sockaddr`
+/// argument has one address and port, matched with SAddr/SPort (Tetragon's
+/// semantics).
+fn no_loopback_port(binary: &Path, port: u16) -> String {
+    format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-loopback-port
+spec:
+  kprobes:
+  - call: sys_connect
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: sockaddr
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: SAddr
+        values: [\"127.0.0.0/8\"]
+      - index: 1
+        operator: SPort
+        values: [\"{port}\"]
+      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
+#[test]
+fn connect_to_a_forbidden_port_kills_and_reports_the_sockaddr() -> Result<()> {
+    const FORBIDDEN: u16 = 47_001;
+    const ALLOWED: u16 = 47_002;
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = node.dir().join("netperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
+    client.call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: no_loopback_port(&matched, FORBIDDEN),
+    })?;
+
+    let killed = Command::new(&matched)
+        .args(["-e", &connect_loopback(FORBIDDEN)])
+        .output()?;
+    ensure!(
+        killed.status.signal() == Some(9),
+        "connecting to port {FORBIDDEN} must be killed by SIGKILL, got {:?} ({})",
+        killed.status,
+        String::from_utf8_lossy(&killed.stdout)
+    );
+    let other = Command::new(&matched)
+        .args(["-e", &connect_loopback(ALLOWED)])
+        .output()?;
+    ensure!(
+        other.status.success() && other.stdout == b"alive\n",
+        "another port is allowed: {:?} ({})",
+        other.status,
+        String::from_utf8_lossy(&other.stderr)
+    );
+
+    let bin = matched.display().to_string();
+    let kprobe = wait_event(&client, "process_kprobe", |e| {
+        matches!(&e.kind, EventKind::ProcessKprobe(k)
+            if k.process.as_ref().is_some_and(|p| p.binary == bin))
+    })?;
+    let EventKind::ProcessKprobe(k) = &kprobe.kind else {
+        unreachable!()
+    };
+    assert_eq!(k.action, KprobeAction::Sigkill);
+    assert_eq!(k.function_name, "sys_connect");
+    let Some(ArgValue::SockaddrArg(sa)) = k.args.get(1).and_then(|a| a.arg.as_ref()) else {
+        panic!("argument 1 is not a sockaddr: {:?}", k.args);
+    };
+    assert_eq!(
+        (sa.family.as_str(), sa.addr.as_str(), sa.port),
+        ("AF_INET", "127.0.0.1", u32::from(FORBIDDEN))
+    );
+    let json = kprobe.to_json_line()?;
+    assert!(json.contains("\"sockaddr_arg\""), "{json}");
+    Ok(())
+}
+
+/// Kills `binary` when one of its TCP sockets to 127.0.0.0/8 port `port`
+/// changes state (the raw tracepoint `sock/inet_sock_set_state`, whose
+/// argument 0 is the `struct sock *`).
+fn no_tcp_state_change(binary: &Path, port: u16) -> String {
+    format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-tcp-to-port
+spec:
+  tracepoints:
+  - subsystem: sock
+    event: inet_sock_set_state
+    raw: true
+    args:
+    - index: 0
+      type: sock
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: DAddr
+        values: [\"127.0.0.0/8\"]
+      - index: 0
+        operator: DPort
+        values: [\"{port}\"]
+      - index: 0
+        operator: Protocol
+        values: [IPPROTO_TCP]
+      - index: 0
+        operator: Family
+        values: [AF_INET]
+      - index: 0
+        operator: NotDPortPriv
+      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
+#[test]
+fn sock_argument_filters_on_a_raw_tracepoint() -> Result<()> {
+    const FORBIDDEN: u16 = 47_003;
+    const ALLOWED: u16 = 47_004;
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = node.dir().join("sockperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
+    client.call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: no_tcp_state_change(&matched, FORBIDDEN),
+    })?;
+
+    let killed = Command::new(&matched)
+        .args(["-e", &connect_loopback(FORBIDDEN)])
+        .output()?;
+    ensure!(
+        killed.status.signal() == Some(9),
+        "a TCP socket to port {FORBIDDEN} must get its owner killed, got {:?}",
+        killed.status
+    );
+    let other = Command::new(&matched)
+        .args(["-e", &connect_loopback(ALLOWED)])
+        .output()?;
+    ensure!(
+        other.status.success() && other.stdout == b"alive\n",
+        "another port is allowed: {:?}",
+        other.status
+    );
+
+    let bin = matched.display().to_string();
+    let ev = wait_event(&client, "process_tracepoint", |e| {
+        matches!(&e.kind, EventKind::ProcessTracepoint(t)
+            if t.process.as_ref().is_some_and(|p| p.binary == bin))
+    })?;
+    let EventKind::ProcessTracepoint(t) = &ev.kind else {
+        unreachable!()
+    };
+    let Some(ArgValue::SockArg(sk)) = t.args.first().and_then(|a| a.arg.as_ref()) else {
+        panic!("argument 0 is not a sock: {:?}", t.args);
+    };
+    assert_eq!(
+        (
+            sk.family.as_str(),
+            sk.protocol.as_str(),
+            sk.daddr.as_str(),
+            sk.dport
+        ),
+        ("AF_INET", "IPPROTO_TCP", "127.0.0.1", u32::from(FORBIDDEN))
+    );
+    assert!(!sk.state.is_empty(), "a sock reports its state");
+    Ok(())
+}
+
+/// Kills `binary` when it transmits a TCP packet to 127.0.0.0/8 port
+/// `port` (the raw tracepoint `net/net_dev_start_xmit`, argument 0 the
+/// `struct sk_buff *`; loopback transmits in the sender's context).
+fn no_packets_to_port(binary: &Path, port: u16) -> String {
+    format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-packets-to-port
+spec:
+  tracepoints:
+  - subsystem: net
+    event: net_dev_start_xmit
+    raw: true
+    args:
+    - index: 0
+      type: skb
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: DAddr
+        values: [\"127.0.0.0/8\"]
+      - index: 0
+        operator: DPort
+        values: [\"{port}\"]
+      - index: 0
+        operator: Protocol
+        values: [IPPROTO_TCP]
+      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
+#[test]
+fn skb_argument_filters_on_a_raw_tracepoint() -> Result<()> {
+    const FORBIDDEN: u16 = 47_005;
+    const ALLOWED: u16 = 47_006;
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+        .build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = node.dir().join("skbperl");
+    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
+    client.call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml: no_packets_to_port(&matched, FORBIDDEN),
+    })?;
+
+    let killed = Command::new(&matched)
+        .args(["-e", &connect_loopback(FORBIDDEN)])
+        .output()?;
+    ensure!(
+        killed.status.signal() == Some(9),
+        "a packet to port {FORBIDDEN} must get its sender killed, got {:?}",
+        killed.status
+    );
+    let other = Command::new(&matched)
+        .args(["-e", &connect_loopback(ALLOWED)])
+        .output()?;
+    ensure!(
+        other.status.success() && other.stdout == b"alive\n",
+        "another port is allowed: {:?}",
+        other.status
+    );
+
+    let bin = matched.display().to_string();
+    let ev = wait_event(&client, "process_tracepoint", |e| {
+        matches!(&e.kind, EventKind::ProcessTracepoint(t)
+            if t.process.as_ref().is_some_and(|p| p.binary == bin))
+    })?;
+    let EventKind::ProcessTracepoint(t) = &ev.kind else {
+        unreachable!()
+    };
+    let Some(ArgValue::SkbArg(skb)) = t.args.first().and_then(|a| a.arg.as_ref()) else {
+        panic!("argument 0 is not an skb: {:?}", t.args);
+    };
+    assert_eq!(
+        (
+            skb.family.as_str(),
+            skb.protocol.as_str(),
+            skb.daddr.as_str(),
+            skb.dport
+        ),
+        ("AF_INET", "IPPROTO_TCP", "127.0.0.1", u32::from(FORBIDDEN))
+    );
+    assert_ne!(skb.sport, 0, "the source port of a sent segment is known");
+    Ok(())
+}
+
 #[test]
 fn exec_events_carry_parent_and_ancestors() -> Result<()> {
     let topo = Topology::builder()

@@ -30,7 +30,9 @@ use crate::model::{
 };
 use crate::tpformat::TpField;
 use crate::validate::{parse_rate_limit, policy_mode, resolve_arg, PolicyMode};
-use crate::values::{capability_bit, parse_int, IntSyntax, IntType};
+use crate::values::{
+    capability_bit, parse_int, parse_named, Cidr, IntSyntax, IntType, NamedKind, PortRange,
+};
 use crate::ValidationError;
 
 /// Longest string value a filter can hold (the kernel's LPM keys).
@@ -178,6 +180,13 @@ pub enum ArgRead {
     Path,
     /// `struct linux_binprm *`: the path of its file.
     Bprm,
+    /// `struct sockaddr *` (user memory at syscall entry, kernel memory
+    /// elsewhere): family, and address and port as the source.
+    Sockaddr,
+    /// `struct sock *`: the socket's tuple and state.
+    Sock,
+    /// `struct sk_buff *`: the tuple of its IP header.
+    Skb,
 }
 
 /// One argument of a hook.
@@ -310,6 +319,48 @@ pub enum FilterPlan {
         /// Inodes.
         entries: NumEntries,
     },
+    /// A port of a socket argument in a set.
+    SockPort {
+        /// Argument slot.
+        arg: u8,
+        /// Destination port (else source).
+        dst: bool,
+        /// Not-form.
+        negate: bool,
+        /// LPM entries over the port.
+        entries: NumEntries,
+    },
+    /// A port of a socket argument below 1024.
+    SockPortPriv {
+        /// Argument slot.
+        arg: u8,
+        /// Destination port (else source).
+        dst: bool,
+        /// Not-form.
+        negate: bool,
+    },
+    /// An address of a socket argument in a set of prefixes (fails, Not
+    /// form included, for non-IP families).
+    SockAddr {
+        /// Argument slot.
+        arg: u8,
+        /// Destination address (else source).
+        dst: bool,
+        /// Not-form.
+        negate: bool,
+        /// Prefixes (address, bits), IPv4 and IPv6.
+        prefixes: Vec<(std::net::IpAddr, u8)>,
+    },
+    /// The family, protocol or state of a socket argument in a set (a
+    /// state filter fails when the state is unknown).
+    SockField {
+        /// Argument slot.
+        arg: u8,
+        /// Which field.
+        field: SockField,
+        /// LPM entries.
+        entries: NumEntries,
+    },
     /// Any capability of `mask` in a capability set.
     Caps {
         /// Which set.
@@ -319,6 +370,17 @@ pub enum FilterPlan {
         /// Capability bits.
         mask: u64,
     },
+}
+
+/// The tuple field a [`FilterPlan::SockField`] tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SockField {
+    /// Address family (`AF_*`).
+    Family,
+    /// IP protocol (`IPPROTO_*`).
+    Protocol,
+    /// TCP state (`TCP_*`).
+    State,
 }
 
 /// The reported action (Tetragon's `KPROBE_ACTION_*`).
@@ -804,11 +866,13 @@ fn plan_args(
                     ArgType::String | ArgType::CharBuf | ArgType::Filename
                 ) {
                     ArgRead::UserString
+                } else if a.r#type == ArgType::Sockaddr {
+                    ArgRead::Sockaddr
                 } else {
                     return Err(unsupported(
                         format!("{ap}.type"),
                         format!("type {} at syscall entry is", a.r#type.name()),
-                        ": syscall arguments are integers (int, uint64, fd, ...) or user strings (string, char_buf)",
+                        ": syscall arguments are integers (int, uint64, fd, ...), user strings (string, char_buf) or sockaddr",
                     ));
                 };
                 ArgPlan {
@@ -889,11 +953,10 @@ fn plan_args(
                         "palisade reads function arguments 0..5",
                     ));
                 }
-                let read =
-                    if let Some(r) = int(class) {
-                        r
-                    } else {
-                        match a.r#type {
+                let read = if let Some(r) = int(class) {
+                    r
+                } else {
+                    match a.r#type {
                             ArgType::Fd => ArgRead::Int {
                                 size: 4,
                                 signed: true,
@@ -902,13 +965,16 @@ fn plan_args(
                             ArgType::File => ArgRead::File,
                             ArgType::Path => ArgRead::Path,
                             ArgType::LinuxBinprm => ArgRead::Bprm,
+                            ArgType::Sockaddr => ArgRead::Sockaddr,
+                            ArgType::Sock => ArgRead::Sock,
+                            ArgType::Skb => ArgRead::Skb,
                             other => return Err(unsupported(
                                 format!("{ap}.type"),
                                 format!("reading type {} is", other.name()),
-                                ": palisade reads integers, string, file, path and linux_binprm",
+                                ": palisade reads integers, string, file, path, linux_binprm, sockaddr, sock and skb",
                             )),
                         }
-                    };
+                };
                 ArgPlan {
                     source: ArgSource::Reg(a.index as u8),
                     read,
@@ -1454,6 +1520,9 @@ fn arg_filter(
 ) -> Result<FilterPlan, ValidationError> {
     use ArgOperator as O;
     let a = pos as u8;
+    if matches!(arg.read, ArgRead::Sockaddr | ArgRead::Sock | ArgRead::Skb) {
+        return sock_filter(mp, m, a, arg.read == ArgRead::Sockaddr);
+    }
     let class = match arg.read {
         ArgRead::Int { size, signed: true } => ArgClass::Signed(u32::from(size) * 8),
         ArgRead::Int {
@@ -1571,6 +1640,96 @@ fn arg_filter(
                 ": palisade's in-kernel selectors evaluate string: Equal, Prefix, Postfix and their Not-forms; integer: Equal, InMap, InRange, GT, LT, Mask and their Not-forms",
             ))
         }
+    })
+}
+
+/// A socket operator on argument slot `a` (`sockaddr`: only the source
+/// side and the family exist).
+fn sock_filter(
+    mp: &str,
+    m: &ArgSelector,
+    a: u8,
+    sockaddr: bool,
+) -> Result<FilterPlan, ValidationError> {
+    use ArgOperator as O;
+    // Parses every value with `f`, naming the failing one.
+    fn each<T>(
+        mp: &str,
+        m: &ArgSelector,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ValidationError> {
+        m.values
+            .iter()
+            .enumerate()
+            .map(|(k, v)| f(v.as_str()).map_err(|e| invalid(format!("{mp}.values[{k}]"), e)))
+            .collect()
+    }
+    let named = |kind: NamedKind| -> Result<NumEntries, ValidationError> {
+        Ok(each(mp, m, |v| parse_named(v, kind))?
+            .into_iter()
+            .flat_map(|(lo, hi)| range_prefixes(u64::from(lo), u64::from(hi)))
+            .collect())
+    };
+    let dst = matches!(
+        m.operator,
+        O::DPort | O::NotDPort | O::DPortPriv | O::NotDPortPriv | O::DAddr | O::NotDAddr
+    );
+    let bad = || {
+        unsupported(
+            format!("{mp}.operator"),
+            format!("operator {:?} on a socket argument is", m.operator),
+            if sockaddr {
+                " not valid (sockaddr: SAddr, SPort, SPortPriv, Family and Not-forms)"
+            } else {
+                " not valid (sock, skb: SAddr, DAddr, SPort, DPort, Priv, Protocol, Family, State and Not-forms)"
+            },
+        )
+    };
+    if sockaddr && (dst || matches!(m.operator, O::Protocol | O::State)) {
+        return Err(bad());
+    }
+    Ok(match m.operator {
+        O::SPort | O::NotSPort | O::DPort | O::NotDPort => FilterPlan::SockPort {
+            arg: a,
+            dst,
+            negate: matches!(m.operator, O::NotSPort | O::NotDPort),
+            entries: each(mp, m, str::parse::<PortRange>)?
+                .into_iter()
+                .flat_map(|r| range_prefixes(u64::from(r.lo()), u64::from(r.hi())))
+                .collect(),
+        },
+        O::SPortPriv | O::NotSPortPriv | O::DPortPriv | O::NotDPortPriv => {
+            FilterPlan::SockPortPriv {
+                arg: a,
+                dst,
+                negate: matches!(m.operator, O::NotSPortPriv | O::NotDPortPriv),
+            }
+        }
+        O::SAddr | O::NotSAddr | O::DAddr | O::NotDAddr => FilterPlan::SockAddr {
+            arg: a,
+            dst,
+            negate: matches!(m.operator, O::NotSAddr | O::NotDAddr),
+            prefixes: each(mp, m, str::parse::<Cidr>)?
+                .into_iter()
+                .map(|c| (c.addr(), c.prefix_len()))
+                .collect(),
+        },
+        O::Family => FilterPlan::SockField {
+            arg: a,
+            field: SockField::Family,
+            entries: named(NamedKind::Family)?,
+        },
+        O::Protocol => FilterPlan::SockField {
+            arg: a,
+            field: SockField::Protocol,
+            entries: named(NamedKind::Protocol)?,
+        },
+        O::State => FilterPlan::SockField {
+            arg: a,
+            field: SockField::State,
+            entries: named(NamedKind::State)?,
+        },
+        _ => return Err(bad()),
     })
 }
 
@@ -1959,6 +2118,158 @@ format:
         assert!(key_of(-100, true) < key_of(-1, true));
         assert!(key_of(1, true) > key_of(0, true));
         assert_eq!(key_of(5, false), 5);
+    }
+
+    struct TestHost;
+
+    impl Host for TestHost {
+        fn features(&self) -> KernelFeatures {
+            KernelFeatures {
+                tracepoints: true,
+                raw_tracepoints: true,
+                kprobes: true,
+                fentry: true,
+                lsm: true,
+                fanotify: true,
+            }
+        }
+        fn syscall_number(&self, name: &str) -> Option<u32> {
+            (name == "connect").then_some(42)
+        }
+        fn tracepoint_format(&self, _: &str, _: &str) -> Result<Vec<TpField>, String> {
+            Err("none".into())
+        }
+        fn host_namespace(&self, _: NamespaceKind) -> Option<u64> {
+            None
+        }
+        fn kernel_functions(&self, names: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+            Some(names.clone())
+        }
+    }
+
+    /// The args and first selector's filters of the policy's first hook;
+    /// a parse, validation or compile error as text.
+    fn filters_of(yaml: &str) -> Result<(Vec<ArgPlan>, Vec<FilterPlan>), String> {
+        let doc = crate::parse_documents(yaml, "test")
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        let mut c =
+            compile(&doc, &TestHost, CompileOptions::default()).map_err(|e| e.to_string())?;
+        let hook = c.hooks.remove(0);
+        Ok((hook.args, hook.selectors[0].filters.clone()))
+    }
+
+    fn sock_policy(call: &str, syscall: bool, args: &str, match_args: &str) -> String {
+        format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n  kprobes:\n  - call: {call}\n    syscall: {syscall}\n    args:\n{args}    selectors:\n    - matchArgs:\n{match_args}"
+        )
+    }
+
+    #[test]
+    fn sockaddr_filters_at_syscall_entry() {
+        let y = sock_policy(
+            "sys_connect",
+            true,
+            "    - {index: 0, type: int}\n    - {index: 1, type: sockaddr}\n",
+            "      - {index: 1, operator: SAddr, values: [\"127.0.0.0/8\", \"::1\"]}\n      - {index: 1, operator: NotSPort, values: [\"80\", \"8000:8001\"]}\n      - {index: 1, operator: SPortPriv}\n      - {index: 1, operator: Family, values: [AF_INET, \"10\"]}\n",
+        );
+        let (args, filters) = filters_of(&y).expect("compiles");
+        assert_eq!(args[1].read, ArgRead::Sockaddr);
+        assert_eq!(args[1].source, ArgSource::Syscall(1));
+        let v4: std::net::IpAddr = "127.0.0.0".parse().expect("ip");
+        let v6: std::net::IpAddr = "::1".parse().expect("ip");
+        assert_eq!(
+            filters,
+            vec![
+                FilterPlan::SockAddr {
+                    arg: 1,
+                    dst: false,
+                    negate: false,
+                    prefixes: vec![(v4, 8), (v6, 128)],
+                },
+                FilterPlan::SockPort {
+                    arg: 1,
+                    dst: false,
+                    negate: true,
+                    entries: vec![(80, 64), (8000, 63)],
+                },
+                FilterPlan::SockPortPriv {
+                    arg: 1,
+                    dst: false,
+                    negate: false,
+                },
+                FilterPlan::SockField {
+                    arg: 1,
+                    field: SockField::Family,
+                    entries: vec![(2, 64), (10, 64)],
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn sockaddr_has_no_destination() {
+        let y = sock_policy(
+            "sys_connect",
+            true,
+            "    - {index: 1, type: sockaddr}\n",
+            "      - {index: 1, operator: DPort, values: [\"80\"]}\n",
+        );
+        let e = filters_of(&y).expect_err("DPort on sockaddr");
+        assert!(e.contains("matchArgs[0]"), "{e}");
+    }
+
+    #[test]
+    fn sock_and_skb_filters_on_kprobes() {
+        let y = sock_policy(
+            "tcp_connect",
+            false,
+            "    - {index: 0, type: sock}\n",
+            "      - {index: 0, operator: NotDAddr, values: [\"10.0.0.0/8\"]}\n      - {index: 0, operator: DPort, values: [\"443\"]}\n      - {index: 0, operator: Protocol, values: [IPPROTO_TCP]}\n      - {index: 0, operator: State, values: [TCP_SYN_SENT]}\n      - {index: 0, operator: NotDPortPriv}\n",
+        );
+        let (args, filters) = filters_of(&y).expect("compiles");
+        assert_eq!(args[0].read, ArgRead::Sock);
+        assert_eq!(args[0].source, ArgSource::Reg(0));
+        assert!(matches!(
+            &filters[0],
+            FilterPlan::SockAddr { dst: true, negate: true, prefixes, .. } if prefixes.len() == 1
+        ));
+        assert!(matches!(
+            &filters[1],
+            FilterPlan::SockPort { dst: true, negate: false, entries, .. } if entries == &[(443, 64)]
+        ));
+        assert_eq!(
+            filters[2],
+            FilterPlan::SockField {
+                arg: 0,
+                field: SockField::Protocol,
+                entries: vec![(6, 64)],
+            }
+        );
+        assert_eq!(
+            filters[3],
+            FilterPlan::SockField {
+                arg: 0,
+                field: SockField::State,
+                entries: vec![(2, 64)],
+            }
+        );
+        assert_eq!(
+            filters[4],
+            FilterPlan::SockPortPriv {
+                arg: 0,
+                dst: true,
+                negate: true,
+            }
+        );
+        let y = sock_policy(
+            "ip_output",
+            false,
+            "    - {index: 2, type: skb}\n",
+            "      - {index: 2, operator: SAddr, values: [\"fd00::/8\"]}\n",
+        );
+        let (args, _) = filters_of(&y).expect("compiles");
+        assert_eq!(args[0].read, ArgRead::Skb);
     }
 
     #[test]

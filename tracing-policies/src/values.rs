@@ -202,6 +202,16 @@ pub struct PortRange {
 }
 
 impl PortRange {
+    /// The first port.
+    pub fn lo(self) -> u16 {
+        self.lo
+    }
+
+    /// The last port.
+    pub fn hi(self) -> u16 {
+        self.hi
+    }
+
     /// Whether `port` is in the range.
     pub fn contains(self, port: u16) -> bool {
         self.lo <= port && port <= self.hi
@@ -242,6 +252,16 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The network address (host bits as written).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
     /// Whether `ip` is inside the prefix. IPv4 addresses only match IPv4
     /// prefixes and IPv6 addresses IPv6 prefixes (an IPv4-mapped IPv6
     /// address is IPv6), as in Tetragon's two LPM maps.

@@ -73,6 +73,9 @@ PAL_ABI_ASSERT_SIZE(struct pal_proc, 104);
 #define PAL_ARGKIND_FILE 3      /* struct file *: its path */
 #define PAL_ARGKIND_PATH 4      /* struct path *: the path */
 #define PAL_ARGKIND_BPRM 6      /* struct linux_binprm *: the file's path */
+#define PAL_ARGKIND_SOCKADDR 7  /* struct sockaddr * (user memory for PAL_ARGSRC_SYSCALL): a pal_rt_sock tuple */
+#define PAL_ARGKIND_SOCK 8      /* struct sock *: a pal_rt_sock tuple */
+#define PAL_ARGKIND_SKB 9       /* struct sk_buff *: a pal_rt_sock tuple */
 
 /* pal_rt_argdesc.flags */
 #define PAL_ARGF_SIGNED 0x1
@@ -117,12 +120,26 @@ PAL_ABI_ASSERT_SIZE(struct pal_rt_hook, 72);
 #define PAL_FILT_PID 9          /* tgid in LPM set (PAL_FILTF_NSPID, PAL_FILTF_FOLLOW) */
 #define PAL_FILT_NAMESPACE 10   /* namespace `aux` (PAL_NS_*) inode in LPM set */
 #define PAL_FILT_CAPS 11        /* capability set `aux` (PAL_CAPS_*) & value != 0 */
+#define PAL_FILT_SOCK_PORT 12   /* port `aux` (PAL_SOCK_SRC/DST) of a tuple in LPM set */
+#define PAL_FILT_SOCK_PRIV 13   /* port `aux` of a tuple < 1024 */
+#define PAL_FILT_SOCK_ADDR 14   /* address `aux` in LPM set `set_id` (IPv4) or
+                                 * `value` (IPv6); fails for non-IP families */
+#define PAL_FILT_SOCK_FIELD 15  /* family/protocol/state (`aux`: PAL_SOCK_*) in LPM set */
 
 /* pal_rt_filter.flags */
 #define PAL_FILTF_NEGATE 0x1    /* Not-form: the filter matches when the test fails */
 #define PAL_FILTF_SIGNED 0x2    /* compare as signed (GT/LT) */
 #define PAL_FILTF_NSPID 0x4     /* matchPIDs isNamespacePID */
 #define PAL_FILTF_FOLLOW 0x8    /* matchPIDs followForks / matchBinaries followChildren */
+#define PAL_FILTF_INVERT 0x10   /* Not-form applied by a socket filter itself: a
+                                 * missing tuple fails both forms */
+
+/* pal_rt_filter.aux of the socket filters. */
+#define PAL_SOCK_SRC 0
+#define PAL_SOCK_DST 1
+#define PAL_SOCK_FAMILY 2
+#define PAL_SOCK_PROTOCOL 3
+#define PAL_SOCK_STATE 4
 
 /* Namespaces for PAL_FILT_NAMESPACE (aux). */
 #define PAL_NS_UTS 0
@@ -154,6 +171,30 @@ struct pal_rt_filter {
 	__u64 value;    /* GT/LT/Mask operand, capability mask */
 };
 PAL_ABI_ASSERT_SIZE(struct pal_rt_filter, 24);
+
+/* pal_rt_sock.flags */
+#define PAL_SOCKF_IP 0x1        /* saddr/daddr hold addresses (AF_INET, AF_INET6) */
+#define PAL_SOCKF_STATE 0x2     /* state is known (struct sock) */
+
+/*
+ * The tuple of a socket argument, kept in the hook event's string area
+ * (vals[i] = offset << 16 | sizeof; 0: not read, every filter fails). A
+ * sockaddr gives its family, and its address and port as the source
+ * (Tetragon's semantics).
+ */
+struct pal_rt_sock {
+	__u16 family;
+	__u16 protocol;
+	__u16 sport;        /* host order */
+	__u16 dport;        /* host order */
+	__u8 state;
+	__u8 flags;         /* PAL_SOCKF_* */
+	__u16 pad;
+	__u32 pad2;
+	__u8 saddr[16];     /* IPv4: the first 4 bytes (network order) */
+	__u8 daddr[16];
+};
+PAL_ABI_ASSERT_SIZE(struct pal_rt_sock, 48);
 
 /* Actions (pal_rt_sel.action, and the action reported in events). */
 #define PAL_ACT_POST 0
@@ -267,7 +308,7 @@ struct pal_rt_hook_event {
 	__u8 action;                    /* PAL_ACT_* reported */
 	__u8 flags;                     /* PAL_HOOKEV_* */
 	__s64 ret;                      /* return value (when known) */
-	__u64 vals[PAL_RT_MAX_ARGS];    /* integer args; for strings: offset << 16 | length in str */
+	__u64 vals[PAL_RT_MAX_ARGS];    /* integer args; for strings and socket tuples: offset << 16 | length in str */
 	char str[PAL_RT_STR_AREA];      /* string args, packed */
 };
 PAL_ABI_ASSERT_SIZE(struct pal_rt_hook_event, 24 + 24 + 48 + 1024);

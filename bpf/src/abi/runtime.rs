@@ -96,6 +96,9 @@ pub mod argkind {
     pub const FILE: u8 = 3;
     pub const PATH: u8 = 4;
     pub const BPRM: u8 = 6;
+    pub const SOCKADDR: u8 = 7;
+    pub const SOCK: u8 = 8;
+    pub const SKB: u8 = 9;
 }
 
 /// `PAL_ARGF_SIGNED`.
@@ -163,6 +166,10 @@ pub mod filt {
     pub const PID: u8 = 9;
     pub const NAMESPACE: u8 = 10;
     pub const CAPS: u8 = 11;
+    pub const SOCK_PORT: u8 = 12;
+    pub const SOCK_PRIV: u8 = 13;
+    pub const SOCK_ADDR: u8 = 14;
+    pub const SOCK_FIELD: u8 = 15;
 }
 
 /// `PAL_FILTF_NEGATE`.
@@ -173,6 +180,77 @@ pub const FILTF_SIGNED: u8 = 0x2;
 pub const FILTF_NSPID: u8 = 0x4;
 /// `PAL_FILTF_FOLLOW`.
 pub const FILTF_FOLLOW: u8 = 0x8;
+/// `PAL_FILTF_INVERT`: Not-form of a socket filter (applied by the filter,
+/// so that a missing tuple fails both forms).
+pub const FILTF_INVERT: u8 = 0x10;
+
+/// `PAL_SOCK_*`: which part of a socket tuple a filter tests (`aux`).
+#[allow(missing_docs)]
+pub mod sockpart {
+    pub const SRC: u8 = 0;
+    pub const DST: u8 = 1;
+    pub const FAMILY: u8 = 2;
+    pub const PROTOCOL: u8 = 3;
+    pub const STATE: u8 = 4;
+}
+
+/// `PAL_SOCKF_IP`: the tuple's addresses are valid.
+pub const SOCKF_IP: u8 = 0x1;
+/// `PAL_SOCKF_STATE`: the tuple's state is known.
+pub const SOCKF_STATE: u8 = 0x2;
+
+/// `struct pal_rt_sock`: the tuple of a socket argument in a hook event's
+/// string area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct SockTuple {
+    /// Address family.
+    pub family: u16,
+    /// IP protocol.
+    pub protocol: u16,
+    /// Source port (host order).
+    pub sport: u16,
+    /// Destination port (host order).
+    pub dport: u16,
+    /// TCP state (if `SOCKF_STATE`).
+    pub state: u8,
+    /// `SOCKF_*`.
+    pub flags: u8,
+    /// Padding.
+    pub pad: u16,
+    /// Padding.
+    pub pad2: u32,
+    /// Source address (IPv4: first 4 bytes).
+    pub saddr: [u8; 16],
+    /// Destination address.
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(size_of::<SockTuple>() == 48);
+
+impl SockTuple {
+    /// Parses a tuple from the bytes the kernel wrote (exactly 48).
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != size_of::<Self>() {
+            return None;
+        }
+        let mut saddr = [0; 16];
+        let mut daddr = [0; 16];
+        saddr.copy_from_slice(&b[16..32]);
+        daddr.copy_from_slice(&b[32..48]);
+        Some(Self {
+            family: u16_at(b, 0),
+            protocol: u16_at(b, 2),
+            sport: u16_at(b, 4),
+            dport: u16_at(b, 6),
+            state: b[8],
+            flags: b[9],
+            pad: 0,
+            pad2: 0,
+            saddr,
+            daddr,
+        })
+    }
+}
 
 /// `PAL_NS_*` in the order of the C defines.
 pub const NAMESPACES: [&str; 10] = [
@@ -302,6 +380,23 @@ impl NumKey {
         let mut data = [0; 16];
         data[..8].copy_from_slice(&value.to_be_bytes());
         lpm_trie::Key::new(set_prefix(prefix_bits.min(64)), Self { set_id, data })
+    }
+
+    /// The LPM key for address prefix `addr/prefix_bits` in set `set_id`
+    /// (IPv4 and IPv6 prefixes live in separate sets).
+    pub fn address(set_id: u32, addr: core::net::IpAddr, prefix_bits: u32) -> lpm_trie::Key<Self> {
+        let mut data = [0; 16];
+        let max = match addr {
+            core::net::IpAddr::V4(a) => {
+                data[..4].copy_from_slice(&a.octets());
+                32
+            }
+            core::net::IpAddr::V6(a) => {
+                data.copy_from_slice(&a.octets());
+                128
+            }
+        };
+        lpm_trie::Key::new(set_prefix(prefix_bits.min(max)), Self { set_id, data })
     }
 }
 

@@ -154,8 +154,7 @@ impl TracingState {
                 let at = |e: String| {
                     AgentError::Invalid(format!("{source}: TracingPolicy {}: {e}", p.metadata.name))
                 };
-                let compiled =
-                    compile(&p, &self.host, self.options)
+                let compiled = compile(&p, &self.host, self.options)
                     .map_err(|e| at(format!("{}: {e}", e.path())))?;
                 let files = file_guard::prepare(&p, &compiled, &self.host).map_err(at)?;
                 Ok(Prepared {

@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 use tracing::{error, warn};
 
 use super::procs::{split_cmdline, ProcessCache};
+use super::sockargs::{skb_arg, sock_arg, sockaddr_arg};
 
 const BATCH: usize = 1024;
 /// The event log is rotated (to `<name>.1`) past this size.
@@ -229,6 +230,9 @@ fn args_of(ev: &HookEvent, hook: &CompiledHook) -> Vec<KprobeArgument> {
                     path: text(),
                     ..KprobePath::default()
                 }),
+                ArgRead::Sockaddr => sockaddr_arg(ev.string(i).unwrap_or_default()),
+                ArgRead::Sock => sock_arg(ev.string(i).unwrap_or_default()),
+                ArgRead::Skb => skb_arg(ev.string(i).unwrap_or_default()),
             };
             KprobeArgument {
                 arg: Some(arg),

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use aya::maps::lpm_trie::Key;
 use palisade_bpf::abi::runtime::{
-    self as rt, argkind, argsrc, filt, ArgDesc, Filter, Hook, NumKey, Sel, StrKey,
+    self as rt, argkind, argsrc, filt, sockpart, ArgDesc, Filter, Hook, NumKey, Sel, StrKey,
 };
 use palisade_tracing_policies::compile::{
-    Action, ArgRead, ArgSource, BinaryMatch, BinarySet, CompiledHook, FilterPlan,
+    Action, ArgRead, ArgSource, BinaryMatch, BinarySet, CompiledHook, FilterPlan, SockField,
 };
 use palisade_tracing_policies::model::{CapabilitySet, RateLimitScope};
 
@@ -332,6 +332,8 @@ impl Layout {
                     ..Filter::default()
                 };
                 let negate = |n: bool| if n { rt::FILTF_NEGATE } else { 0 };
+                let invert = |n: bool| if n { rt::FILTF_INVERT } else { 0 };
+                let side = |dst: bool| if dst { sockpart::DST } else { sockpart::SRC };
                 match f {
                     FilterPlan::True => e.kind = filt::TRUE,
                     FilterPlan::ArgNum {
@@ -446,6 +448,71 @@ impl Layout {
                                 .map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
                         );
                     }
+                    FilterPlan::SockPort {
+                        arg,
+                        dst,
+                        negate: n,
+                        entries,
+                    } => {
+                        e.kind = filt::SOCK_PORT;
+                        e.arg = *arg;
+                        e.aux = side(*dst);
+                        e.flags = invert(*n);
+                        e.set_id = self.set_id();
+                        placed.num.extend(
+                            entries
+                                .iter()
+                                .map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
+                        );
+                    }
+                    FilterPlan::SockPortPriv {
+                        arg,
+                        dst,
+                        negate: n,
+                    } => {
+                        e.kind = filt::SOCK_PRIV;
+                        e.arg = *arg;
+                        e.aux = side(*dst);
+                        e.flags = invert(*n);
+                    }
+                    FilterPlan::SockAddr {
+                        arg,
+                        dst,
+                        negate: n,
+                        prefixes,
+                    } => {
+                        e.kind = filt::SOCK_ADDR;
+                        e.arg = *arg;
+                        e.aux = side(*dst);
+                        e.flags = invert(*n);
+                        // IPv4 prefixes in set_id, IPv6 in value.
+                        e.set_id = self.set_id();
+                        let v6 = self.set_id();
+                        e.value = u64::from(v6);
+                        placed.num.extend(prefixes.iter().map(|&(addr, bits)| {
+                            let set = if addr.is_ipv4() { e.set_id } else { v6 };
+                            NumKey::address(set, addr, u32::from(bits))
+                        }));
+                    }
+                    FilterPlan::SockField {
+                        arg,
+                        field,
+                        entries,
+                    } => {
+                        e.kind = filt::SOCK_FIELD;
+                        e.arg = *arg;
+                        e.aux = match field {
+                            SockField::Family => sockpart::FAMILY,
+                            SockField::Protocol => sockpart::PROTOCOL,
+                            SockField::State => sockpart::STATE,
+                        };
+                        e.set_id = self.set_id();
+                        placed.num.extend(
+                            entries
+                                .iter()
+                                .map(|&(v, bits)| NumKey::integer(e.set_id, v, bits)),
+                        );
+                    }
                     FilterPlan::Caps {
                         set,
                         negate: n,
@@ -517,6 +584,9 @@ impl Layout {
                 ArgRead::File => d.kind = argkind::FILE,
                 ArgRead::Path => d.kind = argkind::PATH,
                 ArgRead::Bprm => d.kind = argkind::BPRM,
+                ArgRead::Sockaddr => d.kind = argkind::SOCKADDR,
+                ArgRead::Sock => d.kind = argkind::SOCK,
+                ArgRead::Skb => d.kind = argkind::SKB,
             }
         }
 
@@ -673,6 +743,73 @@ mod tests {
         );
         layout.release(&other, &mut change);
         assert_eq!(layout.binset_config(), ([0, 0], 0));
+    }
+
+    #[test]
+    fn socket_filters_place_their_sets() {
+        let mut layout = Layout::new();
+        let mut change = BinsetChange::default();
+        let v4: std::net::IpAddr = "127.0.0.0".parse().expect("v4");
+        let v6: std::net::IpAddr = "fd00::".parse().expect("v6");
+        let placed = layout
+            .place(
+                &hook(vec![
+                    FilterPlan::SockAddr {
+                        arg: 1,
+                        dst: false,
+                        negate: true,
+                        prefixes: vec![(v4, 8), (v6, 8)],
+                    },
+                    FilterPlan::SockPort {
+                        arg: 1,
+                        dst: true,
+                        negate: false,
+                        entries: vec![(443, 64)],
+                    },
+                    FilterPlan::SockPortPriv {
+                        arg: 1,
+                        dst: false,
+                        negate: false,
+                    },
+                    FilterPlan::SockField {
+                        arg: 1,
+                        field: SockField::Family,
+                        entries: vec![(2, 64)],
+                    },
+                ]),
+                &mut change,
+            )
+            .expect("placed");
+        let [addr, port, private, family] = &placed.filters[..] else {
+            panic!("{:?}", placed.filters)
+        };
+        assert_eq!(
+            (addr.kind, addr.aux, addr.flags),
+            (filt::SOCK_ADDR, sockpart::SRC, rt::FILTF_INVERT),
+            "Not-forms invert inside the filter"
+        );
+        let v6_set = u32::try_from(addr.value).expect("set id");
+        assert_ne!(addr.set_id, v6_set);
+        let sets: Vec<(u32, u32)> = placed
+            .num
+            .iter()
+            .map(|k| (k.data().set_id, k.prefix_len()))
+            .collect();
+        assert!(sets.contains(&(addr.set_id, 32 + 8)), "{sets:?}");
+        assert!(sets.contains(&(v6_set, 32 + 8)), "{sets:?}");
+        assert_eq!(
+            (port.kind, port.aux, port.flags),
+            (filt::SOCK_PORT, sockpart::DST, 0)
+        );
+        assert!(sets.contains(&(port.set_id, 32 + 64)));
+        assert_eq!(private.kind, filt::SOCK_PRIV);
+        assert_eq!(
+            (family.kind, family.aux),
+            (filt::SOCK_FIELD, sockpart::FAMILY)
+        );
+        assert_eq!(placed.num.len(), 4);
+        layout.release(&placed, &mut change);
+        assert_eq!(layout.filters.free, BTreeMap::from([(0, rt::MAX_FILTERS)]));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod host;
 pub mod layout;
 pub mod pins;
 pub mod procs;
+mod sockargs;
 pub mod syscalls;
 
 use std::collections::BTreeMap;
