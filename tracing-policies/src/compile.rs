@@ -549,7 +549,18 @@ pub fn compile(
     let functions = KernelFunctions::of(policy, host);
     for (i, k) in spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
-        let (attach, kind, name) = kprobe_attach(&path, &k.call, k.syscall, host, feats)?;
+        let (mut attach, kind, name) = kprobe_attach(&path, &k.call, k.syscall, host, feats)?;
+        // Override on a security_* function: its LSM hook's return value
+        // denies (the same arguments, in the same order), where a kprobe
+        // could only report.
+        if let (true, true, Attach::Kprobe { function }) =
+            (overrides(&k.selectors), feats.lsm, &attach)
+        {
+            if let Some(hook) = lsm_hook_of(function).filter(|h| functions.known(&lsm_function(h)))
+            {
+                attach = Attach::Lsm { hook };
+            }
+        }
         if let Attach::Kprobe { function } = &attach {
             if !functions.has(function) {
                 if k.ignore.as_ref().is_some_and(|i| i.call_not_found) {
@@ -716,6 +727,13 @@ impl KernelFunctions {
         }
         if feats.lsm {
             names.extend(spec.lsm_hooks.iter().map(|l| lsm_function(&l.hook)));
+            names.extend(
+                spec.kprobes
+                    .iter()
+                    .filter(|k| overrides(&k.selectors))
+                    .filter_map(|k| lsm_hook_of(&k.call))
+                    .map(|h| lsm_function(&h)),
+            );
         }
         if names.is_empty() {
             return Self(None);
@@ -727,6 +745,28 @@ impl KernelFunctions {
     fn has(&self, name: &str) -> bool {
         self.0.as_ref().is_none_or(|f| f.contains(name))
     }
+
+    /// Whether `name` is known to exist.
+    fn known(&self, name: &str) -> bool {
+        self.0.as_ref().is_some_and(|f| f.contains(name))
+    }
+}
+
+/// Whether some selector has an `Override` action.
+fn overrides(selectors: &[Selector]) -> bool {
+    selectors
+        .iter()
+        .any(|s| s.match_actions.iter().any(|a| a.action == ActionKind::Override))
+}
+
+/// The LSM hook a `security_*` function calls (`security_inode_mkdir` ->
+/// `inode_mkdir`; `security_bprm_check` -> `bprm_check_security`).
+fn lsm_hook_of(call: &str) -> Option<String> {
+    let hook = call.strip_prefix("security_")?;
+    Some(match hook {
+        "bprm_check" => "bprm_check_security".to_owned(),
+        other => other.to_owned(),
+    })
 }
 
 /// The function a BPF-LSM program on `hook` attaches to.
@@ -1994,6 +2034,59 @@ format:
         assert!(error(ftrace, &no_kprobes()).starts_with(
             "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: list \"calls\" names kernel functions"
         ));
+    }
+
+    #[test]
+    fn override_on_a_security_function_runs_on_its_lsm_hook() {
+        let host = TableHost {
+            functions: Some(&[
+                "security_inode_mkdir",
+                "bpf_lsm_inode_mkdir",
+                "security_bprm_check",
+                "bpf_lsm_bprm_check_security",
+                "security_path_mkdir",
+            ]),
+            ..full()
+        };
+        let spec = |call: &str, action: &str| {
+            format!("  kprobes:\n  - call: {call}\n    selectors:\n    - matchActions: [{{action: {action}, argError: -1}}]\n")
+        };
+        let attach = |yaml: &str| {
+            compile(&policy(yaml), &host, CompileOptions::default())
+                .map(|c| (c.hooks[0].attach.clone(), c.hooks[0].kind))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            attach(&spec("security_inode_mkdir", "Override")),
+            Ok((
+                Attach::Lsm {
+                    hook: "inode_mkdir".into()
+                },
+                HookKind::Kprobe
+            ))
+        );
+        assert_eq!(
+            attach(&spec("security_bprm_check", "Override")),
+            Ok((
+                Attach::Lsm {
+                    hook: "bprm_check_security".into()
+                },
+                HookKind::Kprobe
+            ))
+        );
+        // Without Override the kprobe stays; without the LSM hook, Override
+        // cannot be enforced.
+        assert_eq!(
+            attach(&spec("security_inode_mkdir", "Post")),
+            Ok((
+                Attach::Kprobe {
+                    function: "security_inode_mkdir".into()
+                },
+                HookKind::Kprobe
+            ))
+        );
+        assert!(attach(&spec("security_path_mkdir", "Override"))
+            .is_err_and(|e| e.contains("Override at this hook")));
     }
 
     #[test]
