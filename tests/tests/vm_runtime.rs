@@ -6,6 +6,8 @@
 //! - kprobes on `security_file_open` (file argument) and
 //!   `security_path_mkdir` (path argument) with `matchArgs` Prefix post
 //!   events for matching operations only, and `Sigkill` kills;
+//! - `Override` on a kprobe on `security_inode_mkdir` runs on its BPF-LSM
+//!   hook: the matched binary's mkdir fails with EPERM;
 //! - `palisade probe` reports kprobes and BPF-LSM available.
 //!
 //! One boot per kernel runs every check from a script that prints
@@ -107,6 +109,25 @@ spec:
         values: ["/tmp/watched"]
 "#;
 
+/// `Override` on a `security_*` kprobe: enforced on the function's LSM hook
+/// (`inode_mkdir`) for `/opt/evil/mkdir` (busybox, by its name).
+const OVERRIDE_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-mkdir
+spec:
+  kprobes:
+  - call: security_inode_mkdir
+    syscall: false
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["/opt/evil/mkdir"]
+      matchActions:
+      - action: Override
+        argError: -1
+"#;
+
 /// Everything checked inside the VM.
 const SCRIPT: &str = r#"
 S=/run/palisade/agent.sock
@@ -133,6 +154,7 @@ echo watched-data >/tmp/watched/file
 echo other-data >/tmp/public/other
 echo kill-data >/tmp/kill/file
 cp /bin/busybox /opt/evil/cat
+cp /bin/busybox /opt/evil/mkdir
 
 palisade probe >/tmp/probe 2>&1
 block probe /tmp/probe
@@ -147,6 +169,7 @@ if [ ! -S $S ]; then block agent_log /tmp/agent.log; exit 1; fi
 
 run add_lsm $P tracingpolicy add /etc/palisade/lsm.yaml
 run add_kprobe $P tracingpolicy add /etc/palisade/kprobe.yaml
+run add_override $P tracingpolicy add /etc/palisade/override.yaml
 
 # 1. BPF-LSM file_open deny.
 run evil_protected /opt/evil/cat /tmp/protected/secret
@@ -162,15 +185,22 @@ run watched_mkdir mkdir /tmp/watched/newdir
 run other_mkdir mkdir /tmp/public/newdir
 run kill_read /bin/cat /tmp/kill/file
 
+# 3. Override on a security_* kprobe, through its LSM hook.
+run evil_mkdir /opt/evil/mkdir /tmp/public/denied
+run evil_mkdir_gone test -e /tmp/public/denied
+
 # Events arrive through a ring buffer: wait for the last one expected.
 i=0
 while [ $i -lt 100 ]; do
   $P -o json events --last 100000 >/tmp/events 2>&1
-  grep -q KPROBE_ACTION_SIGKILL /tmp/events && grep -q security_path_mkdir /tmp/events && break
+  grep -q KPROBE_ACTION_SIGKILL /tmp/events && grep -q security_path_mkdir /tmp/events \
+    && grep -q security_inode_mkdir /tmp/events && break
   sleep 0.2; i=$((i+1))
 done
-grep -e process_lsm -e process_kprobe /tmp/events >/tmp/hook-events
+grep -e process_lsm -e process_kprobe /tmp/events | grep -v '"no-mkdir"' >/tmp/hook-events
 block events /tmp/hook-events
+grep '"no-mkdir"' /tmp/events >/tmp/override-events
+block override_events /tmp/override-events
 $P status >/tmp/status 2>&1
 block status /tmp/status
 block agent_log /tmp/agent.log
@@ -337,6 +367,7 @@ fn runtime(found: Result<Kernel, VmError>) {
         .data("/etc/palisade/agent.yaml", AGENT_CONFIG, 0o644)
         .data("/etc/palisade/lsm.yaml", LSM_POLICY, 0o644)
         .data("/etc/palisade/kprobe.yaml", KPROBE_POLICY, 0o644)
+        .data("/etc/palisade/override.yaml", OVERRIDE_POLICY, 0o644)
         .env("NO_COLOR", "1")
         .pass_env("RUST_LOG")
         .timeout(Duration::from_secs(240))
@@ -366,6 +397,7 @@ fn runtime(found: Result<Kernel, VmError>) {
         "0",
         "spec.kprobes[1]: kprobe security_path_mkdir",
     );
+    r.ran("add_override", "0", "spec.kprobes[0]: BPF-LSM inode_mkdir");
 
     // 1. The LSM hook denies the matched binary, and only on protected files.
     r.ran("evil_protected", "1", "Operation not permitted");
@@ -379,6 +411,26 @@ fn runtime(found: Result<Kernel, VmError>) {
     r.ran("watched_mkdir", "0", "");
     r.ran("other_mkdir", "0", "");
     r.ran("kill_read", "137", "");
+    // 3. The kprobe's Override, on the LSM hook.
+    r.ran("evil_mkdir", "1", "Operation not permitted");
+    r.ran("evil_mkdir_gone", "1", "");
+    let overrides: Vec<(String, String)> = r
+        .block("override_events")
+        .lines()
+        .map(|line| match Event::from_json_line(line).map(|e| e.kind) {
+            Ok(EventKind::ProcessKprobe(e)) => (e.function_name, e.action.as_str().to_owned()),
+            other => panic!("not a process_kprobe: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        overrides,
+        [(
+            "security_inode_mkdir".to_owned(),
+            "KPROBE_ACTION_OVERRIDE".to_owned()
+        )],
+        "whole output:\n{}",
+        r.output
+    );
 
     // Exactly the matching operations were reported, with their action;
     // busybox runs `mkdir` in the shell's forked child, hence its binary.
@@ -430,7 +482,7 @@ fn runtime(found: Result<Kernel, VmError>) {
     );
 
     let status = r.block("status");
-    assert!(status.contains("2 tracing policies"), "{status}");
+    assert!(status.contains("3 tracing policies"), "{status}");
     assert!(status.contains("Runtime lost: 0 "), "{status}");
 
     eprintln!(

@@ -754,9 +754,11 @@ impl KernelFunctions {
 
 /// Whether some selector has an `Override` action.
 fn overrides(selectors: &[Selector]) -> bool {
-    selectors
-        .iter()
-        .any(|s| s.match_actions.iter().any(|a| a.action == ActionKind::Override))
+    selectors.iter().any(|s| {
+        s.match_actions
+            .iter()
+            .any(|a| a.action == ActionKind::Override)
+    })
 }
 
 /// The LSM hook a `security_*` function calls (`security_inode_mkdir` ->
