@@ -807,6 +807,14 @@ fn a_stream_applies_all_or_nothing() -> Result<()> {
     assert_eq!(policies[0].name, "a");
     assert_eq!(policies[0].source, "api:first", "a is back as it was");
     assert_eq!(policies[0].hooks.len(), 1, "{:?}", policies[0].hooks);
+
+    // The syscall dispatcher is attached only while a syscall hook is in
+    // force (it slows every syscall of the machine).
+    let node = topo.node("n1")?;
+    let dispatcher = node.bpf_root().join("runtime/g1/links/pal_sys_enter");
+    assert!(dispatcher.exists(), "{}", dispatcher.display());
+    client.call(&Request::TracingPolicyDelete { name: "a".into() })?;
+    assert!(!dispatcher.exists(), "{} is left", dispatcher.display());
     Ok(())
 }
 

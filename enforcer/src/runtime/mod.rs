@@ -3,9 +3,9 @@
 //!
 //! [`Runtime::start`] loads `runtime.o` as a new generation pinned under
 //! `<bpf_root>/runtime/g<N>` (see [`pins`]: maps, and every link, so that
-//! enforcement outlives the agent), attaches process tracking (exec, fork,
-//! exit) and the syscall dispatcher (`raw_syscalls:sys_enter`).
-//! [`Runtime::apply`] places a compiled policy's hooks in the maps and
+//! enforcement outlives the agent) and attaches process tracking (exec,
+//! fork, exit); the syscall dispatcher (`raw_syscalls:sys_enter`) is
+//! attached while some syscall hook is in force. [`Runtime::apply`] places a compiled policy's hooks in the maps and
 //! attaches what they need; a hook that fails to attach rolls the whole
 //! policy back. Once the agent has applied its policies,
 //! [`Runtime::retire_previous`] detaches the generations of earlier agents.
@@ -138,12 +138,17 @@ pub struct Runtime {
     layout: Layout,
     policies: BTreeMap<String, LoadedPolicy>,
     syscall_hooks: BTreeMap<u32, Vec<u32>>,
+    /// The syscall dispatcher's link, while some syscall hook is in force:
+    /// a program on `raw_syscalls:sys_enter` puts every syscall of the
+    /// machine on the kernel's tracing path, so it is attached only when
+    /// needed.
+    dispatcher: Option<PinnedLink>,
 }
 
 impl Runtime {
     /// Loads the runtime object as a new generation (maps and links pinned
-    /// under `bpf_root/runtime/g<N>`) and attaches process tracking and the
-    /// syscall dispatcher. Earlier generations keep enforcing until
+    /// under `bpf_root/runtime/g<N>`) and attaches process tracking.
+    /// Earlier generations keep enforcing until
     /// [`retire_previous`](Self::retire_previous).
     pub fn start(bpf_root: &Path, self_tgid: u32) -> Result<Self, RuntimeError> {
         let root = bpf_root.join("runtime");
@@ -160,6 +165,7 @@ impl Runtime {
                 layout,
                 policies: BTreeMap::new(),
                 syscall_hooks: BTreeMap::new(),
+                dispatcher: None,
             }),
             Err(e) => {
                 pins::remove_generation(&pin_dir);
@@ -179,7 +185,6 @@ impl Runtime {
             (names::EXEC, "sched_process_exec"),
             (names::FORK, "sched_process_fork"),
             (names::EXIT, "sched_process_exit"),
-            (names::SYS_ENTER, "sys_enter"),
         ] {
             let p: &mut RawTracePoint = program(&mut base, prog)?;
             p.load().map_err(prog_err(format!("loading {prog}")))?;
@@ -192,6 +197,9 @@ impl Runtime {
             pin_link(FdLink::from(link), &pin_dir.join(pins::LINKS).join(prog))?;
             debug!(prog, tracepoint = tp, "attached");
         }
+        let p: &mut RawTracePoint = program(&mut base, names::SYS_ENTER)?;
+        p.load()
+            .map_err(prog_err(format!("loading {}", names::SYS_ENTER)))?;
         info!(pins = %pin_dir.display(), "runtime enforcement started");
         Ok((base, layout))
     }
@@ -453,7 +461,40 @@ impl Runtime {
         }
         ids.push(hook_id);
         let ids = ids.clone();
-        self.write_syscall(nr, &ids)
+        self.write_syscall(nr, &ids)?;
+        self.attach_dispatcher()
+    }
+
+    /// Attaches the syscall dispatcher (once).
+    fn attach_dispatcher(&mut self) -> Result<(), RuntimeError> {
+        if self.dispatcher.is_some() {
+            return Ok(());
+        }
+        let pin = self.pin_dir.join(pins::LINKS).join(names::SYS_ENTER);
+        let p: &mut RawTracePoint = program(&mut self.base, names::SYS_ENTER)?;
+        let id = p
+            .attach("sys_enter")
+            .map_err(prog_err("attaching the syscall dispatcher to sys_enter"))?;
+        let link = p
+            .take_link(id)
+            .map_err(prog_err("taking the syscall dispatcher's link"))?;
+        let _ = std::fs::remove_file(&pin);
+        self.dispatcher = Some(pin_link(FdLink::from(link), &pin)?);
+        debug!("syscall dispatcher attached");
+        Ok(())
+    }
+
+    /// Detaches the syscall dispatcher when no syscall hook is left.
+    fn detach_idle_dispatcher(&mut self) {
+        if self.syscall_hooks.values().any(|ids| !ids.is_empty()) {
+            return;
+        }
+        if let Some(link) = self.dispatcher.take() {
+            if let Err(e) = link.unpin() {
+                warn!(error = %e, "cannot remove the syscall dispatcher's link pin");
+            }
+            debug!("syscall dispatcher detached");
+        }
     }
 
     fn write_syscall(&mut self, nr: u32, ids: &[u32]) -> Result<(), RuntimeError> {
@@ -568,6 +609,7 @@ impl Runtime {
                     warn!(error = %e, "cannot update the syscall table");
                 }
             }
+            self.detach_idle_dispatcher();
         }
         if let Err(e) = self.array::<rt::Hook>(names::HOOKS).and_then(|mut a| {
             a.set(id, rt::Hook::default(), 0)
