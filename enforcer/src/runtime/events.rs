@@ -143,6 +143,31 @@ fn open_log(path: &Path) -> std::io::Result<Log> {
     })
 }
 
+/// Moves the log to `<name>.1`. The previous `.1` is moved aside first and
+/// removed on another thread: renaming over it made ext4 write the log out
+/// and free the old file's pages inside the reader (40-50 ms per rotation
+/// of 64 MiB here, while events queue).
+fn rotate(path: &Path) -> std::io::Result<()> {
+    let rotated = path.with_extension("jsonl.1");
+    let aside = path.with_extension("jsonl.1.old");
+    let had_old = std::fs::rename(&rotated, &aside).is_ok();
+    std::fs::rename(path, &rotated)?;
+    if had_old {
+        let remove = move || {
+            if let Err(e) = std::fs::remove_file(&aside) {
+                warn!(error = %e, path = %aside.display(), "cannot remove the old event log");
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("event-log-rm".into())
+            .spawn(remove.clone());
+        if spawned.is_err() {
+            remove();
+        }
+    }
+    Ok(())
+}
+
 impl EventStore {
     /// A store keeping `capacity` recent events, appending to `log`.
     pub fn new(capacity: usize, log: Option<&Path>) -> std::io::Result<Arc<Self>> {
@@ -214,8 +239,7 @@ impl EventStore {
                 l.bytes += batch.text.len() as u64;
                 if l.bytes > LOG_ROTATE_BYTES {
                     let _ = l.file.flush();
-                    let rotated = l.path.with_extension("jsonl.1");
-                    if std::fs::rename(&l.path, &rotated).is_ok() {
+                    if rotate(&l.path).is_ok() {
                         match open_log(&l.path) {
                             Ok(n) => *l = n,
                             Err(e) => warn!(error = %e, "cannot reopen the event log"),
@@ -527,6 +551,33 @@ mod tests {
         assert!(batch.is_empty());
         store.publish_batch(&batch);
         assert_eq!(store.counters().delivered, 5, "an empty batch delivers nothing");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rotation_keeps_one_previous_log() {
+        let dir = std::env::temp_dir().join(format!("palisade-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let log = dir.join("events.jsonl");
+        let prev = dir.join("events.jsonl.1");
+        std::fs::write(&prev, "older\n").expect("write");
+        std::fs::write(&log, "newer\n").expect("write");
+        rotate(&log).expect("rotates");
+        assert!(!log.exists());
+        assert_eq!(std::fs::read_to_string(&prev).expect("read"), "newer\n");
+        let aside = dir.join("events.jsonl.1.old");
+        for _ in 0..100 {
+            if !aside.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!aside.exists(), "the previous .1 is removed");
+        // Without a previous .1 there is nothing to remove.
+        std::fs::write(&log, "newest\n").expect("write");
+        std::fs::remove_file(&prev).expect("remove");
+        rotate(&log).expect("rotates");
+        assert_eq!(std::fs::read_to_string(&prev).expect("read"), "newest\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
