@@ -542,7 +542,11 @@ mod tests {
         assert_eq!(text.lines().count(), 5);
         assert!(text.ends_with("{\"n\":4}\n"));
         let recent: Vec<String> = store.recent(10).iter().map(|l| l.to_string()).collect();
-        assert_eq!(recent, ["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"], "capacity 3");
+        assert_eq!(
+            recent,
+            ["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"],
+            "capacity 3"
+        );
         assert_eq!(rx.try_recv().expect("followed").as_ref(), "{\"n\":0}");
         assert_eq!(store.counters().delivered, 5);
         assert_eq!(store.counters().log_failed, 0);
@@ -550,7 +554,11 @@ mod tests {
         batch.clear();
         assert!(batch.is_empty());
         store.publish_batch(&batch);
-        assert_eq!(store.counters().delivered, 5, "an empty batch delivers nothing");
+        assert_eq!(
+            store.counters().delivered,
+            5,
+            "an empty batch delivers nothing"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
