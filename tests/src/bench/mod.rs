@@ -178,10 +178,7 @@ pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     for line in text.lines() {
-        if let Some(rest) = line
-            .strip_prefix(field)
-            .and_then(|r| r.strip_prefix(':'))
-        {
+        if let Some(rest) = line.strip_prefix(field).and_then(|r| r.strip_prefix(':')) {
             let kib = rest
                 .trim()
                 .trim_end_matches("kB")

@@ -8,7 +8,7 @@
 //! palisade-bench policy-compile [--rules N] [--identities N] [--live-rules N] [--live-pods N] [--changes N]
 //! palisade-bench runtime-syscalls [--iterations N] [--warmup N] [--rounds N] [--cpu N | --no-pin] [--bpf-stats]
 //! palisade-bench runtime-events [--start N] [--step N] [--max N] [--resolution N] [--seconds S] [--generators N]
-//! palisade-bench runtime-procs [--processes N] [--baseline N] [--batch N] [--cache-size N] [--every N] [--max-seconds N]
+//! palisade-bench runtime-procs [--processes N] [--baseline N] [--batch N] [--cache-size N] [--every N] [--max-seconds N] [--bpf-stats N]
 //! common: [--json] [--verbose]   (--json: JSON on stdout, tables on stderr)
 //! ```
 //!
@@ -29,7 +29,7 @@ const USAGE: &str = "usage: palisade-bench <benchmark> [options] [--json] [--ver
   policy-compile    [--rules 10000] [--identities 5000] [--live-rules 1000] [--live-pods 10] [--changes 20]
   runtime-syscalls  [--iterations 1000000] [--warmup 100000] [--rounds 5] [--cpu 1 | --no-pin] [--bpf-stats]
   runtime-events    [--start 50000] [--step 50000] [--max 1000000] [--resolution 10000] [--seconds 10] [--generators 1]
-  runtime-procs     [--processes 100000] [--baseline 10000] [--batch 32] [--cache-size 65536] [--every 10000] [--max-seconds 900]";
+  runtime-procs     [--processes 100000] [--baseline 10000] [--batch 32] [--cache-size 65536] [--every 10000] [--max-seconds 900] [--bpf-stats N]";
 
 struct Args {
     words: Vec<String>,
@@ -198,10 +198,15 @@ fn real_main() -> anyhow::Result<()> {
                 cache_size: args.value("--cache-size", 65_536)?,
                 every: args.value("--every", 10_000)?,
                 max_seconds: args.value("--max-seconds", 900)?,
+                stats_processes: args.value("--bpf-stats", 0)?,
                 verbose,
             };
             args.done()?;
-            if opts.batch == 0 || opts.batch > 1024 || opts.every == 0 || opts.processes > 10_000_000 {
+            if opts.batch == 0
+                || opts.batch > 1024
+                || opts.every == 0
+                || opts.processes > 10_000_000
+            {
                 bail!("--batch must be in 1..=1024, --every above 0, --processes at most 10000000");
             }
             prepare()?;

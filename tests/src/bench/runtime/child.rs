@@ -172,7 +172,11 @@ pub fn spawn(w: &Workload) -> anyhow::Result<std::process::Child> {
 pub fn finish(mut child: std::process::Child) -> anyhow::Result<serde_json::Value> {
     let deadline = Instant::now() + CHILD_TIMEOUT;
     loop {
-        if child.try_wait().context("waiting for a workload")?.is_some() {
+        if child
+            .try_wait()
+            .context("waiting for a workload")?
+            .is_some()
+        {
             break;
         }
         if Instant::now() > deadline {
@@ -185,7 +189,9 @@ pub fn finish(mut child: std::process::Child) -> anyhow::Result<serde_json::Valu
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = child.wait_with_output().context("reading a workload's result")?;
+    let out = child
+        .wait_with_output()
+        .context("reading a workload's result")?;
     if !out.status.success() {
         bail!("a workload failed with {}", out.status);
     }

@@ -168,7 +168,9 @@ fn step(node: &Node, target: u64, opts: &Options) -> anyhow::Result<Step> {
     let mut gen_secs: f64 = 0.0;
     for c in children {
         let r = child::finish(c)?;
-        generated += r["calls"].as_u64().context("generator result without calls")?;
+        generated += r["calls"]
+            .as_u64()
+            .context("generator result without calls")?;
         gen_secs = gen_secs.max(r["ns"].as_u64().unwrap_or(0) as f64 / 1e9);
     }
     let at_gen_end = runtime_status(node)?;
@@ -177,7 +179,9 @@ fn step(node: &Node, target: u64, opts: &Options) -> anyhow::Result<Step> {
     let cpu1 = agent_cpu_secs(node);
     let k = kernel_counters(node)?.since(&k0);
     let foreign = foreign0.max(foreign_tracing_links(agent)?);
-    let delivered = after.events_delivered.saturating_sub(before.events_delivered);
+    let delivered = after
+        .events_delivered
+        .saturating_sub(before.events_delivered);
     let drain_secs = last_change.saturating_duration_since(t0).as_secs_f64();
     let lost_ringbuf = after
         .lost_ringbuf_full
@@ -276,7 +280,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let exe = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .context("locating palisade-bench")?;
-    apply_tracing(node, "bench-event-rate", &policy(&exe.display().to_string()))?;
+    apply_tracing(
+        node,
+        "bench-event-rate",
+        &policy(&exe.display().to_string()),
+    )?;
     smoke(node, opts)?;
 
     let mut search = RampSearch::new(opts.start, opts.step, opts.max, opts.resolution);
@@ -326,10 +334,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     ]);
     t.row(vec![
         "lowest rate with loss (events/s)".into(),
-        first_loss.map_or(
-            format!("none up to {}", best.unwrap_or(0)),
-            |b| b.to_string(),
-        ),
+        first_loss.map_or(format!("none up to {}", best.unwrap_or(0)), |b| {
+            b.to_string()
+        }),
         String::new(),
     ]);
     if let Some(r) = limited {

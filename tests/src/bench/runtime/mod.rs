@@ -154,7 +154,8 @@ pub fn bpftool(args: &[&str]) -> anyhow::Result<serde_json::Value> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("bpftool {} output", args.join(" ")))
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("bpftool {} output", args.join(" ")))
 }
 
 /// The runtime's kernel counters of `node` (read from the pinned map, so
@@ -273,6 +274,61 @@ pub fn agent_programs(agent: u32) -> anyhow::Result<Vec<(String, HeldProg)>> {
     Ok(out)
 }
 
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// What one of the agent's programs did while statistics were on.
+#[derive(Debug, Clone)]
+pub struct ProgRuns {
+    /// `name#id`.
+    pub name: String,
+    /// Runs.
+    pub runs: u64,
+    /// Time in the program.
+    pub ns: u64,
+}
+
+impl ProgRuns {
+    /// Average time per run.
+    pub fn ns_per_run(&self) -> f64 {
+        self.ns as f64 / self.runs.max(1) as f64
+    }
+}
+
+/// Runs `f` with the kernel's BPF run-time statistics on
+/// (`kernel.bpf_stats_enabled`, restored afterwards, also on error); the
+/// runs and time of each program of `agent` that ran meanwhile.
+pub fn with_bpf_stats<T>(
+    agent: u32,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(Vec<ProgRuns>, T)> {
+    let old = std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
+    std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
+    let measured = (|| {
+        let before = agent_programs(agent)?;
+        let out = f()?;
+        anyhow::Ok((before, agent_programs(agent)?, out))
+    })();
+    let restored = std::fs::write(BPF_STATS, old.trim());
+    let (before, after, out) = measured?;
+    restored.with_context(|| format!("restoring {BPF_STATS}"))?;
+    let progs = after
+        .into_iter()
+        .filter_map(|(name, p)| {
+            let (c0, n0) = before
+                .iter()
+                .find(|b| b.1.id == p.id)
+                .map_or((0, 0), |b| (b.1.run_cnt, b.1.run_time_ns));
+            let runs = p.run_cnt.saturating_sub(c0);
+            (runs > 0).then(|| ProgRuns {
+                name: format!("{name}#{}", p.id),
+                runs,
+                ns: p.run_time_ns.saturating_sub(n0),
+            })
+        })
+        .collect();
+    Ok((progs, out))
+}
+
 /// `/proc/loadavg`'s first three fields.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -305,8 +361,7 @@ pub fn start_with(node: &Node, policies: &[(&str, &str)]) -> anyhow::Result<()> 
     node.stop_agent(false)?;
     let saved = node.dir().join("state/tracingpolicies");
     if saved.exists() {
-        std::fs::remove_dir_all(&saved)
-            .with_context(|| format!("removing {}", saved.display()))?;
+        std::fs::remove_dir_all(&saved).with_context(|| format!("removing {}", saved.display()))?;
     }
     node.start_agent()?;
     for (name, yaml) in policies {
@@ -378,10 +433,7 @@ mod tests {
                 .hook_runs,
             257
         );
-        let later = KernelCounters {
-            hook_runs: 15,
-            ..c
-        };
+        let later = KernelCounters { hook_runs: 15, ..c };
         assert_eq!(later.since(&c).hook_runs, 5);
         assert_eq!(c.since(&later).hook_runs, 0);
     }

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use palisade_tests::{Node, Topology};
 use serde_json::json;
 
-use super::{bpftool, loadavg, start_with, wait_drained};
+use super::{bpftool, loadavg, start_with, wait_drained, with_bpf_stats};
 use crate::bench::{f, say, status_kib, vm_rss_kib, Report, Table};
 
 /// Processes (two events each) after which the agent's recent-events
@@ -41,6 +41,9 @@ pub struct Options {
     pub every: u64,
     /// Stop starting processes after this long (the report says so).
     pub max_seconds: u64,
+    /// Afterwards, `stats_processes` more with the kernel's BPF statistics
+    /// on: what process tracking costs per exec, fork and exit (0: skip).
+    pub stats_processes: u64,
     /// Harness progress on stderr.
     pub verbose: bool,
 }
@@ -199,6 +202,16 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
     }
     let with_us = spawn_secs * 1e6 / started.max(1) as f64;
+    let stats = if opts.stats_processes > 0 {
+        let agent = node.agent_pid().context("the agent is not running")?;
+        let far = Instant::now() + Duration::from_secs(opts.max_seconds);
+        let (progs, n) = with_bpf_stats(agent, || {
+            spawn_batch(started, opts.stats_processes, opts.batch, far)
+        })?;
+        Some((progs, n))
+    } else {
+        None
+    };
     let map_end = procs_map(node)?;
     let load_end = loadavg();
     let first = points[0].clone();
@@ -247,7 +260,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         ]);
     } else if let Some(w) = &warm {
         t1.row(vec![
-            format!("RssAnon (KiB), warm ({} started) -> end (cache not full)", w.started),
+            format!(
+                "RssAnon (KiB), warm ({} started) -> end (cache not full)",
+                w.started
+            ),
             w.anon_kib.to_string(),
             last.anon_kib.to_string(),
             format!("{} B per tracked process", f(bytes_per_entry(w, &last), 0)),
@@ -325,6 +341,30 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             p.lost.to_string(),
         ]);
     }
+    let mut tables = vec![t1, c];
+    if let Some((progs, n)) = &stats {
+        let mut b = Table::new(
+            format!(
+                "runtime-procs: the agent's programs while {n} more processes ran with kernel.bpf_stats_enabled=1"
+            ),
+            &["program", "runs", "runs per process", "us per run", "us per process"],
+        );
+        for p in progs {
+            let per = p.runs as f64 / (*n).max(1) as f64;
+            b.row(vec![
+                p.name.clone(),
+                p.runs.to_string(),
+                f(per, 2),
+                f(p.ns_per_run() / 1e3, 2),
+                f(per * p.ns_per_run() / 1e3, 2),
+            ]);
+        }
+        b.notes.push(
+            "runs include the machine's other processes (and every syscall, for pal_sys_enter)"
+                .into(),
+        );
+        tables.push(b);
+    }
     let json = json!({
         "benchmark": "runtime-procs",
         "options": {"processes": opts.processes, "baseline": opts.baseline, "batch": opts.batch,
@@ -343,10 +383,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
                       "entries_start": map_start.2, "entries_end": map_end.2},
         "us_per_process": {"no_agent": base_us, "agent": with_us, "ratio": with_us / base_us},
         "checkpoints": points.iter().map(Checkpoint::to_json).collect::<Vec<_>>(),
+        "bpf_stats": stats.as_ref().map(|(progs, n)| json!({
+            "processes": n,
+            "programs": progs.iter().map(|p| json!({"name": p.name, "runs": p.runs, "ns": p.ns})).collect::<Vec<_>>(),
+        })),
     });
     topo.cleanup()?;
-    Ok(Report {
-        tables: vec![t1, c],
-        json,
-    })
+    Ok(Report { tables, json })
 }

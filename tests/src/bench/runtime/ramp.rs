@@ -117,7 +117,10 @@ mod tests {
             let (s, n) = search(capacity, 50_000, 50_000, 1_000_000, 10_000);
             let good = s.highest_without_loss().expect("a good rate");
             let bad = s.lowest_with_loss().expect("a bad rate");
-            assert!(good <= capacity && bad > capacity, "{capacity}: {good}..{bad}");
+            assert!(
+                good <= capacity && bad > capacity,
+                "{capacity}: {good}..{bad}"
+            );
             assert!(bad - good <= 10_000, "{capacity}: {good}..{bad}");
             assert!(n <= 15, "{capacity}: {n} steps");
         }

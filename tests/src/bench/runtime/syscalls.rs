@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::child::{self, Workload};
 use super::{
-    agent_programs, foreign_tracing_links, kernel_counters, loadavg, start_with,
+    agent_programs, foreign_tracing_links, kernel_counters, loadavg, start_with, with_bpf_stats,
     SYS_ENTER_NOMATCH, TYPICAL_POLICIES,
 };
 use crate::bench::{agent_cpu_secs, f, median, say, Report, Table};
@@ -219,8 +219,6 @@ fn measure(
     Ok(s)
 }
 
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
 /// One more run of `mode` with BPF statistics on; per program that ran:
 /// (name, runs per pair, ns per run).
 fn bpf_stats_run(
@@ -232,36 +230,20 @@ fn bpf_stats_run(
 ) -> anyhow::Result<Vec<(String, f64, f64)>> {
     switch(node, mode, typical)?;
     let agent = node.agent_pid().context("the agent is not running")?;
-    let old = std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
-    std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
-    let measured = (|| {
-        let before = agent_programs(agent)?;
+    let (progs, ()) = with_bpf_stats(agent, || {
         child::run(&Workload::OpenClose {
             path: file.to_owned(),
             iterations: opts.iterations,
             warmup: 0,
             cpu: opts.cpu,
-        })?;
-        anyhow::Ok((before, agent_programs(agent)?))
-    })();
-    let restored = std::fs::write(BPF_STATS, old.trim());
-    let (before, after) = measured?;
-    restored.with_context(|| format!("restoring {BPF_STATS}"))?;
-    Ok(after
+        })
+        .map(drop)
+    })?;
+    Ok(progs
         .into_iter()
-        .filter_map(|(name, p)| {
-            let (c0, n0) = before
-                .iter()
-                .find(|b| b.1.id == p.id)
-                .map_or((0, 0), |b| (b.1.run_cnt, b.1.run_time_ns));
-            let runs = p.run_cnt.saturating_sub(c0);
-            (runs > 0).then(|| {
-                (
-                    format!("{name}#{}", p.id),
-                    runs as f64 / opts.iterations as f64,
-                    p.run_time_ns.saturating_sub(n0) as f64 / runs as f64,
-                )
-            })
+        .map(|p| {
+            let ns = p.ns_per_run();
+            (p.name, p.runs as f64 / opts.iterations as f64, ns)
         })
         .collect())
 }
