@@ -309,6 +309,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         f(with_us, 0),
         format!("ratio {}", f(with_us / base_us, 3)),
     ]);
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok());
+    if let Some(pm) = pid_max.filter(|&pm| pm <= cap) {
+        t1.notes.push(format!(
+            "kernel.pid_max is {pm}: the cache is keyed by pid and a reused pid replaces its entry, so it cannot hold more than {pm} processes here and the bound {cap} is never reached (use --cache-size below {pm} to see evictions)"
+        ));
+    }
     t1.notes.push(format!(
         "load average at start {load_start}, at end {load_end}{}",
         if stopped_early {
@@ -372,6 +380,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         "loadavg": {"start": load_start, "end": load_end},
         "started": started,
         "stopped_early": stopped_early,
+        "pid_max": pid_max,
         "bytes_per_tracked_process": match (&warm, &full) {
             (Some(w), Some(fc)) => Some(bytes_per_entry(w, fc)),
             (Some(w), None) => Some(bytes_per_entry(w, &last)),
