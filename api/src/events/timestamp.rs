@@ -115,29 +115,50 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
+/// Writes `v` as `out.len()` decimal digits, zero-padded (higher digits of
+/// a wider `v` are dropped).
+fn put_digits(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+// Formatted into a buffer and written once: events carry several
+// timestamps each, and `write!` with padded arguments was a tenth of the
+// event reader's time.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let days = self.seconds.div_euclid(SECONDS_PER_DAY);
-        let second_of_day = self.seconds.rem_euclid(SECONDS_PER_DAY);
+        let second_of_day = self.seconds.rem_euclid(SECONDS_PER_DAY) as u64;
         let (year, month, day) = civil_from_days(days);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-            second_of_day / 3600,
-            second_of_day / 60 % 60,
-            second_of_day % 60
-        )?;
-        let n = self.nanos;
-        if n == 0 {
-            // no fraction
+        // "YYYY-MM-DDTHH:MM:SS" + ".nnnnnnnnn" + "Z"; the year is 1..=9999
+        // (checked by `new`), so four digits hold it.
+        let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+        put_digits(&mut buf[0..4], year.unsigned_abs());
+        put_digits(&mut buf[5..7], u64::from(month));
+        put_digits(&mut buf[8..10], u64::from(day));
+        put_digits(&mut buf[11..13], second_of_day / 3600);
+        put_digits(&mut buf[14..16], second_of_day / 60 % 60);
+        put_digits(&mut buf[17..19], second_of_day % 60);
+        let n = u64::from(self.nanos);
+        let digits = if n == 0 {
+            0
         } else if n.is_multiple_of(1_000_000) {
-            write!(f, ".{:03}", n / 1_000_000)?;
+            put_digits(&mut buf[20..23], n / 1_000_000);
+            3
         } else if n.is_multiple_of(1_000) {
-            write!(f, ".{:06}", n / 1_000)?;
+            put_digits(&mut buf[20..26], n / 1_000);
+            6
         } else {
-            write!(f, ".{n:09}")?;
-        }
-        f.write_str("Z")
+            put_digits(&mut buf[20..29], n);
+            9
+        };
+        let len = if digits == 0 { 19 } else { 20 + digits };
+        buf[len] = b'Z';
+        // Digits and ASCII separators only.
+        let text = std::str::from_utf8(&buf[..=len]).map_err(|_| fmt::Error)?;
+        f.write_str(text)
     }
 }
 
@@ -365,7 +386,43 @@ mod tests {
         assert_eq!(Timestamp::try_from(before).unwrap(), ts(-2, 750_000_000));
     }
 
+    /// The formatting of `Display` before it wrote into a buffer.
+    fn reference(t: &Timestamp) -> String {
+        let days = t.seconds.div_euclid(SECONDS_PER_DAY);
+        let second_of_day = t.seconds.rem_euclid(SECONDS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        let mut s = format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            second_of_day / 3600,
+            second_of_day / 60 % 60,
+            second_of_day % 60
+        );
+        let n = t.nanos;
+        if n != 0 && n.is_multiple_of(1_000_000) {
+            s += &format!(".{:03}", n / 1_000_000);
+        } else if n != 0 && n.is_multiple_of(1_000) {
+            s += &format!(".{:06}", n / 1_000);
+        } else if n != 0 {
+            s += &format!(".{n:09}");
+        }
+        s + "Z"
+    }
+
     proptest! {
+        #[test]
+        fn formats_as_before(
+            seconds in MIN_SECONDS..=MAX_SECONDS,
+            nanos in prop_oneof![
+                Just(0u32),
+                (0..1000u32).prop_map(|m| m * 1_000_000),
+                (0..1_000_000u32).prop_map(|u| u * 1_000),
+                0..NANOS_PER_SECOND,
+            ],
+        ) {
+            let t = ts(seconds, nanos);
+            prop_assert_eq!(t.to_string(), reference(&t));
+        }
+
         #[test]
         fn round_trip(seconds in MIN_SECONDS..=MAX_SECONDS, nanos in 0..NANOS_PER_SECOND) {
             let t = ts(seconds, nanos);

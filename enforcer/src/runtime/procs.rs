@@ -248,6 +248,14 @@ impl ProcessCache {
         }
     }
 
+    /// The parent only (what hook events report).
+    pub fn parent(&self, p: &ProcInfo) -> Option<Process> {
+        if p.ppid == 0 || p.ppid == p.pid {
+            return None;
+        }
+        self.by_pid.get(&p.ppid).map(|a| self.process(a, None))
+    }
+
     /// The parent and the ancestors beyond it (nearest first).
     pub fn lineage(&self, p: &ProcInfo) -> (Option<Process>, Vec<Process>) {
         let mut chain = Vec::new();
@@ -389,6 +397,7 @@ mod tests {
         c.insert(&p, "/usr/bin/id".into(), "-u".into(), "execve");
         let me = c.get(60).expect("cached").clone();
         let (parent, ancestors) = c.lineage(&me);
+        assert_eq!(c.parent(&me), parent);
         assert_eq!(parent.expect("parent").binary, "/bin/bash");
         assert_eq!(ancestors.len(), 1);
         assert_eq!(ancestors[0].binary, "/sbin/init");

@@ -28,7 +28,7 @@ use palisade_tests::{NetNs, Node, PodSpec, Topology};
 use serde_json::json;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{f, median, percentile, say, Report, Table};
+use super::{agent_cpu_secs, f, median, percentile, say, Report, Table};
 
 /// The benchmark's server port (the one rule that allows the client).
 pub const PORT: u16 = 5201;
@@ -624,28 +624,6 @@ fn our_progs(node: &Node) -> anyhow::Result<Vec<Prog>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
-}
-
-/// CPU time (user + system) the agent has used so far, in seconds; 0 when
-/// it cannot be read.
-fn agent_cpu_secs(node: &Node) -> f64 {
-    let Some(pid) = node.agent_pid() else {
-        return 0.0;
-    };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after "(comm)": state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // USER_HZ is 100 on every Linux architecture palisade runs on.
-    (ticks(14) + ticks(15)) as f64 / 100.0
 }
 
 /// Packets the programs counted as `forwarded` (both hooks).

@@ -4,6 +4,7 @@
 pub mod compile;
 pub mod datapath;
 pub mod rss;
+pub mod runtime;
 
 use std::time::Duration;
 
@@ -169,20 +170,47 @@ pub fn apply(node: &Node, source: &str, yaml: &str) -> anyhow::Result<palisade_a
 
 /// `VmRSS` of a process in KiB.
 pub fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, ...).
+pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("VmRSS:") {
+        if let Some(rest) = line.strip_prefix(field).and_then(|r| r.strip_prefix(':')) {
             let kib = rest
                 .trim()
                 .trim_end_matches("kB")
                 .trim()
                 .parse::<u64>()
-                .with_context(|| format!("VmRSS line {line:?} of {path}"))?;
+                .with_context(|| format!("{field} line {line:?} of {path}"))?;
             return Ok(kib);
         }
     }
-    bail!("{path} has no VmRSS line")
+    bail!("{path} has no {field} line")
+}
+
+/// CPU time (user + system) the agent has used so far, in seconds; 0 when
+/// it cannot be read.
+pub fn agent_cpu_secs(node: &Node) -> f64 {
+    let Some(pid) = node.agent_pid() else {
+        return 0.0;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after "(comm)": state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // USER_HZ is 100 on every Linux architecture palisade runs on.
+    (ticks(14) + ticks(15)) as f64 / 100.0
 }
 
 /// Progress on stderr.

@@ -6,6 +6,9 @@
 //! palisade-bench datapath [--seconds N] [--rules N] [--rounds N] [--warmup S] [--no-pin | --same-cpu] [--bpf-stats]
 //! palisade-bench agent-rss [--endpoints N] [--max-seconds N]
 //! palisade-bench policy-compile [--rules N] [--identities N] [--live-rules N] [--live-pods N] [--changes N]
+//! palisade-bench runtime-syscalls [--iterations N] [--warmup N] [--rounds N] [--cpu N | --no-pin] [--bpf-stats]
+//! palisade-bench runtime-events [--start N] [--step N] [--max N] [--resolution N] [--seconds S] [--generators N]
+//! palisade-bench runtime-procs [--processes N] [--baseline N] [--batch N] [--cache-size N] [--every N] [--max-seconds N] [--bpf-stats N]
 //! common: [--json] [--verbose]   (--json: JSON on stdout, tables on stderr)
 //! ```
 //!
@@ -20,10 +23,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-const USAGE: &str = "usage: palisade-bench <datapath|agent-rss|policy-compile> [options] [--json] [--verbose]
-  datapath        [--seconds 5] [--rules 1000] [--rounds 3] [--warmup 1] [--no-pin | --same-cpu] [--bpf-stats]
-  agent-rss       [--endpoints 1000] [--max-seconds 900]
-  policy-compile  [--rules 10000] [--identities 5000] [--live-rules 1000] [--live-pods 10] [--changes 20]";
+const USAGE: &str = "usage: palisade-bench <benchmark> [options] [--json] [--verbose]
+  datapath          [--seconds 5] [--rules 1000] [--rounds 3] [--warmup 1] [--no-pin | --same-cpu] [--bpf-stats]
+  agent-rss         [--endpoints 1000] [--max-seconds 900]
+  policy-compile    [--rules 10000] [--identities 5000] [--live-rules 1000] [--live-pods 10] [--changes 20]
+  runtime-syscalls  [--iterations 1000000] [--warmup 100000] [--rounds 5] [--cpu 1 | --no-pin] [--bpf-stats]
+  runtime-events    [--start 50000] [--step 50000] [--max 1000000] [--resolution 10000] [--seconds 10] [--generators 1]
+  runtime-procs     [--processes 100000] [--baseline 10000] [--batch 32] [--cache-size 65536] [--every 10000] [--max-seconds 900] [--bpf-stats N]";
 
 struct Args {
     words: Vec<String>,
@@ -86,6 +92,12 @@ fn real_main() -> anyhow::Result<()> {
         return Ok(());
     }
     let command = words.remove(0);
+    if command == "runtime-child" {
+        // A workload of the runtime benchmarks, started by them.
+        let result = bench::runtime::child::Workload::from_args(&words)?.run()?;
+        println!("{result}");
+        return Ok(());
+    }
     let mut args = Args { words };
     let json = args.flag("--json");
     let verbose = args.flag("--verbose");
@@ -136,6 +148,69 @@ fn real_main() -> anyhow::Result<()> {
             }
             prepare()?;
             bench::compile::run(&opts)?
+        }
+        "runtime-syscalls" => {
+            let no_pin = args.flag("--no-pin");
+            let cpu: usize = args.value("--cpu", 1)?;
+            let opts = bench::runtime::syscalls::Options {
+                iterations: args.value("--iterations", 1_000_000)?,
+                warmup: args.value("--warmup", 100_000)?,
+                rounds: args.value("--rounds", 5)?,
+                cpu: (!no_pin).then_some(cpu),
+                bpf_stats: args.flag("--bpf-stats"),
+                verbose,
+            };
+            args.done()?;
+            if opts.iterations == 0 || opts.iterations > 100_000_000 || opts.rounds == 0 {
+                bail!("--iterations must be in 1..=100000000 and --rounds at least 1");
+            }
+            prepare()?;
+            bench::runtime::syscalls::run(&opts)?
+        }
+        "runtime-events" => {
+            let opts = bench::runtime::events::Options {
+                start: args.value("--start", 50_000)?,
+                step: args.value("--step", 50_000)?,
+                max: args.value("--max", 1_000_000)?,
+                resolution: args.value("--resolution", 10_000)?,
+                seconds: args.value("--seconds", 10.0)?,
+                generators: args.value("--generators", 1)?,
+                drain_timeout: Duration::from_secs(60),
+                verbose,
+            };
+            args.done()?;
+            if !(opts.seconds > 0.0 && opts.seconds <= 600.0)
+                || opts.generators == 0
+                || opts.generators > 64
+                || opts.start == 0
+                || opts.step == 0
+            {
+                bail!("--seconds must be in (0, 600], --generators in 1..=64, --start and --step above 0");
+            }
+            prepare()?;
+            bench::runtime::events::run(&opts)?
+        }
+        "runtime-procs" => {
+            let opts = bench::runtime::procs::Options {
+                processes: args.value("--processes", 100_000)?,
+                baseline: args.value("--baseline", 10_000)?,
+                batch: args.value("--batch", 32)?,
+                cache_size: args.value("--cache-size", 65_536)?,
+                every: args.value("--every", 10_000)?,
+                max_seconds: args.value("--max-seconds", 900)?,
+                stats_processes: args.value("--bpf-stats", 0)?,
+                verbose,
+            };
+            args.done()?;
+            if opts.batch == 0
+                || opts.batch > 1024
+                || opts.every == 0
+                || opts.processes > 10_000_000
+            {
+                bail!("--batch must be in 1..=1024, --every above 0, --processes at most 10000000");
+            }
+            prepare()?;
+            bench::runtime::procs::run(&opts)?
         }
         other => bail!("unknown benchmark {other:?}\n{USAGE}"),
     };

@@ -1,0 +1,421 @@
+//! `palisade-bench runtime-syscalls`: what runtime enforcement adds to a
+//! syscall. A child process pinned to one CPU runs `open` + `close` of one
+//! file N times; measured with no agent (baseline), with the agent and no
+//! policy, with ten typical policies, and with one policy on the hot
+//! tracepoint `raw_syscalls/sys_enter` whose filter matches nothing.
+//! Modes alternate in every round (the order rotates), medians over rounds.
+//!
+//! No agent means no program: the runtime's programs are attached through
+//! links the agent process holds (none is pinned), so stopping the agent
+//! detaches them; checked with the pinned `pal_rt_counters`, whose hook
+//! runs must not move in the baseline and must move by at least the
+//! expected number in the policy modes.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use palisade_tests::{Node, Topology};
+use serde_json::json;
+
+use super::child::{self, Workload};
+use super::{
+    agent_programs, foreign_tracing_links, kernel_counters, loadavg, start_with, with_bpf_stats,
+    SYS_ENTER_NOMATCH, TYPICAL_POLICIES,
+};
+use crate::bench::{agent_cpu_secs, f, median, say, Report, Table};
+
+/// Goals of issue 3: time with policies / time without agent.
+const TYPICAL_GOAL: f64 = 1.05;
+const NOMATCH_GOAL: f64 = 1.10;
+
+/// Options of `palisade-bench runtime-syscalls`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Timed open+close pairs per measurement.
+    pub iterations: u64,
+    /// Untimed pairs before them.
+    pub warmup: u64,
+    /// Rounds (each measures every mode).
+    pub rounds: usize,
+    /// CPU the loop is pinned to (`None`: not pinned).
+    pub cpu: Option<usize>,
+    /// One more run per policy mode with the kernel's BPF statistics on:
+    /// each program's runs and time.
+    pub bpf_stats: bool,
+    /// Harness progress on stderr.
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    NoAgent,
+    AgentOnly,
+    Typical,
+    SysEnterNoMatch,
+}
+
+const MODES: [Mode; 4] = [
+    Mode::NoAgent,
+    Mode::AgentOnly,
+    Mode::Typical,
+    Mode::SysEnterNoMatch,
+];
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::NoAgent => "no agent",
+            Self::AgentOnly => "agent, no policy",
+            Self::Typical => "agent, 10 typical policies",
+            Self::SysEnterNoMatch => "agent, sys_enter tracepoint, no match",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::NoAgent => "no_agent",
+            Self::AgentOnly => "agent_no_policy",
+            Self::Typical => "typical_10",
+            Self::SysEnterNoMatch => "sys_enter_nomatch",
+        }
+    }
+
+    fn policies<'a>(self, typical: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+        match self {
+            Self::NoAgent | Self::AgentOnly => Vec::new(),
+            Self::Typical => typical.iter().map(|(n, y)| (*n, y.as_str())).collect(),
+            Self::SysEnterNoMatch => vec![SYS_ENTER_NOMATCH],
+        }
+    }
+
+    /// Hook runs each open+close pair must cause at least: the two
+    /// `sys_openat` hooks of the typical set; the tracepoint runs for both
+    /// syscalls.
+    fn hook_runs_per_pair(self) -> u64 {
+        match self {
+            Self::NoAgent | Self::AgentOnly => 0,
+            Self::Typical | Self::SysEnterNoMatch => 2,
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone)]
+struct Sample {
+    round: usize,
+    mode: Mode,
+    ns_per_pair: f64,
+    hook_runs: u64,
+    agent_cpu: f64,
+    foreign_links: usize,
+}
+
+/// The typical policies as applied here, and a note when one had to be
+/// adapted to this machine: `matchNamespaces` value `host_ns` is the
+/// namespace of pid 1, which the agent reads from `/proc/1/ns`; where that
+/// is not readable (some sandboxes deny it even to root) the benchmark
+/// writes the inode of its own pid namespace instead, which is the host's
+/// when it runs there (the agent's filter and its cost are the same).
+fn typical_policies() -> (Vec<(&'static str, String)>, Option<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut note = None;
+    let own = std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino());
+    let host_readable = std::fs::metadata("/proc/1/ns/pid").is_ok();
+    let list = TYPICAL_POLICIES
+        .iter()
+        .map(|(name, yaml)| {
+            let mut y = (*yaml).to_owned();
+            if let (false, Ok(ino), true) = (host_readable, &own, y.contains("\"host_ns\"")) {
+                y = y.replace("\"host_ns\"", &format!("\"{ino}\""));
+                note = Some(format!(
+                    "{name}: /proc/1/ns/pid is not readable here, so host_ns was replaced by this process's pid namespace inode {ino}"
+                ));
+            }
+            (*name, y)
+        })
+        .collect();
+    (list, note)
+}
+
+/// Puts the agent in `mode`: stopped, or (re)started with the mode's
+/// policies; checks the runtime's programs are loaded.
+fn switch(node: &Node, mode: Mode, typical: &[(&str, String)]) -> anyhow::Result<()> {
+    match mode {
+        Mode::NoAgent => {
+            node.stop_agent(false)?;
+        }
+        _ => {
+            start_with(node, &mode.policies(typical))?;
+            let pid = node.agent_pid().context("the agent is not running")?;
+            let progs: Vec<String> = agent_programs(pid)?.into_iter().map(|p| p.0).collect();
+            if !progs.iter().any(|p| p == "pal_sys_enter") {
+                bail!("the agent runs but holds no pal_sys_enter program (it holds {progs:?})");
+            }
+            if mode == Mode::SysEnterNoMatch && !progs.iter().any(|p| p == "pal_tracepoint") {
+                bail!("the sys_enter policy is in force but no pal_tracepoint program is loaded");
+            }
+            // Let the start-up work (the /proc scan, its events) settle.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
+}
+
+fn measure(
+    node: &Node,
+    round: usize,
+    mode: Mode,
+    file: &str,
+    opts: &Options,
+) -> anyhow::Result<Sample> {
+    let agent = node.agent_pid();
+    if mode == Mode::NoAgent && agent.is_some() {
+        bail!("no-agent mode, but the agent runs");
+    }
+    let foreign0 = foreign_tracing_links(agent)?;
+    let k0 = kernel_counters(node)?;
+    let cpu0 = agent_cpu_secs(node);
+    let r = child::run(&Workload::OpenClose {
+        path: file.to_owned(),
+        iterations: opts.iterations,
+        warmup: opts.warmup,
+        cpu: opts.cpu,
+    })?;
+    let cpu1 = agent_cpu_secs(node);
+    let runs = kernel_counters(node)?.since(&k0).hook_runs;
+    let foreign = foreign0.max(foreign_tracing_links(agent)?);
+    let ns = r["ns"].as_u64().context("workload result without ns")?;
+    let pairs = opts.iterations + opts.warmup;
+    let want = mode.hook_runs_per_pair() * pairs;
+    if runs < want {
+        bail!(
+            "{}: {runs} hook runs for {pairs} open+close pairs, expected at least {want}: the hooks did not run",
+            mode.name()
+        );
+    }
+    if mode == Mode::NoAgent && runs != 0 {
+        bail!("no agent, yet {runs} hook runs were counted");
+    }
+    let ns_per_pair = ns as f64 / opts.iterations as f64;
+    let secs = ns as f64 / 1e9;
+    let s = Sample {
+        round,
+        mode,
+        ns_per_pair,
+        hook_runs: runs,
+        agent_cpu: if secs > 0.0 {
+            (cpu1 - cpu0) / secs
+        } else {
+            0.0
+        },
+        foreign_links: foreign,
+    };
+    say(format!(
+        "round {round} {:<38}: {:>7.1} ns per open+close, {runs} hook runs, agent {:.1}% CPU, {foreign} foreign tracing links",
+        mode.name(),
+        s.ns_per_pair,
+        s.agent_cpu * 100.0
+    ));
+    Ok(s)
+}
+
+/// One more run of `mode` with BPF statistics on; per program that ran:
+/// (name, runs per pair, ns per run).
+fn bpf_stats_run(
+    node: &Node,
+    mode: Mode,
+    typical: &[(&str, String)],
+    file: &str,
+    opts: &Options,
+) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    switch(node, mode, typical)?;
+    let agent = node.agent_pid().context("the agent is not running")?;
+    let (progs, ()) = with_bpf_stats(agent, || {
+        child::run(&Workload::OpenClose {
+            path: file.to_owned(),
+            iterations: opts.iterations,
+            warmup: 0,
+            cpu: opts.cpu,
+        })
+        .map(drop)
+    })?;
+    Ok(progs
+        .into_iter()
+        .map(|p| {
+            let ns = p.ns_per_run();
+            (p.name, p.runs as f64 / opts.iterations as f64, ns)
+        })
+        .collect())
+}
+
+/// Runs the benchmark.
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
+    let load_start = loadavg();
+    let topo = Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .verbose(opts.verbose)
+        .build()
+        .context("building the topology (node n1 with runtime enforcement)")?;
+    let node = topo.node("n1")?;
+    // A file nothing matches: in the run's directory (a path of typical length).
+    let file = node.dir().join("open-target.txt");
+    std::fs::write(&file, b"palisade-bench\n")
+        .with_context(|| format!("writing {}", file.display()))?;
+    let file = file.display().to_string();
+    let (typical, adapted) = typical_policies();
+    if let Some(n) = &adapted {
+        say(n);
+    }
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut current: Option<Mode> = None;
+    for round in 1..=opts.rounds {
+        // Rotate the order so every mode is first and last in some round.
+        let mut order = MODES;
+        order.rotate_left((round - 1) % MODES.len());
+        for mode in order {
+            if current != Some(mode) {
+                switch(node, mode, &typical)?;
+                current = Some(mode);
+            }
+            samples.push(measure(node, round, mode, &file, opts)?);
+        }
+    }
+    let mut stats = Vec::new();
+    if opts.bpf_stats {
+        for mode in [Mode::AgentOnly, Mode::Typical, Mode::SysEnterNoMatch] {
+            stats.push((mode, bpf_stats_run(node, mode, &typical, &file, opts)?));
+        }
+    }
+    let load_end = loadavg();
+
+    let med = |mode: Mode| -> f64 {
+        let v: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.mode == mode)
+            .map(|s| s.ns_per_pair)
+            .collect();
+        median(&v)
+    };
+    let base = med(Mode::NoAgent);
+    let mut t = Table::new(
+        format!(
+            "runtime-syscalls: open+close of one file, {} pairs per measurement ({} warm-up), {} rounds, loop {} (medians)",
+            opts.iterations,
+            opts.warmup,
+            opts.rounds,
+            opts.cpu.map_or("not pinned".to_owned(), |c| format!("pinned to CPU {c}"))
+        ),
+        &["mode", "ns per open+close", "time / no agent", "goal"],
+    );
+    for mode in MODES {
+        let m = med(mode);
+        let ratio = m / base;
+        let goal = match mode {
+            Mode::Typical => Some(TYPICAL_GOAL),
+            Mode::SysEnterNoMatch => Some(NOMATCH_GOAL),
+            _ => None,
+        };
+        t.row(vec![
+            mode.name().to_owned(),
+            f(m, 1),
+            f(ratio, 3),
+            goal.map(|g| format!("<= {g:.2} {}", if ratio <= g { "met" } else { "MISSED" }))
+                .unwrap_or_default(),
+        ]);
+    }
+    t.notes.push(format!(
+        "load average at start {load_start}, at end {load_end}; file {file}"
+    ));
+    t.notes.extend(adapted.clone());
+
+    let mut per = Table::new(
+        "runtime-syscalls: every measurement, in run order",
+        &[
+            "round",
+            "mode",
+            "ns per pair",
+            "/ no agent of the round",
+            "hook runs",
+            "agent CPU %",
+            "foreign tracing links",
+        ],
+    );
+    for s in &samples {
+        let round_base = samples
+            .iter()
+            .find(|b| b.round == s.round && b.mode == Mode::NoAgent)
+            .map_or(f64::NAN, |b| b.ns_per_pair);
+        per.row(vec![
+            s.round.to_string(),
+            s.mode.name().to_owned(),
+            f(s.ns_per_pair, 1),
+            f(s.ns_per_pair / round_base, 3),
+            s.hook_runs.to_string(),
+            f(s.agent_cpu * 100.0, 1),
+            s.foreign_links.to_string(),
+        ]);
+    }
+    if samples.iter().any(|s| s.foreign_links > 0) {
+        per.notes.push(
+            "foreign tracing links: other processes had BPF programs on tracing hooks during some measurements; every syscall of the loop ran them too (in every mode)".into(),
+        );
+    }
+    let mut tables = vec![t, per];
+    if !stats.is_empty() {
+        let mut b = Table::new(
+            format!(
+                "runtime-syscalls: the agent's programs during one more {}-pair run per mode with kernel.bpf_stats_enabled=1",
+                opts.iterations
+            ),
+            &[
+                "mode",
+                "program",
+                "runs per open+close",
+                "ns per run",
+                "ns per open+close",
+            ],
+        );
+        for (mode, progs) in &stats {
+            for (name, per_pair, ns) in progs {
+                b.row(vec![
+                    mode.name().to_owned(),
+                    name.clone(),
+                    f(*per_pair, 4),
+                    f(*ns, 0),
+                    f(per_pair * ns, 1),
+                ]);
+            }
+        }
+        b.notes.push("the kernel's own statistics add the time of reading the clock twice to every run; programs that ran for other processes (exec, fork, exit of the machine) are listed with their runs per pair".into());
+        tables.push(b);
+    }
+
+    let json = json!({
+        "benchmark": "runtime-syscalls",
+        "options": {"iterations": opts.iterations, "warmup": opts.warmup, "rounds": opts.rounds,
+                    "cpu": opts.cpu, "bpf_stats": opts.bpf_stats},
+        "loadavg": {"start": load_start, "end": load_end},
+        "policy_note": adapted,
+        "policies": {
+            "typical_10": TYPICAL_POLICIES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "sys_enter_nomatch": SYS_ENTER_NOMATCH.0,
+        },
+        "median_ns_per_pair": MODES.iter().map(|m| (m.key().to_owned(), json!(med(*m)))).collect::<serde_json::Map<_, _>>(),
+        "ratio_to_no_agent": MODES.iter().map(|m| (m.key().to_owned(), json!(med(*m) / base))).collect::<serde_json::Map<_, _>>(),
+        "goals": {
+            "typical_10": {"goal": TYPICAL_GOAL, "met": med(Mode::Typical) / base <= TYPICAL_GOAL},
+            "sys_enter_nomatch": {"goal": NOMATCH_GOAL, "met": med(Mode::SysEnterNoMatch) / base <= NOMATCH_GOAL},
+        },
+        "runs": samples.iter().map(|s| json!({
+            "round": s.round, "mode": s.mode.key(), "ns_per_pair": s.ns_per_pair,
+            "hook_runs": s.hook_runs, "agent_cpu": s.agent_cpu, "foreign_tracing_links": s.foreign_links,
+        })).collect::<Vec<_>>(),
+        "bpf_stats": stats.iter().map(|(mode, progs)| json!({
+            "mode": mode.key(),
+            "programs": progs.iter().map(|(n, per_pair, ns)| json!({"name": n, "runs_per_pair": per_pair, "ns_per_run": ns})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    topo.cleanup()?;
+    Ok(Report { tables, json })
+}
