@@ -273,6 +273,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let load_start = loadavg();
     let topo = Topology::builder()
         .agent_setting("runtime_enforcement", true)
+        .agent_setting("keep_runtime_enforcement", false)
         .verbose(opts.verbose)
         .build()
         .context("building the topology (node n1 with runtime enforcement)")?;

@@ -158,10 +158,29 @@ pub fn bpftool(args: &[&str]) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("bpftool {} output", args.join(" ")))
 }
 
-/// The runtime's kernel counters of `node` (read from the pinned map, so
-/// also while its agent is stopped).
+/// The pin `name` of the newest runtime generation of `node`
+/// (`<bpf_root>/runtime/g<N>/<name>`), if one is pinned.
+pub fn runtime_pin(node: &Node, name: &str) -> Option<std::path::PathBuf> {
+    let root = node.bpf_root().join("runtime");
+    std::fs::read_dir(&root)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let n: u64 = e.file_name().to_str()?.strip_prefix('g')?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, dir)| dir.join(name))
+}
+
+/// The runtime's kernel counters of `node`, read from the pinned map;
+/// zero when no generation is pinned (the benchmarks run the agent with
+/// `keep_runtime_enforcement: false`: a stopped agent leaves nothing
+/// attached).
 pub fn kernel_counters(node: &Node) -> anyhow::Result<KernelCounters> {
-    let path = node.bpf_root().join("runtime/pal_rt_counters");
+    let Some(path) = runtime_pin(node, "pal_rt_counters") else {
+        return Ok(KernelCounters::default());
+    };
     let p = path.to_string_lossy();
     KernelCounters::from_bpftool(&bpftool(&["map", "dump", "pinned", &p])?)
 }

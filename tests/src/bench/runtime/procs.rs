@@ -124,7 +124,7 @@ fn checkpoint(node: &Node, started: u64) -> anyhow::Result<Checkpoint> {
 
 /// `pal_procs` as bpftool sees it: (max entries, memlock bytes, entries now).
 fn procs_map(node: &Node) -> anyhow::Result<(u64, u64, usize)> {
-    let path = node.bpf_root().join("runtime/pal_procs");
+    let path = super::runtime_pin(node, "pal_procs").context("no runtime generation is pinned")?;
     let p = path.to_string_lossy();
     let show = bpftool(&["map", "show", "pinned", &p])?;
     let dump = bpftool(&["map", "dump", "pinned", &p])?;
@@ -140,6 +140,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let load_start = loadavg();
     let topo = Topology::builder()
         .agent_setting("runtime_enforcement", true)
+        .agent_setting("keep_runtime_enforcement", false)
         .agent_setting("process_cache_size", opts.cache_size as u64)
         .verbose(opts.verbose)
         .build()

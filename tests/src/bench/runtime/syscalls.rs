@@ -5,11 +5,11 @@
 //! tracepoint `raw_syscalls/sys_enter` whose filter matches nothing.
 //! Modes alternate in every round (the order rotates), medians over rounds.
 //!
-//! No agent means no program: the runtime's programs are attached through
-//! links the agent process holds (none is pinned), so stopping the agent
-//! detaches them; checked with the pinned `pal_rt_counters`, whose hook
-//! runs must not move in the baseline and must move by at least the
-//! expected number in the policy modes.
+//! No agent means no program: the agent runs with
+//! `keep_runtime_enforcement: false`, so its clean stop unpins and detaches
+//! every runtime link; checked with the pinned `pal_rt_counters` (none is
+//! pinned in the baseline: no hook run), whose hook runs must move by at
+//! least the expected number in the policy modes.
 
 use std::time::Duration;
 
@@ -253,6 +253,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let load_start = loadavg();
     let topo = Topology::builder()
         .agent_setting("runtime_enforcement", true)
+        .agent_setting("keep_runtime_enforcement", false)
         .verbose(opts.verbose)
         .build()
         .context("building the topology (node n1 with runtime enforcement)")?;
