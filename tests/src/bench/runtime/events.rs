@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use palisade_api::{Request, Response, RuntimeStatus};
-use palisade_tests::{Node, Topology};
+use palisade_tests::Node;
 use serde_json::json;
 
 use super::child::{self, Workload};
 use super::ramp::RampSearch;
 use super::{
-    apply_tracing, foreign_tracing_links, kernel_counters, loadavg, runtime_status, wait_drained,
+    apply_tracing, foreign_tracing_links, kernel_counters, loadavg, runtime_status, topology,
+    wait_drained,
 };
 use crate::bench::{agent_cpu_secs, f, median, say, Report, Table};
 
@@ -271,9 +272,7 @@ fn smoke(node: &Node, opts: &Options) -> anyhow::Result<()> {
 /// Runs the benchmark.
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let load_start = loadavg();
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .verbose(opts.verbose)
+    let topo = topology(opts.verbose)
         .build()
         .context("building the topology (node n1 with runtime enforcement)")?;
     let node = topo.node("n1")?;
