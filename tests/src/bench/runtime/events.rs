@@ -152,8 +152,7 @@ fn losses_other(a: &RuntimeStatus, b: &RuntimeStatus) -> u64 {
 fn step(node: &Node, target: u64, opts: &Options) -> anyhow::Result<Step> {
     let (before, _) = wait_drained(node, DRAIN_QUIET, opts.drain_timeout)?;
     let k0 = kernel_counters(node)?;
-    let agent = node.agent_pid();
-    let foreign0 = foreign_tracing_links(agent)?;
+    let foreign0 = foreign_tracing_links(node)?;
     let cpu0 = agent_cpu_secs(node);
     let t0 = Instant::now();
     let per = target as f64 / opts.generators as f64;
@@ -179,7 +178,7 @@ fn step(node: &Node, target: u64, opts: &Options) -> anyhow::Result<Step> {
     let (after, last_change) = wait_drained(node, DRAIN_QUIET, opts.drain_timeout)?;
     let cpu1 = agent_cpu_secs(node);
     let k = kernel_counters(node)?.since(&k0);
-    let foreign = foreign0.max(foreign_tracing_links(agent)?);
+    let foreign = foreign0.max(foreign_tracing_links(node)?);
     let delivered = after
         .events_delivered
         .saturating_sub(before.events_delivered);

@@ -283,13 +283,24 @@ pub fn held_by(pid: u32) -> anyhow::Result<(Vec<HeldProg>, Vec<u64>)> {
     Ok((progs, links))
 }
 
-/// BPF links on tracing hooks that `agent` does not hold: other runs on
-/// this machine whose programs our workloads also pass through.
-pub fn foreign_tracing_links(agent: Option<u32>) -> anyhow::Result<usize> {
-    let ours = match agent {
+/// BPF links on tracing hooks that are not `node`'s agent's (neither held
+/// by its process nor pinned in its generation): other runs on this
+/// machine whose programs our workloads also pass through.
+pub fn foreign_tracing_links(node: &Node) -> anyhow::Result<usize> {
+    let mut ours = match node.agent_pid() {
         Some(pid) => held_by(pid)?.1,
         None => Vec::new(),
     };
+    if let Some(gen) = generation(node) {
+        for name in attached(node) {
+            let pin = gen.join("links").join(&name);
+            let p = pin.to_string_lossy();
+            // A pin removed meanwhile is not ours any more.
+            if let Ok(v) = bpftool(&["link", "show", "pinned", &p]) {
+                ours.extend(v["id"].as_u64());
+            }
+        }
+    }
     let v = bpftool(&["link", "show"])?;
     Ok(v.as_array()
         .into_iter()

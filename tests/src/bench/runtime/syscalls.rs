@@ -172,7 +172,7 @@ fn measure(
     if mode == Mode::NoAgent && agent.is_some() {
         bail!("no-agent mode, but the agent runs");
     }
-    let foreign0 = foreign_tracing_links(agent)?;
+    let foreign0 = foreign_tracing_links(node)?;
     let k0 = kernel_counters(node)?;
     let cpu0 = agent_cpu_secs(node);
     let r = child::run(&Workload::OpenClose {
@@ -183,7 +183,7 @@ fn measure(
     })?;
     let cpu1 = agent_cpu_secs(node);
     let runs = kernel_counters(node)?.since(&k0).hook_runs;
-    let foreign = foreign0.max(foreign_tracing_links(agent)?);
+    let foreign = foreign0.max(foreign_tracing_links(node)?);
     let ns = r["ns"].as_u64().context("workload result without ns")?;
     let pairs = opts.iterations + opts.warmup;
     let want = mode.hook_runs_per_pair() * pairs;
