@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use palisade_api::{Request, Response, RuntimeStatus};
-use palisade_tests::{Node, Topology};
+use palisade_tests::Node;
 use serde_json::json;
 
 use super::child::{self, Workload};
 use super::ramp::RampSearch;
 use super::{
-    apply_tracing, foreign_tracing_links, kernel_counters, loadavg, runtime_status, wait_drained,
+    apply_tracing, foreign_tracing_links, kernel_counters, loadavg, runtime_status, topology,
+    wait_drained,
 };
 use crate::bench::{agent_cpu_secs, f, median, say, Report, Table};
 
@@ -151,8 +152,7 @@ fn losses_other(a: &RuntimeStatus, b: &RuntimeStatus) -> u64 {
 fn step(node: &Node, target: u64, opts: &Options) -> anyhow::Result<Step> {
     let (before, _) = wait_drained(node, DRAIN_QUIET, opts.drain_timeout)?;
     let k0 = kernel_counters(node)?;
-    let agent = node.agent_pid();
-    let foreign0 = foreign_tracing_links(agent)?;
+    let foreign0 = foreign_tracing_links(node)?;
     let cpu0 = agent_cpu_secs(node);
     let t0 = Instant::now();
     let per = target as f64 / opts.generators as f64;
@@ -178,7 +178,7 @@ fn step(node: &Node, target: u64, opts: &Options) -> anyhow::Result<Step> {
     let (after, last_change) = wait_drained(node, DRAIN_QUIET, opts.drain_timeout)?;
     let cpu1 = agent_cpu_secs(node);
     let k = kernel_counters(node)?.since(&k0);
-    let foreign = foreign0.max(foreign_tracing_links(agent)?);
+    let foreign = foreign0.max(foreign_tracing_links(node)?);
     let delivered = after
         .events_delivered
         .saturating_sub(before.events_delivered);
@@ -271,10 +271,7 @@ fn smoke(node: &Node, opts: &Options) -> anyhow::Result<()> {
 /// Runs the benchmark.
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let load_start = loadavg();
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .agent_setting("keep_runtime_enforcement", false)
-        .verbose(opts.verbose)
+    let topo = topology(opts.verbose)
         .build()
         .context("building the topology (node n1 with runtime enforcement)")?;
     let node = topo.node("n1")?;

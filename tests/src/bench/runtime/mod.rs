@@ -16,6 +16,7 @@ pub mod procs;
 pub mod ramp;
 pub mod syscalls;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -158,31 +159,62 @@ pub fn bpftool(args: &[&str]) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("bpftool {} output", args.join(" ")))
 }
 
-/// The pin `name` of the newest runtime generation of `node`
-/// (`<bpf_root>/runtime/g<N>/<name>`), if one is pinned.
-pub fn runtime_pin(node: &Node, name: &str) -> Option<std::path::PathBuf> {
+/// The agent's runtime pins: the newest generation `<bpf_root>/runtime/g<N>`
+/// (maps, and the links of what is attached under `links/`); `None` when
+/// nothing is pinned.
+pub fn generation(node: &Node) -> Option<PathBuf> {
     let root = node.bpf_root().join("runtime");
     std::fs::read_dir(&root)
         .ok()?
         .flatten()
         .filter_map(|e| {
-            let n: u64 = e.file_name().to_str()?.strip_prefix('g')?.parse().ok()?;
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix('g')?
+                .parse::<u64>()
+                .ok()?;
             Some((n, e.path()))
         })
         .max_by_key(|(n, _)| *n)
-        .map(|(_, dir)| dir.join(name))
+        .map(|(_, p)| p)
 }
 
-/// The runtime's kernel counters of `node`, read from the pinned map;
-/// zero when no generation is pinned (the benchmarks run the agent with
-/// `keep_runtime_enforcement: false`: a stopped agent leaves nothing
-/// attached).
+/// The link pins of the agent's generation (`pal_exec`, `pal_sys_enter`,
+/// `hook-<id>`, ...): what is attached.
+pub fn attached(node: &Node) -> Vec<String> {
+    let Some(dir) = generation(node) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The runtime's kernel counters of `node`'s generation (zero when nothing
+/// is pinned: every agent start makes a new generation with new counters).
 pub fn kernel_counters(node: &Node) -> anyhow::Result<KernelCounters> {
-    let Some(path) = runtime_pin(node, "pal_rt_counters") else {
+    let Some(dir) = generation(node) else {
         return Ok(KernelCounters::default());
     };
+    let path = dir.join("pal_rt_counters");
     let p = path.to_string_lossy();
     KernelCounters::from_bpftool(&bpftool(&["map", "dump", "pinned", &p])?)
+}
+
+/// A topology of node `n1` for the runtime benchmarks: runtime enforcement
+/// on, and detached when the agent stops (the default keeps the pinned
+/// hooks enforcing), so that a stopped agent leaves no program behind.
+pub fn topology(verbose: bool) -> palisade_tests::TopologyBuilder {
+    palisade_tests::Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .agent_setting("keep_runtime_enforcement", false)
+        .verbose(verbose)
 }
 
 /// Link types whose programs run in a task's context (syscalls, tracepoints,
@@ -251,13 +283,24 @@ pub fn held_by(pid: u32) -> anyhow::Result<(Vec<HeldProg>, Vec<u64>)> {
     Ok((progs, links))
 }
 
-/// BPF links on tracing hooks that `agent` does not hold: other runs on
-/// this machine whose programs our workloads also pass through.
-pub fn foreign_tracing_links(agent: Option<u32>) -> anyhow::Result<usize> {
-    let ours = match agent {
+/// BPF links on tracing hooks that are not `node`'s agent's (neither held
+/// by its process nor pinned in its generation): other runs on this
+/// machine whose programs our workloads also pass through.
+pub fn foreign_tracing_links(node: &Node) -> anyhow::Result<usize> {
+    let mut ours = match node.agent_pid() {
         Some(pid) => held_by(pid)?.1,
         None => Vec::new(),
     };
+    if let Some(gen) = generation(node) {
+        for name in attached(node) {
+            let pin = gen.join("links").join(&name);
+            let p = pin.to_string_lossy();
+            // A pin removed meanwhile is not ours any more.
+            if let Ok(v) = bpftool(&["link", "show", "pinned", &p]) {
+                ours.extend(v["id"].as_u64());
+            }
+        }
+    }
     let v = bpftool(&["link", "show"])?;
     Ok(v.as_array()
         .into_iter()
@@ -377,7 +420,7 @@ pub fn apply_tracing(node: &Node, source: &str, yaml: &str) -> anyhow::Result<()
 /// (Re)starts the agent of `node` with exactly `policies` (applied through
 /// the API after start; those a previous start saved are removed first).
 pub fn start_with(node: &Node, policies: &[(&str, &str)]) -> anyhow::Result<()> {
-    node.stop_agent(false)?;
+    stop(node)?;
     let saved = node.dir().join("state/tracingpolicies");
     if saved.exists() {
         std::fs::remove_dir_all(&saved).with_context(|| format!("removing {}", saved.display()))?;
@@ -395,6 +438,19 @@ pub fn start_with(node: &Node, policies: &[(&str, &str)]) -> anyhow::Result<()> 
         bail!(
             "the agent has {} tracing policies in force, {want} were applied",
             st.policies
+        );
+    }
+    Ok(())
+}
+
+/// Stops the agent and checks that it detached everything (no generation
+/// left pinned).
+pub fn stop(node: &Node) -> anyhow::Result<()> {
+    node.stop_agent(false)?;
+    if let Some(g) = generation(node) {
+        bail!(
+            "the stopped agent left {} pinned (is keep_runtime_enforcement off?)",
+            g.display()
         );
     }
     Ok(())

@@ -16,10 +16,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use palisade_tests::{Node, Topology};
+use palisade_tests::Node;
 use serde_json::json;
 
-use super::{bpftool, loadavg, start_with, wait_drained, with_bpf_stats};
+use super::{
+    bpftool, generation, loadavg, start_with, stop, topology, wait_drained, with_bpf_stats,
+};
 use crate::bench::{f, say, status_kib, vm_rss_kib, Report, Table};
 
 /// Processes (two events each) after which the agent's recent-events
@@ -124,7 +126,9 @@ fn checkpoint(node: &Node, started: u64) -> anyhow::Result<Checkpoint> {
 
 /// `pal_procs` as bpftool sees it: (max entries, memlock bytes, entries now).
 fn procs_map(node: &Node) -> anyhow::Result<(u64, u64, usize)> {
-    let path = super::runtime_pin(node, "pal_procs").context("no runtime generation is pinned")?;
+    let path = generation(node)
+        .context("the agent pinned no runtime generation")?
+        .join("pal_procs");
     let p = path.to_string_lossy();
     let show = bpftool(&["map", "show", "pinned", &p])?;
     let dump = bpftool(&["map", "dump", "pinned", &p])?;
@@ -138,18 +142,15 @@ fn procs_map(node: &Node) -> anyhow::Result<(u64, u64, usize)> {
 /// Runs the benchmark.
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let load_start = loadavg();
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .agent_setting("keep_runtime_enforcement", false)
+    let topo = topology(opts.verbose)
         .agent_setting("process_cache_size", opts.cache_size as u64)
-        .verbose(opts.verbose)
         .build()
         .context("building the topology (node n1 with runtime enforcement)")?;
     let node = topo.node("n1")?;
     let deadline = Instant::now() + Duration::from_secs(opts.max_seconds);
 
     // Baseline time per process: no agent, no program.
-    node.stop_agent(false)?;
+    stop(node)?;
     let t = Instant::now();
     let base_n = spawn_batch(0, opts.baseline, opts.batch, deadline)?;
     let base_us = t.elapsed().as_secs_f64() * 1e6 / base_n.max(1) as f64;
@@ -236,6 +237,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         format!("{} / {}", last.rss_kib, last.anon_kib),
         String::new(),
     ]);
+    // A cache that filled during the warm-up has no clean measurement.
+    let full = full.filter(|fc| warm.as_ref().is_none_or(|w| fc.started > w.started));
     if let (Some(w), Some(fc)) = (&warm, &full) {
         t1.row(vec![
             format!(
@@ -259,7 +262,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
                 )
             ),
         ]);
-    } else if let Some(w) = &warm {
+    } else if let Some(w) = warm.as_ref().filter(|w| last.cached > w.cached) {
         t1.row(vec![
             format!(
                 "RssAnon (KiB), warm ({} started) -> end (cache not full)",
@@ -269,6 +272,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             last.anon_kib.to_string(),
             format!("{} B per tracked process", f(bytes_per_entry(w, &last), 0)),
         ]);
+    } else {
+        t1.notes.push(format!(
+            "no memory per tracked process: the cache did not grow after the warm-up of {WARM} processes (a larger --cache-size and --processes measure it)"
+        ));
     }
     t1.row(vec![
         "processes in the cache".into(),
@@ -384,7 +391,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         "pid_max": pid_max,
         "bytes_per_tracked_process": match (&warm, &full) {
             (Some(w), Some(fc)) => Some(bytes_per_entry(w, fc)),
-            (Some(w), None) => Some(bytes_per_entry(w, &last)),
+            (Some(w), None) if last.cached > w.cached => Some(bytes_per_entry(w, &last)),
             _ => None,
         },
         "cache": {"bound": cap, "end": last.cached, "evictions": last.evictions,

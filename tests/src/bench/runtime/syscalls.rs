@@ -5,22 +5,22 @@
 //! tracepoint `raw_syscalls/sys_enter` whose filter matches nothing.
 //! Modes alternate in every round (the order rotates), medians over rounds.
 //!
-//! No agent means no program: the agent runs with
-//! `keep_runtime_enforcement: false`, so its clean stop unpins and detaches
-//! every runtime link; checked with the pinned `pal_rt_counters` (none is
-//! pinned in the baseline: no hook run), whose hook runs must move by at
-//! least the expected number in the policy modes.
+//! No agent means no program: the runtime's programs are attached through
+//! links the agent process holds (none is pinned), so stopping the agent
+//! detaches them; checked with the pinned `pal_rt_counters`, whose hook
+//! runs must not move in the baseline and must move by at least the
+//! expected number in the policy modes.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use palisade_tests::{Node, Topology};
+use palisade_tests::Node;
 use serde_json::json;
 
 use super::child::{self, Workload};
 use super::{
-    agent_programs, foreign_tracing_links, kernel_counters, loadavg, start_with, with_bpf_stats,
-    SYS_ENTER_NOMATCH, TYPICAL_POLICIES,
+    attached, foreign_tracing_links, kernel_counters, loadavg, start_with, stop, topology,
+    with_bpf_stats, SYS_ENTER_NOMATCH, TYPICAL_POLICIES,
 };
 use crate::bench::{agent_cpu_secs, f, median, say, Report, Table};
 
@@ -141,18 +141,18 @@ fn typical_policies() -> (Vec<(&'static str, String)>, Option<String>) {
 /// policies; checks the runtime's programs are loaded.
 fn switch(node: &Node, mode: Mode, typical: &[(&str, String)]) -> anyhow::Result<()> {
     match mode {
-        Mode::NoAgent => {
-            node.stop_agent(false)?;
-        }
+        Mode::NoAgent => stop(node)?,
         _ => {
             start_with(node, &mode.policies(typical))?;
-            let pid = node.agent_pid().context("the agent is not running")?;
-            let progs: Vec<String> = agent_programs(pid)?.into_iter().map(|p| p.0).collect();
-            if !progs.iter().any(|p| p == "pal_sys_enter") {
-                bail!("the agent runs but holds no pal_sys_enter program (it holds {progs:?})");
+            let links = attached(node);
+            if !links.iter().any(|l| l == "pal_exec") {
+                bail!("the agent runs but attached no process tracking (links {links:?})");
             }
-            if mode == Mode::SysEnterNoMatch && !progs.iter().any(|p| p == "pal_tracepoint") {
-                bail!("the sys_enter policy is in force but no pal_tracepoint program is loaded");
+            if mode == Mode::Typical && !links.iter().any(|l| l == "pal_sys_enter") {
+                bail!("syscall hooks are in force but the dispatcher is not attached (links {links:?})");
+            }
+            if mode == Mode::SysEnterNoMatch && !links.iter().any(|l| l.starts_with("hook-")) {
+                bail!("the sys_enter policy is in force but its tracepoint is not attached (links {links:?})");
             }
             // Let the start-up work (the /proc scan, its events) settle.
             std::thread::sleep(Duration::from_millis(500));
@@ -172,7 +172,7 @@ fn measure(
     if mode == Mode::NoAgent && agent.is_some() {
         bail!("no-agent mode, but the agent runs");
     }
-    let foreign0 = foreign_tracing_links(agent)?;
+    let foreign0 = foreign_tracing_links(node)?;
     let k0 = kernel_counters(node)?;
     let cpu0 = agent_cpu_secs(node);
     let r = child::run(&Workload::OpenClose {
@@ -183,7 +183,7 @@ fn measure(
     })?;
     let cpu1 = agent_cpu_secs(node);
     let runs = kernel_counters(node)?.since(&k0).hook_runs;
-    let foreign = foreign0.max(foreign_tracing_links(agent)?);
+    let foreign = foreign0.max(foreign_tracing_links(node)?);
     let ns = r["ns"].as_u64().context("workload result without ns")?;
     let pairs = opts.iterations + opts.warmup;
     let want = mode.hook_runs_per_pair() * pairs;
@@ -251,10 +251,7 @@ fn bpf_stats_run(
 /// Runs the benchmark.
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let load_start = loadavg();
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .agent_setting("keep_runtime_enforcement", false)
-        .verbose(opts.verbose)
+    let topo = topology(opts.verbose)
         .build()
         .context("building the topology (node n1 with runtime enforcement)")?;
     let node = topo.node("n1")?;
