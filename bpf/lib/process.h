@@ -82,6 +82,19 @@ static __always_inline void pal_proc_creds(struct pal_proc *p, struct task_struc
 	p->cgroup_id = bpf_get_current_cgroup_id();
 }
 
+/* followChildren: a new process inherits its parent's followed sets, plus the
+ * followChildren sets the parent's binary is in. */
+static __always_inline void pal_inherit_follow(struct pal_proc *p, const struct pal_proc *parent,
+					       const struct pal_rt_config *cfg)
+{
+	p->bin_follow[0] = parent->bin_follow[0];
+	p->bin_follow[1] = parent->bin_follow[1];
+	if (cfg) {
+		p->bin_follow[0] |= parent->bin_match[0] & cfg->follow_mask[0];
+		p->bin_follow[1] |= parent->bin_match[1] & cfg->follow_mask[1];
+	}
+}
+
 /* sched_process_exec: the current task runs a new image. */
 static __always_inline int pal_on_exec(struct linux_binprm *bprm)
 {
@@ -124,9 +137,8 @@ static __always_inline int pal_on_exec(struct linux_binprm *bprm)
 		/* Same process, new image: the ancestry stays. */
 		ev->proc.bin_follow[0] = old->bin_follow[0];
 		ev->proc.bin_follow[1] = old->bin_follow[1];
-	} else if (parent && cfg) {
-		ev->proc.bin_follow[0] = parent->bin_follow[0] | (parent->bin_match[0] & cfg->follow_mask[0]);
-		ev->proc.bin_follow[1] = parent->bin_follow[1] | (parent->bin_match[1] & cfg->follow_mask[1]);
+	} else if (parent) {
+		pal_inherit_follow(&ev->proc, parent, cfg);
 	}
 
 	len = pal_file_path(BPF_CORE_READ(bprm, file), ev->filename, &trunc);
@@ -180,11 +192,7 @@ static __always_inline int pal_on_fork(struct task_struct *parent_task, struct t
 	ev->proc.ktime = ev->hdr.ktime;
 	ev->proc.pid = ev->hdr.pid;
 	ev->proc.ppid = ptgid;
-	ev->proc.uid = BPF_CORE_READ(child, cred, uid.val);
-	ev->proc.auid = BPF_CORE_READ(child, loginuid.val);
-	ev->proc.nspid = pal_task_nspid(child);
-	ev->proc.net_ns = (__u32)pal_task_ns(child, PAL_NS_NET);
-	ev->proc.cgroup_id = bpf_get_current_cgroup_id();
+	pal_proc_creds(&ev->proc, child);
 
 	parent = bpf_map_lookup_elem(&pal_procs, &ptgid);
 	cfg = bpf_map_lookup_elem(&pal_rt_config, &zero);
@@ -194,12 +202,7 @@ static __always_inline int pal_on_fork(struct task_struct *parent_task, struct t
 		ev->proc.bin_match[1] = parent->bin_match[1];
 		ev->proc.parent_bin[0] = parent->bin_match[0];
 		ev->proc.parent_bin[1] = parent->bin_match[1];
-		ev->proc.bin_follow[0] = parent->bin_follow[0];
-		ev->proc.bin_follow[1] = parent->bin_follow[1];
-		if (cfg) {
-			ev->proc.bin_follow[0] |= parent->bin_match[0] & cfg->follow_mask[0];
-			ev->proc.bin_follow[1] |= parent->bin_match[1] & cfg->follow_mask[1];
-		}
+		pal_inherit_follow(&ev->proc, parent, cfg);
 	}
 	bpf_map_update_elem(&pal_procs, &ev->proc.pid, &ev->proc, BPF_ANY);
 	if (bpf_ringbuf_output(&pal_rt_events, ev, sizeof(*ev), 0) < 0)
