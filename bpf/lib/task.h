@@ -19,17 +19,24 @@ static __always_inline struct task_struct *pal_current(void)
 	return (struct task_struct *)bpf_get_current_task();
 }
 
+/* The upid of task in its own (innermost) pid namespace, or NULL. */
+static __always_inline struct upid *pal_task_upid(struct task_struct *task)
+{
+	struct pid *pid = BPF_CORE_READ(task, thread_pid);
+
+	if (!pid)
+		return NULL;
+	return &pid->numbers[BPF_CORE_READ(pid, level) & 31];
+}
+
 /* The pid of task in its own pid namespace. */
 static __always_inline __u32 pal_task_nspid(struct task_struct *task)
 {
-	struct pid *pid = BPF_CORE_READ(task, thread_pid);
-	unsigned int level;
+	struct upid *up = pal_task_upid(task);
 	int nr = 0;
 
-	if (!pid)
-		return 0;
-	level = BPF_CORE_READ(pid, level);
-	bpf_core_read(&nr, sizeof(nr), &pid->numbers[level & 31].nr);
+	if (up)
+		bpf_core_read(&nr, sizeof(nr), &up->nr);
 	return nr;
 }
 
@@ -37,18 +44,15 @@ static __always_inline __u32 pal_task_nspid(struct task_struct *task)
 static __always_inline __u64 pal_task_ns(struct task_struct *task, __u32 which)
 {
 	struct nsproxy *ns = BPF_CORE_READ(task, nsproxy);
-	struct pid *pid;
 
 	if (which == PAL_NS_USER)
 		return BPF_CORE_READ(task, cred, user_ns, ns.inum);
 	if (which == PAL_NS_PID) {
-		pid = BPF_CORE_READ(task, thread_pid);
-		if (!pid)
-			return 0;
-		unsigned int level = BPF_CORE_READ(pid, level);
+		struct upid *up = pal_task_upid(task);
 		struct pid_namespace *pns = NULL;
 
-		bpf_core_read(&pns, sizeof(pns), &pid->numbers[level & 31].ns);
+		if (up)
+			bpf_core_read(&pns, sizeof(pns), &up->ns);
 		return pns ? BPF_CORE_READ(pns, ns.inum) : 0;
 	}
 	if (!ns)
