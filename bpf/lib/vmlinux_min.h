@@ -50,7 +50,6 @@ struct nsproxy {
 
 struct cred {
 	kuid_t uid;
-	kuid_t euid;
 	kernel_cap_t cap_inheritable;
 	kernel_cap_t cap_permitted;
 	kernel_cap_t cap_effective;
@@ -115,7 +114,6 @@ struct task_struct {
 	int tgid;
 	int exit_code;
 	struct task_struct *real_parent;
-	struct task_struct *group_leader;
 	const struct cred *cred;
 	struct nsproxy *nsproxy;
 	struct signal_struct *signal;
