@@ -28,27 +28,28 @@ struct pal_argctx {
 	__u32 hook_id;
 };
 
-static __always_inline void pal_args_from_syscall(struct pal_argctx *a,
-						  struct bpf_raw_tracepoint_args *ctx)
+/* x86-64 argument registers of a function call; a syscall passes its
+ * fourth argument in r10 instead of cx. */
+static __always_inline void pal_args_from_regs(struct pal_argctx *a, struct pt_regs *regs,
+					       int syscall)
 {
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-
 	a->raw[0] = BPF_CORE_READ(regs, di);
 	a->raw[1] = BPF_CORE_READ(regs, si);
 	a->raw[2] = BPF_CORE_READ(regs, dx);
-	a->raw[3] = BPF_CORE_READ(regs, r10);
+	a->raw[3] = syscall ? BPF_CORE_READ(regs, r10) : BPF_CORE_READ(regs, cx);
 	a->raw[4] = BPF_CORE_READ(regs, r8);
 	a->raw[5] = BPF_CORE_READ(regs, r9);
 }
 
+static __always_inline void pal_args_from_syscall(struct pal_argctx *a,
+						  struct bpf_raw_tracepoint_args *ctx)
+{
+	pal_args_from_regs(a, (struct pt_regs *)ctx->args[0], 1);
+}
+
 static __always_inline void pal_args_from_kprobe(struct pal_argctx *a, struct pt_regs *regs)
 {
-	a->raw[0] = BPF_CORE_READ(regs, di);
-	a->raw[1] = BPF_CORE_READ(regs, si);
-	a->raw[2] = BPF_CORE_READ(regs, dx);
-	a->raw[3] = BPF_CORE_READ(regs, cx);
-	a->raw[4] = BPF_CORE_READ(regs, r8);
-	a->raw[5] = BPF_CORE_READ(regs, r9);
+	pal_args_from_regs(a, regs, 0);
 }
 
 static __always_inline __u64 pal_sign_extend(__u64 v, __u32 size, int is_signed)
