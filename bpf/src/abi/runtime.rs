@@ -252,20 +252,6 @@ impl SockTuple {
     }
 }
 
-/// `PAL_NS_*` in the order of the C defines.
-pub const NAMESPACES: [&str; 10] = [
-    "uts",
-    "ipc",
-    "mnt",
-    "pid",
-    "pid_for_children",
-    "net",
-    "time",
-    "time_for_children",
-    "cgroup",
-    "user",
-];
-
 /// `PAL_CAPS_EFFECTIVE`.
 pub const CAPS_EFFECTIVE: u8 = 0;
 /// `PAL_CAPS_INHERITABLE`.
