@@ -606,10 +606,9 @@ fn hdr(b: &[u8]) -> Hdr {
 }
 
 fn proc_at(b: &[u8]) -> Proc {
-    let o = |f: usize| f;
     let pair = |at: usize| [u64_at(b, at), u64_at(b, at + 8)];
     Proc {
-        ktime: u64_at(b, o(offset_of!(Proc, ktime))),
+        ktime: u64_at(b, offset_of!(Proc, ktime)),
         parent_ktime: u64_at(b, offset_of!(Proc, parent_ktime)),
         cgroup_id: u64_at(b, offset_of!(Proc, cgroup_id)),
         bin_match: pair(offset_of!(Proc, bin_match)),
