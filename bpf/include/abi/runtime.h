@@ -255,7 +255,7 @@ struct pal_rt_config {
 };
 PAL_ABI_ASSERT_SIZE(struct pal_rt_config, 104);
 
-/* pal_rt_syscalls[syscall nr] = hook id + 1 (0: not hooked). */
+/* pal_rt_syscalls[syscall nr]: struct pal_rt_syscall_hooks (lib/runtime_maps.h). */
 
 /* ---- events ------------------------------------------------------------- */
 
