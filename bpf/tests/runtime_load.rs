@@ -1,6 +1,8 @@
-//! The runtime programs (runtime.c) pass the verifier of the running
-//! kernel, and the BTF-typed ones (kprobe, LSM, fentry) fail only for the
-//! reason the kernel gives. Needs root and bpffs.
+//! The runtime programs (runtime.c) that load without an attach target
+//! (raw tracepoints, tracepoint) pass the verifier of the running kernel.
+//! The BTF-typed ones (kprobe, LSM, fentry) are loaded against a function
+//! by the agent: palisade-tests `runtime_enforcement` and `vm_runtime`
+//! cover them. Needs root and bpffs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use anyhow::{anyhow, Context, Result};
