@@ -14,6 +14,9 @@
 #include "task.h"
 
 #define PAL_STR_LIMIT (PAL_RT_STR_AREA - PAL_RT_STR_MAX)
+/* String-area bytes the rateLimit hash covers; pal_hook_run zeroes them
+ * before the arguments are read so that short strings hash alike. */
+#define PAL_HASH_STR_BYTES 128
 
 
 /*
@@ -478,7 +481,7 @@ static long pal_filter_step(__u32 i, struct pal_eval *e)
  * FNV-1a over the integer args and the first bytes of the strings. The
  * strings are read as words: str follows vals at an 8-byte aligned offset.
  * Without telling clang, it reads a char array byte by byte, and keeping
- * 128 bytes in flight takes 464 bytes of stack, which with the callers'
+ * PAL_HASH_STR_BYTES (128) in flight takes 464 bytes of stack, which with the callers'
  * frames exceeds the 512 bytes that 6.1 and 6.12 allow for a call chain.
  */
 static __always_inline __u64 pal_args_hash(struct pal_rt_hook_event *ev)
@@ -492,7 +495,7 @@ static __always_inline __u64 pal_args_hash(struct pal_rt_hook_event *ev)
 	for (int i = 0; i < PAL_RT_MAX_ARGS; i++)
 		h = (h ^ ev->vals[i]) * 1099511628211ULL;
 #pragma unroll
-	for (int i = 0; i < 16; i++)
+	for (int i = 0; i < PAL_HASH_STR_BYTES / 8; i++)
 		h = (h ^ words[i]) * 1099511628211ULL;
 	return h;
 }
@@ -551,7 +554,7 @@ __noinline int pal_hook_run(__u32 hook_id, struct pal_argctx *a, __s64 ret)
 	s->ev.flags = 0;
 	s->ev.ret = ret;
 	__builtin_memset(s->ev.vals, 0, sizeof(s->ev.vals));
-	__builtin_memset(s->ev.str, 0, 128);
+	__builtin_memset(s->ev.str, 0, PAL_HASH_STR_BYTES);
 
 	/* bpf_loop wants its context on this function's stack. */
 	args = *a;
