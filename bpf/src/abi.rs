@@ -34,6 +34,17 @@ pub enum AbiError {
         /// The rejected prefix length.
         prefix_len: u8,
     },
+    /// A string value longer than a value-set key holds.
+    #[error(
+        "string value of {len} bytes (Equal values count their NUL) does not fit the {max} bytes \
+         of a value-set key: shorten it, or match a shorter Prefix/Postfix"
+    )]
+    StringTooLong {
+        /// Bytes the key would need.
+        len: usize,
+        /// Bytes a key holds.
+        max: usize,
+    },
     /// A buffer of the wrong size for the struct.
     #[error("{what} needs {expected} bytes, got {actual}")]
     BadLength {

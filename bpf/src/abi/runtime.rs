@@ -397,10 +397,9 @@ impl StrKey {
     ) -> Result<lpm_trie::Key<Self>, AbiError> {
         let n = bytes.len() + usize::from(with_nul);
         if n > STR_KEY {
-            return Err(AbiError::BadLength {
-                what: "string value",
-                expected: STR_KEY,
-                actual: n,
+            return Err(AbiError::StringTooLong {
+                len: n,
+                max: STR_KEY,
             });
         }
         let mut data = [0; STR_KEY];
@@ -730,6 +729,18 @@ mod tests {
         );
         b[0] = ev::EXEC;
         assert!(RtEvent::from_bytes(&b).is_err());
+    }
+
+    #[test]
+    fn string_values_fit_a_key() {
+        assert!(StrKey::string(1, &[b'a'; STR_KEY], false).is_ok());
+        assert_eq!(
+            StrKey::string(1, &[b'a'; STR_KEY], true).err(),
+            Some(AbiError::StringTooLong {
+                len: STR_KEY + 1,
+                max: STR_KEY
+            })
+        );
     }
 
     #[test]
