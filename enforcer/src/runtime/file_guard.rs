@@ -354,10 +354,9 @@ impl Decider for RulesDecider {
             return Decision::allow();
         }
         let needs = hooks.iter().fold(Needs::default(), |n, h| n.union(h.needs));
-        let caller = Caller::read(access.pid, needs, &self.procs, self.host_namespaces);
+        let mut caller = Caller::read(access.pid, needs, &self.procs, self.host_namespaces);
         let path = access.path.as_os_str().as_bytes();
-        let mut cx = caller.context.clone();
-        cx.args = vec![ArgValue::File {
+        caller.context.args = vec![ArgValue::File {
             path: path.strip_suffix(b" (deleted)").unwrap_or(path).to_vec(),
             mode: access.mode,
         }];
@@ -365,7 +364,7 @@ impl Decider for RulesDecider {
         let mut events = Vec::new();
         let now = boottime_ns();
         for h in hooks {
-            let Some(m) = h.selectors.evaluate(&cx) else {
+            let Some(m) = h.selectors.evaluate(&caller.context) else {
                 continue;
             };
             let index = m.selector.unwrap_or(0);
