@@ -103,17 +103,6 @@ pub enum AccessKind {
     Exec,
 }
 
-impl AccessKind {
-    /// The access a hook (LSM hook or kprobe name) enforces here, if any.
-    pub fn of_hook(name: &str) -> Option<Self> {
-        match name {
-            "file_open" | "security_file_open" => Some(Self::Open),
-            "bprm_check_security" | "security_bprm_check" => Some(Self::Exec),
-            _ => None,
-        }
-    }
-}
-
 /// One access waiting for a verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
@@ -897,11 +886,5 @@ mod tests {
         assert!(plan.prefixes.contains_key(Path::new("/root/")));
         plan.add_coverage(&PathCoverage::Everything, Kinds::OPEN);
         assert_eq!(plan.everything, Kinds::OPEN);
-        assert_eq!(AccessKind::of_hook("file_open"), Some(AccessKind::Open));
-        assert_eq!(
-            AccessKind::of_hook("security_bprm_check"),
-            Some(AccessKind::Exec)
-        );
-        assert_eq!(AccessKind::of_hook("tcp_connect"), None);
     }
 }

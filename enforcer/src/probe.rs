@@ -93,7 +93,7 @@ pub fn probe() -> ProbeReport {
             "tracepoint hooks",
             rt.tracepoints
                 .then_some("tracepoint and raw tracepoint programs"),
-            "unavailable",
+            "unavailable: needs tracepoint programs (BPF_PROG_TYPE_TRACEPOINT)",
         ),
         mechanism(
             "kprobe hooks",
@@ -109,7 +109,7 @@ pub fn probe() -> ProbeReport {
             "kill and signal",
             rt.raw_tracepoints
                 .then_some("bpf_send_signal from the hook"),
-            "unavailable",
+            "unavailable: needs raw tracepoint programs",
         ),
         mechanism(
             "deny (Override)",

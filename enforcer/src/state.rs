@@ -205,32 +205,9 @@ fn document_file_name(key: &str) -> String {
 pub fn load_api_documents(
     dir: &Path,
 ) -> Result<(BTreeMap<String, ApiDocument>, Vec<String>), StateError> {
-    let api_dir = dir.join(API_DIR);
     let mut docs = BTreeMap::new();
     let mut warnings = Vec::new();
-    let entries = match std::fs::read_dir(&api_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((docs, warnings)),
-        Err(source) => {
-            return Err(StateError::Io {
-                path: api_dir,
-                source,
-            })
-        }
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-    paths.sort();
-    for path in paths {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml") => {}
-            // A write that did not finish: the previous version (if any) is
-            // the file without `.tmp`.
-            Some("tmp") => {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            _ => continue,
-        }
+    for path in state_files(&dir.join(API_DIR), "yaml")? {
         let text = std::fs::read_to_string(&path).map_err(|source| StateError::Io {
             path: path.clone(),
             source,
@@ -264,74 +241,35 @@ pub fn save_api_documents<'a>(
     dir: &Path,
     changes: impl IntoIterator<Item = (&'a str, Option<&'a ApiDocument>)>,
 ) -> Result<(), StateError> {
-    let api_dir = dir.join(API_DIR);
-    std::fs::create_dir_all(&api_dir).map_err(|source| StateError::Io {
-        path: api_dir.clone(),
-        source,
-    })?;
-    let mut any = false;
-    for (key, doc) in changes {
-        any = true;
-        let path = api_dir.join(document_file_name(key));
-        match doc {
-            Some(doc) => {
-                let header = serde_json::to_string(&DocumentHeader {
-                    key: key.to_owned(),
-                    source: doc.source.clone(),
-                })
-                .map_err(|source| StateError::Decode {
-                    path: path.clone(),
-                    source,
-                })?;
-                let mut text =
-                    String::with_capacity(HEADER_PREFIX.len() + header.len() + 1 + doc.yaml.len());
-                text.push_str(HEADER_PREFIX);
-                text.push_str(&header);
-                text.push('\n');
-                text.push_str(&doc.yaml);
-                write_atomic(&path, text.as_bytes())?;
-            }
-            None => match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(StateError::Io { path, source }),
-            },
-        }
-    }
-    if any {
-        sync_dir(&api_dir)?;
-    }
-    Ok(())
+    let files = changes
+        .into_iter()
+        .map(|(key, doc)| (document_file_name(key), doc.map(|d| (key, d))));
+    save_files(&dir.join(API_DIR), files, |path, (key, doc)| {
+        let header = serde_json::to_string(&DocumentHeader {
+            key: key.to_owned(),
+            source: doc.source.clone(),
+        })
+        .map_err(|source| StateError::Decode {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut text =
+            String::with_capacity(HEADER_PREFIX.len() + header.len() + 1 + doc.yaml.len());
+        text.push_str(HEADER_PREFIX);
+        text.push_str(&header);
+        text.push('\n');
+        text.push_str(&doc.yaml);
+        Ok(text.into_bytes())
+    })
 }
 
 /// Reads the endpoint files of `dir/endpoints/`. A file that is not an
 /// endpoint (or whose name is not its endpoint id) is left alone and
 /// reported in the returned warnings.
 pub fn load_endpoints(dir: &Path) -> Result<(Vec<EndpointState>, Vec<String>), StateError> {
-    let ep_dir = dir.join(ENDPOINT_DIR);
     let mut endpoints = Vec::new();
     let mut warnings = Vec::new();
-    let entries = match std::fs::read_dir(&ep_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((endpoints, warnings)),
-        Err(source) => {
-            return Err(StateError::Io {
-                path: ep_dir,
-                source,
-            })
-        }
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-    paths.sort();
-    for path in paths {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => {}
-            Some("tmp") => {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            _ => continue,
-        }
+    for path in state_files(&dir.join(ENDPOINT_DIR), "json")? {
         let bytes = std::fs::read(&path).map_err(|source| StateError::Io {
             path: path.clone(),
             source,
@@ -365,23 +303,62 @@ pub fn save_endpoints<'a>(
     dir: &Path,
     changes: impl IntoIterator<Item = (u16, Option<&'a EndpointState>)>,
 ) -> Result<(), StateError> {
-    let ep_dir = dir.join(ENDPOINT_DIR);
-    std::fs::create_dir_all(&ep_dir).map_err(|source| StateError::Io {
-        path: ep_dir.clone(),
+    let files = changes
+        .into_iter()
+        .map(|(ep_id, ep)| (endpoint_file_name(ep_id), ep));
+    save_files(&dir.join(ENDPOINT_DIR), files, |path, ep| {
+        serde_json::to_vec_pretty(ep).map_err(|source| StateError::Decode {
+            path: path.to_owned(),
+            source,
+        })
+    })
+}
+
+/// The files of `dir` named `*.<ext>`, sorted; a missing directory has
+/// none. Leftovers of writes that did not finish (`*.tmp`; the previous
+/// version, if any, is the file without `.tmp`) are removed.
+fn state_files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, StateError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut paths = Vec::new();
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e == ext => paths.push(path),
+            Some("tmp") => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// Writes (`Some`, as `encode` makes it) or removes (`None`) files of
+/// `dir` by name, each atomically, then syncs the directory once.
+fn save_files<T>(
+    dir: &Path,
+    changes: impl IntoIterator<Item = (String, Option<T>)>,
+    encode: impl Fn(&Path, T) -> Result<Vec<u8>, StateError>,
+) -> Result<(), StateError> {
+    std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+        path: dir.to_owned(),
         source,
     })?;
     let mut any = false;
-    for (ep_id, ep) in changes {
+    for (name, value) in changes {
         any = true;
-        let path = ep_dir.join(endpoint_file_name(ep_id));
-        match ep {
-            Some(ep) => {
-                let bytes = serde_json::to_vec_pretty(ep).map_err(|source| StateError::Decode {
-                    path: path.clone(),
-                    source,
-                })?;
-                write_atomic(&path, &bytes)?;
-            }
+        let path = dir.join(name);
+        match value {
+            Some(value) => write_atomic(&path, &encode(&path, value)?)?,
             None => match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -390,7 +367,7 @@ pub fn save_endpoints<'a>(
         }
     }
     if any {
-        sync_dir(&ep_dir)?;
+        sync_dir(dir)?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use palisade_enforcer::fanotify::{
@@ -34,8 +34,14 @@ impl Drop for TempDir {
 /// The tests count this process's fanotify groups: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// The serial lock, for a test that needs root (fanotify permission
+/// events); `None`, saying so, when not root.
+fn serial_as_root() -> Option<MutexGuard<'static, ()>> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipping: fanotify permission events need root (CAP_SYS_ADMIN)");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 fn copy_exe(from: &str, to: &Path) {
@@ -113,13 +119,9 @@ fn fanotify_groups() -> usize {
 
 #[test]
 fn guard_denies_what_the_decider_denies_and_leaves_nothing() {
-    if !is_root() {
-        println!("skipping: fanotify permission events need root (CAP_SYS_ADMIN)");
+    let Some(_serial) = serial_as_root() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let dir = TempDir::new("fanotify");
     let d = &dir.0;
     let cat = d.join("mycat");
@@ -240,13 +242,9 @@ impl Decider for Panicky {
 
 #[test]
 fn a_panicking_decider_gets_the_fail_mode() {
-    if !is_root() {
-        println!("skipping: fanotify permission events need root (CAP_SYS_ADMIN)");
+    let Some(_serial) = serial_as_root() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let dir = TempDir::new("fanotify-fail");
     let file = dir.0.join("f");
     std::fs::write(&file, "x").expect("write");
@@ -283,13 +281,9 @@ fn closing_the_group_allows_unanswered_events() {
     use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
     use std::os::fd::AsFd;
 
-    if !is_root() {
-        println!("skipping: fanotify permission events need root (CAP_SYS_ADMIN)");
+    let Some(_serial) = serial_as_root() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let dir = TempDir::new("fanotify-close");
     let file = dir.0.join("f");
     std::fs::write(&file, "pending").expect("write");

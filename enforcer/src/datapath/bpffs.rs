@@ -48,8 +48,8 @@ pub(super) fn mkdir(path: &Path) -> Result<(), DatapathError> {
     })
 }
 
-/// Removes a pin; a missing pin is fine.
-pub(super) fn remove_pin(path: &Path) {
+/// Removes a pin; a missing pin is fine, other failures are logged.
+pub(crate) fn remove_pin(path: &Path) {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

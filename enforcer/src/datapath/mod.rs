@@ -21,6 +21,7 @@ use aya::{Ebpf, EbpfLoader};
 use palisade_bpf::{names, DATAPATH_OBJECT};
 use tracing::{debug, info, warn};
 
+pub(crate) use bpffs::remove_pin;
 pub use maps::Maps;
 
 /// Why the datapath could not be loaded or changed.

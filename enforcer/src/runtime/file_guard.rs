@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -41,14 +40,14 @@ use palisade_tracing_policies::eval::{hooks, Ancestor, ResolvedLists};
 use palisade_tracing_policies::model::RateLimitScope;
 use palisade_tracing_policies::validate::NAMESPACE_KINDS;
 use palisade_tracing_policies::{
-    ArgValue, Capabilities, CompiledSelectors, Context, Namespaces, PathCoverage, Process,
-    Selector, TracingPolicy,
+    ArgValue, CompiledSelectors, Context, Namespaces, PathCoverage, Process, Selector,
+    TracingPolicy,
 };
 use tracing::{debug, warn};
 
 use super::events::{hook_event, EventStore, HookMeta};
-use super::host::{host_namespace, ns_file};
-use super::procs::{boottime_ns, ProcessCache, MAX_ANCESTORS};
+use super::host::{host_namespace, namespace_inode};
+use super::procs::{boottime_ns, ProcStatus, ProcessCache, MAX_ANCESTORS};
 use crate::fanotify::{
     Access, AccessKind, Decider, Decision, FanotifyError, FanotifyGuard, GuardConfig, GuardEvent,
     GuardStats, Kinds, MarkPlan, MarkReport, Verdict,
@@ -355,10 +354,9 @@ impl Decider for RulesDecider {
             return Decision::allow();
         }
         let needs = hooks.iter().fold(Needs::default(), |n, h| n.union(h.needs));
-        let caller = Caller::read(access.pid, needs, &self.procs, self.host_namespaces);
+        let mut caller = Caller::read(access.pid, needs, &self.procs, self.host_namespaces);
         let path = access.path.as_os_str().as_bytes();
-        let mut cx = caller.context.clone();
-        cx.args = vec![ArgValue::File {
+        caller.context.args = vec![ArgValue::File {
             path: path.strip_suffix(b" (deleted)").unwrap_or(path).to_vec(),
             mode: access.mode,
         }];
@@ -366,7 +364,7 @@ impl Decider for RulesDecider {
         let mut events = Vec::new();
         let now = boottime_ns();
         for h in hooks {
-            let Some(m) = h.selectors.evaluate(&cx) else {
+            let Some(m) = h.selectors.evaluate(&caller.context) else {
                 continue;
             };
             let index = m.selector.unwrap_or(0);
@@ -501,16 +499,16 @@ impl Caller {
         let binary_str = String::from_utf8_lossy(&binary).into_owned();
         let status = if needs.status {
             std::fs::read_to_string(format!("{proc_dir}/status"))
-                .map(|s| Status::parse(&s))
+                .map(|s| ProcStatus::parse(&s))
                 .unwrap_or_default()
         } else {
-            Status::default()
+            ProcStatus::default()
         };
         let mut namespaces = Namespaces::default();
         if needs.namespaces {
             for kind in NAMESPACE_KINDS {
-                if let Ok(m) = std::fs::metadata(format!("{proc_dir}/ns/{}", ns_file(*kind))) {
-                    namespaces.set(*kind, m.ino() as u32);
+                if let Some(inode) = namespace_inode(pid, *kind) {
+                    namespaces.set(*kind, inode as u32);
                 }
             }
         }
@@ -577,58 +575,9 @@ impl Caller {
     }
 }
 
-/// What `/proc/<pid>/status` tells the selectors.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Status {
-    ppid: u32,
-    /// The pid in the innermost pid namespace (`NSpid`'s last column).
-    ns_pid: u32,
-    capabilities: Capabilities,
-}
-
-impl Status {
-    fn parse(text: &str) -> Self {
-        let mut s = Self::default();
-        for line in text.lines() {
-            let Some((key, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            let hex = || u64::from_str_radix(value, 16).unwrap_or(0);
-            match key {
-                "PPid" => s.ppid = value.parse().unwrap_or(0),
-                "NSpid" => {
-                    s.ns_pid = value
-                        .split_whitespace()
-                        .last()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                }
-                "CapInh" => s.capabilities.inheritable = hex(),
-                "CapPrm" => s.capabilities.permitted = hex(),
-                "CapEff" => s.capabilities.effective = hex(),
-                _ => {}
-            }
-        }
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_gives_ppid_namespace_pid_and_capabilities() {
-        let s = Status::parse(
-            "Name:\tsh\nPPid:\t17\nNSpid:\t4242\t7\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t0000000000200000\n",
-        );
-        assert_eq!(s.ppid, 17);
-        assert_eq!(s.ns_pid, 7);
-        assert_eq!(s.capabilities.permitted, 0x1ff_ffff_ffff);
-        assert_eq!(s.capabilities.effective, 1 << 21);
-        assert_eq!(Status::parse("garbage"), Status::default());
-    }
 
     #[test]
     fn needs_follow_the_selectors() {

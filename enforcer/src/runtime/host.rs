@@ -72,7 +72,7 @@ impl KernelHost {
     }
 }
 
-pub(crate) fn ns_file(kind: NamespaceKind) -> &'static str {
+fn ns_file(kind: NamespaceKind) -> &'static str {
     match kind {
         NamespaceKind::Uts => "uts",
         NamespaceKind::Ipc => "ipc",
@@ -87,11 +87,16 @@ pub(crate) fn ns_file(kind: NamespaceKind) -> &'static str {
     }
 }
 
-/// The inode of `/proc/1/ns/<kind>`: init's (the host's) namespace.
-pub fn host_namespace(kind: NamespaceKind) -> Option<u64> {
-    std::fs::metadata(format!("/proc/1/ns/{}", ns_file(kind)))
+/// The inode of `/proc/<pid>/ns/<kind>`: the namespace process `pid` is in.
+pub(crate) fn namespace_inode(pid: u32, kind: NamespaceKind) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/{}", ns_file(kind)))
         .ok()
         .map(|m| m.ino())
+}
+
+/// The inode of `/proc/1/ns/<kind>`: init's (the host's) namespace.
+pub fn host_namespace(kind: NamespaceKind) -> Option<u64> {
+    namespace_inode(1, kind)
 }
 
 /// Which of `names` `/proc/kallsyms` lists as text symbols (functions a

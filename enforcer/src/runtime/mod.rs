@@ -32,6 +32,8 @@ use palisade_bpf::{runtime as names, RUNTIME_OBJECT};
 use palisade_tracing_policies::compile::{Attach, CompiledHook, CompiledPolicy};
 use tracing::{debug, info, warn};
 
+use crate::datapath::remove_pin;
+
 pub use host::{ensure_tracefs, features, host_namespace, KernelHost};
 use layout::{BinsetChange, Layout, LayoutError, Placed};
 
@@ -478,7 +480,7 @@ impl Runtime {
         let link = p
             .take_link(id)
             .map_err(prog_err("taking the syscall dispatcher's link"))?;
-        let _ = std::fs::remove_file(&pin);
+        remove_pin(&pin);
         self.dispatcher = Some(pin_link(FdLink::from(link), &pin)?);
         debug!("syscall dispatcher attached");
         Ok(())
@@ -587,7 +589,7 @@ impl Runtime {
         };
         let pin = self.hook_link_pin(hook_id);
         // A pin left by a hook of this id that failed to go away.
-        let _ = std::fs::remove_file(&pin);
+        remove_pin(&pin);
         let link = pin_link(link, &pin)?;
         Ok(Some(Instance { _ebpf: ebpf, link }))
     }

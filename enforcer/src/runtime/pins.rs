@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use crate::datapath::remove_pin;
+
 /// The directory of a generation's link pins.
 pub const LINKS: &str = "links";
 
@@ -74,9 +76,7 @@ pub fn remove_generation(dir: &Path) {
     let links = dir.join(LINKS);
     if let Ok(entries) = std::fs::read_dir(&links) {
         for e in entries.flatten() {
-            if let Err(err) = std::fs::remove_file(e.path()) {
-                warn!(path = %e.path().display(), error = %err, "cannot remove a link pin");
-            }
+            remove_pin(&e.path());
         }
     }
     if let Err(err) = std::fs::remove_dir_all(dir) {

@@ -10,12 +10,15 @@
 //! in a pod's network namespace is that pod's ([`ProcessCache::set_pods`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
 use palisade_api::events::{exec_id, Pod, Process, Timestamp};
 use palisade_bpf::abi::runtime::Proc;
 use palisade_tracing_policies::compile::{BinaryMatch, BinarySet};
+use palisade_tracing_policies::model::NamespaceKind;
+use palisade_tracing_policies::Capabilities;
+
+use super::host::namespace_inode;
 
 /// Longest ancestor chain reported.
 pub const MAX_ANCESTORS: usize = 32;
@@ -286,6 +289,52 @@ pub struct ScannedProc {
     pub arguments: String,
 }
 
+/// What the agent reads from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProcStatus {
+    pub(crate) ppid: u32,
+    /// Real uid (`Uid`'s first column).
+    pub(crate) uid: u32,
+    /// The pid in the innermost pid namespace (`NSpid`'s last column).
+    pub(crate) ns_pid: u32,
+    pub(crate) capabilities: Capabilities,
+}
+
+impl ProcStatus {
+    pub(crate) fn parse(text: &str) -> Self {
+        let mut s = Self::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            let hex = || u64::from_str_radix(value, 16).unwrap_or(0);
+            match key {
+                "PPid" => s.ppid = value.parse().unwrap_or(0),
+                "Uid" => {
+                    s.uid = value
+                        .split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                }
+                "NSpid" => {
+                    s.ns_pid = value
+                        .split_whitespace()
+                        .last()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                }
+                "CapInh" => s.capabilities.inheritable = hex(),
+                "CapPrm" => s.capabilities.permitted = hex(),
+                "CapEff" => s.capabilities.effective = hex(),
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
 /// Reads every process of `/proc` (kernel threads are skipped).
 pub fn scan_proc() -> Vec<ScannedProc> {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -328,14 +377,8 @@ pub fn scan_proc() -> Vec<ScannedProc> {
         };
         let cmdline = std::fs::read(base.join("cmdline")).unwrap_or_default();
         let (_, arguments) = split_cmdline(&cmdline);
-        let uid = std::fs::read_to_string(base.join("status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|l| l.split_whitespace().next().and_then(|u| u.parse().ok()))
-            })
-            .unwrap_or(0);
+        let uid =
+            std::fs::read_to_string(base.join("status")).map_or(0, |s| ProcStatus::parse(&s).uid);
         let auid = std::fs::read_to_string(base.join("loginuid"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -351,7 +394,7 @@ pub fn scan_proc() -> Vec<ScannedProc> {
                 uid,
                 auid,
                 flags: palisade_bpf::abi::runtime::PROC_PROCFS,
-                net_ns: std::fs::metadata(base.join("ns/net")).map_or(0, |m| m.ino() as u32),
+                net_ns: namespace_inode(pid, NamespaceKind::Net).map_or(0, |i| i as u32),
                 ..Proc::default()
             },
             binary: exe.to_string_lossy().into_owned(),
@@ -439,6 +482,19 @@ mod tests {
         };
         assert!(binary_in_set("/usr/bin/sh", &set));
         assert!(!binary_in_set("/usr/bin/bash", &set));
+    }
+
+    #[test]
+    fn status_gives_ppid_namespace_pid_and_capabilities() {
+        let s = ProcStatus::parse(
+            "Name:\tsh\nPPid:\t17\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t4242\t7\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t0000000000200000\n",
+        );
+        assert_eq!(s.ppid, 17);
+        assert_eq!(s.uid, 1000);
+        assert_eq!(s.ns_pid, 7);
+        assert_eq!(s.capabilities.permitted, 0x1ff_ffff_ffff);
+        assert_eq!(s.capabilities.effective, 1 << 21);
+        assert_eq!(ProcStatus::parse("garbage"), ProcStatus::default());
     }
 
     #[test]
