@@ -29,7 +29,9 @@ use crate::model::{
     SetOperator, TracingPolicy,
 };
 use crate::tpformat::TpField;
-use crate::validate::{parse_rate_limit, policy_mode, resolve_arg, PolicyMode};
+use crate::validate::{
+    invalid, parse_rate_limit, policy_mode, resolve_arg, unsupported, PolicyMode,
+};
 use crate::values::{
     capability_bit, parse_int, parse_named, Cidr, IntSyntax, IntType, NamedKind, PortRange,
 };
@@ -462,25 +464,6 @@ pub struct CompiledPolicy {
     pub warnings: Vec<String>,
 }
 
-fn unsupported(
-    path: String,
-    feature: impl Into<String>,
-    hint: impl Into<String>,
-) -> ValidationError {
-    ValidationError::Unsupported {
-        path,
-        feature: feature.into(),
-        hint: hint.into(),
-    }
-}
-
-fn invalid(path: String, reason: impl Into<String>) -> ValidationError {
-    ValidationError::Invalid {
-        path,
-        reason: reason.into(),
-    }
-}
-
 /// `PAL_NS_*` index of a namespace kind.
 pub fn namespace_index(kind: NamespaceKind) -> u8 {
     match kind {
@@ -530,7 +513,7 @@ pub fn compile(
             "spec.containerSelector"
         };
         return Err(unsupported(
-            path.into(),
+            path,
             "pod and container selectors are",
             ": palisade's tracing policies apply node-wide; narrow them with matchNamespaces or matchBinaries",
         ));
@@ -538,13 +521,13 @@ pub fn compile(
     // uprobes and USDTs were refused by `validate`.
     if !spec.enforcers.is_empty() {
         return Err(unsupported(
-            "spec.enforcers".into(),
+            "spec.enforcers",
             "syscall enforcers are",
             ": use Sigkill, or Override on an LSM hook",
         ));
     }
     if spec.loader {
-        return Err(unsupported("spec.loader".into(), "loader events are", ""));
+        return Err(unsupported("spec.loader", "loader events are", ""));
     }
     let functions = KernelFunctions::of(policy, host);
     for (i, k) in spec.kprobes.iter().enumerate() {

@@ -81,18 +81,11 @@ use crate::model::{
     BinarySelector, CapabilitiesSelector, CapabilitySet, KProbeArg, ListType, NamespaceKind,
     Selector, SetOperator, TracingPolicy,
 };
-use crate::validate::{nonempty_capped, resolve_arg, ValidationError};
+use crate::validate::{invalid, nonempty_capped, resolve_arg, unsupported, ValidationError};
 use crate::values::{
     capability_bit, parse_file_type, parse_int, parse_map_value, parse_named, parse_range, Cidr,
     IntRange, IntSyntax, IntType, NamedKind, PortRange,
 };
-
-fn invalid(path: impl Into<String>, reason: impl Into<String>) -> ValidationError {
-    ValidationError::Invalid {
-        path: path.into(),
-        reason: reason.into(),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The context: plain data about one call.
@@ -524,11 +517,11 @@ pub(crate) fn compile_arg(
 ) -> Result<ArgFilter, ValidationError> {
     use ArgOperator as O;
     if m.operator == O::CelExpr {
-        return Err(ValidationError::Unsupported {
-            path: format!("{mp}.operator"),
-            feature: "the CelExpr operator is".into(),
-            hint: ": use the typed operators (Equal, Prefix, GT, ...)".into(),
-        });
+        return Err(unsupported(
+            format!("{mp}.operator"),
+            "the CelExpr operator is",
+            ": use the typed operators (Equal, Prefix, GT, ...)",
+        ));
     }
     let pos = resolve_arg(mp, m, args, what, tracepoint)?;
     let ty = args[pos].r#type;
