@@ -33,7 +33,8 @@ use crate::validate::{
     invalid, parse_rate_limit, policy_mode, resolve_arg, unsupported, PolicyMode,
 };
 use crate::values::{
-    capability_bit, parse_int, parse_named, Cidr, IntSyntax, IntType, NamedKind, PortRange,
+    capability_bit, parse_int, parse_map_value, parse_named, parse_range, Cidr, IntRange,
+    IntSyntax, IntType, NamedKind, PortRange,
 };
 use crate::ValidationError;
 
@@ -1573,23 +1574,28 @@ fn arg_filter(
     let int_of = |k: usize, v: &str| -> Result<i128, ValidationError> {
         parse_int(v, ty, syntax).map_err(|e| invalid(format!("{mp}.values[{k}]"), e))
     };
-    let ints = |allow_ranges: bool| -> Result<NumEntries, ValidationError> {
+    // Each value is one integer, a `LOW:HIGH` range (InRange, InMap) or a
+    // `list:NAME` (InMap), parsed as `validate` checked it.
+    let ints = || -> Result<NumEntries, ValidationError> {
         let mut entries = Vec::new();
         for (k, v) in values.iter().enumerate() {
+            let at = format!("{mp}.values[{k}]");
             if let Some(name) = v.strip_prefix("list:").filter(|_| syntax == IntSyntax::Map) {
-                let at = format!("{mp}.values[{k}]");
                 for n in lists.integers(&at, name, ty)? {
                     entries.push((key_of(n, signed), 64));
                 }
                 continue;
             }
-            match v.split_once(':') {
-                Some((lo, hi)) if allow_ranges => {
-                    let (lo, hi) = (int_of(k, lo)?, int_of(k, hi)?);
-                    entries.extend(range_prefixes(key_of(lo, signed), key_of(hi, signed)));
-                }
-                _ => entries.push((key_of(int_of(k, v)?, signed), 64)),
+            let range = match m.operator {
+                O::InMap | O::NotInMap => parse_map_value(v, ty),
+                O::InRange | O::NotInRange => parse_range(v, ty, syntax),
+                _ => parse_int(v, ty, syntax).map(IntRange::single),
             }
+            .map_err(|e| invalid(at, e))?;
+            entries.extend(range_prefixes(
+                key_of(range.lo(), signed),
+                key_of(range.hi(), signed),
+            ));
         }
         Ok(entries)
     };
@@ -1620,13 +1626,13 @@ fn arg_filter(
             arg: a,
             signed,
             negate: m.operator == O::NotEqual,
-            entries: ints(false)?,
+            entries: ints()?,
         },
         O::InMap | O::NotInMap | O::InRange | O::NotInRange if !text => FilterPlan::ArgNum {
             arg: a,
             signed,
             negate: matches!(m.operator, O::NotInMap | O::NotInRange),
-            entries: ints(true)?,
+            entries: ints()?,
         },
         O::Prefix | O::NotPrefix if text => FilterPlan::ArgStr {
             arg: a,
