@@ -30,7 +30,7 @@ use crate::model::{
 };
 use crate::tpformat::TpField;
 use crate::validate::{
-    invalid, parse_rate_limit, policy_mode, resolve_arg, unsupported, PolicyMode,
+    each_value, invalid, parse_rate_limit, policy_mode, resolve_arg, unsupported, PolicyMode,
 };
 use crate::values::{
     capability_bit, parse_int, parse_map_value, parse_named, parse_range, Cidr, IntRange,
@@ -1683,20 +1683,8 @@ fn sock_filter(
     sockaddr: bool,
 ) -> Result<FilterPlan, ValidationError> {
     use ArgOperator as O;
-    // Parses every value with `f`, naming the failing one.
-    fn each<T>(
-        mp: &str,
-        m: &ArgSelector,
-        f: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Vec<T>, ValidationError> {
-        m.values
-            .iter()
-            .enumerate()
-            .map(|(k, v)| f(v.as_str()).map_err(|e| invalid(format!("{mp}.values[{k}]"), e)))
-            .collect()
-    }
     let named = |kind: NamedKind| -> Result<NumEntries, ValidationError> {
-        Ok(each(mp, m, |v| parse_named(v, kind))?
+        Ok(each_value(mp, m, |v| parse_named(v, kind))?
             .into_iter()
             .flat_map(|(lo, hi)| range_prefixes(u64::from(lo), u64::from(hi)))
             .collect())
@@ -1724,7 +1712,7 @@ fn sock_filter(
             arg: a,
             dst,
             negate: matches!(m.operator, O::NotSPort | O::NotDPort),
-            entries: each(mp, m, str::parse::<PortRange>)?
+            entries: each_value(mp, m, str::parse::<PortRange>)?
                 .into_iter()
                 .flat_map(|r| range_prefixes(u64::from(r.lo()), u64::from(r.hi())))
                 .collect(),
@@ -1740,7 +1728,7 @@ fn sock_filter(
             arg: a,
             dst,
             negate: matches!(m.operator, O::NotSAddr | O::NotDAddr),
-            prefixes: each(mp, m, str::parse::<Cidr>)?
+            prefixes: each_value(mp, m, str::parse::<Cidr>)?
                 .into_iter()
                 .map(|c| (c.addr(), c.prefix_len()))
                 .collect(),

@@ -81,7 +81,9 @@ use crate::model::{
     BinarySelector, CapabilitiesSelector, CapabilitySet, KProbeArg, ListType, NamespaceKind,
     Selector, SetOperator, TracingPolicy,
 };
-use crate::validate::{invalid, nonempty_capped, resolve_arg, unsupported, ValidationError};
+use crate::validate::{
+    each_value, invalid, nonempty_capped, resolve_arg, unsupported, ValidationError,
+};
 use crate::values::{
     capability_bit, parse_file_type, parse_int, parse_map_value, parse_named, parse_range, Cidr,
     IntRange, IntSyntax, IntType, NamedKind, PortRange,
@@ -552,18 +554,6 @@ pub(crate) fn compile_arg(
             ),
         )
     };
-    // Parses every value with `f`, naming the failing one.
-    fn each<T>(
-        vp: &str,
-        m: &ArgSelector,
-        mut f: impl FnMut(&str) -> Result<T, String>,
-    ) -> Result<Vec<T>, ValidationError> {
-        m.values
-            .iter()
-            .enumerate()
-            .map(|(k, v)| f(v.as_str()).map_err(|e| invalid(format!("{vp}[{k}]"), e)))
-            .collect()
-    }
     let int = IntType::of(class);
     let sock = matches!(class, ArgClass::Socket | ArgClass::SockAddr);
     let text = matches!(class, ArgClass::Text | ArgClass::SockAddrUn);
@@ -573,7 +563,7 @@ pub(crate) fn compile_arg(
                 bits: 64,
                 signed: false,
             });
-            let vals = each(&vp, m, |v| parse_int(v, ty, IntSyntax::Go))?;
+            let vals = each_value(mp, m, |v| parse_int(v, ty, IntSyntax::Go))?;
             let op = match m.operator {
                 O::Equal => IntOp::Eq(vals),
                 O::NotEqual => IntOp::Neq(vals),
@@ -585,7 +575,7 @@ pub(crate) fn compile_arg(
         }
         O::InRange | O::NotInRange => {
             let ty = int.ok_or_else(bad_op)?;
-            let r = each(&vp, m, |v| parse_range(v, ty, IntSyntax::Go))?;
+            let r = each_value(mp, m, |v| parse_range(v, ty, IntSyntax::Go))?;
             let op = if m.operator == O::InRange {
                 IntOp::InRange(r)
             } else {
@@ -650,7 +640,7 @@ pub(crate) fn compile_arg(
             })
         }
         O::SubString | O::SubStringIgnCase if class == ArgClass::Text => {
-            let values = each(&vp, m, |v| {
+            let values = each_value(mp, m, |v| {
                 if v.len() >= 100 {
                     Err("substrings must be shorter than 100 bytes".into())
                 } else {
@@ -671,7 +661,7 @@ pub(crate) fn compile_arg(
         }
         O::FileType | O::NotFileType if matches!(ty, ArgType::File | ArgType::Path) => {
             ArgTest::FileType {
-                modes: each(&vp, m, parse_file_type)?,
+                modes: each_value(mp, m, parse_file_type)?,
                 negate: m.operator == O::NotFileType,
             }
         }
@@ -682,7 +672,7 @@ pub(crate) fn compile_arg(
             }
             ArgTest::Port {
                 dst,
-                ranges: each(&vp, m, str::parse)?,
+                ranges: each_value(mp, m, str::parse)?,
                 negate: matches!(m.operator, O::NotSPort | O::NotDPort),
             }
         }
@@ -703,7 +693,7 @@ pub(crate) fn compile_arg(
             }
             ArgTest::Addr {
                 dst,
-                cidrs: each(&vp, m, str::parse)?,
+                cidrs: each_value(mp, m, str::parse)?,
                 negate: matches!(m.operator, O::NotSAddr | O::NotDAddr),
             }
         }
@@ -715,12 +705,12 @@ pub(crate) fn compile_arg(
             };
             ArgTest::Named {
                 kind,
-                ranges: each(&vp, m, |v| parse_named(v, kind))?,
+                ranges: each_value(mp, m, |v| parse_named(v, kind))?,
             }
         }
         O::Family if sock || class == ArgClass::SockAddrUn => ArgTest::Named {
             kind: NamedKind::Family,
-            ranges: each(&vp, m, |v| parse_named(v, NamedKind::Family))?,
+            ranges: each_value(mp, m, |v| parse_named(v, NamedKind::Family))?,
         },
         O::CapabilitiesGained if class == ArgClass::CapSet => {
             if m.args.len() != 2 {

@@ -650,6 +650,20 @@ fn check_signal(path: &str, sig: Option<u32>) -> Result<(), ValidationError> {
     }
 }
 
+/// Parses every value of the `matchArgs` entry at YAML path `mp` with `f`;
+/// an error names the failing value (`{mp}.values[k]`).
+pub(crate) fn each_value<T>(
+    mp: &str,
+    m: &ArgSelector,
+    mut f: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ValidationError> {
+    m.values
+        .iter()
+        .enumerate()
+        .map(|(k, v)| f(v.as_str()).map_err(|e| invalid(format!("{mp}.values[{k}]"), e)))
+        .collect()
+}
+
 /// Refuses an empty value list or one longer than [`MAX_VALUES`].
 pub(crate) fn nonempty_capped(path: &str, n: usize) -> Result<(), ValidationError> {
     if n == 0 {
