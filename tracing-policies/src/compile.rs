@@ -33,8 +33,8 @@ use crate::validate::{
     each_value, invalid, parse_rate_limit, policy_mode, resolve_arg, unsupported, PolicyMode,
 };
 use crate::values::{
-    capability_bit, parse_int, parse_map_value, parse_named, parse_range, Cidr, IntRange,
-    IntSyntax, IntType, NamedKind, PortRange,
+    capability_bit, parse_int, parse_map_value, parse_named, parse_namespace_value, parse_range,
+    Cidr, IntRange, IntSyntax, IntType, NamedKind, PortRange,
 };
 use crate::ValidationError;
 
@@ -1380,26 +1380,18 @@ fn plan_filters(
         let np = format!("{sp}.matchNamespaces[{i}]");
         let mut entries = Vec::new();
         for (k, v) in n.values.iter().enumerate() {
-            let inum = if v.as_str() == "host_ns" {
-                host.host_namespace(n.namespace).ok_or_else(|| {
+            let vp = format!("{np}.values[{k}]");
+            let inum = match parse_namespace_value(v.as_str()).map_err(|e| invalid(&vp, e))? {
+                Some(inum) => u64::from(inum),
+                None => host.host_namespace(n.namespace).ok_or_else(|| {
                     invalid(
-                        format!("{np}.values[{k}]"),
+                        vp,
                         format!(
                             "the host's {:?} namespace is unknown on this kernel",
                             n.namespace
                         ),
                     )
-                })?
-            } else {
-                v.as_str().parse::<u64>().map_err(|_| {
-                    invalid(
-                        format!("{np}.values[{k}]"),
-                        format!(
-                            "{:?} is not a namespace inode number or host_ns",
-                            v.as_str()
-                        ),
-                    )
-                })?
+                })?,
             };
             entries.push((inum, 64));
         }

@@ -85,8 +85,8 @@ use crate::validate::{
     each_value, invalid, nonempty_capped, resolve_arg, unsupported, ValidationError,
 };
 use crate::values::{
-    capability_bit, parse_file_type, parse_int, parse_map_value, parse_named, parse_range, Cidr,
-    IntRange, IntSyntax, IntType, NamedKind, PortRange,
+    capability_bit, parse_file_type, parse_int, parse_map_value, parse_named,
+    parse_namespace_value, parse_range, Cidr, IntRange, IntSyntax, IntType, NamedKind, PortRange,
 };
 
 // ---------------------------------------------------------------------------
@@ -915,22 +915,9 @@ pub(crate) fn compile_selector(
         nonempty_capped(&vp, m.values.len())?;
         let mut values = Vec::with_capacity(m.values.len());
         for (k, v) in m.values.iter().enumerate() {
-            values.push(if v.as_str() == "host_ns" {
-                NsValue::Host
-            } else {
-                let n = v
-                    .as_str()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|_| v.as_str().bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("{vp}[{k}]"),
-                            format!("{v:?} is not a namespace inode number or host_ns"),
-                        )
-                    })?;
-                NsValue::Inode(n)
-            });
+            let value =
+                parse_namespace_value(v.as_str()).map_err(|e| invalid(format!("{vp}[{k}]"), e))?;
+            values.push(value.map_or(NsValue::Host, NsValue::Inode));
         }
         namespaces.push(NamespaceFilter {
             kind: m.namespace,
