@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::eval::capability_mask;
 use crate::model::{
     ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinaryOperator,
     CapabilitySet, KProbeArg, ListSpec, ListType, NamespaceKind, RateLimitScope, Selector,
@@ -33,8 +34,8 @@ use crate::validate::{
     each_value, invalid, parse_rate_limit, policy_mode, resolve_arg, unsupported, PolicyMode,
 };
 use crate::values::{
-    capability_bit, parse_int, parse_map_value, parse_named, parse_namespace_value, parse_range,
-    Cidr, IntRange, IntSyntax, IntType, NamedKind, PortRange,
+    parse_int, parse_map_value, parse_named, parse_namespace_value, parse_range, Cidr, IntRange,
+    IntSyntax, IntType, NamedKind, PortRange,
 };
 use crate::ValidationError;
 
@@ -1410,14 +1411,10 @@ fn plan_filters(
                 "",
             ));
         }
-        let mut mask = 0u64;
-        for (k, v) in c.values.iter().enumerate() {
-            mask |= capability_bit(v).map_err(|e| invalid(format!("{cp}.values[{k}]"), e))?;
-        }
         out.push(FilterPlan::Caps {
             set: c.r#type,
             negate: c.operator == SetOperator::NotIn,
-            mask,
+            mask: capability_mask(&format!("{cp}.values"), &c.values)?,
         });
     }
     let unsupported_list = [

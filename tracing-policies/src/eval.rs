@@ -840,6 +840,16 @@ fn compile_binaries(
     Ok(out)
 }
 
+/// The capability bits of the `CAP_*` names at YAML path `vp`
+/// (`...matchCapabilities[0].values`).
+pub(crate) fn capability_mask(vp: &str, values: &[String]) -> Result<u64, ValidationError> {
+    let mut mask = 0;
+    for (k, v) in values.iter().enumerate() {
+        mask |= capability_bit(v).map_err(|e| invalid(format!("{vp}[{k}]"), e))?;
+    }
+    Ok(mask)
+}
+
 fn compile_caps(
     p: &str,
     list: &[CapabilitiesSelector],
@@ -848,13 +858,9 @@ fn compile_caps(
     for (j, m) in list.iter().enumerate() {
         let vp = format!("{p}[{j}].values");
         nonempty_capped(&vp, m.values.len())?;
-        let mut mask = 0;
-        for (k, v) in m.values.iter().enumerate() {
-            mask |= capability_bit(v).map_err(|e| invalid(format!("{vp}[{k}]"), e))?;
-        }
         out.push(CapsFilter {
             set: m.r#type,
-            mask,
+            mask: capability_mask(&vp, &m.values)?,
             negate: m.operator == SetOperator::NotIn,
             outside_host_userns: m.is_namespace_capability,
         });
