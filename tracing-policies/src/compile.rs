@@ -1469,15 +1469,22 @@ fn check_strings(path: &str, values: &[String]) -> Result<(), ValidationError> {
     Ok(())
 }
 
+impl BinaryMatch {
+    /// How a `matchBinaries` operator matches, and whether it is a Not-form.
+    pub fn of(op: BinaryOperator) -> (Self, bool) {
+        match op {
+            BinaryOperator::In => (Self::Exact, false),
+            BinaryOperator::NotIn => (Self::Exact, true),
+            BinaryOperator::Prefix => (Self::Prefix, false),
+            BinaryOperator::NotPrefix => (Self::Prefix, true),
+            BinaryOperator::Postfix => (Self::Postfix, false),
+            BinaryOperator::NotPostfix => (Self::Postfix, true),
+        }
+    }
+}
+
 fn binary_set(op: BinaryOperator, values: &[String]) -> (BinarySet, bool) {
-    let (kind, negate) = match op {
-        BinaryOperator::In => (BinaryMatch::Exact, false),
-        BinaryOperator::NotIn => (BinaryMatch::Exact, true),
-        BinaryOperator::Prefix => (BinaryMatch::Prefix, false),
-        BinaryOperator::NotPrefix => (BinaryMatch::Prefix, true),
-        BinaryOperator::Postfix => (BinaryMatch::Postfix, false),
-        BinaryOperator::NotPostfix => (BinaryMatch::Postfix, true),
-    };
+    let (kind, negate) = BinaryMatch::of(op);
     let mut values = values.to_vec();
     values.sort();
     values.dedup();

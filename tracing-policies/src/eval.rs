@@ -76,10 +76,11 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use crate::compile::BinaryMatch;
 use crate::model::{
-    ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinaryOperator,
-    BinarySelector, CapabilitiesSelector, CapabilitySet, KProbeArg, ListType, NamespaceKind,
-    Selector, SetOperator, TracingPolicy,
+    ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinarySelector,
+    CapabilitiesSelector, CapabilitySet, KProbeArg, ListType, NamespaceKind, Selector, SetOperator,
+    TracingPolicy,
 };
 use crate::validate::{
     each_value, invalid, nonempty_capped, resolve_arg, unsupported, ValidationError,
@@ -822,14 +823,12 @@ fn compile_binaries(
         if let Some(k) = m.values.iter().position(String::is_empty) {
             return Err(invalid(format!("{p}[{k}]"), "empty binary path"));
         }
-        let bytes = || m.values.iter().map(|v| v.as_bytes().to_vec());
-        let (test, negate) = match m.operator {
-            BinaryOperator::In => (StrMatch::Exact(bytes().collect()), false),
-            BinaryOperator::NotIn => (StrMatch::Exact(bytes().collect()), true),
-            BinaryOperator::Prefix => (StrMatch::Prefix(bytes().collect()), false),
-            BinaryOperator::NotPrefix => (StrMatch::Prefix(bytes().collect()), true),
-            BinaryOperator::Postfix => (StrMatch::Postfix(bytes().collect()), false),
-            BinaryOperator::NotPostfix => (StrMatch::Postfix(bytes().collect()), true),
+        let bytes = m.values.iter().map(|v| v.as_bytes().to_vec());
+        let (kind, negate) = BinaryMatch::of(m.operator);
+        let test = match kind {
+            BinaryMatch::Exact => StrMatch::Exact(bytes.collect()),
+            BinaryMatch::Prefix => StrMatch::Prefix(bytes.collect()),
+            BinaryMatch::Postfix => StrMatch::Postfix(bytes.collect()),
         };
         out.push(BinaryFilter {
             test,
