@@ -529,7 +529,11 @@ pub fn compile(
         ));
     }
     if spec.loader {
-        return Err(unsupported("spec.loader", "loader events are", ""));
+        return Err(unsupported(
+            "spec.loader",
+            "loader events are",
+            ": remove spec.loader",
+        ));
     }
     let functions = KernelFunctions::of(policy, host);
     for (i, k) in spec.kprobes.iter().enumerate() {
@@ -1362,7 +1366,7 @@ fn plan_filters(
             return Err(unsupported(
                 format!("{bp}.followChildren"),
                 "followChildren on parent binaries is",
-                "",
+                ": remove followChildren from this matchParentBinaries entry",
             ));
         }
         check_strings(&format!("{bp}.values"), &b.values)?;
@@ -1408,7 +1412,7 @@ fn plan_filters(
             return Err(unsupported(
                 format!("{cp}.isNamespaceCapability"),
                 "isNamespaceCapability is",
-                "",
+                ": palisade's in-kernel selectors cannot tell user namespaces apart yet; remove isNamespaceCapability to match the capabilities in any user namespace",
             ));
         }
         out.push(FilterPlan::Caps {
@@ -2141,7 +2145,7 @@ format:
         let spec = "  loader: true\n  kprobes:\n  - call: tcp_connect\n";
         assert_eq!(
             error(spec, &full()),
-            "spec.loader: loader events are not supported"
+            "spec.loader: loader events are not supported: remove spec.loader"
         );
     }
 
