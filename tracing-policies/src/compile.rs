@@ -23,15 +23,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::eval::capability_mask;
 use crate::model::{
     ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinaryOperator,
     CapabilitySet, KProbeArg, ListSpec, ListType, NamespaceKind, RateLimitScope, Selector,
     SetOperator, TracingPolicy,
 };
 use crate::tpformat::TpField;
-use crate::validate::{parse_rate_limit, policy_mode, resolve_arg, PolicyMode};
+use crate::validate::{
+    each_value, invalid, parse_rate_limit, policy_mode, resolve_arg, unsupported, PolicyMode,
+};
 use crate::values::{
-    capability_bit, parse_int, parse_named, Cidr, IntSyntax, IntType, NamedKind, PortRange,
+    parse_int, parse_map_value, parse_named, parse_namespace_value, parse_range, Cidr, IntRange,
+    IntSyntax, IntType, NamedKind, PortRange,
 };
 use crate::ValidationError;
 
@@ -462,25 +466,6 @@ pub struct CompiledPolicy {
     pub warnings: Vec<String>,
 }
 
-fn unsupported(
-    path: String,
-    feature: impl Into<String>,
-    hint: impl Into<String>,
-) -> ValidationError {
-    ValidationError::Unsupported {
-        path,
-        feature: feature.into(),
-        hint: hint.into(),
-    }
-}
-
-fn invalid(path: String, reason: impl Into<String>) -> ValidationError {
-    ValidationError::Invalid {
-        path,
-        reason: reason.into(),
-    }
-}
-
 /// `PAL_NS_*` index of a namespace kind.
 pub fn namespace_index(kind: NamespaceKind) -> u8 {
     match kind {
@@ -530,7 +515,7 @@ pub fn compile(
             "spec.containerSelector"
         };
         return Err(unsupported(
-            path.into(),
+            path,
             "pod and container selectors are",
             ": palisade's tracing policies apply node-wide; narrow them with matchNamespaces or matchBinaries",
         ));
@@ -538,13 +523,17 @@ pub fn compile(
     // uprobes and USDTs were refused by `validate`.
     if !spec.enforcers.is_empty() {
         return Err(unsupported(
-            "spec.enforcers".into(),
+            "spec.enforcers",
             "syscall enforcers are",
             ": use Sigkill, or Override on an LSM hook",
         ));
     }
     if spec.loader {
-        return Err(unsupported("spec.loader".into(), "loader events are", ""));
+        return Err(unsupported(
+            "spec.loader",
+            "loader events are",
+            ": remove spec.loader",
+        ));
     }
     let functions = KernelFunctions::of(policy, host);
     for (i, k) in spec.kprobes.iter().enumerate() {
@@ -1377,7 +1366,7 @@ fn plan_filters(
             return Err(unsupported(
                 format!("{bp}.followChildren"),
                 "followChildren on parent binaries is",
-                "",
+                ": remove followChildren from this matchParentBinaries entry",
             ));
         }
         check_strings(&format!("{bp}.values"), &b.values)?;
@@ -1396,26 +1385,18 @@ fn plan_filters(
         let np = format!("{sp}.matchNamespaces[{i}]");
         let mut entries = Vec::new();
         for (k, v) in n.values.iter().enumerate() {
-            let inum = if v.as_str() == "host_ns" {
-                host.host_namespace(n.namespace).ok_or_else(|| {
+            let vp = format!("{np}.values[{k}]");
+            let inum = match parse_namespace_value(v.as_str()).map_err(|e| invalid(&vp, e))? {
+                Some(inum) => u64::from(inum),
+                None => host.host_namespace(n.namespace).ok_or_else(|| {
                     invalid(
-                        format!("{np}.values[{k}]"),
+                        vp,
                         format!(
                             "the host's {:?} namespace is unknown on this kernel",
                             n.namespace
                         ),
                     )
-                })?
-            } else {
-                v.as_str().parse::<u64>().map_err(|_| {
-                    invalid(
-                        format!("{np}.values[{k}]"),
-                        format!(
-                            "{:?} is not a namespace inode number or host_ns",
-                            v.as_str()
-                        ),
-                    )
-                })?
+                })?,
             };
             entries.push((inum, 64));
         }
@@ -1431,17 +1412,13 @@ fn plan_filters(
             return Err(unsupported(
                 format!("{cp}.isNamespaceCapability"),
                 "isNamespaceCapability is",
-                "",
+                ": palisade's in-kernel selectors cannot tell user namespaces apart yet; remove isNamespaceCapability to match the capabilities in any user namespace",
             ));
-        }
-        let mut mask = 0u64;
-        for (k, v) in c.values.iter().enumerate() {
-            mask |= capability_bit(v).map_err(|e| invalid(format!("{cp}.values[{k}]"), e))?;
         }
         out.push(FilterPlan::Caps {
             set: c.r#type,
             negate: c.operator == SetOperator::NotIn,
-            mask,
+            mask: capability_mask(&format!("{cp}.values"), &c.values)?,
         });
     }
     let unsupported_list = [
@@ -1496,15 +1473,22 @@ fn check_strings(path: &str, values: &[String]) -> Result<(), ValidationError> {
     Ok(())
 }
 
+impl BinaryMatch {
+    /// How a `matchBinaries` operator matches, and whether it is a Not-form.
+    pub fn of(op: BinaryOperator) -> (Self, bool) {
+        match op {
+            BinaryOperator::In => (Self::Exact, false),
+            BinaryOperator::NotIn => (Self::Exact, true),
+            BinaryOperator::Prefix => (Self::Prefix, false),
+            BinaryOperator::NotPrefix => (Self::Prefix, true),
+            BinaryOperator::Postfix => (Self::Postfix, false),
+            BinaryOperator::NotPostfix => (Self::Postfix, true),
+        }
+    }
+}
+
 fn binary_set(op: BinaryOperator, values: &[String]) -> (BinarySet, bool) {
-    let (kind, negate) = match op {
-        BinaryOperator::In => (BinaryMatch::Exact, false),
-        BinaryOperator::NotIn => (BinaryMatch::Exact, true),
-        BinaryOperator::Prefix => (BinaryMatch::Prefix, false),
-        BinaryOperator::NotPrefix => (BinaryMatch::Prefix, true),
-        BinaryOperator::Postfix => (BinaryMatch::Postfix, false),
-        BinaryOperator::NotPostfix => (BinaryMatch::Postfix, true),
-    };
+    let (kind, negate) = BinaryMatch::of(op);
     let mut values = values.to_vec();
     values.sort();
     values.dedup();
@@ -1590,23 +1574,28 @@ fn arg_filter(
     let int_of = |k: usize, v: &str| -> Result<i128, ValidationError> {
         parse_int(v, ty, syntax).map_err(|e| invalid(format!("{mp}.values[{k}]"), e))
     };
-    let ints = |allow_ranges: bool| -> Result<NumEntries, ValidationError> {
+    // Each value is one integer, a `LOW:HIGH` range (InRange, InMap) or a
+    // `list:NAME` (InMap), parsed as `validate` checked it.
+    let ints = || -> Result<NumEntries, ValidationError> {
         let mut entries = Vec::new();
         for (k, v) in values.iter().enumerate() {
+            let at = format!("{mp}.values[{k}]");
             if let Some(name) = v.strip_prefix("list:").filter(|_| syntax == IntSyntax::Map) {
-                let at = format!("{mp}.values[{k}]");
                 for n in lists.integers(&at, name, ty)? {
                     entries.push((key_of(n, signed), 64));
                 }
                 continue;
             }
-            match v.split_once(':') {
-                Some((lo, hi)) if allow_ranges => {
-                    let (lo, hi) = (int_of(k, lo)?, int_of(k, hi)?);
-                    entries.extend(range_prefixes(key_of(lo, signed), key_of(hi, signed)));
-                }
-                _ => entries.push((key_of(int_of(k, v)?, signed), 64)),
+            let range = match m.operator {
+                O::InMap | O::NotInMap => parse_map_value(v, ty),
+                O::InRange | O::NotInRange => parse_range(v, ty, syntax),
+                _ => parse_int(v, ty, syntax).map(IntRange::single),
             }
+            .map_err(|e| invalid(at, e))?;
+            entries.extend(range_prefixes(
+                key_of(range.lo(), signed),
+                key_of(range.hi(), signed),
+            ));
         }
         Ok(entries)
     };
@@ -1637,13 +1626,13 @@ fn arg_filter(
             arg: a,
             signed,
             negate: m.operator == O::NotEqual,
-            entries: ints(false)?,
+            entries: ints()?,
         },
         O::InMap | O::NotInMap | O::InRange | O::NotInRange if !text => FilterPlan::ArgNum {
             arg: a,
             signed,
             negate: matches!(m.operator, O::NotInMap | O::NotInRange),
-            entries: ints(true)?,
+            entries: ints()?,
         },
         O::Prefix | O::NotPrefix if text => FilterPlan::ArgStr {
             arg: a,
@@ -1694,20 +1683,8 @@ fn sock_filter(
     sockaddr: bool,
 ) -> Result<FilterPlan, ValidationError> {
     use ArgOperator as O;
-    // Parses every value with `f`, naming the failing one.
-    fn each<T>(
-        mp: &str,
-        m: &ArgSelector,
-        f: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Vec<T>, ValidationError> {
-        m.values
-            .iter()
-            .enumerate()
-            .map(|(k, v)| f(v.as_str()).map_err(|e| invalid(format!("{mp}.values[{k}]"), e)))
-            .collect()
-    }
     let named = |kind: NamedKind| -> Result<NumEntries, ValidationError> {
-        Ok(each(mp, m, |v| parse_named(v, kind))?
+        Ok(each_value(mp, m, |v| parse_named(v, kind))?
             .into_iter()
             .flat_map(|(lo, hi)| range_prefixes(u64::from(lo), u64::from(hi)))
             .collect())
@@ -1735,7 +1712,7 @@ fn sock_filter(
             arg: a,
             dst,
             negate: matches!(m.operator, O::NotSPort | O::NotDPort),
-            entries: each(mp, m, str::parse::<PortRange>)?
+            entries: each_value(mp, m, str::parse::<PortRange>)?
                 .into_iter()
                 .flat_map(|r| range_prefixes(u64::from(r.lo()), u64::from(r.hi())))
                 .collect(),
@@ -1751,7 +1728,7 @@ fn sock_filter(
             arg: a,
             dst,
             negate: matches!(m.operator, O::NotSAddr | O::NotDAddr),
-            prefixes: each(mp, m, str::parse::<Cidr>)?
+            prefixes: each_value(mp, m, str::parse::<Cidr>)?
                 .into_iter()
                 .map(|c| (c.addr(), c.prefix_len()))
                 .collect(),
@@ -2168,7 +2145,7 @@ format:
         let spec = "  loader: true\n  kprobes:\n  - call: tcp_connect\n";
         assert_eq!(
             error(spec, &full()),
-            "spec.loader: loader events are not supported"
+            "spec.loader: loader events are not supported: remove spec.loader"
         );
     }
 

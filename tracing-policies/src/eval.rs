@@ -76,23 +76,19 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use crate::compile::BinaryMatch;
 use crate::model::{
-    ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinaryOperator,
-    BinarySelector, CapabilitiesSelector, CapabilitySet, KProbeArg, ListType, NamespaceKind,
-    Selector, SetOperator, TracingPolicy,
+    ActionKind, ActionSelector, ArgClass, ArgOperator, ArgSelector, ArgType, BinarySelector,
+    CapabilitiesSelector, CapabilitySet, KProbeArg, ListType, NamespaceKind, Selector, SetOperator,
+    TracingPolicy,
 };
-use crate::validate::{nonempty_capped, resolve_arg, ValidationError};
+use crate::validate::{
+    each_value, invalid, nonempty_capped, resolve_arg, unsupported, ValidationError,
+};
 use crate::values::{
-    capability_bit, parse_file_type, parse_int, parse_map_value, parse_named, parse_range, Cidr,
-    IntRange, IntSyntax, IntType, NamedKind, PortRange,
+    capability_bit, parse_file_type, parse_int, parse_map_value, parse_named,
+    parse_namespace_value, parse_range, Cidr, IntRange, IntSyntax, IntType, NamedKind, PortRange,
 };
-
-fn invalid(path: impl Into<String>, reason: impl Into<String>) -> ValidationError {
-    ValidationError::Invalid {
-        path: path.into(),
-        reason: reason.into(),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The context: plain data about one call.
@@ -524,11 +520,11 @@ pub(crate) fn compile_arg(
 ) -> Result<ArgFilter, ValidationError> {
     use ArgOperator as O;
     if m.operator == O::CelExpr {
-        return Err(ValidationError::Unsupported {
-            path: format!("{mp}.operator"),
-            feature: "the CelExpr operator is".into(),
-            hint: ": use the typed operators (Equal, Prefix, GT, ...)".into(),
-        });
+        return Err(unsupported(
+            format!("{mp}.operator"),
+            "the CelExpr operator is",
+            ": use the typed operators (Equal, Prefix, GT, ...)",
+        ));
     }
     let pos = resolve_arg(mp, m, args, what, tracepoint)?;
     let ty = args[pos].r#type;
@@ -559,18 +555,6 @@ pub(crate) fn compile_arg(
             ),
         )
     };
-    // Parses every value with `f`, naming the failing one.
-    fn each<T>(
-        vp: &str,
-        m: &ArgSelector,
-        mut f: impl FnMut(&str) -> Result<T, String>,
-    ) -> Result<Vec<T>, ValidationError> {
-        m.values
-            .iter()
-            .enumerate()
-            .map(|(k, v)| f(v.as_str()).map_err(|e| invalid(format!("{vp}[{k}]"), e)))
-            .collect()
-    }
     let int = IntType::of(class);
     let sock = matches!(class, ArgClass::Socket | ArgClass::SockAddr);
     let text = matches!(class, ArgClass::Text | ArgClass::SockAddrUn);
@@ -580,7 +564,7 @@ pub(crate) fn compile_arg(
                 bits: 64,
                 signed: false,
             });
-            let vals = each(&vp, m, |v| parse_int(v, ty, IntSyntax::Go))?;
+            let vals = each_value(mp, m, |v| parse_int(v, ty, IntSyntax::Go))?;
             let op = match m.operator {
                 O::Equal => IntOp::Eq(vals),
                 O::NotEqual => IntOp::Neq(vals),
@@ -592,7 +576,7 @@ pub(crate) fn compile_arg(
         }
         O::InRange | O::NotInRange => {
             let ty = int.ok_or_else(bad_op)?;
-            let r = each(&vp, m, |v| parse_range(v, ty, IntSyntax::Go))?;
+            let r = each_value(mp, m, |v| parse_range(v, ty, IntSyntax::Go))?;
             let op = if m.operator == O::InRange {
                 IntOp::InRange(r)
             } else {
@@ -657,7 +641,7 @@ pub(crate) fn compile_arg(
             })
         }
         O::SubString | O::SubStringIgnCase if class == ArgClass::Text => {
-            let values = each(&vp, m, |v| {
+            let values = each_value(mp, m, |v| {
                 if v.len() >= 100 {
                     Err("substrings must be shorter than 100 bytes".into())
                 } else {
@@ -678,7 +662,7 @@ pub(crate) fn compile_arg(
         }
         O::FileType | O::NotFileType if matches!(ty, ArgType::File | ArgType::Path) => {
             ArgTest::FileType {
-                modes: each(&vp, m, parse_file_type)?,
+                modes: each_value(mp, m, parse_file_type)?,
                 negate: m.operator == O::NotFileType,
             }
         }
@@ -689,7 +673,7 @@ pub(crate) fn compile_arg(
             }
             ArgTest::Port {
                 dst,
-                ranges: each(&vp, m, str::parse)?,
+                ranges: each_value(mp, m, str::parse)?,
                 negate: matches!(m.operator, O::NotSPort | O::NotDPort),
             }
         }
@@ -710,7 +694,7 @@ pub(crate) fn compile_arg(
             }
             ArgTest::Addr {
                 dst,
-                cidrs: each(&vp, m, str::parse)?,
+                cidrs: each_value(mp, m, str::parse)?,
                 negate: matches!(m.operator, O::NotSAddr | O::NotDAddr),
             }
         }
@@ -722,12 +706,12 @@ pub(crate) fn compile_arg(
             };
             ArgTest::Named {
                 kind,
-                ranges: each(&vp, m, |v| parse_named(v, kind))?,
+                ranges: each_value(mp, m, |v| parse_named(v, kind))?,
             }
         }
         O::Family if sock || class == ArgClass::SockAddrUn => ArgTest::Named {
             kind: NamedKind::Family,
-            ranges: each(&vp, m, |v| parse_named(v, NamedKind::Family))?,
+            ranges: each_value(mp, m, |v| parse_named(v, NamedKind::Family))?,
         },
         O::CapabilitiesGained if class == ArgClass::CapSet => {
             if m.args.len() != 2 {
@@ -839,14 +823,12 @@ fn compile_binaries(
         if let Some(k) = m.values.iter().position(String::is_empty) {
             return Err(invalid(format!("{p}[{k}]"), "empty binary path"));
         }
-        let bytes = || m.values.iter().map(|v| v.as_bytes().to_vec());
-        let (test, negate) = match m.operator {
-            BinaryOperator::In => (StrMatch::Exact(bytes().collect()), false),
-            BinaryOperator::NotIn => (StrMatch::Exact(bytes().collect()), true),
-            BinaryOperator::Prefix => (StrMatch::Prefix(bytes().collect()), false),
-            BinaryOperator::NotPrefix => (StrMatch::Prefix(bytes().collect()), true),
-            BinaryOperator::Postfix => (StrMatch::Postfix(bytes().collect()), false),
-            BinaryOperator::NotPostfix => (StrMatch::Postfix(bytes().collect()), true),
+        let bytes = m.values.iter().map(|v| v.as_bytes().to_vec());
+        let (kind, negate) = BinaryMatch::of(m.operator);
+        let test = match kind {
+            BinaryMatch::Exact => StrMatch::Exact(bytes.collect()),
+            BinaryMatch::Prefix => StrMatch::Prefix(bytes.collect()),
+            BinaryMatch::Postfix => StrMatch::Postfix(bytes.collect()),
         };
         out.push(BinaryFilter {
             test,
@@ -857,6 +839,16 @@ fn compile_binaries(
     Ok(out)
 }
 
+/// The capability bits of the `CAP_*` names at YAML path `vp`
+/// (`...matchCapabilities[0].values`).
+pub(crate) fn capability_mask(vp: &str, values: &[String]) -> Result<u64, ValidationError> {
+    let mut mask = 0;
+    for (k, v) in values.iter().enumerate() {
+        mask |= capability_bit(v).map_err(|e| invalid(format!("{vp}[{k}]"), e))?;
+    }
+    Ok(mask)
+}
+
 fn compile_caps(
     p: &str,
     list: &[CapabilitiesSelector],
@@ -865,13 +857,9 @@ fn compile_caps(
     for (j, m) in list.iter().enumerate() {
         let vp = format!("{p}[{j}].values");
         nonempty_capped(&vp, m.values.len())?;
-        let mut mask = 0;
-        for (k, v) in m.values.iter().enumerate() {
-            mask |= capability_bit(v).map_err(|e| invalid(format!("{vp}[{k}]"), e))?;
-        }
         out.push(CapsFilter {
             set: m.r#type,
-            mask,
+            mask: capability_mask(&vp, &m.values)?,
             negate: m.operator == SetOperator::NotIn,
             outside_host_userns: m.is_namespace_capability,
         });
@@ -932,22 +920,9 @@ pub(crate) fn compile_selector(
         nonempty_capped(&vp, m.values.len())?;
         let mut values = Vec::with_capacity(m.values.len());
         for (k, v) in m.values.iter().enumerate() {
-            values.push(if v.as_str() == "host_ns" {
-                NsValue::Host
-            } else {
-                let n = v
-                    .as_str()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|_| v.as_str().bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("{vp}[{k}]"),
-                            format!("{v:?} is not a namespace inode number or host_ns"),
-                        )
-                    })?;
-                NsValue::Inode(n)
-            });
+            let value =
+                parse_namespace_value(v.as_str()).map_err(|e| invalid(format!("{vp}[{k}]"), e))?;
+            values.push(value.map_or(NsValue::Host, NsValue::Inode));
         }
         namespaces.push(NamespaceFilter {
             kind: m.namespace,

@@ -21,10 +21,25 @@ pub const MAX_MESSAGE: usize = 256;
 /// Why a well-formed tracing policy is not acceptable.
 pub type ValidationError = palisade_k8s_yaml::SpecError;
 
-fn invalid(path: impl Into<String>, reason: impl Into<String>) -> ValidationError {
+/// A rule broken at YAML path `path`; `reason` says what to change.
+pub(crate) fn invalid(path: impl Into<String>, reason: impl Into<String>) -> ValidationError {
     ValidationError::Invalid {
         path: path.into(),
         reason: reason.into(),
+    }
+}
+
+/// A recognised but unimplemented `feature` ("kretprobes are") at YAML path
+/// `path`; `hint` (starting with `: ` or a space) says how to do without it.
+pub(crate) fn unsupported(
+    path: impl Into<String>,
+    feature: impl Into<String>,
+    hint: impl Into<String>,
+) -> ValidationError {
+    ValidationError::Unsupported {
+        path: path.into(),
+        feature: feature.into(),
+        hint: hint.into(),
     }
 }
 
@@ -215,18 +230,18 @@ pub fn validate(policy: &TracingPolicy) -> Result<(), ValidationError> {
     }
     let spec = &policy.spec;
     if !spec.uprobes.is_empty() {
-        return Err(ValidationError::Unsupported {
-            path: "spec.uprobes".into(),
-            feature: "uprobes are".into(),
-            hint: ": palisade traces the kernel only; remove spec.uprobes".into(),
-        });
+        return Err(unsupported(
+            "spec.uprobes",
+            "uprobes are",
+            ": palisade traces the kernel only; remove spec.uprobes",
+        ));
     }
     if !spec.usdts.is_empty() {
-        return Err(ValidationError::Unsupported {
-            path: "spec.usdts".into(),
-            feature: "usdts are".into(),
-            hint: ": palisade traces the kernel only; remove spec.usdts".into(),
-        });
+        return Err(unsupported(
+            "spec.usdts",
+            "usdts are",
+            ": palisade traces the kernel only; remove spec.usdts",
+        ));
     }
     if policy.metadata.name.is_empty() {
         return Err(invalid(
@@ -613,11 +628,11 @@ impl Ctx<'_> {
                 ));
             }
             A::FollowFd | A::UnfollowFd | A::CopyFd => {
-                return Err(ValidationError::Unsupported {
-                    path: format!("{ap}.action"),
-                    feature: format!("action {:?} (removed from Tetragon) is", a.action),
-                    hint: ": use arg types file/path/fd, which resolve paths directly".into(),
-                });
+                return Err(unsupported(
+                    format!("{ap}.action"),
+                    format!("action {:?} (removed from Tetragon) is", a.action),
+                    ": use arg types file/path/fd, which resolve paths directly",
+                ));
             }
             A::NoPost | A::Sigkill | A::CleanupEnforcerNotification => {}
         }
@@ -633,6 +648,20 @@ fn check_signal(path: &str, sig: Option<u32>) -> Result<(), ValidationError> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Parses every value of the `matchArgs` entry at YAML path `mp` with `f`;
+/// an error names the failing value (`{mp}.values[k]`).
+pub(crate) fn each_value<T>(
+    mp: &str,
+    m: &ArgSelector,
+    mut f: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ValidationError> {
+    m.values
+        .iter()
+        .enumerate()
+        .map(|(k, v)| f(v.as_str()).map_err(|e| invalid(format!("{mp}.values[{k}]"), e)))
+        .collect()
 }
 
 /// Refuses an empty value list or one longer than [`MAX_VALUES`].

@@ -563,6 +563,19 @@ pub fn capability_bit(name: &str) -> Result<u64, String> {
         })
 }
 
+/// A `matchNamespaces` value: `host_ns` (`None`: the host's namespace of
+/// the selector's kind) or a namespace inode number.
+pub fn parse_namespace_value(v: &str) -> Result<Option<u32>, String> {
+    if v == "host_ns" {
+        return Ok(None);
+    }
+    v.parse::<u32>()
+        .ok()
+        .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+        .map(Some)
+        .ok_or_else(|| format!("{v:?} is not a namespace inode number or host_ns"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,5 +672,14 @@ mod tests {
         assert_eq!(capability_bit("CAP_SYS_ADMIN"), Ok(1 << 21));
         assert!(capability_bit("cap_sys_admin").is_err());
         assert_eq!(parse_file_type("reg"), Ok(0o100000));
+    }
+
+    #[test]
+    fn namespace_values() {
+        assert_eq!(parse_namespace_value("host_ns"), Ok(None));
+        assert_eq!(parse_namespace_value("4026531836"), Ok(Some(4026531836)));
+        for bad in ["+5", "-1", "0x10", "4294967296", "", "host"] {
+            assert!(parse_namespace_value(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }
