@@ -62,10 +62,16 @@ fn events(client: &Client) -> Result<Vec<Event>> {
 fn wait_for<T>(client: &Client, what: &str, pick: impl Fn(&Event) -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(t) = events(client)?.iter().find_map(&pick) {
+        let events = events(client)?;
+        if let Some(t) = events.iter().find_map(&pick) {
             return Ok(t);
         }
-        ensure!(Instant::now() < deadline, "no {what} event within 10 s");
+        ensure!(
+            Instant::now() < deadline,
+            "no {what} event within 10 s among the agent's {} events (last: {:?})",
+            events.len(),
+            events.last().map(|e| &e.kind)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
