@@ -5,16 +5,40 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use palisade_api::events::{ArgValue, Event, EventKind, KprobeAction};
-use palisade_api::{Request, Response};
-use palisade_tests::{PodSpec, Topology};
+use palisade_api::events::{
+    ArgValue, Event, EventKind, KprobeAction, ProcessKprobe, ProcessTracepoint,
+};
+use palisade_api::{Client, Request, Response};
+use palisade_tests::{Node, PodSpec, Topology, TopologyBuilder};
 
-fn events(client: &palisade_api::Client) -> Result<Vec<Event>> {
+/// One node `n1` whose agent enforces tracing policies.
+fn runtime_node() -> TopologyBuilder {
+    Topology::builder()
+        .agent_setting("runtime_enforcement", true)
+        .node("n1")
+}
+
+/// Copies the binary `from` into the node's directory as `name`.
+fn copy_binary(node: &Node, from: &str, name: &str) -> Result<PathBuf> {
+    let to = node.dir().join(name);
+    std::fs::copy(from, &to).with_context(|| format!("copying {from} to {}", to.display()))?;
+    Ok(to)
+}
+
+/// Applies the tracing policy `yaml` through the API.
+fn apply(client: &Client, yaml: String) -> Result<Response> {
+    Ok(client.call(&Request::TracingPolicyApply {
+        source: "test".into(),
+        yaml,
+    })?)
+}
+
+fn events(client: &Client) -> Result<Vec<Event>> {
     let mut out = Vec::new();
     client.stream(
         &Request::RuntimeEvents {
@@ -34,20 +58,83 @@ fn events(client: &palisade_api::Client) -> Result<Vec<Event>> {
     Ok(out)
 }
 
-/// Polls the events until `pred` finds one (bounded).
-fn wait_event(
-    client: &palisade_api::Client,
-    what: &str,
-    pred: impl Fn(&Event) -> bool,
-) -> Result<Event> {
+/// Polls the events until `pick` takes something out of one (bounded).
+fn wait_for<T>(client: &Client, what: &str, pick: impl Fn(&Event) -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(e) = events(client)?.into_iter().find(|e| pred(e)) {
-            return Ok(e);
+        let events = events(client)?;
+        if let Some(t) = events.iter().find_map(&pick) {
+            return Ok(t);
         }
-        ensure!(Instant::now() < deadline, "no {what} event within 10 s");
+        ensure!(
+            Instant::now() < deadline,
+            "no {what} event within 10 s among the agent's {} events (last: {:?})",
+            events.len(),
+            events.last().map(|e| &e.kind)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Polls the events until `pred` finds one (bounded).
+fn wait_event(client: &Client, what: &str, pred: impl Fn(&Event) -> bool) -> Result<Event> {
+    wait_for(client, what, |e| pred(e).then(|| e.clone()))
+}
+
+/// Whether `event` is about a process running `binary`.
+fn from_binary(event: &Event, binary: &Path) -> bool {
+    event
+        .kind
+        .process()
+        .is_some_and(|p| Path::new(&p.binary) == binary)
+}
+
+/// The first `process_kprobe` event of `binary`, and the whole event.
+fn wait_kprobe(client: &Client, binary: &Path) -> Result<(ProcessKprobe, Event)> {
+    wait_for(client, "process_kprobe", |e| match &e.kind {
+        EventKind::ProcessKprobe(k) if from_binary(e, binary) => {
+            Some((k.as_ref().clone(), e.clone()))
+        }
+        _ => None,
+    })
+}
+
+/// The first `process_tracepoint` event of `binary`.
+fn wait_tracepoint(client: &Client, binary: &Path) -> Result<ProcessTracepoint> {
+    wait_for(client, "process_tracepoint", |e| match &e.kind {
+        EventKind::ProcessTracepoint(t) if from_binary(e, binary) => Some(t.as_ref().clone()),
+        _ => None,
+    })
+}
+
+/// Runs `binary -e script` (a copy of perl).
+fn perl(binary: &Path, script: &str) -> Result<Output> {
+    Command::new(binary)
+        .args(["-e", script])
+        .output()
+        .with_context(|| format!("running {}", binary.display()))
+}
+
+/// `out` must be a SIGKILL.
+fn ensure_sigkilled(out: &Output, what: &str) -> Result<()> {
+    ensure!(
+        out.status.signal() == Some(9),
+        "{what}: must be killed by SIGKILL, got {:?} ({})",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+/// `out` must be a clean exit after printing `alive`.
+fn ensure_alive(out: &Output, what: &str) -> Result<()> {
+    ensure!(
+        out.status.success() && out.stdout == b"alive\n",
+        "{what}: must run to the end, got {:?} ({})",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// Perl calling `setuid(0)`.
@@ -84,14 +171,10 @@ spec:
 
 /// Runs the perl copy `binary` calling `setuid(0)`: it must die of SIGKILL.
 fn ensure_killed(binary: &Path, when: &str) -> Result<()> {
-    let out = Command::new(binary).args(["-e", SETUID_ROOT]).output()?;
-    ensure!(
-        out.status.signal() == Some(9),
-        "{when}: the matched binary must be killed by SIGKILL, got {:?} ({})",
-        out.status,
-        String::from_utf8_lossy(&out.stdout)
-    );
-    Ok(())
+    ensure_sigkilled(
+        &perl(binary, SETUID_ROOT)?,
+        &format!("{when}: the matched binary"),
+    )
 }
 
 /// The runtime generations pinned under the node's bpf root.
@@ -109,37 +192,19 @@ fn generations(node: &palisade_tests::Node) -> Vec<String> {
 
 #[test]
 fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
+    let topo = runtime_node().build()?;
     let node = topo.node("n1")?;
     let client = node.client();
-    let matched = node.dir().join("evilperl");
-    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
-    client.call(&Request::TracingPolicyApply {
-        source: "test".into(),
-        yaml: no_setuid_root(&matched),
-    })?;
+    let matched = copy_binary(node, "/usr/bin/perl", "evilperl")?;
+    apply(&client, no_setuid_root(&matched))?;
 
     ensure_killed(&matched, "agent running")?;
-    let fine = Command::new("/usr/bin/perl")
-        .args(["-e", SETUID_ROOT])
-        .output()?;
-    ensure!(
-        fine.status.success() && fine.stdout == b"alive\n",
-        "an unmatched binary is untouched: {:?}",
-        fine.status
-    );
+    ensure_alive(
+        &perl(Path::new("/usr/bin/perl"), SETUID_ROOT)?,
+        "an unmatched binary is untouched",
+    )?;
 
-    let bin = matched.display().to_string();
-    let kprobe = wait_event(&client, "process_kprobe", |e| {
-        matches!(&e.kind, EventKind::ProcessKprobe(k)
-            if k.process.as_ref().is_some_and(|p| p.binary == bin))
-    })?;
-    let EventKind::ProcessKprobe(k) = &kprobe.kind else {
-        unreachable!()
-    };
+    let (k, _) = wait_kprobe(&client, &matched)?;
     assert_eq!(k.action, KprobeAction::Sigkill);
     assert_eq!(k.policy_name, "no-setuid-root");
     assert_eq!(k.function_name, "sys_setuid");
@@ -149,8 +214,8 @@ fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
     ));
     assert!(k.parent.is_some(), "the kprobe event names the parent");
     wait_event(&client, "process_exit with SIGKILL", |e| {
-        matches!(&e.kind, EventKind::ProcessExit(x)
-            if x.signal == "SIGKILL" && x.process.as_ref().is_some_and(|p| p.binary == bin))
+        matches!(&e.kind, EventKind::ProcessExit(x) if x.signal == "SIGKILL")
+            && from_binary(e, &matched)
     })?;
     Ok(())
 }
@@ -200,50 +265,38 @@ spec:
     )
 }
 
+/// A copy of perl named `name` under `policy(binary, forbidden)`: connecting
+/// to loopback port `forbidden` kills it, port `allowed` does not. Returns
+/// the topology (keep it alive), a client of its node and the copy.
+fn forbidden_port(
+    name: &str,
+    policy: fn(&Path, u16) -> String,
+    forbidden: u16,
+    allowed: u16,
+) -> Result<(Topology, Client, PathBuf)> {
+    let topo = runtime_node().build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = copy_binary(node, "/usr/bin/perl", name)?;
+    apply(&client, policy(&matched, forbidden))?;
+
+    ensure_sigkilled(
+        &perl(&matched, &connect_loopback(forbidden))?,
+        &format!("a TCP connection to port {forbidden}"),
+    )?;
+    ensure_alive(
+        &perl(&matched, &connect_loopback(allowed))?,
+        &format!("a TCP connection to port {allowed}, not forbidden"),
+    )?;
+    Ok((topo, client, matched))
+}
+
 #[test]
 fn connect_to_a_forbidden_port_kills_and_reports_the_sockaddr() -> Result<()> {
     const FORBIDDEN: u16 = 47_001;
-    const ALLOWED: u16 = 47_002;
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
-    let node = topo.node("n1")?;
-    let client = node.client();
-    let matched = node.dir().join("netperl");
-    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
-    client.call(&Request::TracingPolicyApply {
-        source: "test".into(),
-        yaml: no_loopback_port(&matched, FORBIDDEN),
-    })?;
+    let (_topo, client, matched) = forbidden_port("netperl", no_loopback_port, FORBIDDEN, 47_002)?;
 
-    let killed = Command::new(&matched)
-        .args(["-e", &connect_loopback(FORBIDDEN)])
-        .output()?;
-    ensure!(
-        killed.status.signal() == Some(9),
-        "connecting to port {FORBIDDEN} must be killed by SIGKILL, got {:?} ({})",
-        killed.status,
-        String::from_utf8_lossy(&killed.stdout)
-    );
-    let other = Command::new(&matched)
-        .args(["-e", &connect_loopback(ALLOWED)])
-        .output()?;
-    ensure!(
-        other.status.success() && other.stdout == b"alive\n",
-        "another port is allowed: {:?} ({})",
-        other.status,
-        String::from_utf8_lossy(&other.stderr)
-    );
-
-    let bin = matched.display().to_string();
-    let kprobe = wait_event(&client, "process_kprobe", |e| {
-        matches!(&e.kind, EventKind::ProcessKprobe(k)
-            if k.process.as_ref().is_some_and(|p| p.binary == bin))
-    })?;
-    let EventKind::ProcessKprobe(k) = &kprobe.kind else {
-        unreachable!()
-    };
+    let (k, kprobe) = wait_kprobe(&client, &matched)?;
     assert_eq!(k.action, KprobeAction::Sigkill);
     assert_eq!(k.function_name, "sys_connect");
     let Some(ArgValue::SockaddrArg(sa)) = k.args.get(1).and_then(|a| a.arg.as_ref()) else {
@@ -304,45 +357,10 @@ spec:
 #[test]
 fn sock_argument_filters_on_a_raw_tracepoint() -> Result<()> {
     const FORBIDDEN: u16 = 47_003;
-    const ALLOWED: u16 = 47_004;
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
-    let node = topo.node("n1")?;
-    let client = node.client();
-    let matched = node.dir().join("sockperl");
-    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
-    client.call(&Request::TracingPolicyApply {
-        source: "test".into(),
-        yaml: no_tcp_state_change(&matched, FORBIDDEN),
-    })?;
+    let (_topo, client, matched) =
+        forbidden_port("sockperl", no_tcp_state_change, FORBIDDEN, 47_004)?;
 
-    let killed = Command::new(&matched)
-        .args(["-e", &connect_loopback(FORBIDDEN)])
-        .output()?;
-    ensure!(
-        killed.status.signal() == Some(9),
-        "a TCP socket to port {FORBIDDEN} must get its owner killed, got {:?}",
-        killed.status
-    );
-    let other = Command::new(&matched)
-        .args(["-e", &connect_loopback(ALLOWED)])
-        .output()?;
-    ensure!(
-        other.status.success() && other.stdout == b"alive\n",
-        "another port is allowed: {:?}",
-        other.status
-    );
-
-    let bin = matched.display().to_string();
-    let ev = wait_event(&client, "process_tracepoint", |e| {
-        matches!(&e.kind, EventKind::ProcessTracepoint(t)
-            if t.process.as_ref().is_some_and(|p| p.binary == bin))
-    })?;
-    let EventKind::ProcessTracepoint(t) = &ev.kind else {
-        unreachable!()
-    };
+    let t = wait_tracepoint(&client, &matched)?;
     let Some(ArgValue::SockArg(sk)) = t.args.first().and_then(|a| a.arg.as_ref()) else {
         panic!("argument 0 is not a sock: {:?}", t.args);
     };
@@ -400,45 +418,10 @@ spec:
 #[test]
 fn skb_argument_filters_on_a_raw_tracepoint() -> Result<()> {
     const FORBIDDEN: u16 = 47_005;
-    const ALLOWED: u16 = 47_006;
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
-    let node = topo.node("n1")?;
-    let client = node.client();
-    let matched = node.dir().join("skbperl");
-    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
-    client.call(&Request::TracingPolicyApply {
-        source: "test".into(),
-        yaml: no_packets_to_port(&matched, FORBIDDEN),
-    })?;
+    let (_topo, client, matched) =
+        forbidden_port("skbperl", no_packets_to_port, FORBIDDEN, 47_006)?;
 
-    let killed = Command::new(&matched)
-        .args(["-e", &connect_loopback(FORBIDDEN)])
-        .output()?;
-    ensure!(
-        killed.status.signal() == Some(9),
-        "a packet to port {FORBIDDEN} must get its sender killed, got {:?}",
-        killed.status
-    );
-    let other = Command::new(&matched)
-        .args(["-e", &connect_loopback(ALLOWED)])
-        .output()?;
-    ensure!(
-        other.status.success() && other.stdout == b"alive\n",
-        "another port is allowed: {:?}",
-        other.status
-    );
-
-    let bin = matched.display().to_string();
-    let ev = wait_event(&client, "process_tracepoint", |e| {
-        matches!(&e.kind, EventKind::ProcessTracepoint(t)
-            if t.process.as_ref().is_some_and(|p| p.binary == bin))
-    })?;
-    let EventKind::ProcessTracepoint(t) = &ev.kind else {
-        unreachable!()
-    };
+    let t = wait_tracepoint(&client, &matched)?;
     let Some(ArgValue::SkbArg(skb)) = t.args.first().and_then(|a| a.arg.as_ref()) else {
         panic!("argument 0 is not an skb: {:?}", t.args);
     };
@@ -457,10 +440,7 @@ fn skb_argument_filters_on_a_raw_tracepoint() -> Result<()> {
 
 #[test]
 fn exec_events_carry_parent_and_ancestors() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
+    let topo = runtime_node().build()?;
     let client = topo.node("n1")?.client();
     let marker = format!("marker-{}", std::process::id());
     // `; exit 0` keeps each shell from exec-ing its last command.
@@ -505,21 +485,16 @@ fn exec_events_carry_parent_and_ancestors() -> Result<()> {
 /// `bprm_check_security` runs on fanotify permission events.
 #[test]
 fn matched_binary_cannot_open_protected_file_through_fanotify() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
+    let topo = runtime_node().build()?;
     let node = topo.node("n1")?;
     let client = node.client();
     let dir = node.dir();
-    let evilcat = dir.join("evilcat");
-    std::fs::copy("/usr/bin/cat", &evilcat).context("copying cat")?;
+    let evilcat = copy_binary(node, "/usr/bin/cat", "evilcat")?;
     let secret = dir.join("secret");
     std::fs::write(&secret, "s3cret\n")?;
     let other = dir.join("other");
     std::fs::write(&other, "public\n")?;
-    let forbidden = dir.join("forbidden-true");
-    std::fs::copy("/usr/bin/true", &forbidden).context("copying true")?;
+    let forbidden = copy_binary(node, "/usr/bin/true", "forbidden-true")?;
     let policy = format!(
         "apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -559,10 +534,7 @@ spec:
         secret = secret.display(),
         forbidden = forbidden.display(),
     );
-    let applied = client.call(&Request::TracingPolicyApply {
-        source: "test".into(),
-        yaml: policy,
-    })?;
+    let applied = apply(&client, policy)?;
     let Response::TracingPolicies { policies } = applied else {
         panic!("{applied:?}")
     };
@@ -599,12 +571,10 @@ spec:
     );
     ensure!(Command::new("/usr/bin/true").status()?.success());
 
-    let bin = evilcat.display().to_string();
     let path = secret.display().to_string();
     let lsm = wait_event(&client, "process_lsm file_open", |e| {
-        matches!(&e.kind, EventKind::ProcessLsm(l)
-            if l.function_name == "file_open"
-                && l.process.as_ref().is_some_and(|p| p.binary == bin))
+        matches!(&e.kind, EventKind::ProcessLsm(l) if l.function_name == "file_open")
+            && from_binary(e, &evilcat)
     })?;
     let EventKind::ProcessLsm(l) = &lsm.kind else {
         unreachable!()
@@ -648,17 +618,10 @@ spec:
 /// old generation.
 #[test]
 fn enforcement_survives_agent_restart() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
+    let topo = runtime_node().build()?;
     let node = topo.node("n1")?;
-    let matched = node.dir().join("evilperl");
-    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
-    node.client().call(&Request::TracingPolicyApply {
-        source: "test".into(),
-        yaml: no_setuid_root(&matched),
-    })?;
+    let matched = copy_binary(node, "/usr/bin/perl", "evilperl")?;
+    apply(&node.client(), no_setuid_root(&matched))?;
     ensure_killed(&matched, "agent running")?;
     assert_eq!(generations(node), ["g1"]);
 
@@ -683,26 +646,18 @@ fn enforcement_survives_agent_restart() -> Result<()> {
 /// `keep_runtime_enforcement: false`: a clean stop detaches the hooks.
 #[test]
 fn clean_stop_without_keep_detaches() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
+    let topo = runtime_node()
         .agent_setting("keep_runtime_enforcement", false)
-        .node("n1")
         .build()?;
     let node = topo.node("n1")?;
-    let matched = node.dir().join("evilperl");
-    std::fs::copy("/usr/bin/perl", &matched).context("copying perl")?;
-    node.client().call(&Request::TracingPolicyApply {
-        source: "test".into(),
-        yaml: no_setuid_root(&matched),
-    })?;
+    let matched = copy_binary(node, "/usr/bin/perl", "evilperl")?;
+    apply(&node.client(), no_setuid_root(&matched))?;
     ensure_killed(&matched, "agent running")?;
     node.stop_agent(false)?;
-    let out = Command::new(&matched).args(["-e", SETUID_ROOT]).output()?;
-    ensure!(
-        out.status.success() && out.stdout == b"alive\n",
-        "no agent, no kept enforcement: {:?}",
-        out.status
-    );
+    ensure_alive(
+        &perl(&matched, SETUID_ROOT)?,
+        "no agent, no kept enforcement",
+    )?;
     assert!(generations(node).is_empty(), "{:?}", generations(node));
     Ok(())
 }
@@ -711,9 +666,7 @@ fn clean_stop_without_keep_detaches() -> Result<()> {
 /// the endpoint registry); a host process is not.
 #[test]
 fn exec_events_name_the_pod() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
+    let topo = runtime_node()
         .pod(PodSpec::new("shop", "web").on("n1").label("app", "web"))
         .build()?;
     let client = topo.node("n1")?.client();
@@ -765,10 +718,7 @@ fn exec_events_name_the_pod() -> Result<()> {
 /// (a replaced policy comes back as it was).
 #[test]
 fn a_stream_applies_all_or_nothing() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
+    let topo = runtime_node().build()?;
     let client = topo.node("n1")?.client();
     let setuid_hooks = |name: &str, n: usize| {
         let hook =
@@ -822,14 +772,10 @@ fn a_stream_applies_all_or_nothing() -> Result<()> {
 /// the agent gives running processes their binary-set bits from its cache.
 #[test]
 fn follow_children_covers_processes_started_before_the_policy() -> Result<()> {
-    let topo = Topology::builder()
-        .agent_setting("runtime_enforcement", true)
-        .node("n1")
-        .build()?;
+    let topo = runtime_node().build()?;
     let node = topo.node("n1")?;
     let dir = node.dir();
-    let evilsh = dir.join("evilsh");
-    std::fs::copy("/bin/dash", &evilsh).context("copying dash")?;
+    let evilsh = copy_binary(node, "/bin/dash", "evilsh")?;
     let status_file = dir.join("status");
     let script = format!(
         "sleep 2; /usr/bin/perl -e '{}'; echo $? > {}",
@@ -841,10 +787,7 @@ fn follow_children_covers_processes_started_before_the_policy() -> Result<()> {
         "      - operator: In\n",
         "      - operator: In\n        followChildren: true\n",
     );
-    node.client().call(&Request::TracingPolicyApply {
-        source: "test".into(),
-        yaml: policy,
-    })?;
+    apply(&node.client(), policy)?;
     ensure!(shell.wait()?.success());
     let status = std::fs::read_to_string(&status_file)?;
     ensure!(

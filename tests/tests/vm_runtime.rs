@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use palisade_api::events::{ArgValue, Event, EventKind, KprobeArgument};
+use palisade_api::events::{ArgValue, Event, EventKind, KprobeAction, KprobeArgument};
 use palisade_tests::locate_binary;
 use palisade_tests::vm::{Kernel, Vm, VmError, VmOutput};
 
@@ -308,23 +308,29 @@ fn hits(events: &str) -> Vec<Hit> {
                 .process()
                 .map(|p| p.binary.clone())
                 .unwrap_or_default();
+            let hit = |kind, args: &[KprobeArgument], function, action: KprobeAction, policy| Hit {
+                kind,
+                path: first_path(args).to_owned(),
+                function,
+                action: action.as_str().to_owned(),
+                policy,
+                binary,
+            };
             match event.kind {
-                EventKind::ProcessLsm(e) => Hit {
-                    kind: "process_lsm",
-                    path: first_path(&e.args).to_owned(),
-                    function: e.function_name,
-                    action: e.action.as_str().to_owned(),
-                    policy: e.policy_name,
-                    binary,
-                },
-                EventKind::ProcessKprobe(e) => Hit {
-                    kind: "process_kprobe",
-                    path: first_path(&e.args).to_owned(),
-                    function: e.function_name,
-                    action: e.action.as_str().to_owned(),
-                    policy: e.policy_name,
-                    binary,
-                },
+                EventKind::ProcessLsm(e) => hit(
+                    "process_lsm",
+                    &e.args,
+                    e.function_name,
+                    e.action,
+                    e.policy_name,
+                ),
+                EventKind::ProcessKprobe(e) => hit(
+                    "process_kprobe",
+                    &e.args,
+                    e.function_name,
+                    e.action,
+                    e.policy_name,
+                ),
                 other => panic!("not a hook event: {other:?}"),
             }
         })

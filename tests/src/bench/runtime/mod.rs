@@ -16,7 +16,7 @@ pub mod procs;
 pub mod ramp;
 pub mod syscalls;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -183,10 +183,12 @@ pub fn generation(node: &Node) -> Option<PathBuf> {
 /// The link pins of the agent's generation (`pal_exec`, `pal_sys_enter`,
 /// `hook-<id>`, ...): what is attached.
 pub fn attached(node: &Node) -> Vec<String> {
-    let Some(dir) = generation(node) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("links"))
+    generation(node).map_or_else(Vec::new, |gen| link_pins(&gen))
+}
+
+/// The link pins under generation `gen`'s `links/`, sorted.
+fn link_pins(gen: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(gen.join("links"))
         .into_iter()
         .flatten()
         .flatten()
@@ -292,7 +294,7 @@ pub fn foreign_tracing_links(node: &Node) -> anyhow::Result<usize> {
         None => Vec::new(),
     };
     if let Some(gen) = generation(node) {
-        for name in attached(node) {
+        for name in link_pins(&gen) {
             let pin = gen.join("links").join(&name);
             let p = pin.to_string_lossy();
             // A pin removed meanwhile is not ours any more.
