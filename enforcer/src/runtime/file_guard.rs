@@ -497,7 +497,15 @@ impl Caller {
             .map(|p| p.as_os_str().as_bytes().to_vec())
             .unwrap_or_default();
         let binary_str = String::from_utf8_lossy(&binary).into_owned();
-        let status = if needs.status {
+        // A process the event reader has not reached yet (no fork or exec
+        // seen) gets its parent from /proc, so that matchParentBinaries
+        // still sees it.
+        let cached = procs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(pid)
+            .is_some();
+        let status = if needs.status || !cached {
             std::fs::read_to_string(format!("{proc_dir}/status"))
                 .map(|s| ProcStatus::parse(&s))
                 .unwrap_or_default()
