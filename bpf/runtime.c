@@ -48,9 +48,20 @@ static long pal_sys_hook_step(__u32 index, struct pal_sys_ctx *c)
 	return 0;
 }
 
+/* Runs the hooks of syscall c->nr (its arguments are in c->args). */
+static __always_inline void pal_sys_run(struct pal_sys_ctx *c,
+					const struct pal_rt_syscall_hooks *hooks)
+{
+	if (hooks->n == 1)
+		pal_hook_run(hooks->hooks[0], &c->args, 0);
+	else
+		bpf_loop(hooks->n, pal_sys_hook_step, c, 0);
+}
+
 /*
- * raw_syscalls:sys_enter: syscall kprobes (`syscall: true`) on kernels
- * without kprobes. Costs one array lookup for syscalls nobody hooks.
+ * raw_syscalls:sys_enter: the hooks of syscalls that have no tracepoint
+ * of their own (PAL_SYSCALL_VIA_RAW). Attached only while such a hook
+ * exists: it runs for every syscall of the machine.
  */
 SEC("raw_tracepoint/sys_enter")
 int pal_sys_enter(struct bpf_raw_tracepoint_args *ctx)
@@ -61,13 +72,36 @@ int pal_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (c.nr >= PAL_RT_MAX_SYSCALLS)
 		return 0;
 	hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &c.nr);
-	if (!hooks || hooks->n == 0)
+	if (!hooks || hooks->n == 0 || hooks->via != PAL_SYSCALL_VIA_RAW)
 		return 0;
 	pal_args_from_syscall(&c.args, ctx);
-	if (hooks->n == 1)
-		pal_hook_run(hooks->hooks[0], &c.args, 0);
-	else
-		bpf_loop(hooks->n, pal_sys_hook_step, &c, 0);
+	pal_sys_run(&c, hooks);
+	return 0;
+}
+
+/*
+ * syscalls:sys_enter_<name>: the hooks of that syscall
+ * (PAL_SYSCALL_VIA_TP). The kernel runs it only for its syscall, so other
+ * syscalls pay no program run. Its context is the kernel's
+ * struct syscall_tp_t: the pt_regs pointer, the syscall number (8 bytes
+ * at 8) and the arguments (at 16). The attach checks reads against the
+ * syscall's own record, which ends after its last argument, so the six
+ * slots are copied with a helper (those past the syscall's arguments are
+ * never declared).
+ */
+SEC("tracepoint")
+int pal_sys_tp(void *ctx)
+{
+	struct pal_sys_ctx c = { .nr = *(__u32 *)(ctx + 8) };
+	struct pal_rt_syscall_hooks *hooks;
+
+	if (c.nr >= PAL_RT_MAX_SYSCALLS)
+		return 0;
+	hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &c.nr);
+	if (!hooks || hooks->n == 0 || hooks->via != PAL_SYSCALL_VIA_TP)
+		return 0;
+	bpf_probe_read_kernel(c.args.raw, sizeof(c.args.raw), ctx + 16);
+	pal_sys_run(&c, hooks);
 	return 0;
 }
 

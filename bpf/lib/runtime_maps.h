@@ -16,7 +16,7 @@
 #define PAL_RT_MAX_NUM 65536
 #define PAL_RT_MAX_STR 16384
 #define PAL_RT_MAX_RATE 16384
-#define PAL_RT_SYSCALL_SLOTS 15
+#define PAL_RT_SYSCALL_SLOTS 14
 #define PAL_RT_MAX_SYSCALLS 512
 
 struct {
@@ -85,9 +85,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pal_rt_config SEC(".maps");
 
+/* How the hooks of a syscall run (pal_rt_syscall_hooks.via). */
+#define PAL_SYSCALL_VIA_RAW 0   /* pal_sys_enter on raw_syscalls:sys_enter */
+#define PAL_SYSCALL_VIA_TP 1    /* pal_sys_tp on syscalls:sys_enter_<name> */
+
 /* Hooked syscalls: hooks[0..n) are evaluated in order for syscall nr. */
 struct pal_rt_syscall_hooks {
 	__u32 n;
+	__u32 via;                      /* PAL_SYSCALL_VIA_* */
 	__u32 hooks[PAL_RT_SYSCALL_SLOTS];
 };
 

@@ -14,21 +14,26 @@
 #include "task.h"
 
 #define PAL_STR_LIMIT (PAL_RT_STR_AREA - PAL_RT_STR_MAX)
-/* String-area bytes the rateLimit hash covers; pal_hook_run zeroes them
- * before the arguments are read so that short strings hash alike. */
+/* String-area bytes the rateLimit hash covers (those past the hook's
+ * own strings count as zero, so that short strings hash alike). */
 #define PAL_HASH_STR_BYTES 128
 
 
 /*
- * The raw argument values of the current hook, taken from its context
- * before the argument loop (the context itself cannot be handed to a
- * bpf_loop callback).
+ * The raw argument values of the current hook(s), taken from the context
+ * (which cannot be handed to a bpf_loop callback), and what the hooks of
+ * one syscall share: the last user string read, still in the event's
+ * string area at ustr_off, so that the next hook reading the same
+ * argument at the same place does not read it again.
  */
 struct pal_argctx {
 	__u64 base;                     /* address of the tracepoint record */
 	__u64 raw[PAL_RT_MAX_ARGS];     /* function / syscall arguments */
 	__u32 cur;                      /* bytes used in ev.str */
 	__u32 hook_id;
+	__u64 ustr_raw;                 /* user address of the last string written, 0: none */
+	__u32 ustr_off;                 /* where it is in ev.str */
+	__u32 ustr_n;                   /* its bytes with the NUL, | 1 << 31 if truncated */
 };
 
 /* x86-64 argument registers of a function call; a syscall passes its
@@ -119,6 +124,7 @@ __noinline int pal_arg_read(__u32 index, struct pal_argctx *a)
 		return 1;
 	off = a->cur;
 	ev = &s->ev;
+	ev->vals[i] = 0;
 	d = &hook->args[i];
 	switch (d->source) {
 	case PAL_ARGSRC_SYSCALL:
@@ -149,6 +155,17 @@ __noinline int pal_arg_read(__u32 index, struct pal_argctx *a)
 		ev->flags |= PAL_HOOKEV_TRUNCATED;
 		return 0;
 	}
+	if (d->kind == PAL_ARGKIND_USTR && raw && raw == a->ustr_raw && off == a->ustr_off) {
+		/* The previous hook of this syscall left it right here. */
+		n = a->ustr_n & 0xffff;
+		if (a->ustr_n >> 31)
+			ev->flags |= PAL_HOOKEV_TRUNCATED;
+		ev->vals[i] = ((__u64)off << 16) | (__u64)((n - 1) & 0xffff);
+		a->cur = off + (n & (PAL_RT_STR_MAX * 2 - 1));
+		return 0;
+	}
+	/* Whatever is written now may cover the remembered string. */
+	a->ustr_raw = 0;
 	if (d->kind == PAL_ARGKIND_SOCKADDR || d->kind == PAL_ARGKIND_SOCK ||
 	    d->kind == PAL_ARGKIND_SKB) {
 		pal_sock_arg(s, d, raw, off, i);
@@ -197,13 +214,12 @@ __noinline int pal_arg_read(__u32 index, struct pal_argctx *a)
 		ev->flags |= PAL_HOOKEV_TRUNCATED;
 	ev->vals[i] = ((__u64)off << 16) | (__u64)((n - 1) & 0xffff);
 	a->cur = off + (n & (PAL_RT_STR_MAX * 2 - 1));
+	if (d->kind == PAL_ARGKIND_USTR) {
+		a->ustr_raw = raw;
+		a->ustr_off = off;
+		a->ustr_n = (__u32)n | (trunc ? 1U << 31 : 0);
+	}
 	return 0;
-}
-
-/* bpf_loop callback: reads argument index of the hook into the event. */
-static long pal_arg_step(__u32 index, struct pal_argctx *a)
-{
-	return pal_arg_read(index, a) ? 1 : 0;
 }
 
 struct pal_eval {
@@ -484,7 +500,7 @@ static long pal_filter_step(__u32 i, struct pal_eval *e)
  * PAL_HASH_STR_BYTES (128) in flight takes 464 bytes of stack, which with the callers'
  * frames exceeds the 512 bytes that 6.1 and 6.12 allow for a call chain.
  */
-static __always_inline __u64 pal_args_hash(struct pal_rt_hook_event *ev)
+static __always_inline __u64 pal_args_hash(struct pal_rt_hook_event *ev, __u32 cur)
 {
 	const __u64 *words = __builtin_assume_aligned(ev->str, 8);
 	__u64 h = 14695981039346656037ULL;
@@ -494,14 +510,23 @@ static __always_inline __u64 pal_args_hash(struct pal_rt_hook_event *ev)
 #pragma unroll
 	for (int i = 0; i < PAL_RT_MAX_ARGS; i++)
 		h = (h ^ ev->vals[i]) * 1099511628211ULL;
+	/* The cur bytes written by this hook: what follows is stale. */
 #pragma unroll
-	for (int i = 0; i < PAL_HASH_STR_BYTES / 8; i++)
-		h = (h ^ words[i]) * 1099511628211ULL;
+	for (int i = 0; i < PAL_HASH_STR_BYTES / 8; i++) {
+		__u64 w = words[i];
+
+		if (8 * i >= cur)
+			w = 0;
+		else if (cur - 8 * i < 8)
+			w &= (1ULL << (8 * (cur - 8 * i))) - 1;
+		h = (h ^ w) * 1099511628211ULL;
+	}
 	return h;
 }
 
 /* Whether rateLimit allows posting now (and records it if so). */
-static __noinline int pal_rate_allows(const struct pal_rt_sel *sel, struct pal_rt_hook_event *ev)
+static __noinline int pal_rate_allows(const struct pal_rt_sel *sel, struct pal_rt_hook_event *ev,
+				      __u32 cur)
 {
 	struct pal_rt_rate_key key = {
 		.hook_id = ev->hook_id,
@@ -516,7 +541,7 @@ static __noinline int pal_rate_allows(const struct pal_rt_sel *sel, struct pal_r
 		key.scope_id = ev->hdr.tid;
 	else if (sel->rate_scope == PAL_RATE_PROCESS)
 		key.scope_id = ev->hdr.pid;
-	key.args_hash = pal_args_hash(ev);
+	key.args_hash = pal_args_hash(ev, cur);
 	last = bpf_map_lookup_elem(&pal_rt_rate, &key);
 	if (last && now - *last < sel->rate_ns)
 		return 0;
@@ -537,8 +562,7 @@ __noinline int pal_hook_run(__u32 hook_id, struct pal_argctx *a, __s64 ret)
 	struct pal_rt_sel *sel;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct pal_eval e = {};
-	struct pal_argctx args;
-	__u32 cur, size, sel_idx, zero = 0, nfilters;
+	__u32 cur, size, sel_idx, zero = 0, nfilters, nargs;
 	struct pal_proc *proc;
 	int override = 0;
 
@@ -546,24 +570,17 @@ __noinline int pal_hook_run(__u32 hook_id, struct pal_argctx *a, __s64 ret)
 		return 0;
 	pal_rt_count(PAL_RT_CNT_HOOK_RUNS);
 
-	s->ev.hdr.type = PAL_RT_EV_HOOK;
-	s->ev.hdr.ktime = bpf_ktime_get_boot_ns();
-	s->ev.hdr.pid = pid_tgid >> 32;
-	s->ev.hdr.tid = (__u32)pid_tgid;
-	s->ev.hook_id = hook_id;
+	/* Only what the argument reads and the filters need: the rest of the
+	 * event is filled in once a selector matched. */
 	s->ev.flags = 0;
-	s->ev.ret = ret;
-	__builtin_memset(s->ev.vals, 0, sizeof(s->ev.vals));
-	__builtin_memset(s->ev.str, 0, PAL_HASH_STR_BYTES);
-
-	/* bpf_loop wants its context on this function's stack. */
-	args = *a;
-	args.cur = 0;
-	args.hook_id = hook_id;
-	if (hook->nargs)
-		bpf_loop(hook->nargs < PAL_RT_MAX_ARGS ? hook->nargs : PAL_RT_MAX_ARGS, pal_arg_step,
-			 &args, 0);
-	cur = args.cur;
+	a->cur = 0;
+	a->hook_id = hook_id;
+	nargs = hook->nargs;
+	for (int i = 0; i < PAL_RT_MAX_ARGS; i++) {
+		if (i >= nargs || pal_arg_read(i, a))
+			break;
+	}
+	cur = a->cur;
 
 	e.first = hook->first_filter;
 	e.tgid = pid_tgid >> 32;
@@ -582,6 +599,12 @@ __noinline int pal_hook_run(__u32 hook_id, struct pal_argctx *a, __s64 ret)
 	sel = bpf_map_lookup_elem(&pal_rt_sels, &sel_idx);
 	if (!sel)
 		return 0;
+	s->ev.hdr.type = PAL_RT_EV_HOOK;
+	s->ev.hdr.ktime = bpf_ktime_get_boot_ns();
+	s->ev.hdr.pid = pid_tgid >> 32;
+	s->ev.hdr.tid = (__u32)pid_tgid;
+	s->ev.hook_id = hook_id;
+	s->ev.ret = ret;
 	s->ev.sel = e.result_sel;
 	s->ev.action = sel->action;
 
@@ -599,7 +622,9 @@ __noinline int pal_hook_run(__u32 hook_id, struct pal_argctx *a, __s64 ret)
 
 	if (!sel->post)
 		return override;
-	if (!pal_rate_allows(sel, &s->ev)) {
+	if (cur > PAL_RT_STR_AREA)
+		cur = PAL_RT_STR_AREA;
+	if (!pal_rate_allows(sel, &s->ev, cur)) {
 		pal_rt_count(PAL_RT_CNT_RATE_LIMITED);
 		return override;
 	}
@@ -607,8 +632,6 @@ __noinline int pal_hook_run(__u32 hook_id, struct pal_argctx *a, __s64 ret)
 	s->ev.proc_ktime = proc ? proc->ktime : 0;
 	if (!proc)
 		pal_rt_count(PAL_RT_CNT_PROC_MISSING);
-	if (cur > PAL_RT_STR_AREA)
-		cur = PAL_RT_STR_AREA;
 	size = __builtin_offsetof(struct pal_rt_hook_event, str) + cur;
 	s->ev.hdr.size = size;
 	/* cur comes from pal_arg_read, unknown to the verifier: keep the mask. */

@@ -36,8 +36,12 @@ pub mod runtime {
     pub const FORK: &str = "pal_fork";
     /// Raw tracepoint `sched_process_exit`.
     pub const EXIT: &str = "pal_exit";
-    /// Raw tracepoint `sys_enter`: every syscall hook.
+    /// Raw tracepoint `sys_enter`: the hooks of syscalls without a
+    /// tracepoint of their own.
     pub const SYS_ENTER: &str = "pal_sys_enter";
+    /// Tracepoint `syscalls:sys_enter_<name>`: the hooks of that syscall
+    /// (one load, attached to every hooked syscall that has one).
+    pub const SYS_TP: &str = "pal_sys_tp";
     /// Tracepoint hook (one load per hook).
     pub const TRACEPOINT: &str = "pal_tracepoint";
     /// Raw tracepoint hook (one load per hook).
@@ -54,6 +58,7 @@ pub mod runtime {
         FORK,
         EXIT,
         SYS_ENTER,
+        SYS_TP,
         TRACEPOINT,
         RAW_TRACEPOINT,
         KPROBE,

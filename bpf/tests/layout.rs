@@ -273,7 +273,7 @@ fn rust_structs_match_btf_of_the_object() {
             rt::Config,
             [nbinsets, self_tgid, follow_mask, host_ns]
         ),
-        rust_layout!("pal_rt_syscall_hooks", rt::SyscallHooks, [n, hooks]),
+        rust_layout!("pal_rt_syscall_hooks", rt::SyscallHooks, [n, via, hooks]),
         rust_layout!("pal_rt_hdr", rt::Hdr, [r#type, pad, size, ktime, pid, tid]),
         (
             "pal_rt_exec_event",

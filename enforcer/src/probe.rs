@@ -46,6 +46,7 @@ pub fn probe() -> ProbeReport {
     let ringbuf = map(MapType::RingBuf);
     let perf = map(MapType::PerfEventArray);
     let rt = crate::runtime::features();
+    let syscall_tracepoints = rt.tracepoints && crate::runtime::has_syscall_tracepoint("openat");
 
     let policy =
         (tc && lpm && tcx).then_some("tc classifier on endpoint veths, tcx links (pinned)");
@@ -85,8 +86,11 @@ pub fn probe() -> ProbeReport {
         ),
         mechanism(
             "syscall hooks",
-            rt.raw_tracepoints
-                .then_some("raw_syscalls:sys_enter, selectors evaluated in the kernel from maps"),
+            match (syscall_tracepoints, rt.raw_tracepoints) {
+                (true, _) => Some("syscalls:sys_enter_<name> per hooked syscall (raw_syscalls:sys_enter for syscalls without one), selectors evaluated in the kernel from maps"),
+                (false, true) => Some("raw_syscalls:sys_enter, selectors evaluated in the kernel from maps"),
+                (false, false) => None,
+            },
             "unavailable: needs raw tracepoint programs",
         ),
         mechanism(
@@ -98,7 +102,7 @@ pub fn probe() -> ProbeReport {
         mechanism(
             "kprobe hooks",
             rt.kprobes.then_some("kprobe programs"),
-            "unavailable: kernel built without CONFIG_KPROBES (syscalls go through sys_enter)",
+            "unavailable: kernel built without CONFIG_KPROBES (syscall hooks use syscall tracepoints)",
         ),
         mechanism(
             "LSM hooks",

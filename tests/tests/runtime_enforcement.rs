@@ -377,6 +377,73 @@ fn sock_argument_filters_on_a_raw_tracepoint() -> Result<()> {
     Ok(())
 }
 
+/// Kills `binary` when it enters syscall `nr` (Tetragon's
+/// `raw_syscalls/sys_enter` with an `id` filter, as in its list examples).
+fn no_raw_syscall(binary: &Path, nr: u32) -> String {
+    format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-raw-syscall
+spec:
+  tracepoints:
+  - subsystem: raw_syscalls
+    event: sys_enter
+    args:
+    - index: 4
+      type: int64
+    selectors:
+    - matchArgs:
+      - index: 4
+        operator: Equal
+        values: [\"{nr}\"]
+      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
+/// A `raw_syscalls/sys_enter` hook that can only match setuid runs from
+/// `syscalls/sys_enter_setuid` (no program on every syscall) and still
+/// kills and reports with the raw tracepoint's fields.
+#[test]
+fn raw_syscalls_hook_on_one_id_runs_from_that_syscalls_tracepoint() -> Result<()> {
+    let topo = runtime_node().build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = copy_binary(node, "/usr/bin/perl", "rawperl")?;
+    apply(&client, no_raw_syscall(&matched, 105))?;
+
+    let links: Vec<String> = std::fs::read_dir(node.bpf_root().join("runtime/g1/links"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ensure!(
+        links.iter().any(|l| l.starts_with("hook-") && l.ends_with("-setuid")),
+        "no link on syscalls/sys_enter_setuid: {links:?}"
+    );
+    ensure!(
+        !links.iter().any(|l| l.starts_with("hook-") && !l.contains("-setuid")),
+        "the hook is attached to raw_syscalls/sys_enter too: {links:?}"
+    );
+
+    ensure_sigkilled(&perl(&matched, SETUID_ROOT)?, "the matched binary")?;
+    let t = wait_tracepoint(&client, &matched)?;
+    assert_eq!((t.subsys.as_str(), t.event.as_str()), ("raw_syscalls", "sys_enter"));
+    assert_eq!(t.action, KprobeAction::Sigkill);
+    let id = t.args.first().and_then(|a| a.arg.as_ref());
+    assert_eq!(id, Some(&ArgValue::LongArg(105)), "{:?}", t.args);
+    ensure_alive(
+        &perl(Path::new("/usr/bin/perl"), SETUID_ROOT)?,
+        "an unmatched binary",
+    )?;
+    Ok(())
+}
+
 /// Kills `binary` when it transmits a TCP packet to 127.0.0.0/8 port
 /// `port` (the raw tracepoint `net/net_dev_start_xmit`, argument 0 the
 /// `struct sk_buff *`; loopback transmits in the sender's context).
@@ -758,13 +825,16 @@ fn a_stream_applies_all_or_nothing() -> Result<()> {
     assert_eq!(policies[0].source, "api:first", "a is back as it was");
     assert_eq!(policies[0].hooks.len(), 1, "{:?}", policies[0].hooks);
 
-    // The syscall dispatcher is attached only while a syscall hook is in
-    // force (it slows every syscall of the machine).
+    // setuid's hooks run from its own tracepoint, attached only while a
+    // hook on it is in force; the raw dispatcher (which every syscall of
+    // the machine would pay for) is not attached at all.
     let node = topo.node("n1")?;
-    let dispatcher = node.bpf_root().join("runtime/g1/links/pal_sys_enter");
-    assert!(dispatcher.exists(), "{}", dispatcher.display());
+    let links = node.bpf_root().join("runtime/g1/links");
+    let tp = links.join("sys-setuid");
+    assert!(tp.exists(), "{}", tp.display());
+    assert!(!links.join("pal_sys_enter").exists(), "the raw dispatcher is attached");
     client.call(&Request::TracingPolicyDelete { name: "a".into() })?;
-    assert!(!dispatcher.exists(), "{} is left", dispatcher.display());
+    assert!(!tp.exists(), "{} is left", tp.display());
     Ok(())
 }
 

@@ -21,6 +21,7 @@ pub mod compile;
 pub mod eval;
 pub mod model;
 pub mod parse;
+pub mod syscall_route;
 pub mod tpformat;
 pub mod validate;
 pub mod values;

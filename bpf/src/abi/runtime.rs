@@ -31,7 +31,7 @@ pub const MAX_SELS: u32 = 8192;
 /// `PAL_RT_MAX_FILTERS_PER_HOOK`.
 pub const MAX_FILTERS_PER_HOOK: u32 = 512;
 /// `PAL_RT_SYSCALL_SLOTS`: hooks per syscall.
-pub const SYSCALL_SLOTS: usize = 15;
+pub const SYSCALL_SLOTS: usize = 14;
 /// `PAL_RT_MAX_SYSCALLS`: syscall numbers the syscall table covers.
 pub const MAX_SYSCALLS: u32 = 512;
 /// `PAL_RT_MAX_PROCS`: entries of the kernel process table.
@@ -444,12 +444,21 @@ pub struct Config {
 }
 const _: () = assert!(size_of::<Config>() == 104);
 
+/// `PAL_SYSCALL_VIA_RAW`: the syscall's hooks run from the dispatcher on
+/// `raw_syscalls:sys_enter`.
+pub const SYSCALL_VIA_RAW: u32 = 0;
+/// `PAL_SYSCALL_VIA_TP`: the syscall's hooks run from its own tracepoint,
+/// `syscalls:sys_enter_<name>`.
+pub const SYSCALL_VIA_TP: u32 = 1;
+
 /// `struct pal_rt_syscall_hooks` (lib/runtime_maps.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct SyscallHooks {
     /// Hooks in use.
     pub n: u32,
+    /// Which program runs them: [`SYSCALL_VIA_RAW`] or [`SYSCALL_VIA_TP`].
+    pub via: u32,
     /// Hook ids, evaluated in order.
     pub hooks: [u32; SYSCALL_SLOTS],
 }

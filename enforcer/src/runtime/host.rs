@@ -12,6 +12,7 @@ use aya::sys::is_program_supported;
 use nix::mount::{mount, MsFlags};
 use palisade_tracing_policies::compile::{Host, KernelFeatures};
 use palisade_tracing_policies::model::NamespaceKind;
+use palisade_tracing_policies::syscall_route::Phase;
 use palisade_tracing_policies::tpformat::{parse_format, TpField};
 use tracing::{debug, info, warn};
 
@@ -53,6 +54,26 @@ pub fn ensure_tracefs() -> std::io::Result<PathBuf> {
     )
     .map_err(std::io::Error::from)?;
     Ok(root)
+}
+
+/// Whether syscall `name` has its own entry tracepoint,
+/// `syscalls:sys_enter_<name>` (CONFIG_FTRACE_SYSCALLS; a few syscalls
+/// have none).
+pub fn has_syscall_tracepoint(name: &str) -> bool {
+    has_syscall_tracepoint_for(Phase::Enter, name)
+}
+
+/// Whether syscall `name` has its own tracepoint for `phase`
+/// (`syscalls:sys_enter_<name>` / `sys_exit_<name>`).
+pub fn has_syscall_tracepoint_for(phase: Phase, name: &str) -> bool {
+    ensure_tracefs()
+        .map(|root| {
+            root.join("events/syscalls")
+                .join(phase.tracepoint(name))
+                .join("id")
+                .exists()
+        })
+        .unwrap_or(false)
 }
 
 /// The kernel this agent runs on.

@@ -30,11 +30,12 @@ use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, SyscallHooks};
 use palisade_bpf::{runtime as names, RUNTIME_OBJECT};
 use palisade_tracing_policies::compile::{Attach, CompiledHook, CompiledPolicy};
+use palisade_tracing_policies::syscall_route::{syscall_route, SyscallRoute};
 use tracing::{debug, info, warn};
 
 use crate::datapath::remove_pin;
 
-pub use host::{ensure_tracefs, features, host_namespace, KernelHost};
+pub use host::{ensure_tracefs, features, has_syscall_tracepoint, host_namespace, KernelHost};
 use layout::{BinsetChange, Layout, LayoutError, Placed};
 
 /// Why runtime enforcement could not start or change.
@@ -94,11 +95,12 @@ fn prog_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> RuntimeErro
     }
 }
 
-/// A per-hook program instance and its pinned link.
+/// A per-hook program instance and its pinned links (one, or one per
+/// syscall for a routed `raw_syscalls` hook).
 struct Instance {
     /// Keeps the program loaded while the agent runs.
     _ebpf: Ebpf,
-    link: PinnedLink,
+    links: Vec<PinnedLink>,
 }
 
 /// One attached hook of a policy.
@@ -140,10 +142,13 @@ pub struct Runtime {
     layout: Layout,
     policies: BTreeMap<String, LoadedPolicy>,
     syscall_hooks: BTreeMap<u32, Vec<u32>>,
-    /// The syscall dispatcher's link, while some syscall hook is in force:
-    /// a program on `raw_syscalls:sys_enter` puts every syscall of the
-    /// machine on the kernel's tracing path, so it is attached only when
-    /// needed.
+    /// `pal_sys_tp`'s link on `syscalls:sys_enter_<name>`, per hooked
+    /// syscall that has that tracepoint: the kernel runs it for that
+    /// syscall only.
+    syscall_tps: BTreeMap<u32, PinnedLink>,
+    /// The raw syscall dispatcher's link, while a hooked syscall has no
+    /// tracepoint of its own: a program on `raw_syscalls:sys_enter` runs
+    /// for every syscall of the machine, so it is attached only then.
     dispatcher: Option<PinnedLink>,
 }
 
@@ -167,6 +172,7 @@ impl Runtime {
                 layout,
                 policies: BTreeMap::new(),
                 syscall_hooks: BTreeMap::new(),
+                syscall_tps: BTreeMap::new(),
                 dispatcher: None,
             }),
             Err(e) => {
@@ -202,6 +208,9 @@ impl Runtime {
         let p: &mut RawTracePoint = program(&mut base, names::SYS_ENTER)?;
         p.load()
             .map_err(prog_err(format!("loading {}", names::SYS_ENTER)))?;
+        let p: &mut TracePoint = program(&mut base, names::SYS_TP)?;
+        p.load()
+            .map_err(prog_err(format!("loading {}", names::SYS_TP)))?;
         info!(pins = %pin_dir.display(), "runtime enforcement started");
         Ok((base, layout))
     }
@@ -398,6 +407,12 @@ impl Runtime {
 
     /// Writes a hook's entries, attaches it, and activates it last.
     fn attach_hook(&mut self, hook: &CompiledHook) -> Result<LoadedHook, RuntimeError> {
+        let route = syscall_route(hook).filter(|r| {
+            r.ids.iter().all(|&nr| {
+                syscalls::name(nr).is_some_and(|name| host::has_syscall_tracepoint_for(r.phase, name))
+            })
+        });
+        let hook = route.as_ref().map_or(hook, |r| &r.hook);
         let mut change = BinsetChange::default();
         let placed = self.layout.place(hook, &mut change)?;
         let mut loaded = LoadedHook {
@@ -409,7 +424,7 @@ impl Runtime {
             self.detach_hook(loaded);
             return Err(e);
         }
-        match self.attach_program(hook, loaded.placed.hook_id) {
+        match self.attach_program(hook, route.as_ref(), loaded.placed.hook_id) {
             Ok(instance) => loaded.instance = instance,
             Err(e) => {
                 self.detach_hook(loaded);
@@ -453,7 +468,7 @@ impl Runtime {
     }
 
     fn add_syscall_hook(&mut self, nr: u32, hook_id: u32) -> Result<(), RuntimeError> {
-        let ids = self.syscall_hooks.entry(nr).or_default();
+        let ids = self.syscall_hooks.get(&nr).cloned().unwrap_or_default();
         if ids.len() >= rt::SYSCALL_SLOTS {
             return Err(RuntimeError::Unsupported(format!(
                 "syscall {} already has {} hooks, the most palisade evaluates",
@@ -461,13 +476,74 @@ impl Runtime {
                 rt::SYSCALL_SLOTS
             )));
         }
-        ids.push(hook_id);
-        let ids = ids.clone();
-        self.write_syscall(nr, &ids)?;
-        self.attach_dispatcher()
+        let mut with = ids.clone();
+        with.push(hook_id);
+        if ids.is_empty() {
+            self.attach_syscall(nr, &with)?;
+        } else {
+            self.write_syscall(nr, &with, self.via(nr))?;
+        }
+        self.syscall_hooks.insert(nr, with);
+        Ok(())
     }
 
-    /// Attaches the syscall dispatcher (once).
+    /// Starts running syscall nr's hooks `ids`: from its own tracepoint
+    /// when it has one, else from the raw dispatcher.
+    fn attach_syscall(&mut self, nr: u32, ids: &[u32]) -> Result<(), RuntimeError> {
+        let name = syscalls::name(nr).unwrap_or("?");
+        if !host::has_syscall_tracepoint(name) {
+            debug!(syscall = name, "no syscall tracepoint; hooks run from raw_syscalls:sys_enter");
+            self.write_syscall(nr, ids, rt::SYSCALL_VIA_RAW)?;
+            return self.attach_dispatcher();
+        }
+        self.write_syscall(nr, ids, rt::SYSCALL_VIA_TP)?;
+        let event = format!("sys_enter_{name}");
+        let pin = self.pin_dir.join(pins::LINKS).join(format!("sys-{name}"));
+        let attached = program::<TracePoint>(&mut self.base, names::SYS_TP).and_then(|p| {
+            let id = p
+                .attach("syscalls", &event)
+                .map_err(prog_err(format!("attaching {} to syscalls/{event}", names::SYS_TP)))?;
+            let link = p
+                .take_link(id)
+                .map_err(prog_err(format!("taking the link of syscalls/{event}")))?;
+            FdLink::try_from(link).map_err(|_| {
+                RuntimeError::Unsupported(format!(
+                    "syscalls/{event}: the kernel gave a perf-event attachment, not a BPF link, so it cannot be pinned (Linux 5.15 or later has BPF perf links)"
+                ))
+            })
+        });
+        let link = match attached.and_then(|link| {
+            remove_pin(&pin);
+            pin_link(link, &pin)
+        }) {
+            Ok(link) => link,
+            Err(e) => {
+                if let Err(w) = self.write_syscall(nr, &[], rt::SYSCALL_VIA_TP) {
+                    warn!(error = %w, "cannot clear the syscall table");
+                }
+                return Err(e);
+            }
+        };
+        self.syscall_tps.insert(nr, link);
+        debug!(syscall = name, "syscall tracepoint attached");
+        Ok(())
+    }
+
+    /// Stops running syscall nr's hooks when it has none left.
+    fn detach_idle_syscall(&mut self, nr: u32) {
+        if self.syscall_hooks.get(&nr).is_some_and(|ids| !ids.is_empty()) {
+            return;
+        }
+        self.syscall_hooks.remove(&nr);
+        if let Some(link) = self.syscall_tps.remove(&nr) {
+            if let Err(e) = link.unpin() {
+                warn!(error = %e, "cannot remove a syscall tracepoint's link pin");
+            }
+        }
+        self.detach_idle_dispatcher();
+    }
+
+    /// Attaches the raw syscall dispatcher (once).
     fn attach_dispatcher(&mut self) -> Result<(), RuntimeError> {
         if self.dispatcher.is_some() {
             return Ok(());
@@ -482,26 +558,41 @@ impl Runtime {
             .map_err(prog_err("taking the syscall dispatcher's link"))?;
         remove_pin(&pin);
         self.dispatcher = Some(pin_link(FdLink::from(link), &pin)?);
-        debug!("syscall dispatcher attached");
+        debug!("raw syscall dispatcher attached");
         Ok(())
     }
 
-    /// Detaches the syscall dispatcher when no syscall hook is left.
+    /// Detaches the raw dispatcher when every hooked syscall left runs
+    /// from its own tracepoint.
     fn detach_idle_dispatcher(&mut self) {
-        if self.syscall_hooks.values().any(|ids| !ids.is_empty()) {
+        if self
+            .syscall_hooks
+            .iter()
+            .any(|(nr, ids)| !ids.is_empty() && !self.syscall_tps.contains_key(nr))
+        {
             return;
         }
         if let Some(link) = self.dispatcher.take() {
             if let Err(e) = link.unpin() {
                 warn!(error = %e, "cannot remove the syscall dispatcher's link pin");
             }
-            debug!("syscall dispatcher detached");
+            debug!("raw syscall dispatcher detached");
         }
     }
 
-    fn write_syscall(&mut self, nr: u32, ids: &[u32]) -> Result<(), RuntimeError> {
+    /// Which program runs syscall nr's hooks now.
+    fn via(&self, nr: u32) -> u32 {
+        if self.syscall_tps.contains_key(&nr) {
+            rt::SYSCALL_VIA_TP
+        } else {
+            rt::SYSCALL_VIA_RAW
+        }
+    }
+
+    fn write_syscall(&mut self, nr: u32, ids: &[u32], via: u32) -> Result<(), RuntimeError> {
         let mut entry = SyscallHooks {
             n: ids.len().min(rt::SYSCALL_SLOTS) as u32,
+            via,
             ..SyscallHooks::default()
         };
         for (slot, id) in entry.hooks.iter_mut().zip(ids) {
@@ -517,6 +608,7 @@ impl Runtime {
     fn attach_program(
         &mut self,
         hook: &CompiledHook,
+        route: Option<&SyscallRoute>,
         hook_id: u32,
     ) -> Result<Option<Instance>, RuntimeError> {
         let load = || {
@@ -533,6 +625,9 @@ impl Runtime {
                 hook.path
             ))
         };
+        if let Some(route) = route {
+            return self.attach_routed(hook, route, load()?, hook_id).map(Some);
+        }
         let (ebpf, link): (Ebpf, FdLink) = match &hook.attach {
             Attach::Syscall { .. } | Attach::Fanotify { .. } => return Ok(None),
             Attach::Tracepoint { subsystem, event } => {
@@ -591,7 +686,74 @@ impl Runtime {
         // A pin left by a hook of this id that failed to go away.
         remove_pin(&pin);
         let link = pin_link(link, &pin)?;
-        Ok(Some(Instance { _ebpf: ebpf, link }))
+        Ok(Some(Instance {
+            _ebpf: ebpf,
+            links: vec![link],
+        }))
+    }
+
+    /// Attaches a routed `raw_syscalls` hook's program to the tracepoint
+    /// of each syscall it can match (`hook-<id>-<syscall>` pins); on an
+    /// error, what was attached is detached again.
+    fn attach_routed(
+        &self,
+        hook: &CompiledHook,
+        route: &SyscallRoute,
+        mut ebpf: Ebpf,
+        hook_id: u32,
+    ) -> Result<Instance, RuntimeError> {
+        let p: &mut TracePoint = program(&mut ebpf, names::TRACEPOINT)?;
+        p.load().map_err(prog_err(format!(
+            "{}: loading the tracepoint program",
+            hook.path
+        )))?;
+        let mut links = Vec::new();
+        for &nr in &route.ids {
+            let name = syscalls::name(nr).unwrap_or("?");
+            let event = route.phase.tracepoint(name);
+            let attached = p
+                .attach("syscalls", &event)
+                .map_err(prog_err(format!(
+                    "{}: attaching to tracepoint syscalls/{event}",
+                    hook.path
+                )))
+                .and_then(|id| {
+                    p.take_link(id)
+                        .map_err(prog_err(format!("{}: taking the link", hook.path)))
+                })
+                .and_then(|link| {
+                    FdLink::try_from(link).map_err(|_| {
+                        RuntimeError::Unsupported(format!(
+                            "{}: the kernel gave a perf-event attachment, not a BPF link, so it cannot be pinned (Linux 5.15 or later has BPF perf links)",
+                            hook.path
+                        ))
+                    })
+                })
+                .and_then(|link| {
+                    let pin = self
+                        .pin_dir
+                        .join(pins::LINKS)
+                        .join(format!("hook-{hook_id}-{name}"));
+                    remove_pin(&pin);
+                    pin_link(link, &pin)
+                });
+            match attached {
+                Ok(link) => links.push(link),
+                Err(e) => {
+                    for link in links {
+                        if let Err(w) = link.unpin() {
+                            warn!(error = %w, hook_id, "cannot remove a hook's link pin");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        debug!(hook = %hook.path, syscalls = route.ids.len(), "raw_syscalls hook runs from per-syscall tracepoints");
+        Ok(Instance {
+            _ebpf: ebpf,
+            links,
+        })
     }
 
     fn hook_link_pin(&self, hook_id: u32) -> PathBuf {
@@ -607,11 +769,11 @@ impl Runtime {
             if let Some(ids) = self.syscall_hooks.get_mut(&nr) {
                 ids.retain(|&x| x != id);
                 let ids = ids.clone();
-                if let Err(e) = self.write_syscall(nr, &ids) {
+                if let Err(e) = self.write_syscall(nr, &ids, self.via(nr)) {
                     warn!(error = %e, "cannot update the syscall table");
                 }
             }
-            self.detach_idle_dispatcher();
+            self.detach_idle_syscall(nr);
         }
         if let Err(e) = self.array::<rt::Hook>(names::HOOKS).and_then(|mut a| {
             a.set(id, rt::Hook::default(), 0)
@@ -622,8 +784,10 @@ impl Runtime {
         if let Some(instance) = h.instance {
             // The pin is the link's last reference: unpinning and dropping
             // it detaches the program.
-            if let Err(e) = instance.link.unpin() {
-                warn!(error = %e, hook_id = id, "cannot remove a hook's link pin");
+            for link in instance.links {
+                if let Err(e) = link.unpin() {
+                    warn!(error = %e, hook_id = id, "cannot remove a hook's link pin");
+                }
             }
         }
         self.remove_keys(names::NUM, &h.placed.num);

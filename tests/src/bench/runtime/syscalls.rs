@@ -148,8 +148,8 @@ fn switch(node: &Node, mode: Mode, typical: &[(&str, String)]) -> anyhow::Result
             if !links.iter().any(|l| l == "pal_exec") {
                 bail!("the agent runs but attached no process tracking (links {links:?})");
             }
-            if mode == Mode::Typical && !links.iter().any(|l| l == "pal_sys_enter") {
-                bail!("syscall hooks are in force but the dispatcher is not attached (links {links:?})");
+            if mode == Mode::Typical && !links.iter().any(|l| l.starts_with("sys-")) {
+                bail!("syscall hooks are in force but no syscall tracepoint is attached (links {links:?})");
             }
             if mode == Mode::SysEnterNoMatch && !links.iter().any(|l| l.starts_with("hook-")) {
                 bail!("the sys_enter policy is in force but its tracepoint is not attached (links {links:?})");

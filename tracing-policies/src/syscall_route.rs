@@ -1,0 +1,278 @@
+//! Which syscalls a hook on `raw_syscalls:sys_enter` / `sys_exit` can
+//! match, so that it can run from those syscalls' own tracepoints instead.
+//!
+//! A program on `raw_syscalls:sys_enter` runs for every syscall of the
+//! machine. When every selector of the hook requires the syscall id to be
+//! in a small set (`matchArgs` Equal or InMap on the `id` field, as in
+//! Tetragon's list examples), the hook can only match those syscalls, and
+//! attaching it to `syscalls:sys_enter_<name>` for each of them gives the
+//! same events at a fraction of the cost: the kernel runs it for nothing
+//! else. The filters are still evaluated, so the routing never widens what
+//! matches.
+
+use std::collections::BTreeSet;
+
+use crate::compile::{ArgRead, ArgSource, Attach, CompiledHook, FilterPlan};
+
+/// Byte offset of the `id` field in the records of `raw_syscalls:sys_enter`
+/// and `raw_syscalls:sys_exit`, and of the syscall number in the context
+/// the kernel gives programs on `syscalls:sys_{enter,exit}_<name>`.
+pub const ID_OFFSET: u16 = 8;
+
+/// Most syscall ids a hook is routed to (one tracepoint attachment each).
+pub const MAX_ROUTED: usize = 64;
+
+/// Whether a routed hook runs at syscall entry or exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `sys_enter`.
+    Enter,
+    /// `sys_exit`.
+    Exit,
+}
+
+impl Phase {
+    /// The per-syscall tracepoint of syscall `name` (`sys_enter_openat`).
+    pub fn tracepoint(self, name: &str) -> String {
+        match self {
+            Phase::Enter => format!("sys_enter_{name}"),
+            Phase::Exit => format!("sys_exit_{name}"),
+        }
+    }
+}
+
+/// A hook that can run from per-syscall tracepoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyscallRoute {
+    /// Entry or exit.
+    pub phase: Phase,
+    /// The syscall ids it can match.
+    pub ids: BTreeSet<u32>,
+    /// The hook to load there: its `id` argument is read as the 4 bytes
+    /// the per-syscall context holds (the kernel's `int syscall_nr`).
+    pub hook: CompiledHook,
+}
+
+/// The route of `hook`, if it is a `raw_syscalls` tracepoint hook whose
+/// every selector requires the syscall id to be one of at most
+/// [`MAX_ROUTED`] non-negative values.
+pub fn syscall_route(hook: &CompiledHook) -> Option<SyscallRoute> {
+    let Attach::Tracepoint { subsystem, event } = &hook.attach else {
+        return None;
+    };
+    let phase = match (subsystem.as_str(), event.as_str()) {
+        ("raw_syscalls", "sys_enter") => Phase::Enter,
+        ("raw_syscalls", "sys_exit") => Phase::Exit,
+        _ => return None,
+    };
+    let id_slot = hook.args.iter().position(|a| {
+        a.source == ArgSource::TpField {
+            offset: ID_OFFSET,
+        } && matches!(a.read, ArgRead::Int { size: 8, .. })
+    })?;
+    if hook.selectors.is_empty() {
+        return None;
+    }
+    let mut ids = BTreeSet::new();
+    for sel in &hook.selectors {
+        // The ids this selector admits: the intersection of its id
+        // filters (at least one).
+        let mut admitted: Option<BTreeSet<u32>> = None;
+        for f in &sel.filters {
+            if let FilterPlan::ArgNum {
+                arg,
+                signed,
+                negate: false,
+                entries,
+            } = f
+            {
+                if usize::from(*arg) != id_slot {
+                    continue;
+                }
+                let set = expand(entries, *signed)?;
+                admitted = Some(match admitted {
+                    Some(a) => a.intersection(&set).copied().collect(),
+                    None => set,
+                });
+            }
+        }
+        ids.extend(admitted?);
+        if ids.len() > MAX_ROUTED {
+            return None;
+        }
+    }
+    let mut routed = hook.clone();
+    routed.args[id_slot].read = ArgRead::Int {
+        size: 4,
+        signed: true,
+    };
+    Some(SyscallRoute {
+        phase,
+        ids,
+        hook: routed,
+    })
+}
+
+/// The values of LPM entries (64-bit keys, signed ones with the sign bit
+/// flipped), if they are at most [`MAX_ROUTED`] syscall-sized numbers.
+fn expand(entries: &[(u64, u32)], signed: bool) -> Option<BTreeSet<u32>> {
+    let mut out = BTreeSet::new();
+    for &(key, bits) in entries {
+        let span = 64u32.checked_sub(bits)?;
+        if span > 6 {
+            return None;
+        }
+        let first = if signed { key ^ (1 << 63) } else { key };
+        for v in first..=first.checked_add((1u64 << span) - 1)? {
+            out.insert(u32::try_from(v).ok().filter(|&n| n < 1 << 16)?);
+        }
+        if out.len() > MAX_ROUTED {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{compile, CompileOptions, Host, KernelFeatures};
+    use crate::model::NamespaceKind;
+    use crate::tpformat::{parse_format, TpField};
+
+    /// Tracepoints only, with the formats of `raw_syscalls`.
+    struct RawSyscalls;
+
+    const FORMAT: &str = "name: sys_enter
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:long id;\toffset:8;\tsize:8;\tsigned:1;
+\tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;
+";
+
+    impl Host for RawSyscalls {
+        fn features(&self) -> KernelFeatures {
+            KernelFeatures {
+                tracepoints: true,
+                ..KernelFeatures::default()
+            }
+        }
+        fn syscall_number(&self, _name: &str) -> Option<u32> {
+            None
+        }
+        fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String> {
+            match (subsystem, event) {
+                ("raw_syscalls", "sys_enter" | "sys_exit") | ("sched", "sched_switch") => {
+                    parse_format(FORMAT)
+                }
+                _ => Err("no such tracepoint".into()),
+            }
+        }
+        fn host_namespace(&self, _kind: NamespaceKind) -> Option<u64> {
+            None
+        }
+        fn kernel_functions(&self, _names: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+            None
+        }
+    }
+
+    /// The route of a policy's one tracepoint hook on `event` with
+    /// `selectors` (YAML, indented for `selectors:`).
+    fn route(subsystem: &str, event: &str, selectors: &str) -> Option<SyscallRoute> {
+        let yaml = format!(
+            "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: t
+spec:
+  tracepoints:
+  - subsystem: {subsystem}
+    event: {event}
+    args:
+    - index: 4
+      type: int64
+{selectors}"
+        );
+        let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
+        let compiled =
+            compile(&docs[0], &RawSyscalls, CompileOptions::default()).expect("compiles");
+        syscall_route(&compiled.hooks[0])
+    }
+
+    const KEXEC: &str = "    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: [\"246\", \"320\"]
+    - matchArgs:
+      - index: 0
+        operator: InMap
+        values: [\"101\"]
+      matchActions:
+      - action: Sigkill
+";
+
+    #[test]
+    fn selectors_that_all_name_ids_route_to_their_union() {
+        let r = route("raw_syscalls", "sys_enter", KEXEC).expect("routed");
+        assert_eq!(r.phase, Phase::Enter);
+        assert_eq!(r.ids, BTreeSet::from([101, 246, 320]));
+        assert_eq!(
+            r.hook.args[0].read,
+            ArgRead::Int {
+                size: 4,
+                signed: true
+            }
+        );
+        assert_eq!(r.phase.tracepoint("kexec_load"), "sys_enter_kexec_load");
+        let exit = route("raw_syscalls", "sys_exit", KEXEC).expect("routed");
+        assert_eq!(exit.phase, Phase::Exit);
+    }
+
+    #[test]
+    fn a_selector_without_an_id_filter_keeps_the_raw_tracepoint() {
+        let open = format!("{KEXEC}    - matchActions:\n      - action: Post\n");
+        assert_eq!(route("raw_syscalls", "sys_enter", &open), None);
+        assert_eq!(route("raw_syscalls", "sys_enter", ""), None);
+    }
+
+    #[test]
+    fn negated_wide_or_negative_id_filters_are_not_routed() {
+        for (op, values) in [
+            ("NotEqual", "[\"1\"]"),
+            ("InMap", "[\"0:1000\"]"),
+            ("Equal", "[\"-1\"]"),
+            ("GreaterThan", "[\"1\"]"),
+        ] {
+            let sel = format!(
+                "    selectors:\n    - matchArgs:\n      - index: 0\n        operator: {op}\n        values: {values}\n"
+            );
+            assert_eq!(route("raw_syscalls", "sys_exit", &sel), None, "{op} {values}");
+        }
+    }
+
+    #[test]
+    fn small_ranges_and_intersections_expand() {
+        let sel = "    selectors:
+    - matchArgs:
+      - index: 0
+        operator: InMap
+        values: [\"60:62\"]
+      - index: 0
+        operator: Equal
+        values: [\"59\", \"61\", \"62\"]
+";
+        let r = route("raw_syscalls", "sys_exit", sel).expect("routed");
+        assert_eq!(r.ids, BTreeSet::from([61, 62]));
+    }
+
+    #[test]
+    fn other_tracepoints_are_not_routed() {
+        let sel = "    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"1\"]\n";
+        assert_eq!(route("sched", "sched_switch", sel), None);
+    }
+}
