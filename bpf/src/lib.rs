@@ -27,6 +27,14 @@ const RUNTIME_OBJECT_BYTES: &Aligned<[u8]> =
 /// constant [`runtime::HOOK_ID_GLOBAL`].
 pub const RUNTIME_OBJECT: &[u8] = &RUNTIME_OBJECT_BYTES.0;
 
+const BENCH_FLOOR_OBJECT_BYTES: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/bench_floor.o")));
+
+/// `bench_floor.o`: empty programs (tracepoint `pal_floor_tp`, raw
+/// tracepoint `pal_floor_raw`) with which the benchmarks measure what the
+/// kernel charges for any program at a hook.
+pub const BENCH_FLOOR_OBJECT: &[u8] = &BENCH_FLOOR_OBJECT_BYTES.0;
+
 /// Names of programs, maps and globals in [`RUNTIME_OBJECT`]; map names are
 /// ABI (the maps are pinned by name).
 pub mod runtime {

@@ -14,6 +14,9 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use aya::programs::{RawTracePoint, TracePoint};
+use aya::Ebpf;
+use palisade_bpf::BENCH_FLOOR_OBJECT;
 use palisade_tests::Node;
 use serde_json::json;
 
@@ -51,13 +54,26 @@ enum Mode {
     NoAgent,
     AgentOnly,
     Typical,
+    /// The typical set without its two `sys_openat` policies: no hook on
+    /// the loop's syscalls.
+    TypicalOffLoop,
     SysEnterNoMatch,
+    /// No agent; an empty program on `syscalls:sys_enter_openat`.
+    FloorOpenat,
+    /// No agent; an empty raw tracepoint program on `raw_syscalls:sys_enter`.
+    FloorRawSysEnter,
 }
 
-const MODES: [Mode; 4] = [
+/// The typical policies that hook `sys_openat`, the loop's syscall.
+const ON_LOOP: [&str; 2] = ["02-sensitive-file-open.yaml", "03-passwd-write.yaml"];
+
+const MODES: [Mode; 7] = [
     Mode::NoAgent,
     Mode::AgentOnly,
     Mode::Typical,
+    Mode::TypicalOffLoop,
+    Mode::FloorOpenat,
+    Mode::FloorRawSysEnter,
     Mode::SysEnterNoMatch,
 ];
 
@@ -67,7 +83,10 @@ impl Mode {
             Self::NoAgent => "no agent",
             Self::AgentOnly => "agent, no policy",
             Self::Typical => "agent, 10 typical policies",
+            Self::TypicalOffLoop => "agent, the 8 not on openat/close",
             Self::SysEnterNoMatch => "agent, sys_enter tracepoint, no match",
+            Self::FloorOpenat => "kernel floor: empty prog, sys_enter_openat",
+            Self::FloorRawSysEnter => "kernel floor: empty raw prog, sys_enter",
         }
     }
 
@@ -76,16 +95,34 @@ impl Mode {
             Self::NoAgent => "no_agent",
             Self::AgentOnly => "agent_no_policy",
             Self::Typical => "typical_10",
+            Self::TypicalOffLoop => "typical_8_off_loop",
             Self::SysEnterNoMatch => "sys_enter_nomatch",
+            Self::FloorOpenat => "floor_empty_sys_enter_openat",
+            Self::FloorRawSysEnter => "floor_empty_raw_sys_enter",
         }
     }
 
     fn policies<'a>(self, typical: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
         match self {
-            Self::NoAgent | Self::AgentOnly => Vec::new(),
+            Self::NoAgent | Self::AgentOnly | Self::FloorOpenat | Self::FloorRawSysEnter => {
+                Vec::new()
+            }
             Self::Typical => typical.iter().map(|(n, y)| (*n, y.as_str())).collect(),
+            Self::TypicalOffLoop => typical
+                .iter()
+                .filter(|(n, _)| !ON_LOOP.contains(n))
+                .map(|(n, y)| (*n, y.as_str()))
+                .collect(),
             Self::SysEnterNoMatch => vec![SYS_ENTER_NOMATCH],
         }
+    }
+
+    /// Whether the agent runs in this mode.
+    fn agent(self) -> bool {
+        !matches!(
+            self,
+            Self::NoAgent | Self::FloorOpenat | Self::FloorRawSysEnter
+        )
     }
 
     /// Hook runs each open+close pair must cause at least: the two
@@ -93,8 +130,8 @@ impl Mode {
     /// syscalls.
     fn hook_runs_per_pair(self) -> u64 {
         match self {
-            Self::NoAgent | Self::AgentOnly => 0,
             Self::Typical | Self::SysEnterNoMatch => 2,
+            _ => 0,
         }
     }
 }
@@ -137,18 +174,59 @@ fn typical_policies() -> (Vec<(&'static str, String)>, Option<String>) {
     (list, note)
 }
 
-/// Puts the agent in `mode`: stopped, or (re)started with the mode's
-/// policies; checks the runtime's programs are loaded.
-fn switch(node: &Node, mode: Mode, typical: &[(&str, String)]) -> anyhow::Result<()> {
+/// Attaches the empty program of a floor mode (`None` for other modes);
+/// dropping the result detaches it.
+fn attach_floor(mode: Mode) -> anyhow::Result<Option<Ebpf>> {
+    let mut ebpf = match mode {
+        Mode::FloorOpenat | Mode::FloorRawSysEnter => {
+            Ebpf::load(BENCH_FLOOR_OBJECT).context("loading bench_floor.o")?
+        }
+        _ => return Ok(None),
+    };
+    if mode == Mode::FloorOpenat {
+        let p: &mut TracePoint = ebpf
+            .program_mut("pal_floor_tp")
+            .context("no pal_floor_tp")?
+            .try_into()?;
+        p.load()?;
+        p.attach("syscalls", "sys_enter_openat")
+            .context("attaching to syscalls/sys_enter_openat")?;
+    } else {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut("pal_floor_raw")
+            .context("no pal_floor_raw")?
+            .try_into()?;
+        p.load()?;
+        p.attach("sys_enter").context("attaching to raw_syscalls/sys_enter")?;
+    }
+    Ok(Some(ebpf))
+}
+
+/// Puts the node in `mode`: the agent stopped (with a floor program
+/// attached, in floor modes), or (re)started with the mode's policies;
+/// checks the runtime's programs are loaded.
+fn switch(
+    node: &Node,
+    mode: Mode,
+    typical: &[(&str, String)],
+    floor: &mut Option<Ebpf>,
+) -> anyhow::Result<()> {
+    *floor = None;
     match mode {
         Mode::NoAgent => stop(node)?,
+        Mode::FloorOpenat | Mode::FloorRawSysEnter => {
+            stop(node)?;
+            *floor = attach_floor(mode)?;
+        }
         _ => {
             start_with(node, &mode.policies(typical))?;
             let links = attached(node);
             if !links.iter().any(|l| l == "pal_exec") {
                 bail!("the agent runs but attached no process tracking (links {links:?})");
             }
-            if mode == Mode::Typical && !links.iter().any(|l| l.starts_with("sys-")) {
+            if matches!(mode, Mode::Typical | Mode::TypicalOffLoop)
+                && !links.iter().any(|l| l.starts_with("sys-"))
+            {
                 bail!("syscall hooks are in force but no syscall tracepoint is attached (links {links:?})");
             }
             if mode == Mode::SysEnterNoMatch && !links.iter().any(|l| l.starts_with("hook-")) {
@@ -169,8 +247,8 @@ fn measure(
     opts: &Options,
 ) -> anyhow::Result<Sample> {
     let agent = node.agent_pid();
-    if mode == Mode::NoAgent && agent.is_some() {
-        bail!("no-agent mode, but the agent runs");
+    if !mode.agent() && agent.is_some() {
+        bail!("{}: the agent must not run", mode.name());
     }
     let foreign0 = foreign_tracing_links(node)?;
     let k0 = kernel_counters(node)?;
@@ -193,8 +271,8 @@ fn measure(
             mode.name()
         );
     }
-    if mode == Mode::NoAgent && runs != 0 {
-        bail!("no agent, yet {runs} hook runs were counted");
+    if !mode.agent() && runs != 0 {
+        bail!("{}: no agent, yet {runs} hook runs were counted", mode.name());
     }
     let ns_per_pair = ns as f64 / opts.iterations as f64;
     let secs = ns as f64 / 1e9;
@@ -228,7 +306,7 @@ fn bpf_stats_run(
     file: &str,
     opts: &Options,
 ) -> anyhow::Result<Vec<(String, f64, f64)>> {
-    switch(node, mode, typical)?;
+    switch(node, mode, typical, &mut None)?;
     let agent = node.agent_pid().context("the agent is not running")?;
     let (progs, ()) = with_bpf_stats(agent, || {
         child::run(&Workload::OpenClose {
@@ -267,18 +345,21 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
 
     let mut samples: Vec<Sample> = Vec::new();
     let mut current: Option<Mode> = None;
+    let mut floor = None;
     for round in 1..=opts.rounds {
         // Rotate the order so every mode is first and last in some round.
         let mut order = MODES;
         order.rotate_left((round - 1) % MODES.len());
         for mode in order {
             if current != Some(mode) {
-                switch(node, mode, &typical)?;
+                switch(node, mode, &typical, &mut floor)?;
                 current = Some(mode);
             }
             samples.push(measure(node, round, mode, &file, opts)?);
         }
     }
+    // The floor program must not run during the statistics runs.
+    drop(floor);
     let mut stats = Vec::new();
     if opts.bpf_stats {
         for mode in [Mode::AgentOnly, Mode::Typical, Mode::SysEnterNoMatch] {
@@ -397,6 +478,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         "policy_note": adapted,
         "policies": {
             "typical_10": TYPICAL_POLICIES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "typical_8_off_loop_without": ON_LOOP,
             "sys_enter_nomatch": SYS_ENTER_NOMATCH.0,
         },
         "median_ns_per_pair": MODES.iter().map(|m| (m.key().to_owned(), json!(med(*m)))).collect::<serde_json::Map<_, _>>(),
