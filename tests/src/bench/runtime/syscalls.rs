@@ -261,7 +261,9 @@ fn measure(
     })?;
     let cpu1 = agent_cpu_secs(node);
     let runs = kernel_counters(node)?.since(&k0).hook_runs;
-    let foreign = foreign0.max(foreign_tracing_links(node)?);
+    // In the floor modes, the floor program (this process's) is one of them.
+    let own = usize::from(matches!(mode, Mode::FloorOpenat | Mode::FloorRawSysEnter));
+    let foreign = foreign0.max(foreign_tracing_links(node)?).saturating_sub(own);
     let ns = r["ns"].as_u64().context("workload result without ns")?;
     let pairs = opts.iterations + opts.warmup;
     let want = mode.hook_runs_per_pair() * pairs;
