@@ -377,6 +377,47 @@ fn sock_argument_filters_on_a_raw_tracepoint() -> Result<()> {
     Ok(())
 }
 
+/// A syscall without a tracepoint of its own (x86_64 `tuxcall`, never
+/// implemented: ENOSYS) is hooked through the raw dispatcher on
+/// `raw_syscalls:sys_enter`, attached only for it.
+#[test]
+fn a_syscall_without_a_tracepoint_runs_from_the_raw_dispatcher() -> Result<()> {
+    if Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_tuxcall").exists() {
+        println!("SKIPPED: this kernel has a tuxcall tracepoint");
+        return Ok(());
+    }
+    let topo = runtime_node().build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = copy_binary(node, "/usr/bin/perl", "tuxperl")?;
+    let policy = no_setuid_root(&matched)
+        .replace("call: sys_setuid", "call: sys_tuxcall")
+        .replace(
+            "      - index: 0\n        operator: Equal\n        values: [\"0\"]\n",
+            "      - index: 0\n        operator: Equal\n        values: [\"7\"]\n",
+        );
+    apply(&client, policy)?;
+    let links = node.bpf_root().join("runtime/g1/links");
+    ensure!(
+        links.join("pal_sys_enter").exists(),
+        "the raw dispatcher is not attached"
+    );
+    const TUXCALL: &str = "syscall(184, 7); print qq(alive\\n);";
+    ensure_sigkilled(&perl(&matched, TUXCALL)?, "the matched binary")?;
+    ensure_alive(
+        &perl(Path::new("/usr/bin/perl"), TUXCALL)?,
+        "an unmatched binary",
+    )?;
+    client.call(&Request::TracingPolicyDelete {
+        name: "no-setuid-root".into(),
+    })?;
+    ensure!(
+        !links.join("pal_sys_enter").exists(),
+        "the raw dispatcher is left attached"
+    );
+    Ok(())
+}
+
 /// Kills `binary` when it enters syscall `nr` (Tetragon's
 /// `raw_syscalls/sys_enter` with an `id` filter, as in its list examples).
 fn no_raw_syscall(binary: &Path, nr: u32) -> String {
@@ -423,17 +464,24 @@ fn raw_syscalls_hook_on_one_id_runs_from_that_syscalls_tracepoint() -> Result<()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     ensure!(
-        links.iter().any(|l| l.starts_with("hook-") && l.ends_with("-setuid")),
+        links
+            .iter()
+            .any(|l| l.starts_with("hook-") && l.ends_with("-setuid")),
         "no link on syscalls/sys_enter_setuid: {links:?}"
     );
     ensure!(
-        !links.iter().any(|l| l.starts_with("hook-") && !l.contains("-setuid")),
+        !links
+            .iter()
+            .any(|l| l.starts_with("hook-") && !l.contains("-setuid")),
         "the hook is attached to raw_syscalls/sys_enter too: {links:?}"
     );
 
     ensure_sigkilled(&perl(&matched, SETUID_ROOT)?, "the matched binary")?;
     let t = wait_tracepoint(&client, &matched)?;
-    assert_eq!((t.subsys.as_str(), t.event.as_str()), ("raw_syscalls", "sys_enter"));
+    assert_eq!(
+        (t.subsys.as_str(), t.event.as_str()),
+        ("raw_syscalls", "sys_enter")
+    );
     assert_eq!(t.action, KprobeAction::Sigkill);
     let id = t.args.first().and_then(|a| a.arg.as_ref());
     assert_eq!(id, Some(&ArgValue::LongArg(105)), "{:?}", t.args);
@@ -832,7 +880,10 @@ fn a_stream_applies_all_or_nothing() -> Result<()> {
     let links = node.bpf_root().join("runtime/g1/links");
     let tp = links.join("sys-setuid");
     assert!(tp.exists(), "{}", tp.display());
-    assert!(!links.join("pal_sys_enter").exists(), "the raw dispatcher is attached");
+    assert!(
+        !links.join("pal_sys_enter").exists(),
+        "the raw dispatcher is attached"
+    );
     client.call(&Request::TracingPolicyDelete { name: "a".into() })?;
     assert!(!tp.exists(), "{} is left", tp.display());
     Ok(())

@@ -66,9 +66,8 @@ pub fn syscall_route(hook: &CompiledHook) -> Option<SyscallRoute> {
         _ => return None,
     };
     let id_slot = hook.args.iter().position(|a| {
-        a.source == ArgSource::TpField {
-            offset: ID_OFFSET,
-        } && matches!(a.read, ArgRead::Int { size: 8, .. })
+        a.source == ArgSource::TpField { offset: ID_OFFSET }
+            && matches!(a.read, ArgRead::Int { size: 8, .. })
     })?;
     if hook.selectors.is_empty() {
         return None;
@@ -251,7 +250,11 @@ spec:
             let sel = format!(
                 "    selectors:\n    - matchArgs:\n      - index: 0\n        operator: {op}\n        values: {values}\n"
             );
-            assert_eq!(route("raw_syscalls", "sys_exit", &sel), None, "{op} {values}");
+            assert_eq!(
+                route("raw_syscalls", "sys_exit", &sel),
+                None,
+                "{op} {values}"
+            );
         }
     }
 

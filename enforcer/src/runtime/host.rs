@@ -57,8 +57,8 @@ pub fn ensure_tracefs() -> std::io::Result<PathBuf> {
 }
 
 /// Whether syscall `name` has its own entry tracepoint,
-/// `syscalls:sys_enter_<name>` (CONFIG_FTRACE_SYSCALLS; a few syscalls
-/// have none).
+/// `syscalls:sys_enter_<name>` (CONFIG_FTRACE_SYSCALLS; syscalls the
+/// kernel does not implement have none).
 pub fn has_syscall_tracepoint(name: &str) -> bool {
     has_syscall_tracepoint_for(Phase::Enter, name)
 }
@@ -69,7 +69,7 @@ pub fn has_syscall_tracepoint_for(phase: Phase, name: &str) -> bool {
     ensure_tracefs()
         .map(|root| {
             root.join("events/syscalls")
-                .join(phase.tracepoint(name))
+                .join(phase.tracepoint(syscalls::tracepoint_name(name)))
                 .join("id")
                 .exists()
         })

@@ -409,7 +409,8 @@ impl Runtime {
     fn attach_hook(&mut self, hook: &CompiledHook) -> Result<LoadedHook, RuntimeError> {
         let route = syscall_route(hook).filter(|r| {
             r.ids.iter().all(|&nr| {
-                syscalls::name(nr).is_some_and(|name| host::has_syscall_tracepoint_for(r.phase, name))
+                syscalls::name(nr)
+                    .is_some_and(|name| host::has_syscall_tracepoint_for(r.phase, name))
             })
         });
         let hook = route.as_ref().map_or(hook, |r| &r.hook);
@@ -492,12 +493,15 @@ impl Runtime {
     fn attach_syscall(&mut self, nr: u32, ids: &[u32]) -> Result<(), RuntimeError> {
         let name = syscalls::name(nr).unwrap_or("?");
         if !host::has_syscall_tracepoint(name) {
-            debug!(syscall = name, "no syscall tracepoint; hooks run from raw_syscalls:sys_enter");
+            debug!(
+                syscall = name,
+                "no syscall tracepoint; hooks run from raw_syscalls:sys_enter"
+            );
             self.write_syscall(nr, ids, rt::SYSCALL_VIA_RAW)?;
             return self.attach_dispatcher();
         }
         self.write_syscall(nr, ids, rt::SYSCALL_VIA_TP)?;
-        let event = format!("sys_enter_{name}");
+        let event = format!("sys_enter_{}", syscalls::tracepoint_name(name));
         let pin = self.pin_dir.join(pins::LINKS).join(format!("sys-{name}"));
         let attached = program::<TracePoint>(&mut self.base, names::SYS_TP).and_then(|p| {
             let id = p
@@ -531,7 +535,11 @@ impl Runtime {
 
     /// Stops running syscall nr's hooks when it has none left.
     fn detach_idle_syscall(&mut self, nr: u32) {
-        if self.syscall_hooks.get(&nr).is_some_and(|ids| !ids.is_empty()) {
+        if self
+            .syscall_hooks
+            .get(&nr)
+            .is_some_and(|ids| !ids.is_empty())
+        {
             return;
         }
         self.syscall_hooks.remove(&nr);
@@ -710,7 +718,7 @@ impl Runtime {
         let mut links = Vec::new();
         for &nr in &route.ids {
             let name = syscalls::name(nr).unwrap_or("?");
-            let event = route.phase.tracepoint(name);
+            let event = route.phase.tracepoint(syscalls::tracepoint_name(name));
             let attached = p
                 .attach("syscalls", &event)
                 .map_err(prog_err(format!(
@@ -750,10 +758,7 @@ impl Runtime {
             }
         }
         debug!(hook = %hook.path, syscalls = route.ids.len(), "raw_syscalls hook runs from per-syscall tracepoints");
-        Ok(Instance {
-            _ebpf: ebpf,
-            links,
-        })
+        Ok(Instance { _ebpf: ebpf, links })
     }
 
     fn hook_link_pin(&self, hook_id: u32) -> PathBuf {

@@ -380,8 +380,29 @@ pub fn name(nr: u32) -> Option<&'static str> {
     X86_64.iter().find(|(_, n)| *n == nr).map(|(name, _)| *name)
 }
 
+/// The name of syscall `name`'s own tracepoints (`sys_enter_<it>`): the
+/// kernel's `SYSCALL_DEFINE` name, which for a few x86_64 syscalls is not
+/// the one `unistd_64.h` gives.
+pub fn tracepoint_name(name: &str) -> &str {
+    match name {
+        "stat" => "newstat",
+        "fstat" => "newfstat",
+        "lstat" => "newlstat",
+        "uname" => "newuname",
+        "sendfile" => "sendfile64",
+        "umount2" => "umount",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tracepoint_names() {
+        assert_eq!(super::tracepoint_name("uname"), "newuname");
+        assert_eq!(super::tracepoint_name("openat"), "openat");
+    }
+
     #[test]
     fn lookups() {
         assert_eq!(super::number("setuid"), Some(105));

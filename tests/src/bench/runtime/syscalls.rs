@@ -197,7 +197,8 @@ fn attach_floor(mode: Mode) -> anyhow::Result<Option<Ebpf>> {
             .context("no pal_floor_raw")?
             .try_into()?;
         p.load()?;
-        p.attach("sys_enter").context("attaching to raw_syscalls/sys_enter")?;
+        p.attach("sys_enter")
+            .context("attaching to raw_syscalls/sys_enter")?;
     }
     Ok(Some(ebpf))
 }
@@ -263,7 +264,9 @@ fn measure(
     let runs = kernel_counters(node)?.since(&k0).hook_runs;
     // In the floor modes, the floor program (this process's) is one of them.
     let own = usize::from(matches!(mode, Mode::FloorOpenat | Mode::FloorRawSysEnter));
-    let foreign = foreign0.max(foreign_tracing_links(node)?).saturating_sub(own);
+    let foreign = foreign0
+        .max(foreign_tracing_links(node)?)
+        .saturating_sub(own);
     let ns = r["ns"].as_u64().context("workload result without ns")?;
     let pairs = opts.iterations + opts.warmup;
     let want = mode.hook_runs_per_pair() * pairs;
@@ -274,7 +277,10 @@ fn measure(
         );
     }
     if !mode.agent() && runs != 0 {
-        bail!("{}: no agent, yet {runs} hook runs were counted", mode.name());
+        bail!(
+            "{}: no agent, yet {runs} hook runs were counted",
+            mode.name()
+        );
     }
     let ns_per_pair = ns as f64 / opts.iterations as f64;
     let secs = ns as f64 / 1e9;
