@@ -576,9 +576,11 @@ __noinline int pal_hook_run(__u32 hook_id, struct pal_argctx *a, __s64 ret)
 	a->cur = 0;
 	a->hook_id = hook_id;
 	nargs = hook->nargs;
+	/* Slots past the hook's arguments are zeroed: the rateLimit hash
+	 * covers all six. */
 	for (int i = 0; i < PAL_RT_MAX_ARGS; i++) {
 		if (i >= nargs || pal_arg_read(i, a))
-			break;
+			s->ev.vals[i] = 0;
 	}
 	cur = a->cur;
 
