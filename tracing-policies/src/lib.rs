@@ -22,6 +22,8 @@ pub mod eval;
 pub mod model;
 pub mod parse;
 pub mod syscall_route;
+#[cfg(test)]
+mod test_host;
 pub mod tpformat;
 pub mod validate;
 pub mod values;

@@ -135,53 +135,12 @@ fn expand(entries: &[(u64, u32)], signed: bool) -> Option<BTreeSet<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::{compile, CompileOptions, Host, KernelFeatures};
-    use crate::model::NamespaceKind;
-    use crate::tpformat::{parse_format, TpField};
-
-    /// Tracepoints only, with the formats of `raw_syscalls`.
-    struct RawSyscalls;
-
-    const FORMAT: &str = "name: sys_enter
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:long id;\toffset:8;\tsize:8;\tsigned:1;
-\tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;
-";
-
-    impl Host for RawSyscalls {
-        fn features(&self) -> KernelFeatures {
-            KernelFeatures {
-                tracepoints: true,
-                ..KernelFeatures::default()
-            }
-        }
-        fn syscall_number(&self, _name: &str) -> Option<u32> {
-            None
-        }
-        fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String> {
-            match (subsystem, event) {
-                ("raw_syscalls", "sys_enter" | "sys_exit") | ("sched", "sched_switch") => {
-                    parse_format(FORMAT)
-                }
-                _ => Err("no such tracepoint".into()),
-            }
-        }
-        fn host_namespace(&self, _kind: NamespaceKind) -> Option<u64> {
-            None
-        }
-        fn kernel_functions(&self, _names: &BTreeSet<String>) -> Option<BTreeSet<String>> {
-            None
-        }
-    }
+    use crate::compile::{compile, CompileOptions};
+    use crate::test_host::no_kprobes;
 
     /// The route of a policy's one tracepoint hook on `event` with
     /// `selectors` (YAML, indented for `selectors:`).
-    fn route(subsystem: &str, event: &str, selectors: &str) -> Option<SyscallRoute> {
+    fn route(event: &str, selectors: &str) -> Option<SyscallRoute> {
         let yaml = format!(
             "apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -189,7 +148,7 @@ metadata:
   name: t
 spec:
   tracepoints:
-  - subsystem: {subsystem}
+  - subsystem: raw_syscalls
     event: {event}
     args:
     - index: 4
@@ -198,7 +157,7 @@ spec:
         );
         let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
         let compiled =
-            compile(&docs[0], &RawSyscalls, CompileOptions::default()).expect("compiles");
+            compile(&docs[0], &no_kprobes(), CompileOptions::default()).expect("compiles");
         syscall_route(&compiled.hooks[0])
     }
 
@@ -217,7 +176,7 @@ spec:
 
     #[test]
     fn selectors_that_all_name_ids_route_to_their_union() {
-        let r = route("raw_syscalls", "sys_enter", KEXEC).expect("routed");
+        let r = route("sys_enter", KEXEC).expect("routed");
         assert_eq!(r.phase, Phase::Enter);
         assert_eq!(r.ids, BTreeSet::from([101, 246, 320]));
         assert_eq!(
@@ -228,15 +187,15 @@ spec:
             }
         );
         assert_eq!(r.phase.tracepoint("kexec_load"), "sys_enter_kexec_load");
-        let exit = route("raw_syscalls", "sys_exit", KEXEC).expect("routed");
+        let exit = route("sys_exit", KEXEC).expect("routed");
         assert_eq!(exit.phase, Phase::Exit);
     }
 
     #[test]
     fn a_selector_without_an_id_filter_keeps_the_raw_tracepoint() {
         let open = format!("{KEXEC}    - matchActions:\n      - action: Post\n");
-        assert_eq!(route("raw_syscalls", "sys_enter", &open), None);
-        assert_eq!(route("raw_syscalls", "sys_enter", ""), None);
+        assert_eq!(route("sys_enter", &open), None);
+        assert_eq!(route("sys_enter", ""), None);
     }
 
     #[test]
@@ -250,11 +209,7 @@ spec:
             let sel = format!(
                 "    selectors:\n    - matchArgs:\n      - index: 0\n        operator: {op}\n        values: {values}\n"
             );
-            assert_eq!(
-                route("raw_syscalls", "sys_exit", &sel),
-                None,
-                "{op} {values}"
-            );
+            assert_eq!(route("sys_exit", &sel), None, "{op} {values}");
         }
     }
 
@@ -269,13 +224,35 @@ spec:
         operator: Equal
         values: [\"59\", \"61\", \"62\"]
 ";
-        let r = route("raw_syscalls", "sys_exit", sel).expect("routed");
+        let r = route("sys_exit", sel).expect("routed");
         assert_eq!(r.ids, BTreeSet::from([61, 62]));
     }
 
     #[test]
     fn other_tracepoints_are_not_routed() {
-        let sel = "    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"1\"]\n";
-        assert_eq!(route("sched", "sched_switch", sel), None);
+        let yaml = format!(
+            "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: t
+spec:
+  tracepoints:
+  - subsystem: raw_syscalls
+    event: sys_enter
+    args:
+    - index: 4
+      type: int64
+{KEXEC}"
+        );
+        let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
+        let mut hook = compile(&docs[0], &no_kprobes(), CompileOptions::default())
+            .expect("compiles")
+            .hooks
+            .remove(0);
+        hook.attach = Attach::Tracepoint {
+            subsystem: "syscalls".into(),
+            event: "sys_enter_kexec_load".into(),
+        };
+        assert_eq!(syscall_route(&hook), None);
     }
 }
