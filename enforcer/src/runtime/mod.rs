@@ -503,19 +503,8 @@ impl Runtime {
         self.write_syscall(nr, ids, rt::SYSCALL_VIA_TP)?;
         let event = format!("sys_enter_{}", syscalls::tracepoint_name(name));
         let pin = self.pin_dir.join(pins::LINKS).join(format!("sys-{name}"));
-        let attached = program::<TracePoint>(&mut self.base, names::SYS_TP).and_then(|p| {
-            let id = p
-                .attach("syscalls", &event)
-                .map_err(prog_err(format!("attaching {} to syscalls/{event}", names::SYS_TP)))?;
-            let link = p
-                .take_link(id)
-                .map_err(prog_err(format!("taking the link of syscalls/{event}")))?;
-            FdLink::try_from(link).map_err(|_| {
-                RuntimeError::Unsupported(format!(
-                    "syscalls/{event}: the kernel gave a perf-event attachment, not a BPF link, so it cannot be pinned (Linux 5.15 or later has BPF perf links)"
-                ))
-            })
-        });
+        let attached = program::<TracePoint>(&mut self.base, names::SYS_TP)
+            .and_then(|p| tracepoint_link(p, "syscalls", &event, names::SYS_TP));
         let link = match attached.and_then(|link| {
             remove_pin(&pin);
             pin_link(link, &pin)
@@ -627,12 +616,7 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Load(Box::new(e)))
         };
         let what = |verb: &str| format!("{}: {verb}", hook.path);
-        let not_pinnable = |_| {
-            RuntimeError::Unsupported(format!(
-                "{}: the kernel gave a perf-event attachment, not a BPF link, so it cannot be pinned (Linux 5.15 or later has BPF perf links)",
-                hook.path
-            ))
-        };
+        let not_pinnable = |_| not_pinnable(&hook.path);
         if let Some(route) = route {
             return self.attach_routed(hook, route, load()?, hook_id).map(Some);
         }
@@ -643,11 +627,8 @@ impl Runtime {
                 let p: &mut TracePoint = program(&mut ebpf, names::TRACEPOINT)?;
                 p.load()
                     .map_err(prog_err(what("loading the tracepoint program")))?;
-                let id = p.attach(subsystem, event).map_err(prog_err(what(&format!(
-                    "attaching to tracepoint {subsystem}/{event}"
-                ))))?;
-                let link = p.take_link(id).map_err(prog_err(what("taking the link")))?;
-                (ebpf, FdLink::try_from(link).map_err(not_pinnable)?)
+                let link = tracepoint_link(p, subsystem, event, &hook.path)?;
+                (ebpf, link)
             }
             Attach::RawTracepoint { event } => {
                 let mut ebpf = load()?;
@@ -719,32 +700,14 @@ impl Runtime {
         for &nr in &route.ids {
             let name = syscalls::name(nr).unwrap_or("?");
             let event = route.phase.tracepoint(syscalls::tracepoint_name(name));
-            let attached = p
-                .attach("syscalls", &event)
-                .map_err(prog_err(format!(
-                    "{}: attaching to tracepoint syscalls/{event}",
-                    hook.path
-                )))
-                .and_then(|id| {
-                    p.take_link(id)
-                        .map_err(prog_err(format!("{}: taking the link", hook.path)))
-                })
-                .and_then(|link| {
-                    FdLink::try_from(link).map_err(|_| {
-                        RuntimeError::Unsupported(format!(
-                            "{}: the kernel gave a perf-event attachment, not a BPF link, so it cannot be pinned (Linux 5.15 or later has BPF perf links)",
-                            hook.path
-                        ))
-                    })
-                })
-                .and_then(|link| {
-                    let pin = self
-                        .pin_dir
-                        .join(pins::LINKS)
-                        .join(format!("hook-{hook_id}-{name}"));
-                    remove_pin(&pin);
-                    pin_link(link, &pin)
-                });
+            let attached = tracepoint_link(p, "syscalls", &event, &hook.path).and_then(|link| {
+                let pin = self
+                    .pin_dir
+                    .join(pins::LINKS)
+                    .join(format!("hook-{hook_id}-{name}"));
+                remove_pin(&pin);
+                pin_link(link, &pin)
+            });
             match attached {
                 Ok(link) => links.push(link),
                 Err(e) => {
@@ -850,6 +813,30 @@ fn write_config(base: &mut Ebpf, layout: &Layout, self_tgid: u32) -> Result<(), 
         .map_err(map_err(format!("map {}", names::CONFIG)))?
         .set(0, cfg, 0)
         .map_err(map_err("writing the runtime config"))
+}
+
+/// The error of a link the kernel gave as a perf-event attachment.
+fn not_pinnable(what: &str) -> RuntimeError {
+    RuntimeError::Unsupported(format!(
+        "{what}: the kernel gave a perf-event attachment, not a BPF link, so it cannot be pinned (Linux 5.15 or later has BPF perf links)"
+    ))
+}
+
+/// Attaches the loaded tracepoint program `p` to `subsystem/event` and
+/// takes its link, to be pinned (`what` names it in errors).
+fn tracepoint_link(
+    p: &mut TracePoint,
+    subsystem: &str,
+    event: &str,
+    what: &str,
+) -> Result<FdLink, RuntimeError> {
+    let id = p.attach(subsystem, event).map_err(prog_err(format!(
+        "{what}: attaching to tracepoint {subsystem}/{event}"
+    )))?;
+    let link = p
+        .take_link(id)
+        .map_err(prog_err(format!("{what}: taking the link")))?;
+    FdLink::try_from(link).map_err(|_| not_pinnable(what))
 }
 
 /// Pins a link; the kernel keeps it attached until the pin is removed.
