@@ -4,8 +4,9 @@
  * the generic hook programs that evaluate TracingPolicy selectors.
  *
  * The hook programs are loaded once per hook with PAL_HOOK_ID set (a
- * load-time constant), except pal_sys_enter, which serves every syscall
- * hook through pal_rt_syscalls.
+ * load-time constant), except the syscall programs (pal_sys_enter,
+ * pal_sys_tp, pal_sys_fentry), which find the hooks of their syscall in
+ * pal_rt_syscalls.
  */
 #include "lib/process.h"
 #include "lib/selectors.h"
@@ -101,6 +102,37 @@ int pal_sys_tp(void *ctx)
 	if (!hooks || hooks->n == 0 || hooks->via != PAL_SYSCALL_VIA_TP)
 		return 0;
 	bpf_probe_read_kernel(c.args.raw, sizeof(c.args.raw), ctx + 16);
+	pal_sys_run(&c, hooks);
+	return 0;
+}
+
+/*
+ * fentry on __x64_sys_<name>: the hooks of that syscall
+ * (PAL_SYSCALL_VIA_FENTRY), where the kernel has BPF trampolines; one load
+ * per hooked syscall. Unlike a syscall tracepoint it does not put every
+ * task on the syscall-tracing slow path, and the kernel builds no record.
+ * The wrapper's one argument is the caller's saved registers, a BTF
+ * pointer here: the arguments and the syscall number (orig_ax) are plain
+ * loads, no helper.
+ */
+SEC("fentry")
+int pal_sys_fentry(__u64 *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	struct pal_sys_ctx c = { .nr = (__u32)regs->orig_ax };
+	struct pal_rt_syscall_hooks *hooks;
+
+	if (c.nr >= PAL_RT_MAX_SYSCALLS)
+		return 0;
+	hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &c.nr);
+	if (!hooks || hooks->n == 0 || hooks->via != PAL_SYSCALL_VIA_FENTRY)
+		return 0;
+	c.args.raw[0] = regs->di;
+	c.args.raw[1] = regs->si;
+	c.args.raw[2] = regs->dx;
+	c.args.raw[3] = regs->r10;
+	c.args.raw[4] = regs->r8;
+	c.args.raw[5] = regs->r9;
 	pal_sys_run(&c, hooks);
 	return 0;
 }

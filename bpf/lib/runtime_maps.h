@@ -88,6 +88,7 @@ struct {
 /* How the hooks of a syscall run (pal_rt_syscall_hooks.via). */
 #define PAL_SYSCALL_VIA_RAW 0   /* pal_sys_enter on raw_syscalls:sys_enter */
 #define PAL_SYSCALL_VIA_TP 1    /* pal_sys_tp on syscalls:sys_enter_<name> */
+#define PAL_SYSCALL_VIA_FENTRY 2 /* pal_sys_fentry on __x64_sys_<name> */
 
 /* Hooked syscalls: hooks[0..n) are evaluated in order for syscall nr. */
 struct pal_rt_syscall_hooks {

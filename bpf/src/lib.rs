@@ -50,6 +50,9 @@ pub mod runtime {
     /// Tracepoint `syscalls:sys_enter_<name>`: the hooks of that syscall
     /// (one load, attached to every hooked syscall that has one).
     pub const SYS_TP: &str = "pal_sys_tp";
+    /// fentry on `__x64_sys_<name>`: the hooks of that syscall, on kernels
+    /// with BPF trampolines (one load per hooked syscall).
+    pub const SYS_FENTRY: &str = "pal_sys_fentry";
     /// Tracepoint hook (one load per hook).
     pub const TRACEPOINT: &str = "pal_tracepoint";
     /// Raw tracepoint hook (one load per hook).
@@ -67,6 +70,7 @@ pub mod runtime {
         EXIT,
         SYS_ENTER,
         SYS_TP,
+        SYS_FENTRY,
         TRACEPOINT,
         RAW_TRACEPOINT,
         KPROBE,

@@ -47,6 +47,7 @@ pub fn probe() -> ProbeReport {
     let perf = map(MapType::PerfEventArray);
     let rt = crate::runtime::features();
     let syscall_tracepoints = rt.tracepoints && crate::runtime::has_syscall_tracepoint("openat");
+    let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
 
     let policy =
         (tc && lpm && tcx).then_some("tc classifier on endpoint veths, tcx links (pinned)");
@@ -86,10 +87,11 @@ pub fn probe() -> ProbeReport {
         ),
         mechanism(
             "syscall hooks",
-            match (syscall_tracepoints, rt.raw_tracepoints) {
-                (true, _) => Some("syscalls:sys_enter_<name> per hooked syscall (raw_syscalls:sys_enter for syscalls without one), selectors evaluated in the kernel from maps"),
-                (false, true) => Some("raw_syscalls:sys_enter, selectors evaluated in the kernel from maps"),
-                (false, false) => None,
+            match (rt.fentry && btf, syscall_tracepoints, rt.raw_tracepoints) {
+                (true, _, _) => Some("fentry on __x64_sys_<name> per hooked syscall (syscalls:sys_enter_<name> if the kernel refuses the attach, raw_syscalls:sys_enter for syscalls without either), selectors evaluated in the kernel from maps"),
+                (false, true, _) => Some("syscalls:sys_enter_<name> per hooked syscall (raw_syscalls:sys_enter for syscalls without one), selectors evaluated in the kernel from maps"),
+                (false, false, true) => Some("raw_syscalls:sys_enter, selectors evaluated in the kernel from maps"),
+                (false, false, false) => None,
             },
             "unavailable: needs raw tracepoint programs",
         ),
@@ -129,7 +131,7 @@ pub fn probe() -> ProbeReport {
     ];
     ProbeReport {
         kernel,
-        btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        btf,
         features,
     }
 }

@@ -196,7 +196,18 @@ fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
     let node = topo.node("n1")?;
     let client = node.client();
     let matched = copy_binary(node, "/usr/bin/perl", "evilperl")?;
-    apply(&client, no_setuid_root(&matched))?;
+    let applied = apply(&client, no_setuid_root(&matched))?;
+    // This kernel has no fentry: the hook runs from the syscall's tracepoint.
+    let Response::TracingPolicies { policies } = applied else {
+        panic!("unexpected response {applied:?}");
+    };
+    assert_eq!(
+        policies.first().map(|p| p.hooks.as_slice()),
+        Some(
+            &["spec.kprobes[0]: syscall setuid = 105, tracepoint syscalls/sys_enter_setuid, in-kernel selectors".to_owned()][..]
+        ),
+        "{policies:?}"
+    );
 
     ensure_killed(&matched, "agent running")?;
     ensure_alive(

@@ -8,6 +8,10 @@
 //!   events for matching operations only, and `Sigkill` kills;
 //! - `Override` on a kprobe on `security_inode_mkdir` runs on its BPF-LSM
 //!   hook: the matched binary's mkdir fails with EPERM;
+//! - a syscall hook (`sys_sethostname`, `syscall: true`) runs from fentry
+//!   on `__x64_sys_sethostname`, not from a syscall tracepoint, and its
+//!   `Sigkill` kills the caller (on its way back to user space: the
+//!   syscall itself completes, as with Tetragon; `Override` would stop it);
 //! - `palisade probe` reports kprobes and BPF-LSM available.
 //!
 //! One boot per kernel runs every check from a script that prints
@@ -128,6 +132,27 @@ spec:
         argError: -1
 "#;
 
+/// A syscall hook: Sigkill for a hostname starting with `evil`.
+const SYSCALL_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-evil-hostname
+spec:
+  kprobes:
+  - call: sys_sethostname
+    syscall: true
+    args:
+    - index: 0
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["evil"]
+      matchActions:
+      - action: Sigkill
+"#;
+
 /// Everything checked inside the VM.
 const SCRIPT: &str = r#"
 S=/run/palisade/agent.sock
@@ -170,6 +195,7 @@ if [ ! -S $S ]; then block agent_log /tmp/agent.log; exit 1; fi
 run add_lsm $P tracingpolicy add /etc/palisade/lsm.yaml
 run add_kprobe $P tracingpolicy add /etc/palisade/kprobe.yaml
 run add_override $P tracingpolicy add /etc/palisade/override.yaml
+run add_syscall $P tracingpolicy add /etc/palisade/syscall.yaml
 
 # 1. BPF-LSM file_open deny.
 run evil_protected /opt/evil/cat /tmp/protected/secret
@@ -189,18 +215,28 @@ run kill_read /bin/cat /tmp/kill/file
 run evil_mkdir /opt/evil/mkdir /tmp/public/denied
 run evil_mkdir_gone test -e /tmp/public/denied
 
+# 4. A syscall hook, from fentry on the syscall's wrapper.
+hostname palisade-vm
+run evil_hostname hostname evil-vm
+run hostname_after hostname
+run ok_hostname hostname good-vm
+ls /sys/fs/bpf/palisade/runtime/*/links >/tmp/links
+block links /tmp/links
+
 # Events arrive through a ring buffer: wait for the last one expected.
 i=0
 while [ $i -lt 100 ]; do
   $P -o json events --last 100000 >/tmp/events 2>&1
   grep -q KPROBE_ACTION_SIGKILL /tmp/events && grep -q security_path_mkdir /tmp/events \
-    && grep -q security_inode_mkdir /tmp/events && break
+    && grep -q security_inode_mkdir /tmp/events && grep -q sethostname /tmp/events && break
   sleep 0.2; i=$((i+1))
 done
-grep -e process_lsm -e process_kprobe /tmp/events | grep -v '"no-mkdir"' >/tmp/hook-events
+grep -e process_lsm -e process_kprobe /tmp/events | grep -v -e '"no-mkdir"' -e '"no-evil-hostname"' >/tmp/hook-events
 block events /tmp/hook-events
 grep '"no-mkdir"' /tmp/events >/tmp/override-events
 block override_events /tmp/override-events
+grep '"no-evil-hostname"' /tmp/events >/tmp/syscall-events
+block syscall_events /tmp/syscall-events
 $P status >/tmp/status 2>&1
 block status /tmp/status
 block agent_log /tmp/agent.log
@@ -374,6 +410,7 @@ fn runtime(found: Result<Kernel, VmError>) {
         .data("/etc/palisade/lsm.yaml", LSM_POLICY, 0o644)
         .data("/etc/palisade/kprobe.yaml", KPROBE_POLICY, 0o644)
         .data("/etc/palisade/override.yaml", OVERRIDE_POLICY, 0o644)
+        .data("/etc/palisade/syscall.yaml", SYSCALL_POLICY, 0o644)
         .env("NO_COLOR", "1")
         .pass_env("RUST_LOG")
         .timeout(Duration::from_secs(240))
@@ -404,6 +441,11 @@ fn runtime(found: Result<Kernel, VmError>) {
         "spec.kprobes[1]: kprobe security_path_mkdir",
     );
     r.ran("add_override", "0", "spec.kprobes[0]: BPF-LSM inode_mkdir");
+    r.ran(
+        "add_syscall",
+        "0",
+        "spec.kprobes[0]: syscall sethostname = 170, fentry __x64_sys_sethostname",
+    );
 
     // 1. The LSM hook denies the matched binary, and only on protected files.
     r.ran("evil_protected", "1", "Operation not permitted");
@@ -420,6 +462,40 @@ fn runtime(found: Result<Kernel, VmError>) {
     // 3. The kprobe's Override, on the LSM hook.
     r.ran("evil_mkdir", "1", "Operation not permitted");
     r.ran("evil_mkdir_gone", "1", "");
+    // 4. The syscall hook kills the caller once the syscall is done; its
+    // link is the fentry program's, and no raw dispatcher is attached.
+    r.ran("evil_hostname", "137", "");
+    r.ran("hostname_after", "0", "evil-vm");
+    r.ran("ok_hostname", "0", "");
+    let links = r.block("links");
+    assert!(
+        links.lines().any(|l| l == "sys-sethostname") && !links.contains("pal_sys_enter"),
+        "links: {links}"
+    );
+    let syscalls: Vec<(String, String, String)> = r
+        .block("syscall_events")
+        .lines()
+        .map(|line| match Event::from_json_line(line).map(|e| e.kind) {
+            Ok(EventKind::ProcessKprobe(e)) => {
+                let arg = match e.args.first().and_then(|a| a.arg.as_ref()) {
+                    Some(ArgValue::StringArg(s)) => s.clone(),
+                    other => panic!("not a string argument: {other:?}"),
+                };
+                (e.function_name, arg, e.action.as_str().to_owned())
+            }
+            other => panic!("not a process_kprobe: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        syscalls,
+        [(
+            "sys_sethostname".to_owned(),
+            "evil-vm".to_owned(),
+            "KPROBE_ACTION_SIGKILL".to_owned()
+        )],
+        "whole output:\n{}",
+        r.output
+    );
     let overrides: Vec<(String, String)> = r
         .block("override_events")
         .lines()
@@ -488,7 +564,7 @@ fn runtime(found: Result<Kernel, VmError>) {
     );
 
     let status = r.block("status");
-    assert!(status.contains("3 tracing policies"), "{status}");
+    assert!(status.contains("4 tracing policies"), "{status}");
     assert!(status.contains("Runtime lost: 0 "), "{status}");
 
     eprintln!(

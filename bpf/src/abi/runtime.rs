@@ -450,6 +450,9 @@ pub const SYSCALL_VIA_RAW: u32 = 0;
 /// `PAL_SYSCALL_VIA_TP`: the syscall's hooks run from its own tracepoint,
 /// `syscalls:sys_enter_<name>`.
 pub const SYSCALL_VIA_TP: u32 = 1;
+/// `PAL_SYSCALL_VIA_FENTRY`: the syscall's hooks run from an fentry program
+/// on its wrapper, `__x64_sys_<name>`.
+pub const SYSCALL_VIA_FENTRY: u32 = 2;
 
 /// `struct pal_rt_syscall_hooks` (lib/runtime_maps.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -457,7 +460,8 @@ pub const SYSCALL_VIA_TP: u32 = 1;
 pub struct SyscallHooks {
     /// Hooks in use.
     pub n: u32,
-    /// Which program runs them: [`SYSCALL_VIA_RAW`] or [`SYSCALL_VIA_TP`].
+    /// Which program runs them: [`SYSCALL_VIA_RAW`], [`SYSCALL_VIA_TP`] or
+    /// [`SYSCALL_VIA_FENTRY`].
     pub via: u32,
     /// Hook ids, evaluated in order.
     pub hooks: [u32; SYSCALL_SLOTS],

@@ -53,12 +53,17 @@ pub struct TracingState {
     reader: Option<RingBuf<MapData>>,
 }
 
-fn mechanism(a: &Attach) -> String {
+/// How hook attachment `a` runs; for a syscall hook, from where the
+/// runtime runs that syscall's hooks (when it is in force in `runtime`).
+fn mechanism(a: &Attach, runtime: Option<&Runtime>) -> String {
     match a {
-        Attach::Syscall { nr } => format!(
-            "raw_syscalls:sys_enter (syscall {} = {nr}, in-kernel selectors)",
-            crate::runtime::syscalls::name(*nr).unwrap_or("?")
-        ),
+        Attach::Syscall { nr } => {
+            let name = crate::runtime::syscalls::name(*nr).unwrap_or("?");
+            match runtime.and_then(|r| r.syscall_mechanism(*nr)) {
+                Some(via) => format!("syscall {name} = {nr}, {via}, in-kernel selectors"),
+                None => format!("syscall {name} = {nr}, in-kernel selectors"),
+            }
+        }
         Attach::Tracepoint { subsystem, event } => format!("tracepoint {subsystem}/{event}"),
         Attach::RawTracepoint { event } => format!("raw tracepoint {event}"),
         Attach::Kprobe { function } => format!("kprobe {function}"),
@@ -175,7 +180,7 @@ impl TracingState {
         Ok(self
             .compile_all(source, yaml)?
             .iter()
-            .map(|p| record(&p.compiled, source))
+            .map(|p| record(&p.compiled, source, None))
             .collect())
     }
 
@@ -346,7 +351,7 @@ impl TracingState {
             .filter_map(|n| {
                 let c = self.runtime.policy(n)?;
                 let source = self.sources.get(n).map(|s| s.0.clone()).unwrap_or_default();
-                Some(record(c, &source))
+                Some(record(c, &source, Some(&self.runtime)))
             })
             .collect()
     }
@@ -432,7 +437,7 @@ impl TracingState {
     }
 }
 
-fn record(c: &CompiledPolicy, source: &str) -> TracingPolicyRecord {
+fn record(c: &CompiledPolicy, source: &str, runtime: Option<&Runtime>) -> TracingPolicyRecord {
     TracingPolicyRecord {
         name: c.name.clone(),
         source: source.to_owned(),
@@ -448,7 +453,7 @@ fn record(c: &CompiledPolicy, source: &str) -> TracingPolicyRecord {
                 format!(
                     "{}: {}{}",
                     h.path,
-                    mechanism(&h.attach),
+                    mechanism(&h.attach, runtime),
                     if h.monitor { " (monitor)" } else { "" }
                 )
             })

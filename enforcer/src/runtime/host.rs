@@ -69,7 +69,7 @@ pub fn has_syscall_tracepoint_for(phase: Phase, name: &str) -> bool {
     ensure_tracefs()
         .map(|root| {
             root.join("events/syscalls")
-                .join(phase.tracepoint(syscalls::tracepoint_name(name)))
+                .join(phase.tracepoint(syscalls::kernel_name(name)))
                 .join("id")
                 .exists()
         })

@@ -4,9 +4,12 @@
 //! [`Runtime::start`] loads `runtime.o` as a new generation pinned under
 //! `<bpf_root>/runtime/g<N>` (see [`pins`]: maps, and every link, so that
 //! enforcement outlives the agent) and attaches process tracking (exec,
-//! fork, exit); the syscall dispatcher (`raw_syscalls:sys_enter`) is
-//! attached while some syscall hook is in force. [`Runtime::apply`] places a compiled policy's hooks in the maps and
-//! attaches what they need; a hook that fails to attach rolls the whole
+//! fork, exit). A hooked syscall runs its hooks from an fentry program on
+//! its wrapper `__x64_sys_<name>` where the kernel has BPF trampolines,
+//! else from its own tracepoint `syscalls:sys_enter_<name>`, else from the
+//! dispatcher on `raw_syscalls:sys_enter` (attached only while such a
+//! syscall is hooked). [`Runtime::apply`] places a compiled policy's hooks
+//! in the maps and attaches what they need; a hook that fails to attach rolls the whole
 //! policy back. Once the agent has applied its policies,
 //! [`Runtime::retire_previous`] detaches the generations of earlier agents.
 
@@ -25,8 +28,9 @@ use std::path::{Path, PathBuf};
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{KProbe, Lsm, ProgramError, RawTracePoint, TracePoint};
+use aya::programs::{FEntry, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
+use aya_obj::btf::BtfKind;
 use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, SyscallHooks};
 use palisade_bpf::{runtime as names, RUNTIME_OBJECT};
 use palisade_tracing_policies::compile::{Attach, CompiledHook, CompiledPolicy};
@@ -103,6 +107,26 @@ struct Instance {
     links: Vec<PinnedLink>,
 }
 
+/// What runs a hooked syscall's hooks, other than the raw dispatcher.
+struct SyscallLink {
+    /// [`rt::SYSCALL_VIA_FENTRY`] or [`rt::SYSCALL_VIA_TP`].
+    via: u32,
+    link: PinnedLink,
+    /// The fentry program's own load (one per syscall); the tracepoint
+    /// program is the base object's.
+    _instance: Option<Ebpf>,
+}
+
+/// Whether syscall hooks can run from fentry programs.
+enum Fentry {
+    /// Not tried yet.
+    Unknown,
+    /// Yes; the kernel's BTF, which names the wrappers.
+    Usable(Box<Btf>),
+    /// The kernel has no fentry programs or BTF, or an attach failed.
+    Unusable,
+}
+
 /// One attached hook of a policy.
 struct LoadedHook {
     placed: Placed,
@@ -142,10 +166,11 @@ pub struct Runtime {
     layout: Layout,
     policies: BTreeMap<String, LoadedPolicy>,
     syscall_hooks: BTreeMap<u32, Vec<u32>>,
-    /// `pal_sys_tp`'s link on `syscalls:sys_enter_<name>`, per hooked
-    /// syscall that has that tracepoint: the kernel runs it for that
-    /// syscall only.
-    syscall_tps: BTreeMap<u32, PinnedLink>,
+    /// Per hooked syscall, the program that runs its hooks for that
+    /// syscall only: `pal_sys_fentry` on `__x64_sys_<name>` or `pal_sys_tp`
+    /// on `syscalls:sys_enter_<name>`.
+    syscall_links: BTreeMap<u32, SyscallLink>,
+    fentry: Fentry,
     /// The raw syscall dispatcher's link, while a hooked syscall has no
     /// tracepoint of its own: a program on `raw_syscalls:sys_enter` runs
     /// for every syscall of the machine, so it is attached only then.
@@ -172,7 +197,8 @@ impl Runtime {
                 layout,
                 policies: BTreeMap::new(),
                 syscall_hooks: BTreeMap::new(),
-                syscall_tps: BTreeMap::new(),
+                syscall_links: BTreeMap::new(),
+                fentry: Fentry::Unknown,
                 dispatcher: None,
             }),
             Err(e) => {
@@ -488,10 +514,16 @@ impl Runtime {
         Ok(())
     }
 
-    /// Starts running syscall nr's hooks `ids`: from its own tracepoint
-    /// when it has one, else from the raw dispatcher.
+    /// Starts running syscall nr's hooks `ids`: from fentry on its wrapper
+    /// where the kernel can, else from its own tracepoint when it has one,
+    /// else from the raw dispatcher.
     fn attach_syscall(&mut self, nr: u32, ids: &[u32]) -> Result<(), RuntimeError> {
         let name = syscalls::name(nr).unwrap_or("?");
+        if let Some(link) = self.attach_syscall_fentry(nr, name, ids)? {
+            self.syscall_links.insert(nr, link);
+            debug!(syscall = name, "syscall fentry attached");
+            return Ok(());
+        }
         if !host::has_syscall_tracepoint(name) {
             debug!(
                 syscall = name,
@@ -501,7 +533,7 @@ impl Runtime {
             return self.attach_dispatcher();
         }
         self.write_syscall(nr, ids, rt::SYSCALL_VIA_TP)?;
-        let event = format!("sys_enter_{}", syscalls::tracepoint_name(name));
+        let event = format!("sys_enter_{}", syscalls::kernel_name(name));
         let pin = self.pin_dir.join(pins::LINKS).join(format!("sys-{name}"));
         let attached = program::<TracePoint>(&mut self.base, names::SYS_TP)
             .and_then(|p| tracepoint_link(p, "syscalls", &event, names::SYS_TP));
@@ -517,9 +549,77 @@ impl Runtime {
                 return Err(e);
             }
         };
-        self.syscall_tps.insert(nr, link);
+        self.syscall_links.insert(
+            nr,
+            SyscallLink {
+                via: rt::SYSCALL_VIA_TP,
+                link,
+                _instance: None,
+            },
+        );
         debug!(syscall = name, "syscall tracepoint attached");
         Ok(())
+    }
+
+    /// Attaches a load of `pal_sys_fentry` to `__x64_sys_<name>` and runs
+    /// syscall nr's hooks `ids` from it; `None` (logged) when the kernel
+    /// cannot, so that the syscall's tracepoint serves instead. An fentry
+    /// failure other than a wrapper missing from BTF turns fentry off for
+    /// later syscalls too.
+    fn attach_syscall_fentry(
+        &mut self,
+        nr: u32,
+        name: &str,
+        ids: &[u32],
+    ) -> Result<Option<SyscallLink>, RuntimeError> {
+        if matches!(self.fentry, Fentry::Unknown) {
+            self.fentry = probe_fentry();
+        }
+        let Fentry::Usable(btf) = &self.fentry else {
+            return Ok(None);
+        };
+        let function = format!("__x64_sys_{}", syscalls::kernel_name(name));
+        if btf.id_by_type_name_kind(&function, BtfKind::Func).is_err() {
+            debug!(
+                syscall = name,
+                function, "the wrapper is not in the kernel's BTF; no fentry"
+            );
+            return Ok(None);
+        }
+        let attached = load_instance(&self.pin_dir, 0).and_then(|mut ebpf| {
+            let p: &mut FEntry = program(&mut ebpf, names::SYS_FENTRY)?;
+            p.load(&function, btf)
+                .map_err(prog_err(format!("loading fentry on {function}")))?;
+            let id = p
+                .attach()
+                .map_err(prog_err(format!("attaching fentry to {function}")))?;
+            let link = p
+                .take_link(id)
+                .map_err(prog_err(format!("taking the link of fentry on {function}")))?;
+            Ok((ebpf, FdLink::from(link)))
+        });
+        let (ebpf, link) = match attached {
+            Ok(attached) => attached,
+            Err(e) => {
+                warn!(error = %e, "syscall hooks cannot use fentry on this kernel; they use syscall tracepoints");
+                self.fentry = Fentry::Unusable;
+                return Ok(None);
+            }
+        };
+        let pin = self.pin_dir.join(pins::LINKS).join(format!("sys-{name}"));
+        remove_pin(&pin);
+        let link = pin_link(link, &pin)?;
+        if let Err(e) = self.write_syscall(nr, ids, rt::SYSCALL_VIA_FENTRY) {
+            if let Err(w) = link.unpin() {
+                warn!(error = %w, "cannot remove a syscall fentry's link pin");
+            }
+            return Err(e);
+        }
+        Ok(Some(SyscallLink {
+            via: rt::SYSCALL_VIA_FENTRY,
+            link,
+            _instance: Some(ebpf),
+        }))
     }
 
     /// Stops running syscall nr's hooks when it has none left.
@@ -532,9 +632,9 @@ impl Runtime {
             return;
         }
         self.syscall_hooks.remove(&nr);
-        if let Some(link) = self.syscall_tps.remove(&nr) {
-            if let Err(e) = link.unpin() {
-                warn!(error = %e, "cannot remove a syscall tracepoint's link pin");
+        if let Some(l) = self.syscall_links.remove(&nr) {
+            if let Err(e) = l.link.unpin() {
+                warn!(error = %e, "cannot remove a syscall hook's link pin");
             }
         }
         self.detach_idle_dispatcher();
@@ -565,7 +665,7 @@ impl Runtime {
         if self
             .syscall_hooks
             .iter()
-            .any(|(nr, ids)| !ids.is_empty() && !self.syscall_tps.contains_key(nr))
+            .any(|(nr, ids)| !ids.is_empty() && !self.syscall_links.contains_key(nr))
         {
             return;
         }
@@ -577,13 +677,26 @@ impl Runtime {
         }
     }
 
+    /// From where syscall nr's hooks run (`None` while it has none):
+    /// `fentry __x64_sys_<name>`, `tracepoint syscalls/sys_enter_<name>` or
+    /// `raw_syscalls:sys_enter`.
+    pub fn syscall_mechanism(&self, nr: u32) -> Option<String> {
+        if self.syscall_hooks.get(&nr).is_none_or(Vec::is_empty) {
+            return None;
+        }
+        let name = syscalls::kernel_name(syscalls::name(nr)?);
+        Some(match self.via(nr) {
+            rt::SYSCALL_VIA_FENTRY => format!("fentry __x64_sys_{name}"),
+            rt::SYSCALL_VIA_TP => format!("tracepoint syscalls/sys_enter_{name}"),
+            _ => "raw_syscalls:sys_enter".to_owned(),
+        })
+    }
+
     /// Which program runs syscall nr's hooks now.
     fn via(&self, nr: u32) -> u32 {
-        if self.syscall_tps.contains_key(&nr) {
-            rt::SYSCALL_VIA_TP
-        } else {
-            rt::SYSCALL_VIA_RAW
-        }
+        self.syscall_links
+            .get(&nr)
+            .map_or(rt::SYSCALL_VIA_RAW, |l| l.via)
     }
 
     fn write_syscall(&mut self, nr: u32, ids: &[u32], via: u32) -> Result<(), RuntimeError> {
@@ -608,13 +721,7 @@ impl Runtime {
         route: Option<&SyscallRoute>,
         hook_id: u32,
     ) -> Result<Option<Instance>, RuntimeError> {
-        let load = || {
-            EbpfLoader::new()
-                .default_map_pin_directory(&self.pin_dir)
-                .override_global(names::HOOK_ID_GLOBAL, &hook_id, true)
-                .load(RUNTIME_OBJECT)
-                .map_err(|e| RuntimeError::Load(Box::new(e)))
-        };
+        let load = || load_instance(&self.pin_dir, hook_id);
         let what = |verb: &str| format!("{}: {verb}", hook.path);
         let not_pinnable = |_| not_pinnable(&hook.path);
         if let Some(route) = route {
@@ -699,7 +806,7 @@ impl Runtime {
         let mut links = Vec::new();
         for &nr in &route.ids {
             let name = syscalls::name(nr).unwrap_or("?");
-            let event = route.phase.tracepoint(syscalls::tracepoint_name(name));
+            let event = route.phase.tracepoint(syscalls::kernel_name(name));
             let attached = tracepoint_link(p, "syscalls", &event, &hook.path).and_then(|link| {
                 let pin = self
                     .pin_dir
@@ -813,6 +920,32 @@ fn write_config(base: &mut Ebpf, layout: &Layout, self_tgid: u32) -> Result<(), 
         .map_err(map_err(format!("map {}", names::CONFIG)))?
         .set(0, cfg, 0)
         .map_err(map_err("writing the runtime config"))
+}
+
+/// Loads another instance of the runtime object for hook `hook_id`, on the
+/// maps pinned in `pin_dir` (its programs are loaded one by one).
+fn load_instance(pin_dir: &Path, hook_id: u32) -> Result<Ebpf, RuntimeError> {
+    EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .override_global(names::HOOK_ID_GLOBAL, &hook_id, true)
+        .load(RUNTIME_OBJECT)
+        .map_err(|e| RuntimeError::Load(Box::new(e)))
+}
+
+/// Whether syscall hooks can use fentry: the kernel loads fentry programs
+/// and has BTF (whether it has trampolines shows at the first attach).
+fn probe_fentry() -> Fentry {
+    if !host::features().fentry {
+        debug!("no fentry programs; syscall hooks use syscall tracepoints");
+        return Fentry::Unusable;
+    }
+    match Btf::from_sys_fs() {
+        Ok(btf) => Fentry::Usable(Box::new(btf)),
+        Err(e) => {
+            debug!(error = %e, "no kernel BTF; syscall hooks use syscall tracepoints");
+            Fentry::Unusable
+        }
+    }
 }
 
 /// The error of a link the kernel gave as a perf-event attachment.

@@ -380,10 +380,11 @@ pub fn name(nr: u32) -> Option<&'static str> {
     X86_64.iter().find(|(_, n)| *n == nr).map(|(name, _)| *name)
 }
 
-/// The name of syscall `name`'s own tracepoints (`sys_enter_<it>`): the
-/// kernel's `SYSCALL_DEFINE` name, which for a few x86_64 syscalls is not
-/// the one `unistd_64.h` gives.
-pub fn tracepoint_name(name: &str) -> &str {
+/// The kernel's `SYSCALL_DEFINE` name of syscall `name`, which for a few
+/// x86_64 syscalls is not the one `unistd_64.h` gives: it names the
+/// syscall's own tracepoints (`sys_enter_<it>`) and its entry wrapper
+/// (`__x64_sys_<it>`).
+pub fn kernel_name(name: &str) -> &str {
     match name {
         "stat" => "newstat",
         "fstat" => "newfstat",
@@ -399,8 +400,8 @@ pub fn tracepoint_name(name: &str) -> &str {
 mod tests {
     #[test]
     fn tracepoint_names() {
-        assert_eq!(super::tracepoint_name("uname"), "newuname");
-        assert_eq!(super::tracepoint_name("openat"), "openat");
+        assert_eq!(super::kernel_name("uname"), "newuname");
+        assert_eq!(super::kernel_name("openat"), "openat");
     }
 
     #[test]
