@@ -20,4 +20,11 @@ int pal_floor_raw(void *ctx)
 	return 0;
 }
 
+/* Loaded against a function (where the kernel has BPF trampolines). */
+SEC("fentry")
+int pal_floor_fentry(void *ctx)
+{
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -4,8 +4,10 @@
 //! form the in-kernel evaluator reads from maps).
 //!
 //! Mechanisms, best first:
-//! - syscall kprobes (`syscall: true`) run on `raw_syscalls:sys_enter`,
-//!   filtered by syscall number in the kernel: no kprobe needed;
+//! - syscall kprobes (`syscall: true`) run per syscall, from a program the
+//!   runtime picks for the kernel (fentry on the syscall's wrapper, its
+//!   `syscalls:sys_enter_<name>` tracepoint, or `raw_syscalls:sys_enter`
+//!   filtered by syscall number): no kprobe needed;
 //! - tracepoints and raw tracepoints run as themselves;
 //! - other kprobes need kprobes; LSM hooks need BPF-LSM;
 //! - `security_file_open`/`file_open` and `security_bprm_check`/
@@ -89,7 +91,7 @@ pub struct CompileOptions {
 /// How a hook runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attach {
-    /// `raw_syscalls:sys_enter`, syscall `nr`.
+    /// Syscall `nr`'s entry (the runtime picks the program that runs it).
     Syscall {
         /// Syscall number.
         nr: u32,

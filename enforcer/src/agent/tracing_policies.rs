@@ -100,8 +100,8 @@ impl TracingState {
         events_log: Option<&Path>,
         options: CompileOptions,
     ) -> Result<Self, AgentError> {
-        let mut runtime = Runtime::start(bpf_root, std::process::id())
-            .map_err(|e| AgentError::Invalid(format!("runtime enforcement: {e}")))?;
+        // The event log first: a runtime generation, once started, stays
+        // pinned (attached) until it is unloaded or retired.
         let store = EventStore::new(4096, events_log).map_err(|e| {
             AgentError::Invalid(format!(
                 "cannot open the runtime event log {}: {e}",
@@ -110,6 +110,8 @@ impl TracingState {
                     .unwrap_or_default()
             ))
         })?;
+        let mut runtime = Runtime::start(bpf_root, std::process::id())
+            .map_err(|e| AgentError::Invalid(format!("runtime enforcement: {e}")))?;
         let mut cache = ProcessCache::new(node, cache_size);
         let scanned = scan_proc();
         if let Ok(mut map) = runtime.procs_map() {

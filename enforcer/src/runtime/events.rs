@@ -132,6 +132,9 @@ pub struct EventStore {
 }
 
 fn open_log(path: &Path) -> std::io::Result<Log> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

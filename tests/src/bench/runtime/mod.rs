@@ -15,6 +15,7 @@ pub mod events;
 pub mod procs;
 pub mod ramp;
 pub mod syscalls;
+pub mod vm_syscalls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,6 +68,14 @@ pub const TYPICAL_POLICIES: [(&str, &str); 10] = [
 pub const SYS_ENTER_NOMATCH: (&str, &str) = (
     "sys-enter-nomatch.yaml",
     include_str!("policies/sys-enter-nomatch.yaml"),
+);
+
+/// The same on ids no kernel has syscall tracepoints for, so that it is
+/// not routed to them (kernels where kexec has tracepoints route
+/// [`SYS_ENTER_NOMATCH`]).
+pub const SYS_ENTER_NOMATCH_HOT: (&str, &str) = (
+    "sys-enter-nomatch-hot.yaml",
+    include_str!("policies/sys-enter-nomatch-hot.yaml"),
 );
 
 /// `pal_rt_counters` (per-CPU, summed), the kernel side of the runtime's
@@ -537,7 +546,10 @@ mod tests {
 
     #[test]
     fn policies_are_tracing_policies() {
-        for (name, yaml) in TYPICAL_POLICIES.iter().chain([&SYS_ENTER_NOMATCH]) {
+        for (name, yaml) in TYPICAL_POLICIES
+            .iter()
+            .chain([&SYS_ENTER_NOMATCH, &SYS_ENTER_NOMATCH_HOT])
+        {
             assert_eq!(
                 yaml.matches("kind: TracingPolicy").count(),
                 1,

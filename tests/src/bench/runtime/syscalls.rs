@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use aya::programs::{RawTracePoint, TracePoint};
-use aya::Ebpf;
+use aya::programs::{FEntry, RawTracePoint, TracePoint};
+use aya::{Btf, Ebpf};
 use palisade_bpf::BENCH_FLOOR_OBJECT;
 use palisade_tests::Node;
 use serde_json::json;
@@ -23,13 +23,13 @@ use serde_json::json;
 use super::child::{self, Workload};
 use super::{
     attached, foreign_tracing_links, kernel_counters, loadavg, start_with, stop, topology,
-    with_bpf_stats, SYS_ENTER_NOMATCH, TYPICAL_POLICIES,
+    with_bpf_stats, SYS_ENTER_NOMATCH, SYS_ENTER_NOMATCH_HOT, TYPICAL_POLICIES,
 };
 use crate::bench::{agent_cpu_secs, f, median, say, Report, Table};
 
 /// Goals of issue 3: time with policies / time without agent.
-const TYPICAL_GOAL: f64 = 1.05;
-const NOMATCH_GOAL: f64 = 1.10;
+pub(super) const TYPICAL_GOAL: f64 = 1.05;
+pub(super) const NOMATCH_GOAL: f64 = 1.10;
 
 /// Options of `palisade-bench runtime-syscalls`.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub struct Options {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     NoAgent,
     AgentOnly,
     Typical,
@@ -58,14 +58,19 @@ enum Mode {
     /// the loop's syscalls.
     TypicalOffLoop,
     SysEnterNoMatch,
+    /// The same on ids without syscall tracepoints: never routed.
+    SysEnterNoMatchHot,
     /// No agent; an empty program on `syscalls:sys_enter_openat`.
     FloorOpenat,
     /// No agent; an empty raw tracepoint program on `raw_syscalls:sys_enter`.
     FloorRawSysEnter,
+    /// No agent; an empty fentry program on `__x64_sys_openat` (kernels
+    /// with BPF trampolines: `runtime-syscalls-vm`).
+    FloorFentryOpenat,
 }
 
 /// The typical policies that hook `sys_openat`, the loop's syscall.
-const ON_LOOP: [&str; 2] = ["02-sensitive-file-open.yaml", "03-passwd-write.yaml"];
+pub(super) const ON_LOOP: [&str; 2] = ["02-sensitive-file-open.yaml", "03-passwd-write.yaml"];
 
 const MODES: [Mode; 7] = [
     Mode::NoAgent,
@@ -78,35 +83,58 @@ const MODES: [Mode; 7] = [
 ];
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::NoAgent => "no agent",
             Self::AgentOnly => "agent, no policy",
             Self::Typical => "agent, 10 typical policies",
             Self::TypicalOffLoop => "agent, the 8 not on openat/close",
             Self::SysEnterNoMatch => "agent, sys_enter tracepoint, no match",
+            Self::SysEnterNoMatchHot => "agent, sys_enter, no match, unroutable ids",
             Self::FloorOpenat => "kernel floor: empty prog, sys_enter_openat",
             Self::FloorRawSysEnter => "kernel floor: empty raw prog, sys_enter",
+            Self::FloorFentryOpenat => "kernel floor: empty fentry, __x64_sys_openat",
         }
     }
 
-    fn key(self) -> &'static str {
+    pub(super) fn key(self) -> &'static str {
         match self {
             Self::NoAgent => "no_agent",
             Self::AgentOnly => "agent_no_policy",
             Self::Typical => "typical_10",
             Self::TypicalOffLoop => "typical_8_off_loop",
             Self::SysEnterNoMatch => "sys_enter_nomatch",
+            Self::SysEnterNoMatchHot => "sys_enter_nomatch_hot",
             Self::FloorOpenat => "floor_empty_sys_enter_openat",
             Self::FloorRawSysEnter => "floor_empty_raw_sys_enter",
+            Self::FloorFentryOpenat => "floor_empty_fentry_openat",
         }
     }
 
-    fn policies<'a>(self, typical: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    /// The mode of `key`.
+    pub(super) fn from_key(key: &str) -> Option<Self> {
+        [
+            Self::NoAgent,
+            Self::AgentOnly,
+            Self::Typical,
+            Self::TypicalOffLoop,
+            Self::SysEnterNoMatch,
+            Self::SysEnterNoMatchHot,
+            Self::FloorOpenat,
+            Self::FloorRawSysEnter,
+            Self::FloorFentryOpenat,
+        ]
+        .into_iter()
+        .find(|m| m.key() == key)
+    }
+
+    pub(super) fn policies<'a>(self, typical: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
         match self {
-            Self::NoAgent | Self::AgentOnly | Self::FloorOpenat | Self::FloorRawSysEnter => {
-                Vec::new()
-            }
+            Self::NoAgent
+            | Self::AgentOnly
+            | Self::FloorOpenat
+            | Self::FloorRawSysEnter
+            | Self::FloorFentryOpenat => Vec::new(),
             Self::Typical => typical.iter().map(|(n, y)| (*n, y.as_str())).collect(),
             Self::TypicalOffLoop => typical
                 .iter()
@@ -114,23 +142,24 @@ impl Mode {
                 .map(|(n, y)| (*n, y.as_str()))
                 .collect(),
             Self::SysEnterNoMatch => vec![SYS_ENTER_NOMATCH],
+            Self::SysEnterNoMatchHot => vec![SYS_ENTER_NOMATCH_HOT],
         }
     }
 
     /// Whether the agent runs in this mode.
-    fn agent(self) -> bool {
+    pub(super) fn agent(self) -> bool {
         !matches!(
             self,
-            Self::NoAgent | Self::FloorOpenat | Self::FloorRawSysEnter
+            Self::NoAgent | Self::FloorOpenat | Self::FloorRawSysEnter | Self::FloorFentryOpenat
         )
     }
 
     /// Hook runs each open+close pair must cause at least: the two
     /// `sys_openat` hooks of the typical set; the tracepoint runs for both
     /// syscalls.
-    fn hook_runs_per_pair(self) -> u64 {
+    pub(super) fn hook_runs_per_pair(self) -> u64 {
         match self {
-            Self::Typical | Self::SysEnterNoMatch => 2,
+            Self::Typical | Self::SysEnterNoMatch | Self::SysEnterNoMatchHot => 2,
             _ => 0,
         }
     }
@@ -176,29 +205,42 @@ fn typical_policies() -> (Vec<(&'static str, String)>, Option<String>) {
 
 /// Attaches the empty program of a floor mode (`None` for other modes);
 /// dropping the result detaches it.
-fn attach_floor(mode: Mode) -> anyhow::Result<Option<Ebpf>> {
+pub(super) fn attach_floor(mode: Mode) -> anyhow::Result<Option<Ebpf>> {
     let mut ebpf = match mode {
-        Mode::FloorOpenat | Mode::FloorRawSysEnter => {
+        Mode::FloorOpenat | Mode::FloorRawSysEnter | Mode::FloorFentryOpenat => {
             Ebpf::load(BENCH_FLOOR_OBJECT).context("loading bench_floor.o")?
         }
         _ => return Ok(None),
     };
-    if mode == Mode::FloorOpenat {
-        let p: &mut TracePoint = ebpf
-            .program_mut("pal_floor_tp")
-            .context("no pal_floor_tp")?
-            .try_into()?;
-        p.load()?;
-        p.attach("syscalls", "sys_enter_openat")
-            .context("attaching to syscalls/sys_enter_openat")?;
-    } else {
-        let p: &mut RawTracePoint = ebpf
-            .program_mut("pal_floor_raw")
-            .context("no pal_floor_raw")?
-            .try_into()?;
-        p.load()?;
-        p.attach("sys_enter")
-            .context("attaching to raw_syscalls/sys_enter")?;
+    match mode {
+        Mode::FloorOpenat => {
+            let p: &mut TracePoint = ebpf
+                .program_mut("pal_floor_tp")
+                .context("no pal_floor_tp")?
+                .try_into()?;
+            p.load()?;
+            p.attach("syscalls", "sys_enter_openat")
+                .context("attaching to syscalls/sys_enter_openat")?;
+        }
+        Mode::FloorRawSysEnter => {
+            let p: &mut RawTracePoint = ebpf
+                .program_mut("pal_floor_raw")
+                .context("no pal_floor_raw")?
+                .try_into()?;
+            p.load()?;
+            p.attach("sys_enter")
+                .context("attaching to raw_syscalls/sys_enter")?;
+        }
+        _ => {
+            let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+            let p: &mut FEntry = ebpf
+                .program_mut("pal_floor_fentry")
+                .context("no pal_floor_fentry")?
+                .try_into()?;
+            p.load("__x64_sys_openat", &btf)
+                .context("loading fentry on __x64_sys_openat")?;
+            p.attach().context("attaching fentry to __x64_sys_openat")?;
+        }
     }
     Ok(Some(ebpf))
 }
@@ -215,7 +257,7 @@ fn switch(
     *floor = None;
     match mode {
         Mode::NoAgent => stop(node)?,
-        Mode::FloorOpenat | Mode::FloorRawSysEnter => {
+        Mode::FloorOpenat | Mode::FloorRawSysEnter | Mode::FloorFentryOpenat => {
             stop(node)?;
             *floor = attach_floor(mode)?;
         }
@@ -263,7 +305,7 @@ fn measure(
     let cpu1 = agent_cpu_secs(node);
     let runs = kernel_counters(node)?.since(&k0).hook_runs;
     // In the floor modes, the floor program (this process's) is one of them.
-    let own = usize::from(matches!(mode, Mode::FloorOpenat | Mode::FloorRawSysEnter));
+    let own = usize::from(!mode.agent() && mode != Mode::NoAgent);
     let foreign = foreign0
         .max(foreign_tracing_links(node)?)
         .saturating_sub(own);
