@@ -113,7 +113,9 @@ int pal_sys_tp(void *ctx)
  * task on the syscall-tracing slow path, and the kernel builds no record.
  * The wrapper's one argument is the caller's saved registers, a BTF
  * pointer here: the arguments and the syscall number (orig_ax) are plain
- * loads, no helper.
+ * loads, no helper. 32-bit callers enter through __ia32_sys_<name> and are
+ * not seen, as with the syscall tracepoints (which skip compat syscalls);
+ * x32 numbers carry __X32_SYSCALL_BIT and fall outside the table.
  */
 SEC("fentry")
 int pal_sys_fentry(__u64 *ctx)

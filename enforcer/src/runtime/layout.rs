@@ -326,7 +326,7 @@ impl Layout {
             reason,
         };
         for (si, sel) in hook.selectors.iter().enumerate() {
-            for f in &sel.filters {
+            for f in cheapest_first(&sel.filters) {
                 let mut e = Filter {
                     sel: si as u16,
                     ..Filter::default()
@@ -653,6 +653,37 @@ impl Layout {
     }
 }
 
+/// What evaluating `f` costs the kernel, in ranks: comparisons of a value
+/// already read, then one map lookup, then a lookup in the process table,
+/// then reads of the task, then a string copied into an LPM key, then a
+/// string reversed or a socket read.
+fn eval_cost(f: &FilterPlan) -> u8 {
+    match f {
+        FilterPlan::True
+        | FilterPlan::ArgGt { .. }
+        | FilterPlan::ArgLt { .. }
+        | FilterPlan::ArgMask { .. } => 0,
+        FilterPlan::ArgNum { .. } | FilterPlan::Pid { .. } => 1,
+        FilterPlan::Binary { .. } | FilterPlan::ParentBinary { .. } => 2,
+        FilterPlan::Namespace { .. } | FilterPlan::Caps { .. } => 3,
+        FilterPlan::ArgStr { .. } => 4,
+        FilterPlan::ArgStrPostfix { .. }
+        | FilterPlan::SockPort { .. }
+        | FilterPlan::SockPortPriv { .. }
+        | FilterPlan::SockAddr { .. }
+        | FilterPlan::SockField { .. } => 5,
+    }
+}
+
+/// A selector's filters in the order the kernel evaluates them: cheapest
+/// first (stable). They are ANDed and free of side effects, so the order
+/// does not change the result; the kernel stops at the first that fails.
+fn cheapest_first(filters: &[FilterPlan]) -> Vec<&FilterPlan> {
+    let mut v: Vec<&FilterPlan> = filters.iter().collect();
+    v.sort_by_key(|f| eval_cost(f));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,6 +722,25 @@ mod tests {
             negate: false,
             follow,
         }
+    }
+
+    #[test]
+    fn a_selectors_filters_are_placed_cheapest_first() {
+        // openat_write.yaml: path Equal, then flags Mask; and a binary.
+        let path = FilterPlan::ArgStr {
+            arg: 1,
+            negate: false,
+            entries: vec![(b"/etc/passwd".to_vec(), true)],
+        };
+        let mask = FilterPlan::ArgMask { arg: 2, value: 67 };
+        let mut layout = Layout::new();
+        let mut change = BinsetChange::default();
+        let placed = layout
+            .place(&hook(vec![path, binary(false), mask]), &mut change)
+            .expect("placed");
+        let kinds: Vec<u8> = placed.filters.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [filt::ARG_MASK, filt::BINARY, filt::ARG_STR]);
+        assert!(placed.filters.iter().all(|f| f.sel == 0));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! else from its own tracepoint `syscalls:sys_enter_<name>`, else from the
 //! dispatcher on `raw_syscalls:sys_enter` (attached only while such a
 //! syscall is hooked). [`Runtime::apply`] places a compiled policy's hooks
-//! in the maps and attaches what they need; a hook that fails to attach rolls the whole
-//! policy back. Once the agent has applied its policies,
+//! in the maps and attaches what they need; a hook that fails to attach
+//! rolls the whole policy back. Once the agent has applied its policies,
 //! [`Runtime::retire_previous`] detaches the generations of earlier agents.
 
 pub mod events;
@@ -586,6 +586,7 @@ impl Runtime {
             );
             return Ok(None);
         }
+        // The syscall programs read no hook id: 0.
         let attached = load_instance(&self.pin_dir, 0).and_then(|mut ebpf| {
             let p: &mut FEntry = program(&mut ebpf, names::SYS_FENTRY)?;
             p.load(&function, btf)
