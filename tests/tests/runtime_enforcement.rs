@@ -739,6 +739,39 @@ spec:
     Ok(())
 }
 
+/// A delete that cannot remove the policy's saved copy fails, naming the
+/// file, and leaves the policy in force (it would otherwise come back at
+/// the next agent start); once the file can go, the delete goes through.
+#[test]
+fn delete_that_cannot_forget_a_policy_keeps_it() -> Result<()> {
+    let topo = runtime_node().build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = copy_binary(node, "/usr/bin/perl", "evilperl")?;
+    apply(&client, no_setuid_root(&matched))?;
+    let saved = node.dir().join("state/tracingpolicies/no-setuid-root.yaml");
+    ensure!(saved.is_file(), "{} not saved", saved.display());
+    // A non-empty directory in the file's place: unlink fails (EISDIR).
+    std::fs::remove_file(&saved)?;
+    std::fs::create_dir(&saved)?;
+    std::fs::write(saved.join("keep"), b"")?;
+    let delete = || {
+        client.call(&Request::TracingPolicyDelete {
+            name: "no-setuid-root".into(),
+        })
+    };
+    let msg = delete().expect_err("the delete must fail").to_string();
+    assert!(
+        msg.contains("cannot remove") && msg.contains(&saved.display().to_string()),
+        "{msg}"
+    );
+    ensure_killed(&matched, "after the failed delete")?;
+    std::fs::remove_dir_all(&saved)?;
+    delete()?;
+    ensure_alive(&perl(&matched, SETUID_ROOT)?, "after the delete")?;
+    Ok(())
+}
+
 /// Pinned enforcement: the kernel keeps killing while the agent is down
 /// (clean stop or crash), and a restarted agent takes over and retires the
 /// old generation.

@@ -643,8 +643,20 @@ impl Agent {
                 "tracing policy {name:?} comes from the tracing-policy directory; remove its file there"
             )));
         }
+        // Forget it first: a policy whose saved copy stays would come back
+        // at the next agent start.
+        let saved = dir.join(format!("{}.yaml", file_name(name)));
+        match std::fs::remove_file(&saved) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(AgentError::Invalid(format!(
+                    "cannot remove {}: {e}; tracing policy {name:?} stays in force",
+                    saved.display()
+                )))
+            }
+        }
         state.delete(name);
-        let _ = std::fs::remove_file(dir.join(format!("{}.yaml", file_name(name))));
         Ok(Response::Done)
     }
 
