@@ -218,7 +218,7 @@ fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
     let (k, _) = wait_kprobe(&client, &matched)?;
     assert_eq!(k.action, KprobeAction::Sigkill);
     assert_eq!(k.policy_name, "no-setuid-root");
-    assert_eq!(k.function_name, "sys_setuid");
+    assert_eq!(k.function_name, "__x64_sys_setuid");
     assert!(matches!(
         k.args.first().and_then(|a| a.arg.as_ref()),
         Some(ArgValue::IntArg(0))
@@ -309,7 +309,7 @@ fn connect_to_a_forbidden_port_kills_and_reports_the_sockaddr() -> Result<()> {
 
     let (k, kprobe) = wait_kprobe(&client, &matched)?;
     assert_eq!(k.action, KprobeAction::Sigkill);
-    assert_eq!(k.function_name, "sys_connect");
+    assert_eq!(k.function_name, "__x64_sys_connect");
     let Some(ArgValue::SockaddrArg(sa)) = k.args.get(1).and_then(|a| a.arg.as_ref()) else {
         panic!("argument 1 is not a sockaddr: {:?}", k.args);
     };

@@ -489,7 +489,7 @@ fn runtime(found: Result<Kernel, VmError>) {
     assert_eq!(
         syscalls,
         [(
-            "sys_sethostname".to_owned(),
+            "__x64_sys_sethostname".to_owned(),
             "evil-vm".to_owned(),
             "KPROBE_ACTION_SIGKILL".to_owned()
         )],

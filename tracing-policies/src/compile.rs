@@ -798,7 +798,13 @@ fn kprobe_attach(
                 format!("{call:?} is not a syscall of this architecture"),
             )
         })?;
-        return Ok((Attach::Syscall { nr }, HookKind::Kprobe, call.to_owned()));
+        // Tetragon attaches to the arch's wrapper and reports its name
+        // (`sys_setuid` -> `__x64_sys_setuid`): SIEM rules match on it.
+        return Ok((
+            Attach::Syscall { nr },
+            HookKind::Kprobe,
+            format!("__x64_sys_{name}"),
+        ));
     }
     if feats.kprobes {
         return Ok((
@@ -1889,6 +1895,17 @@ mod tests {
                 .len(),
             MAX_ARGS
         );
+    }
+
+    #[test]
+    fn syscall_hooks_report_the_wrapper_as_tetragon_does() {
+        for call in ["sys_setuid", "__x64_sys_setuid"] {
+            let spec = format!("  kprobes:\n  - call: {call}\n    syscall: true\n");
+            let c =
+                compile(&policy(&spec), &no_kprobes(), CompileOptions::default()).expect("loads");
+            assert_eq!(c.hooks[0].attach, Attach::Syscall { nr: 105 });
+            assert_eq!(c.hooks[0].function_name, "__x64_sys_setuid", "{call}");
+        }
     }
 
     #[test]
