@@ -165,6 +165,28 @@ impl Mode {
     }
 }
 
+/// The goal of issue 3 for `mode`'s time / no agent, if it has one.
+pub(super) fn goal(mode: Mode) -> Option<f64> {
+    match mode {
+        Mode::Typical => Some(TYPICAL_GOAL),
+        Mode::SysEnterNoMatch | Mode::SysEnterNoMatchHot => Some(NOMATCH_GOAL),
+        _ => None,
+    }
+}
+
+/// A row of the medians table: mode, ns per pair, ratio to `base`, goal.
+pub(super) fn median_row(mode: Mode, ns_per_pair: f64, base: f64) -> Vec<String> {
+    let ratio = ns_per_pair / base;
+    vec![
+        mode.name().to_owned(),
+        f(ns_per_pair, 1),
+        f(ratio, 3),
+        goal(mode)
+            .map(|g| format!("<= {g:.2} {}", if ratio <= g { "met" } else { "MISSED" }))
+            .unwrap_or_default(),
+    ]
+}
+
 /// One measurement.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -438,20 +460,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         &["mode", "ns per open+close", "time / no agent", "goal"],
     );
     for mode in MODES {
-        let m = med(mode);
-        let ratio = m / base;
-        let goal = match mode {
-            Mode::Typical => Some(TYPICAL_GOAL),
-            Mode::SysEnterNoMatch => Some(NOMATCH_GOAL),
-            _ => None,
-        };
-        t.row(vec![
-            mode.name().to_owned(),
-            f(m, 1),
-            f(ratio, 3),
-            goal.map(|g| format!("<= {g:.2} {}", if ratio <= g { "met" } else { "MISSED" }))
-                .unwrap_or_default(),
-        ]);
+        t.row(median_row(mode, med(mode), base));
     }
     t.notes.push(format!(
         "load average at start {load_start}, at end {load_end}; file {file}"

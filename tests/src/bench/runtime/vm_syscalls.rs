@@ -29,7 +29,7 @@ use palisade_tests::locate_binary;
 use palisade_tests::vm::{Kernel, Vm};
 use serde_json::json;
 
-use super::syscalls::{attach_floor, Mode, NOMATCH_GOAL, ON_LOOP, TYPICAL_GOAL};
+use super::syscalls::{attach_floor, median_row, Mode, NOMATCH_GOAL, ON_LOOP, TYPICAL_GOAL};
 use super::{KernelCounters, SYS_ENTER_NOMATCH, SYS_ENTER_NOMATCH_HOT, TYPICAL_POLICIES};
 use crate::bench::{f, median, say, Report, Table};
 
@@ -393,20 +393,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         &["mode", "ns per open+close", "time / no agent", "goal"],
     );
     for mode in MODES {
-        let m = med(mode);
-        let ratio = m / base;
-        let goal = match mode {
-            Mode::Typical => Some(TYPICAL_GOAL),
-            Mode::SysEnterNoMatch | Mode::SysEnterNoMatchHot => Some(NOMATCH_GOAL),
-            _ => None,
-        };
-        t.row(vec![
-            mode.name().to_owned(),
-            f(m, 1),
-            f(ratio, 3),
-            goal.map(|g| format!("<= {g:.2} {}", if ratio <= g { "met" } else { "MISSED" }))
-                .unwrap_or_default(),
-        ]);
+        t.row(median_row(mode, med(mode), base));
     }
     t.notes.push(format!(
         "boot {:.1}s, whole VM {:.1}s; nanoseconds are emulated time (compare the ratios)",
