@@ -49,6 +49,19 @@ static long pal_sys_hook_step(__u32 index, struct pal_sys_ctx *c)
 	return 0;
 }
 
+/* The hooks of syscall nr, when program `via` is the one that runs them. */
+static __always_inline struct pal_rt_syscall_hooks *pal_sys_hooks(__u32 nr, __u32 via)
+{
+	struct pal_rt_syscall_hooks *hooks;
+
+	if (nr >= PAL_RT_MAX_SYSCALLS)
+		return NULL;
+	hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &nr);
+	if (!hooks || hooks->n == 0 || hooks->via != via)
+		return NULL;
+	return hooks;
+}
+
 /* Runs the hooks of syscall c->nr (its arguments are in c->args). */
 static __always_inline void pal_sys_run(struct pal_sys_ctx *c,
 					const struct pal_rt_syscall_hooks *hooks)
@@ -68,12 +81,9 @@ SEC("raw_tracepoint/sys_enter")
 int pal_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pal_sys_ctx c = { .nr = (__u32)ctx->args[1] };
-	struct pal_rt_syscall_hooks *hooks;
+	struct pal_rt_syscall_hooks *hooks = pal_sys_hooks(c.nr, PAL_SYSCALL_VIA_RAW);
 
-	if (c.nr >= PAL_RT_MAX_SYSCALLS)
-		return 0;
-	hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &c.nr);
-	if (!hooks || hooks->n == 0 || hooks->via != PAL_SYSCALL_VIA_RAW)
+	if (!hooks)
 		return 0;
 	pal_args_from_syscall(&c.args, ctx);
 	pal_sys_run(&c, hooks);
@@ -94,12 +104,9 @@ SEC("tracepoint")
 int pal_sys_tp(void *ctx)
 {
 	struct pal_sys_ctx c = { .nr = *(__u32 *)(ctx + 8) };
-	struct pal_rt_syscall_hooks *hooks;
+	struct pal_rt_syscall_hooks *hooks = pal_sys_hooks(c.nr, PAL_SYSCALL_VIA_TP);
 
-	if (c.nr >= PAL_RT_MAX_SYSCALLS)
-		return 0;
-	hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &c.nr);
-	if (!hooks || hooks->n == 0 || hooks->via != PAL_SYSCALL_VIA_TP)
+	if (!hooks)
 		return 0;
 	bpf_probe_read_kernel(c.args.raw, sizeof(c.args.raw), ctx + 16);
 	pal_sys_run(&c, hooks);
@@ -122,12 +129,9 @@ int pal_sys_fentry(__u64 *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx[0];
 	struct pal_sys_ctx c = { .nr = (__u32)regs->orig_ax };
-	struct pal_rt_syscall_hooks *hooks;
+	struct pal_rt_syscall_hooks *hooks = pal_sys_hooks(c.nr, PAL_SYSCALL_VIA_FENTRY);
 
-	if (c.nr >= PAL_RT_MAX_SYSCALLS)
-		return 0;
-	hooks = bpf_map_lookup_elem(&pal_rt_syscalls, &c.nr);
-	if (!hooks || hooks->n == 0 || hooks->via != PAL_SYSCALL_VIA_FENTRY)
+	if (!hooks)
 		return 0;
 	c.args.raw[0] = regs->di;
 	c.args.raw[1] = regs->si;

@@ -271,7 +271,7 @@ fn rust_structs_match_btf_of_the_object() {
         rust_layout!(
             "pal_rt_config",
             rt::Config,
-            [nbinsets, self_tgid, follow_mask, host_ns]
+            [nbinsets, self_tgid, follow_mask]
         ),
         rust_layout!("pal_rt_syscall_hooks", rt::SyscallHooks, [n, via, hooks]),
         rust_layout!("pal_rt_hdr", rt::Hdr, [r#type, pad, size, ktime, pid, tid]),

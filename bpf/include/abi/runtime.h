@@ -251,9 +251,8 @@ struct pal_rt_config {
 	__u32 nbinsets;                 /* active entries of pal_rt_binsets */
 	__u32 self_tgid;                /* the agent: never signalled */
 	__u64 follow_mask[2];           /* binary sets with followChildren */
-	__u64 host_ns[10];              /* host namespace inodes, by PAL_NS_* */
 };
-PAL_ABI_ASSERT_SIZE(struct pal_rt_config, 104);
+PAL_ABI_ASSERT_SIZE(struct pal_rt_config, 24);
 
 /* pal_rt_syscalls[syscall nr]: struct pal_rt_syscall_hooks (lib/runtime_maps.h). */
 

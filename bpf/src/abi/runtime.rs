@@ -439,10 +439,8 @@ pub struct Config {
     pub self_tgid: u32,
     /// Binary sets with followChildren.
     pub follow_mask: [u64; 2],
-    /// Host namespace inodes by `PAL_NS_*`.
-    pub host_ns: [u64; 10],
 }
-const _: () = assert!(size_of::<Config>() == 104);
+const _: () = assert!(size_of::<Config>() == 24);
 
 /// `PAL_SYSCALL_VIA_RAW`: the syscall's hooks run from the dispatcher on
 /// `raw_syscalls:sys_enter`.

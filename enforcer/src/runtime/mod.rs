@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::datapath::remove_pin;
 
-pub use host::{ensure_tracefs, features, has_syscall_tracepoint, host_namespace, KernelHost};
+pub use host::{ensure_tracefs, features, has_syscall_tracepoint, KernelHost};
 use layout::{BinsetChange, Layout, LayoutError, Placed};
 
 /// Why runtime enforcement could not start or change.
@@ -899,20 +899,14 @@ fn in_kernel(h: &CompiledHook) -> bool {
     !matches!(h.attach, Attach::Fanotify { .. })
 }
 
-/// Writes the runtime configuration (binary sets, own pid, host
-/// namespaces).
+/// Writes the runtime configuration (binary sets, own pid). `host_ns`
+/// selector values are resolved when a policy is compiled.
 fn write_config(base: &mut Ebpf, layout: &Layout, self_tgid: u32) -> Result<(), RuntimeError> {
     let (follow_mask, nbinsets) = layout.binset_config();
-    let mut host_ns = [0u64; 10];
-    for kind in palisade_tracing_policies::validate::NAMESPACE_KINDS {
-        let i = palisade_tracing_policies::compile::namespace_index(*kind) as usize;
-        host_ns[i] = host_namespace(*kind).unwrap_or(0);
-    }
     let cfg = Config {
         nbinsets,
         self_tgid,
         follow_mask,
-        host_ns,
     };
     let m = base
         .map_mut(names::CONFIG)
