@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use aya::maps::{MapData, RingBuf};
 use palisade_bpf::abi::runtime::{RtEvent, SockTuple, SOCKF_STATE};
 use palisade_enforcer::runtime::{KernelHost, Runtime};
 use std::net::IpAddr;
@@ -364,18 +365,7 @@ fn kernel_selectors_agree_with_the_reference_evaluator() {
         Some("/usr/bin/perl"),
         "perl is a symlink here"
     );
-    let root = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/palisade-differential-{}",
-        std::process::id()
-    ));
-    let _cleanup = Cleanup(root.clone());
-    let mut runtime = Runtime::start(&root, std::process::id()).expect("runtime");
-    let mut ring = runtime.take_events().expect("ring buffer");
-    let host = KernelHost::probe();
-    let seed = std::env::var("PALISADE_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_1234_u64);
+    let (_cleanup, mut runtime, mut ring, host, seed) = start("differential", 0x5eed_1234);
     let rounds: usize = std::env::var("PALISADE_DIFF_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -551,18 +541,7 @@ fn kernel_sock_filters_agree_with_the_reference_evaluator() {
         println!("skipping: loading eBPF programs needs root");
         return;
     }
-    let root = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/palisade-differential-sock-{}",
-        std::process::id()
-    ));
-    let _cleanup = Cleanup(root.clone());
-    let mut runtime = Runtime::start(&root, std::process::id()).expect("runtime");
-    let mut ring = runtime.take_events().expect("ring buffer");
-    let host = KernelHost::probe();
-    let seed = std::env::var("PALISADE_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x50c_4e75_u64);
+    let (_cleanup, mut runtime, mut ring, host, seed) = start("differential-sock", 0x50c_4e75);
     let mut rng = Rng(seed);
     let (mut checked, mut filtered) = (0, 0);
     for round in 0..30 {
@@ -642,6 +621,25 @@ fn kernel_sock_filters_agree_with_the_reference_evaluator() {
 /// The number of selectors of a generated policy.
 fn reference_len(yaml: &str) -> usize {
     yaml.matches("matchBinaries:").count()
+}
+
+/// A runtime on a bpf root of its own (`/sys/fs/bpf/palisade-<name>-<pid>`,
+/// removed when the returned guard drops, after the runtime), its event
+/// ring buffer, the host, and the seed (`PALISADE_DIFF_SEED`, else
+/// `default_seed`).
+fn start(name: &str, default_seed: u64) -> (Cleanup, Runtime, RingBuf<MapData>, KernelHost, u64) {
+    let root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/palisade-{name}-{}",
+        std::process::id()
+    ));
+    let cleanup = Cleanup(root.clone());
+    let mut runtime = Runtime::start(&root, std::process::id()).expect("runtime");
+    let ring = runtime.take_events().expect("ring buffer");
+    let seed = std::env::var("PALISADE_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_seed);
+    (cleanup, runtime, ring, KernelHost::probe(), seed)
 }
 
 /// Removes the test's bpf root (pinned maps and links) at the end.

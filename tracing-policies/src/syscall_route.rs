@@ -138,9 +138,9 @@ mod tests {
     use crate::compile::{compile, CompileOptions};
     use crate::test_host::no_kprobes;
 
-    /// The route of a policy's one tracepoint hook on `event` with
-    /// `selectors` (YAML, indented for `selectors:`).
-    fn route(event: &str, selectors: &str) -> Option<SyscallRoute> {
+    /// A policy's one tracepoint hook on `raw_syscalls/<event>` with
+    /// `selectors` (YAML, indented for `selectors:`), compiled.
+    fn hook(event: &str, selectors: &str) -> CompiledHook {
         let yaml = format!(
             "apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -156,9 +156,15 @@ spec:
 {selectors}"
         );
         let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
-        let compiled =
-            compile(&docs[0], &no_kprobes(), CompileOptions::default()).expect("compiles");
-        syscall_route(&compiled.hooks[0])
+        compile(&docs[0], &no_kprobes(), CompileOptions::default())
+            .expect("compiles")
+            .hooks
+            .remove(0)
+    }
+
+    /// The route of [`hook`].
+    fn route(event: &str, selectors: &str) -> Option<SyscallRoute> {
+        syscall_route(&hook(event, selectors))
     }
 
     const KEXEC: &str = "    selectors:
@@ -230,25 +236,7 @@ spec:
 
     #[test]
     fn other_tracepoints_are_not_routed() {
-        let yaml = format!(
-            "apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: t
-spec:
-  tracepoints:
-  - subsystem: raw_syscalls
-    event: sys_enter
-    args:
-    - index: 4
-      type: int64
-{KEXEC}"
-        );
-        let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
-        let mut hook = compile(&docs[0], &no_kprobes(), CompileOptions::default())
-            .expect("compiles")
-            .hooks
-            .remove(0);
+        let mut hook = hook("sys_enter", KEXEC);
         hook.attach = Attach::Tracepoint {
             subsystem: "syscalls".into(),
             event: "sys_enter_kexec_load".into(),

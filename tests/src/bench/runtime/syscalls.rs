@@ -28,8 +28,8 @@ use super::{
 use crate::bench::{agent_cpu_secs, f, median, say, Report, Table};
 
 /// Goals of issue 3: time with policies / time without agent.
-pub(super) const TYPICAL_GOAL: f64 = 1.05;
-pub(super) const NOMATCH_GOAL: f64 = 1.10;
+const TYPICAL_GOAL: f64 = 1.05;
+const NOMATCH_GOAL: f64 = 1.10;
 
 /// Options of `palisade-bench runtime-syscalls`.
 #[derive(Debug, Clone)]
@@ -166,7 +166,7 @@ impl Mode {
 }
 
 /// The goal of issue 3 for `mode`'s time / no agent, if it has one.
-pub(super) fn goal(mode: Mode) -> Option<f64> {
+fn goal(mode: Mode) -> Option<f64> {
     match mode {
         Mode::Typical => Some(TYPICAL_GOAL),
         Mode::SysEnterNoMatch | Mode::SysEnterNoMatchHot => Some(NOMATCH_GOAL),
@@ -174,17 +174,70 @@ pub(super) fn goal(mode: Mode) -> Option<f64> {
     }
 }
 
-/// A row of the medians table: mode, ns per pair, ratio to `base`, goal.
-pub(super) fn median_row(mode: Mode, ns_per_pair: f64, base: f64) -> Vec<String> {
-    let ratio = ns_per_pair / base;
-    vec![
-        mode.name().to_owned(),
-        f(ns_per_pair, 1),
-        f(ratio, 3),
-        goal(mode)
-            .map(|g| format!("<= {g:.2} {}", if ratio <= g { "met" } else { "MISSED" }))
-            .unwrap_or_default(),
-    ]
+/// The times of a run's measurements, (round, mode, ns per open+close),
+/// and what the reports derive from them.
+pub(super) struct Timings(pub(super) Vec<(usize, Mode, f64)>);
+
+impl Timings {
+    /// The median time of `mode`.
+    pub(super) fn median(&self, mode: Mode) -> f64 {
+        let v: Vec<f64> = self
+            .0
+            .iter()
+            .filter(|(_, m, _)| *m == mode)
+            .map(|(_, _, ns)| *ns)
+            .collect();
+        median(&v)
+    }
+
+    /// `ns` over the no-agent time of the same round.
+    pub(super) fn to_round_base(&self, round: usize, ns: f64) -> f64 {
+        self.0
+            .iter()
+            .find(|(r, m, _)| *r == round && *m == Mode::NoAgent)
+            .map_or(f64::NAN, |(_, _, base)| ns / base)
+    }
+
+    /// The medians table of `modes` (titled `title`), and the same as JSON
+    /// fields: medians, ratios to no agent, and the goals.
+    pub(super) fn summary(
+        &self,
+        title: String,
+        modes: &[Mode],
+    ) -> (Table, serde_json::Map<String, serde_json::Value>) {
+        let base = self.median(Mode::NoAgent);
+        let mut t = Table::new(
+            title,
+            &["mode", "ns per open+close", "time / no agent", "goal"],
+        );
+        let (mut medians, mut ratios, mut goals) = (
+            serde_json::Map::new(),
+            serde_json::Map::new(),
+            serde_json::Map::new(),
+        );
+        for &mode in modes {
+            let m = self.median(mode);
+            let ratio = m / base;
+            let goal = goal(mode);
+            t.row(vec![
+                mode.name().to_owned(),
+                f(m, 1),
+                f(ratio, 3),
+                goal.map(|g| format!("<= {g:.2} {}", if ratio <= g { "met" } else { "MISSED" }))
+                    .unwrap_or_default(),
+            ]);
+            medians.insert(mode.key().to_owned(), json!(m));
+            ratios.insert(mode.key().to_owned(), json!(ratio));
+            if let Some(g) = goal {
+                goals.insert(mode.key().to_owned(), json!({"goal": g, "met": ratio <= g}));
+            }
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("median_ns_per_pair".into(), medians.into());
+        fields.insert("ratio_to_no_agent".into(), ratios.into());
+        fields.insert("goals".into(), goals.into());
+        (t, fields)
+    }
 }
 
 /// One measurement.
@@ -440,16 +493,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     }
     let load_end = loadavg();
 
-    let med = |mode: Mode| -> f64 {
-        let v: Vec<f64> = samples
+    let timings = Timings(
+        samples
             .iter()
-            .filter(|s| s.mode == mode)
-            .map(|s| s.ns_per_pair)
-            .collect();
-        median(&v)
-    };
-    let base = med(Mode::NoAgent);
-    let mut t = Table::new(
+            .map(|s| (s.round, s.mode, s.ns_per_pair))
+            .collect(),
+    );
+    let (mut t, summary) = timings.summary(
         format!(
             "runtime-syscalls: open+close of one file, {} pairs per measurement ({} warm-up), {} rounds, loop {} (medians)",
             opts.iterations,
@@ -457,11 +507,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             opts.rounds,
             opts.cpu.map_or("not pinned".to_owned(), |c| format!("pinned to CPU {c}"))
         ),
-        &["mode", "ns per open+close", "time / no agent", "goal"],
+        &MODES,
     );
-    for mode in MODES {
-        t.row(median_row(mode, med(mode), base));
-    }
     t.notes.push(format!(
         "load average at start {load_start}, at end {load_end}; file {file}"
     ));
@@ -480,15 +527,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         ],
     );
     for s in &samples {
-        let round_base = samples
-            .iter()
-            .find(|b| b.round == s.round && b.mode == Mode::NoAgent)
-            .map_or(f64::NAN, |b| b.ns_per_pair);
         per.row(vec![
             s.round.to_string(),
             s.mode.name().to_owned(),
             f(s.ns_per_pair, 1),
-            f(s.ns_per_pair / round_base, 3),
+            f(timings.to_round_base(s.round, s.ns_per_pair), 3),
             s.hook_runs.to_string(),
             f(s.agent_cpu * 100.0, 1),
             s.foreign_links.to_string(),
@@ -529,7 +572,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         tables.push(b);
     }
 
-    let json = json!({
+    let mut json = json!({
         "benchmark": "runtime-syscalls",
         "options": {"iterations": opts.iterations, "warmup": opts.warmup, "rounds": opts.rounds,
                     "cpu": opts.cpu, "bpf_stats": opts.bpf_stats},
@@ -540,12 +583,6 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "typical_8_off_loop_without": ON_LOOP,
             "sys_enter_nomatch": SYS_ENTER_NOMATCH.0,
         },
-        "median_ns_per_pair": MODES.iter().map(|m| (m.key().to_owned(), json!(med(*m)))).collect::<serde_json::Map<_, _>>(),
-        "ratio_to_no_agent": MODES.iter().map(|m| (m.key().to_owned(), json!(med(*m) / base))).collect::<serde_json::Map<_, _>>(),
-        "goals": {
-            "typical_10": {"goal": TYPICAL_GOAL, "met": med(Mode::Typical) / base <= TYPICAL_GOAL},
-            "sys_enter_nomatch": {"goal": NOMATCH_GOAL, "met": med(Mode::SysEnterNoMatch) / base <= NOMATCH_GOAL},
-        },
         "runs": samples.iter().map(|s| json!({
             "round": s.round, "mode": s.mode.key(), "ns_per_pair": s.ns_per_pair,
             "hook_runs": s.hook_runs, "agent_cpu": s.agent_cpu, "foreign_tracing_links": s.foreign_links,
@@ -555,6 +592,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "programs": progs.iter().map(|(n, per_pair, ns)| json!({"name": n, "runs_per_pair": per_pair, "ns_per_run": ns})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
+    if let Some(o) = json.as_object_mut() {
+        o.extend(summary);
+    }
     topo.cleanup()?;
     Ok(Report { tables, json })
 }

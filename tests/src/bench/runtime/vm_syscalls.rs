@@ -29,9 +29,9 @@ use palisade_tests::locate_binary;
 use palisade_tests::vm::{Kernel, Vm};
 use serde_json::json;
 
-use super::syscalls::{attach_floor, median_row, Mode, NOMATCH_GOAL, ON_LOOP, TYPICAL_GOAL};
+use super::syscalls::{attach_floor, Mode, Timings, ON_LOOP};
 use super::{KernelCounters, SYS_ENTER_NOMATCH, SYS_ENTER_NOMATCH_HOT, TYPICAL_POLICIES};
-use crate::bench::{f, median, say, Report, Table};
+use crate::bench::{f, say, Report, Table};
 
 /// Options of `palisade-bench runtime-syscalls-vm`.
 #[derive(Debug, Clone)]
@@ -371,17 +371,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let out = parse_output(&vm_out.output, opts.iterations)?;
     check(&out, opts)?;
 
-    let med = |mode: Mode| -> f64 {
-        let v: Vec<f64> = out
-            .samples
+    let timings = Timings(
+        out.samples
             .iter()
-            .filter(|s| s.mode == mode)
-            .map(|s| s.ns_per_pair)
-            .collect();
-        median(&v)
-    };
-    let base = med(Mode::NoAgent);
-    let mut t = Table::new(
+            .map(|s| (s.round, s.mode, s.ns_per_pair))
+            .collect(),
+    );
+    let (mut t, summary) = timings.summary(
         format!(
             "runtime-syscalls-vm: {} ({}), qemu TCG, open+close of one file, {} pairs per measurement ({} warm-up), {} rounds, loop pinned to vCPU 1 (medians)",
             kernel.name(),
@@ -390,11 +386,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             opts.warmup,
             opts.rounds
         ),
-        &["mode", "ns per open+close", "time / no agent", "goal"],
+        &MODES,
     );
-    for mode in MODES {
-        t.row(median_row(mode, med(mode), base));
-    }
     t.notes.push(format!(
         "boot {:.1}s, whole VM {:.1}s; nanoseconds are emulated time (compare the ratios)",
         vm_out.boot_time.as_secs_f64(),
@@ -424,20 +417,15 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         ],
     );
     for s in &out.samples {
-        let round_base = out
-            .samples
-            .iter()
-            .find(|b| b.round == s.round && b.mode == Mode::NoAgent)
-            .map_or(f64::NAN, |b| b.ns_per_pair);
         per.row(vec![
             s.round.to_string(),
             s.mode.name().to_owned(),
             f(s.ns_per_pair, 1),
-            f(s.ns_per_pair / round_base, 3),
+            f(timings.to_round_base(s.round, s.ns_per_pair), 3),
             s.hook_runs.map(|r| r.to_string()).unwrap_or_default(),
         ]);
     }
-    let json = json!({
+    let mut json = json!({
         "benchmark": "runtime-syscalls-vm",
         "kernel": {"name": kernel.name(), "release": kernel.release()},
         "options": {"iterations": opts.iterations, "warmup": opts.warmup, "rounds": opts.rounds},
@@ -449,19 +437,15 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         },
         "sys_enter_nomatch_routed": routed(&out, Mode::SysEnterNoMatch),
         "mechanisms": out.policies,
-        "median_ns_per_pair": MODES.iter().map(|m| (m.key().to_owned(), json!(med(*m)))).collect::<serde_json::Map<_, _>>(),
-        "ratio_to_no_agent": MODES.iter().map(|m| (m.key().to_owned(), json!(med(*m) / base))).collect::<serde_json::Map<_, _>>(),
-        "goals": {
-            "typical_10": {"goal": TYPICAL_GOAL, "met": med(Mode::Typical) / base <= TYPICAL_GOAL},
-            "sys_enter_nomatch": {"goal": NOMATCH_GOAL, "met": med(Mode::SysEnterNoMatch) / base <= NOMATCH_GOAL},
-            "sys_enter_nomatch_hot": {"goal": NOMATCH_GOAL, "met": med(Mode::SysEnterNoMatchHot) / base <= NOMATCH_GOAL},
-        },
         "runs": out.samples.iter().map(|s| json!({
             "round": s.round, "mode": s.mode.key(), "ns_per_pair": s.ns_per_pair, "hook_runs": s.hook_runs,
         })).collect::<Vec<_>>(),
         "boot_seconds": vm_out.boot_time.as_secs_f64(),
         "vm_seconds": vm_out.total_time.as_secs_f64(),
     });
+    if let Some(o) = json.as_object_mut() {
+        o.extend(summary);
+    }
     Ok(Report {
         tables: vec![t, per],
         json,
@@ -518,6 +502,26 @@ mod tests {
         );
         assert!(s.contains("none no_agent\nmeasure 1 no_agent\n"));
         assert!(s.ends_with("stop_all\necho done=1\n"));
+    }
+
+    #[test]
+    fn summary_has_medians_ratios_and_goals() {
+        let t = Timings(vec![
+            (1, Mode::NoAgent, 100.0),
+            (1, Mode::Typical, 130.0),
+            (2, Mode::NoAgent, 200.0),
+            (2, Mode::Typical, 180.0),
+            (3, Mode::NoAgent, 150.0),
+            (3, Mode::Typical, 100.0),
+        ]);
+        assert_eq!(t.median(Mode::Typical), 130.0);
+        assert_eq!(t.to_round_base(2, 180.0), 0.9);
+        let (table, json) = t.summary("t".into(), &[Mode::NoAgent, Mode::Typical]);
+        assert_eq!(table.rows[1][2], "0.867");
+        assert_eq!(table.rows[1][3], "<= 1.05 met");
+        assert_eq!(json["ratio_to_no_agent"]["typical_10"], 130.0 / 150.0);
+        assert_eq!(json["goals"]["typical_10"]["met"], true);
+        assert!(json["goals"].get("no_agent").is_none());
     }
 
     #[test]
