@@ -35,6 +35,7 @@ int pal_exit(struct bpf_raw_tracepoint_args *ctx)
 struct pal_sys_ctx {
 	struct pal_argctx args;
 	__u32 nr;
+	__u32 skip;         /* bit i: hooks[i] cannot match this call */
 };
 
 static long pal_sys_hook_step(__u32 index, struct pal_sys_ctx *c)
@@ -45,7 +46,8 @@ static long pal_sys_hook_step(__u32 index, struct pal_sys_ctx *c)
 	pal_barrier_var(i);
 	if (!hooks || i >= PAL_RT_SYSCALL_SLOTS || i >= hooks->n)
 		return 1;
-	pal_hook_run(hooks->hooks[i], &c->args, 0);
+	if (!((c->skip >> i) & 1))
+		pal_hook_run(hooks->hooks[i], &c->args, 0);
 	return 0;
 }
 
@@ -62,10 +64,49 @@ static __always_inline struct pal_rt_syscall_hooks *pal_sys_hooks(__u32 nr, __u3
 	return hooks;
 }
 
+/*
+ * The hooks of this call that cannot match: those of the head prefilter
+ * when the first PAL_RT_HEAD_BYTES bytes of its string argument begin no
+ * head. A string that cannot be read runs every hook (they decide): a
+ * string shorter than 8 bytes that ends right before unmapped memory.
+ */
+static __always_inline __u32 pal_sys_head_skip(const struct pal_rt_syscall_hooks *hooks,
+					       const struct pal_sys_ctx *c)
+{
+	__u64 word = 0, zeros;
+	__u32 reg = hooks->head_reg;
+
+	if (!hooks->head_skip || reg >= PAL_RT_MAX_ARGS)
+		return 0;
+	/* One word, not a string read (which costs twice as much). */
+	if (bpf_probe_read_user(&word, sizeof(word), (const void *)c->args.raw[reg]) < 0)
+		return 0;
+	/* From the string's end (its first NUL byte) on, the word is 0, as
+	 * in the heads: the lowest 0x80 of zeros marks the first NUL byte
+	 * (the borrow only sets bits above it). */
+	zeros = (word - 0x0101010101010101ULL) & ~word & 0x8080808080808080ULL;
+	if (zeros)
+		word &= ((zeros & -zeros) >> 7) - 1;
+	for (__u32 i = 0; i < PAL_RT_MAX_HEADS; i++) {
+		if (i >= hooks->head_n)
+			break;
+		if ((word & hooks->heads[i].mask) == hooks->heads[i].value)
+			return 0;
+	}
+	return hooks->head_skip;
+}
+
 /* Runs the hooks of syscall c->nr (its arguments are in c->args). */
 static __always_inline void pal_sys_run(struct pal_sys_ctx *c,
 					const struct pal_rt_syscall_hooks *hooks)
 {
+	__u32 all = (1U << (hooks->n & 31)) - 1;
+
+	c->skip = pal_sys_head_skip(hooks, c);
+	if (c->skip)
+		pal_rt_count_add(PAL_RT_CNT_HEAD_SKIPS, __builtin_popcount(c->skip & all));
+	if ((c->skip & all) == all)
+		return;
 	if (hooks->n == 1)
 		pal_hook_run(hooks->hooks[0], &c->args, 0);
 	else

@@ -18,6 +18,8 @@
 #define PAL_RT_MAX_RATE 16384
 #define PAL_RT_SYSCALL_SLOTS 14
 #define PAL_RT_MAX_SYSCALLS 512
+#define PAL_RT_MAX_HEADS 16
+#define PAL_RT_HEAD_BYTES 8
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -90,11 +92,29 @@ struct {
 #define PAL_SYSCALL_VIA_TP 1    /* pal_sys_tp on syscalls:sys_enter_<name> */
 #define PAL_SYSCALL_VIA_FENTRY 2 /* pal_sys_fentry on __x64_sys_<name> */
 
-/* Hooked syscalls: hooks[0..n) are evaluated in order for syscall nr. */
+/* A head of the prefilter: the first bytes of a Prefix or Equal value. */
+struct pal_rt_head {
+	__u64 value;                    /* the bytes, little endian */
+	__u64 mask;                     /* 0xff per byte that counts */
+};
+
+/*
+ * Hooked syscalls: hooks[0..n) are evaluated in order for syscall nr.
+ * The head prefilter (tracing-policies' head_filter): the hooks of the
+ * bits of head_skip can only match when the user string in syscall
+ * argument head_reg begins with one of heads[0..head_n); its first
+ * PAL_RT_HEAD_BYTES bytes are read once and, when no head admits them,
+ * those hooks are not run.
+ */
 struct pal_rt_syscall_hooks {
 	__u32 n;
 	__u32 via;                      /* PAL_SYSCALL_VIA_* */
 	__u32 hooks[PAL_RT_SYSCALL_SLOTS];
+	__u32 head_reg;
+	__u32 head_skip;                /* bit i: hooks[i] */
+	__u32 head_n;
+	__u32 pad;
+	struct pal_rt_head heads[PAL_RT_MAX_HEADS];
 };
 
 struct {
@@ -160,12 +180,17 @@ struct {
  * verifier needs to see the bound on the register actually used). */
 #define pal_barrier_var(x) asm volatile("" : "+r"(x))
 
-static __always_inline void pal_rt_count(__u32 idx)
+static __always_inline void pal_rt_count_add(__u32 idx, __u64 n)
 {
 	__u64 *val = bpf_map_lookup_elem(&pal_rt_counters, &idx);
 
 	if (val)
-		*val += 1;
+		*val += n;
+}
+
+static __always_inline void pal_rt_count(__u32 idx)
+{
+	pal_rt_count_add(idx, 1);
 }
 
 static __always_inline struct pal_rt_scratch *pal_rt_scratch(void)

@@ -273,7 +273,12 @@ fn rust_structs_match_btf_of_the_object() {
             rt::Config,
             [nbinsets, self_tgid, follow_mask]
         ),
-        rust_layout!("pal_rt_syscall_hooks", rt::SyscallHooks, [n, via, hooks]),
+        rust_layout!("pal_rt_head", rt::Head, [value, mask]),
+        rust_layout!(
+            "pal_rt_syscall_hooks",
+            rt::SyscallHooks,
+            [n, via, hooks, head_reg, head_skip, head_n, pad, heads]
+        ),
         rust_layout!("pal_rt_hdr", rt::Hdr, [r#type, pad, size, ktime, pid, tid]),
         (
             "pal_rt_exec_event",

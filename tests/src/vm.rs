@@ -380,6 +380,7 @@ pub struct Vm {
     items: Vec<Item>,
     env: Vec<(String, OsString)>,
     timeout: Duration,
+    instruction_clock: bool,
 }
 
 impl Vm {
@@ -390,7 +391,18 @@ impl Vm {
             items: Vec::new(),
             env: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            instruction_clock: false,
         }
+    }
+
+    /// Runs the guest on qemu's instruction counter (`-icount
+    /// shift=0,sleep=off`): its clocks advance 1 ns per guest instruction
+    /// executed, whatever the host does meanwhile, so a time measured in the
+    /// guest is a deterministic instruction count. The two vCPUs then share
+    /// one host thread.
+    pub fn instruction_clock(mut self) -> Self {
+        self.instruction_clock = true;
+        self
     }
 
     /// Adds a host executable as `/usr/local/bin/<its name>` (so the
@@ -573,7 +585,17 @@ impl Vm {
         let mut cmd = Command::new(QEMU);
         // `-nodefaults` rather than `-nographic`: no NIC (its iPXE option
         // ROM costs seconds under TCG), no VGA, no monitor on stdio.
-        cmd.args(["-accel", "tcg", "-m", "2G", "-smp", "2"])
+        if self.instruction_clock {
+            cmd.args([
+                "-accel",
+                "tcg,thread=single",
+                "-icount",
+                "shift=0,sleep=off",
+            ]);
+        } else {
+            cmd.args(["-accel", "tcg"]);
+        }
+        cmd.args(["-m", "2G", "-smp", "2"])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-serial", "stdio", "-no-reboot"])
             .arg("-kernel")

@@ -231,6 +231,95 @@ fn forbidden_syscall_kills_matched_binary_only() -> Result<()> {
     Ok(())
 }
 
+/// Kills `binary` when it opens a path starting with `prefix`.
+fn no_open_under(binary: &Path, prefix: &str) -> String {
+    format!(
+        "apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: no-secret-open
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: string
+    - index: 2
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: [\"{prefix}\"]
+      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
+/// Perl opening `path` for reading, then saying it is alive.
+fn open_path(path: &str) -> String {
+    format!("open(my $f, q(<), q({path})); print qq(alive\\n);")
+}
+
+/// A path-prefix hook on `openat` has a head prefilter: calls whose path
+/// begins differently never reach its selectors, and those that pass it
+/// are still decided by the selectors.
+#[test]
+fn a_path_hook_runs_behind_the_head_prefilter() -> Result<()> {
+    let topo = runtime_node().build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = copy_binary(node, "/usr/bin/perl", "pathperl")?;
+    let dir = node.dir().display().to_string();
+    let secret = format!("{dir}/secret");
+    let applied = apply(&client, no_open_under(&matched, &secret))?;
+    let Response::TracingPolicies { policies } = applied else {
+        panic!("unexpected response {applied:?}");
+    };
+    let hooks = policies
+        .first()
+        .map(|p| p.hooks.join("\n"))
+        .unwrap_or_default();
+    assert!(
+        hooks.contains("syscall openat = 257, ")
+            && hooks
+                .ends_with("in-kernel selectors behind a head prefilter on argument 1 (1 head)"),
+        "{hooks}"
+    );
+
+    // Turned away by the prefilter (other first bytes), then by the
+    // selectors (same first bytes, other path).
+    ensure_alive(
+        &perl(&matched, &open_path("/nonexistent-pal/secret"))?,
+        "a path with other first bytes",
+    )?;
+    ensure_alive(
+        &perl(&matched, &open_path(&format!("{dir}/public")))?,
+        "a path that shares the head only",
+    )?;
+    ensure_sigkilled(
+        &perl(&matched, &open_path(&format!("{secret}.txt")))?,
+        "opening the protected path",
+    )?;
+    let (k, _) = wait_kprobe(&client, &matched)?;
+    assert_eq!(k.action, KprobeAction::Sigkill);
+    assert_eq!(k.function_name, "__x64_sys_openat");
+    assert!(
+        matches!(k.args.get(1).and_then(|a| a.arg.as_ref()), Some(ArgValue::StringArg(p)) if *p == format!("{secret}.txt")),
+        "{:?}",
+        k.args
+    );
+    Ok(())
+}
+
 /// Perl connecting a TCP socket to 127.0.0.1:`port` (a closed loopback
 /// port refuses at once), then saying it is alive.
 fn connect_loopback(port: u16) -> String {

@@ -19,6 +19,7 @@
 
 pub mod compile;
 pub mod eval;
+pub mod head_filter;
 pub mod model;
 pub mod parse;
 pub mod syscall_route;

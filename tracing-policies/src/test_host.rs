@@ -42,10 +42,16 @@ impl Host for TableHost {
     }
 
     fn syscall_number(&self, name: &str) -> Option<u32> {
-        [("write", 1), ("dup", 32), ("dup2", 33), ("setuid", 105)]
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, nr)| nr)
+        [
+            ("write", 1),
+            ("dup", 32),
+            ("dup2", 33),
+            ("setuid", 105),
+            ("openat", 257),
+        ]
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, nr)| nr)
     }
 
     fn tracepoint_format(&self, subsystem: &str, event: &str) -> Result<Vec<TpField>, String> {

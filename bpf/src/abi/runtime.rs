@@ -452,6 +452,20 @@ pub const SYSCALL_VIA_TP: u32 = 1;
 /// on its wrapper, `__x64_sys_<name>`.
 pub const SYSCALL_VIA_FENTRY: u32 = 2;
 
+/// `PAL_RT_MAX_HEADS`: heads of a syscall's prefilter.
+pub const MAX_HEADS: usize = 16;
+
+/// `struct pal_rt_head` (lib/runtime_maps.h): the first bytes of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Head {
+    /// The bytes, little-endian.
+    pub value: u64,
+    /// `0xff` per byte that counts.
+    pub mask: u64,
+}
+const _: () = assert!(size_of::<Head>() == 16);
+
 /// `struct pal_rt_syscall_hooks` (lib/runtime_maps.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
@@ -463,8 +477,18 @@ pub struct SyscallHooks {
     pub via: u32,
     /// Hook ids, evaluated in order.
     pub hooks: [u32; SYSCALL_SLOTS],
+    /// The head prefilter's syscall argument (a user string).
+    pub head_reg: u32,
+    /// Bit i: `hooks[i]` runs only when a head admits the string.
+    pub head_skip: u32,
+    /// Heads in use.
+    pub head_n: u32,
+    /// Padding.
+    pub pad: u32,
+    /// The heads.
+    pub heads: [Head; MAX_HEADS],
 }
-const _: () = assert!(size_of::<SyscallHooks>() == 64);
+const _: () = assert!(size_of::<SyscallHooks>() == 64 + 16 + 16 * MAX_HEADS);
 
 /// `PAL_RT_EV_*`: runtime event types.
 #[allow(missing_docs)]
@@ -490,6 +514,7 @@ pub mod cnt {
     pub const HOOK_RUNS: u32 = 2;
     pub const SIGNAL_FAILED: u32 = 3;
     pub const RATE_LIMITED: u32 = 4;
+    pub const HEAD_SKIPS: u32 = 5;
     pub const MAX: u32 = 8;
 }
 
@@ -722,6 +747,7 @@ pod!(
     StrKey,
     BinSet,
     Config,
+    Head,
     SyscallHooks
 );
 

@@ -53,16 +53,26 @@ pub struct TracingState {
     reader: Option<RingBuf<MapData>>,
 }
 
-/// How hook attachment `a` runs; for a syscall hook, from where the
-/// runtime runs that syscall's hooks (when it is in force in `runtime`).
-fn mechanism(a: &Attach, runtime: Option<&Runtime>) -> String {
+/// How hook attachment `a` runs; for a syscall hook in force in `runtime`
+/// as hook `hook_id`, from where the runtime runs that syscall's hooks and
+/// whether a head prefilter stands in front of its selectors.
+fn mechanism(a: &Attach, runtime: Option<&Runtime>, hook_id: Option<u32>) -> String {
     match a {
         Attach::Syscall { nr } => {
             let name = crate::runtime::syscalls::name(*nr).unwrap_or("?");
-            match runtime.and_then(|r| r.syscall_mechanism(*nr)) {
-                Some(via) => format!("syscall {name} = {nr}, {via}, in-kernel selectors"),
-                None => format!("syscall {name} = {nr}, in-kernel selectors"),
+            let mut m = format!("syscall {name} = {nr}, ");
+            if let Some(via) = runtime.and_then(|r| r.syscall_mechanism(*nr)) {
+                m += &format!("{via}, ");
             }
+            m += "in-kernel selectors";
+            if let Some((reg, heads)) = runtime
+                .zip(hook_id)
+                .and_then(|(r, id)| r.head_prefilter(*nr, id))
+            {
+                let plural = if heads == 1 { "" } else { "s" };
+                m += &format!(" behind a head prefilter on argument {reg} ({heads} head{plural})");
+            }
+            m
         }
         Attach::Tracepoint { subsystem, event } => format!("tracepoint {subsystem}/{event}"),
         Attach::RawTracepoint { event } => format!("raw tracepoint {event}"),
@@ -440,6 +450,12 @@ impl TracingState {
 }
 
 fn record(c: &CompiledPolicy, source: &str, runtime: Option<&Runtime>) -> TracingPolicyRecord {
+    let ids: BTreeMap<String, u32> = runtime
+        .map(|r| r.hooks_of(&c.name))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, h)| (h.path, id))
+        .collect();
     TracingPolicyRecord {
         name: c.name.clone(),
         source: source.to_owned(),
@@ -455,7 +471,7 @@ fn record(c: &CompiledPolicy, source: &str, runtime: Option<&Runtime>) -> Tracin
                 format!(
                     "{}: {}{}",
                     h.path,
-                    mechanism(&h.attach, runtime),
+                    mechanism(&h.attach, runtime, ids.get(&h.path).copied()),
                     if h.monitor { " (monitor)" } else { "" }
                 )
             })

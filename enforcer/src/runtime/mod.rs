@@ -34,6 +34,7 @@ use aya_obj::btf::BtfKind;
 use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, SyscallHooks};
 use palisade_bpf::{runtime as names, RUNTIME_OBJECT};
 use palisade_tracing_policies::compile::{Attach, CompiledHook, CompiledPolicy};
+use palisade_tracing_policies::head_filter::{hook_heads, syscall_heads, HookHeads};
 use palisade_tracing_policies::syscall_route::{syscall_route, SyscallRoute};
 use tracing::{debug, info, warn};
 
@@ -154,6 +155,8 @@ pub struct RuntimeCounters {
     pub signal_failed: u64,
     /// Events suppressed by rateLimit.
     pub rate_limited: u64,
+    /// Hook runs the head prefilter spared (the call could not match).
+    pub head_skips: u64,
 }
 
 /// Runtime enforcement on this node.
@@ -166,6 +169,8 @@ pub struct Runtime {
     layout: Layout,
     policies: BTreeMap<String, LoadedPolicy>,
     syscall_hooks: BTreeMap<u32, Vec<u32>>,
+    /// The head prefilters of syscall hooks that have one, by hook id.
+    hook_heads: BTreeMap<u32, HookHeads>,
     /// Per hooked syscall, the program that runs its hooks for that
     /// syscall only: `pal_sys_fentry` on `__x64_sys_<name>` or `pal_sys_tp`
     /// on `syscalls:sys_enter_<name>`.
@@ -197,6 +202,7 @@ impl Runtime {
                 layout,
                 policies: BTreeMap::new(),
                 syscall_hooks: BTreeMap::new(),
+                hook_heads: BTreeMap::new(),
                 syscall_links: BTreeMap::new(),
                 fentry: Fentry::Unknown,
                 dispatcher: None,
@@ -467,6 +473,9 @@ impl Runtime {
             return Err(e);
         }
         if let Attach::Syscall { nr } = hook.attach {
+            if let Some(heads) = hook_heads(hook) {
+                self.hook_heads.insert(id, heads);
+            }
             if let Err(e) = self.add_syscall_hook(nr, id) {
                 self.detach_hook(loaded);
                 return Err(e);
@@ -693,6 +702,17 @@ impl Runtime {
         })
     }
 
+    /// The head prefilter in front of hook `hook_id` of syscall nr, if it
+    /// has one in force: the syscall argument it reads and how many heads
+    /// the syscall's table entry holds.
+    pub fn head_prefilter(&self, nr: u32, hook_id: u32) -> Option<(u8, usize)> {
+        let ids = self.syscall_hooks.get(&nr)?;
+        let slot = ids.iter().position(|&id| id == hook_id)?;
+        let slots: Vec<Option<&HookHeads>> = ids.iter().map(|id| self.hook_heads.get(id)).collect();
+        let pre = syscall_heads(&slots)?;
+        (pre.skip >> slot & 1 == 1).then_some((pre.reg, pre.heads.len()))
+    }
+
     /// Which program runs syscall nr's hooks now.
     fn via(&self, nr: u32) -> u32 {
         self.syscall_links
@@ -709,9 +729,50 @@ impl Runtime {
         for (slot, id) in entry.hooks.iter_mut().zip(ids) {
             *slot = *id;
         }
-        self.array::<SyscallHooks>(names::SYSCALLS)?
-            .set(nr, entry, 0)
-            .map_err(map_err("writing the syscall table"))
+        let slots: Vec<Option<&HookHeads>> = ids.iter().map(|id| self.hook_heads.get(id)).collect();
+        let pre = syscall_heads(&slots);
+        if let Some(pre) = &pre {
+            entry.head_reg = u32::from(pre.reg);
+            entry.head_n = pre.heads.len().min(rt::MAX_HEADS) as u32;
+            for (slot, h) in entry.heads.iter_mut().zip(&pre.heads) {
+                *slot = rt::Head {
+                    value: h.value,
+                    mask: h.mask,
+                };
+            }
+        }
+        // Programs read the entry while it is written, so a change must
+        // never show a skip mask with other heads or hooks than its own:
+        // the prefilter is off (every hook runs) from before the hooks and
+        // heads change until after.
+        let mut table = self.array::<SyscallHooks>(names::SYSCALLS)?;
+        let write = |table: &mut Array<&mut MapData, SyscallHooks>, e: SyscallHooks| {
+            table
+                .set(nr, e, 0)
+                .map_err(map_err("writing the syscall table"))
+        };
+        if let Ok(old) = table.get(&nr, 0) {
+            if old.head_skip != 0 {
+                write(
+                    &mut table,
+                    SyscallHooks {
+                        head_skip: 0,
+                        ..old
+                    },
+                )?;
+            }
+        }
+        write(&mut table, entry)?;
+        if let Some(pre) = pre {
+            write(
+                &mut table,
+                SyscallHooks {
+                    head_skip: pre.skip,
+                    ..entry
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Loads and attaches the per-hook program instance, if the mechanism
@@ -849,6 +910,7 @@ impl Runtime {
                     warn!(error = %e, "cannot update the syscall table");
                 }
             }
+            self.hook_heads.remove(&id);
             self.detach_idle_syscall(nr);
         }
         if let Err(e) = self.array::<rt::Hook>(names::HOOKS).and_then(|mut a| {
@@ -890,6 +952,7 @@ impl Runtime {
             hook_runs: get(rt::cnt::HOOK_RUNS),
             signal_failed: get(rt::cnt::SIGNAL_FAILED),
             rate_limited: get(rt::cnt::RATE_LIMITED),
+            head_skips: get(rt::cnt::HEAD_SKIPS),
         }
     }
 }

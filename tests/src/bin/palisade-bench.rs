@@ -7,7 +7,7 @@
 //! palisade-bench agent-rss [--endpoints N] [--max-seconds N]
 //! palisade-bench policy-compile [--rules N] [--identities N] [--live-rules N] [--live-pods N] [--changes N]
 //! palisade-bench runtime-syscalls [--iterations N] [--warmup N] [--rounds N] [--cpu N | --no-pin] [--bpf-stats]
-//! palisade-bench runtime-syscalls-vm [--kernel 6.12|6.1] [--iterations N] [--warmup N] [--rounds N] [--timeout-minutes N]
+//! palisade-bench runtime-syscalls-vm [--kernel 6.12|6.1] [--iterations N] [--warmup N] [--rounds N] [--timeout-minutes N] [--instructions]
 //! palisade-bench runtime-events [--start N] [--step N] [--max N] [--resolution N] [--seconds S] [--generators N]
 //! palisade-bench runtime-procs [--processes N] [--baseline N] [--batch N] [--cache-size N] [--every N] [--max-seconds N] [--bpf-stats N]
 //! common: [--json] [--verbose]   (--json: JSON on stdout, tables on stderr)
@@ -29,7 +29,7 @@ const USAGE: &str = "usage: palisade-bench <benchmark> [options] [--json] [--ver
   agent-rss         [--endpoints 1000] [--max-seconds 900]
   policy-compile    [--rules 10000] [--identities 5000] [--live-rules 1000] [--live-pods 10] [--changes 20]
   runtime-syscalls  [--iterations 1000000] [--warmup 100000] [--rounds 5] [--cpu 1 | --no-pin] [--bpf-stats]
-  runtime-syscalls-vm [--kernel 6.12] [--iterations 100000] [--warmup 10000] [--rounds 3] [--timeout-minutes 60]
+  runtime-syscalls-vm [--kernel 6.12] [--iterations 100000] [--warmup 10000] [--rounds 3] [--timeout-minutes 60] [--instructions]
   runtime-events    [--start 50000] [--step 50000] [--max 1000000] [--resolution 10000] [--seconds 10] [--generators 1]
   runtime-procs     [--processes 100000] [--baseline 10000] [--batch 32] [--cache-size 65536] [--every 10000] [--max-seconds 900] [--bpf-stats N]";
 
@@ -181,6 +181,7 @@ fn real_main() -> anyhow::Result<()> {
                 warmup: args.value("--warmup", 10_000)?,
                 rounds: args.value("--rounds", 3)?,
                 timeout: Duration::from_secs(60 * args.value("--timeout-minutes", 60u64)?),
+                instructions: args.flag("--instructions"),
                 verbose,
             };
             args.done()?;

@@ -92,6 +92,8 @@ pub struct KernelCounters {
     pub signal_failed: u64,
     /// Events suppressed by rateLimit.
     pub rate_limited: u64,
+    /// Hook runs the head prefilter spared.
+    pub head_skips: u64,
 }
 
 impl KernelCounters {
@@ -103,7 +105,14 @@ impl KernelCounters {
             hook_runs: self.hook_runs.saturating_sub(before.hook_runs),
             signal_failed: self.signal_failed.saturating_sub(before.signal_failed),
             rate_limited: self.rate_limited.saturating_sub(before.rate_limited),
+            head_skips: self.head_skips.saturating_sub(before.head_skips),
         }
+    }
+
+    /// Hooks the syscalls reached: those that ran and those the head
+    /// prefilter turned away.
+    pub fn hooks_reached(&self) -> u64 {
+        self.hook_runs + self.head_skips
     }
 
     /// Parses `bpftool -j map dump` of the per-CPU counter array (plain or
@@ -129,6 +138,7 @@ impl KernelCounters {
             hook_runs: sums[2],
             signal_failed: sums[3],
             rate_limited: sums[4],
+            head_skips: sums[5],
         })
     }
 }

@@ -46,6 +46,9 @@ pub struct Options {
     pub rounds: usize,
     /// The longest the VM may run.
     pub timeout: Duration,
+    /// Time the loop in guest instructions (qemu `-icount`), not emulated
+    /// wall-clock time.
+    pub instructions: bool,
     /// Harness progress on stderr.
     pub verbose: bool,
 }
@@ -106,11 +109,14 @@ agent() {
 }
 floor() {
   stop_all
+  # Not the previous floor's "attached": the shell may look before the
+  # new process has truncated the file.
+  rm -f /tmp/floor.out
   palisade-bench runtime-floor $1 >/tmp/floor.out 2>&1 &
   FLOOR=$!
   i=0
-  while ! grep -q attached /tmp/floor.out && [ $i -lt 600 ] && kill -0 $FLOOR 2>/dev/null; do sleep 0.1; i=$((i+1)); done
-  grep -q attached /tmp/floor.out || fail "$1: $(cat /tmp/floor.out)"
+  while ! grep -q attached /tmp/floor.out 2>/dev/null && [ $i -lt 600 ] && kill -0 $FLOOR 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+  grep -q attached /tmp/floor.out || fail "$1: $(cat /tmp/floor.out) (after $i waits; floor process: $(cat /proc/$FLOOR/stat 2>&1) $(cat /proc/$FLOOR/stack 2>&1 | tr '\n' ' '))"
 }
 none() { stop_all; }
 counters() { bpftool -j map dump pinned /sys/fs/bpf/palisade/runtime/g*/pal_rt_counters | tr -d '\n'; }
@@ -123,6 +129,8 @@ measure() {
 }
 echo palisade-bench >/tmp/open-target.txt
 mkdir -p /run/palisade
+# Settle: the first loop after boot pays for what the boot left running.
+palisade-bench runtime-child open-close /tmp/open-target.txt $ITERATIONS $WARMUP 1 >/dev/null || fail "the loop failed"
 "#;
 
 /// The measurements in run order: (round, mode).
@@ -164,7 +172,8 @@ struct Sample {
     round: usize,
     mode: Mode,
     ns_per_pair: f64,
-    hook_runs: Option<u64>,
+    /// Kernel counters over the measurement (agent modes).
+    counters: Option<KernelCounters>,
 }
 
 /// What the script printed, parsed.
@@ -217,14 +226,14 @@ fn parse_output(text: &str, iterations: u64) -> anyhow::Result<Output> {
                         let k0 = before
                             .get(&(round, b.to_owned()))
                             .with_context(|| format!("no counters before {line:?}"))?;
-                        let runs = counters(rest)?.since(k0).hook_runs;
+                        let k = counters(rest)?.since(k0);
                         let s = out
                             .samples
                             .iter_mut()
                             .rev()
                             .find(|s| s.round == round && s.mode == mode)
                             .with_context(|| format!("no sample before {line:?}"))?;
-                        s.hook_runs = Some(runs);
+                        s.counters = Some(k);
                     }
                     _ => {
                         let v: serde_json::Value = serde_json::from_str(rest)
@@ -234,7 +243,7 @@ fn parse_output(text: &str, iterations: u64) -> anyhow::Result<Output> {
                             round,
                             mode,
                             ns_per_pair: ns as f64 / iterations as f64,
-                            hook_runs: None,
+                            counters: None,
                         });
                     }
                 }
@@ -278,11 +287,11 @@ fn check(out: &Output, opts: &Options) -> anyhow::Result<()> {
         let want = if routed(out, s.mode) {
             0
         } else {
-            s.mode.hook_runs_per_pair() * pairs
+            s.mode.hooks_reached_per_pair() * pairs
         };
-        match s.hook_runs {
+        match s.counters.map(|k| k.hooks_reached()) {
             Some(runs) if runs < want => bail!(
-                "{} (round {}): {runs} hook runs for {pairs} open+close pairs, expected at least {want}",
+                "{} (round {}): {runs} hooks reached (run or spared by the head prefilter) for {pairs} open+close pairs, expected at least {want}",
                 s.mode.name(),
                 s.round
             ),
@@ -331,6 +340,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         .binary(bpftool)
         .env("NO_COLOR", "1")
         .timeout(opts.timeout);
+    if opts.instructions {
+        vm = vm.instruction_clock();
+    }
     for mode in MODES.into_iter().filter(|m| m.agent()) {
         vm = vm.data(
             &format!("/etc/palisade/{}.yaml", mode.key()),
@@ -389,9 +401,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         &MODES,
     );
     t.notes.push(format!(
-        "boot {:.1}s, whole VM {:.1}s; nanoseconds are emulated time (compare the ratios)",
+        "boot {:.1}s, whole VM {:.1}s; {}",
         vm_out.boot_time.as_secs_f64(),
-        vm_out.total_time.as_secs_f64()
+        vm_out.total_time.as_secs_f64(),
+        if opts.instructions {
+            "guest clock on the instruction counter (qemu -icount shift=0): nanoseconds are guest instructions"
+        } else {
+            "nanoseconds are emulated time (compare the ratios)"
+        }
     ));
     for mode in [Mode::SysEnterNoMatch, Mode::SysEnterNoMatchHot] {
         if let Some(l) = out.links.get(mode.key()) {
@@ -414,6 +431,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "ns per pair",
             "/ no agent of the round",
             "hook runs",
+            "spared by head prefilter",
         ],
     );
     for s in &out.samples {
@@ -422,13 +440,18 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             s.mode.name().to_owned(),
             f(s.ns_per_pair, 1),
             f(timings.to_round_base(s.round, s.ns_per_pair), 3),
-            s.hook_runs.map(|r| r.to_string()).unwrap_or_default(),
+            s.counters
+                .map(|k| k.hook_runs.to_string())
+                .unwrap_or_default(),
+            s.counters
+                .map(|k| k.head_skips.to_string())
+                .unwrap_or_default(),
         ]);
     }
     let mut json = json!({
         "benchmark": "runtime-syscalls-vm",
         "kernel": {"name": kernel.name(), "release": kernel.release()},
-        "options": {"iterations": opts.iterations, "warmup": opts.warmup, "rounds": opts.rounds},
+        "options": {"iterations": opts.iterations, "warmup": opts.warmup, "rounds": opts.rounds, "instructions": opts.instructions},
         "policies": {
             "typical_10": TYPICAL_POLICIES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             "typical_8_off_loop_without": ON_LOOP,
@@ -438,7 +461,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         "sys_enter_nomatch_routed": routed(&out, Mode::SysEnterNoMatch),
         "mechanisms": out.policies,
         "runs": out.samples.iter().map(|s| json!({
-            "round": s.round, "mode": s.mode.key(), "ns_per_pair": s.ns_per_pair, "hook_runs": s.hook_runs,
+            "round": s.round, "mode": s.mode.key(), "ns_per_pair": s.ns_per_pair,
+            "hook_runs": s.counters.map(|k| k.hook_runs), "head_skips": s.counters.map(|k| k.head_skips),
         })).collect::<Vec<_>>(),
         "boot_seconds": vm_out.boot_time.as_secs_f64(),
         "vm_seconds": vm_out.total_time.as_secs_f64(),
@@ -489,6 +513,7 @@ mod tests {
             warmup: 1,
             rounds: 2,
             timeout: Duration::from_secs(1),
+            instructions: false,
             verbose: false,
         };
         let s = script(&opts);
@@ -525,22 +550,25 @@ mod tests {
     }
 
     #[test]
-    fn output_parsed_with_hook_runs_between_counters() {
-        let dump = |runs: u64| {
-            format!(r#"[{{"key":2,"values":[{{"cpu":0,"value":{runs}}},{{"cpu":1,"value":0}}]}}]"#)
+    fn output_parsed_with_counters_between_measurements() {
+        let dump = |runs: u64, skips: u64| {
+            format!(
+                r#"[{{"key":2,"values":[{{"cpu":0,"value":{runs}}},{{"cpu":1,"value":0}}]}},{{"key":5,"values":[{{"cpu":0,"value":{skips}}}]}}]"#
+            )
         };
         let text = format!(
             "noise\nlinks typical_10 pal_exec sys-openat\npolicies typical_10 a b\nbefore 1 typical_10 {}\nsample 1 typical_10 {{\"iterations\":10,\"ns\":2000}}\nafter 1 typical_10 {}\nsample 1 no_agent {{\"iterations\":10,\"ns\":1000}}\ndone=1\n",
-            dump(5),
-            dump(27)
+            dump(5, 1),
+            dump(27, 4)
         );
         let out = parse_output(&text, 10).unwrap();
         assert!(out.done);
         assert_eq!(out.samples.len(), 2);
         assert_eq!(out.samples[0].mode, Mode::Typical);
         assert_eq!(out.samples[0].ns_per_pair, 200.0);
-        assert_eq!(out.samples[0].hook_runs, Some(22));
-        assert_eq!(out.samples[1].hook_runs, None);
+        let k = out.samples[0].counters.expect("counters");
+        assert_eq!((k.hook_runs, k.head_skips, k.hooks_reached()), (22, 3, 25));
+        assert_eq!(out.samples[1].counters, None);
         assert_eq!(out.links["typical_10"], "pal_exec sys-openat");
         assert!(parse_output("error=boom\n", 10).is_err());
     }
