@@ -196,19 +196,13 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::compile::{compile, CompileOptions};
-    use crate::test_host::no_kprobes;
+    use crate::test_host::first_hook;
 
     /// The hook of a `sys_openat` policy (arguments: dirfd, path, flags)
     /// with `selectors` (YAML, indented for `selectors:`), compiled.
     fn openat(selectors: &str) -> CompiledHook {
-        let yaml = format!(
-            "apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: t
-spec:
-  kprobes:
+        first_hook(&format!(
+            "  kprobes:
   - call: sys_openat
     syscall: true
     args:
@@ -216,12 +210,7 @@ spec:
     - {{index: 1, type: string}}
     - {{index: 2, type: int}}
 {selectors}"
-        );
-        let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
-        compile(&docs[0], &no_kprobes(), CompileOptions::default())
-            .expect("compiles")
-            .hooks
-            .remove(0)
+        ))
     }
 
     fn heads_of(selectors: &str) -> Option<HookHeads> {

@@ -135,31 +135,20 @@ fn expand(entries: &[(u64, u32)], signed: bool) -> Option<BTreeSet<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::{compile, CompileOptions};
-    use crate::test_host::no_kprobes;
+    use crate::test_host::first_hook;
 
     /// A policy's one tracepoint hook on `raw_syscalls/<event>` with
     /// `selectors` (YAML, indented for `selectors:`), compiled.
     fn hook(event: &str, selectors: &str) -> CompiledHook {
-        let yaml = format!(
-            "apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: t
-spec:
-  tracepoints:
+        first_hook(&format!(
+            "  tracepoints:
   - subsystem: raw_syscalls
     event: {event}
     args:
     - index: 4
       type: int64
 {selectors}"
-        );
-        let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
-        compile(&docs[0], &no_kprobes(), CompileOptions::default())
-            .expect("compiles")
-            .hooks
-            .remove(0)
+        ))
     }
 
     /// The route of [`hook`].

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::compile::{Host, KernelFeatures};
+use crate::compile::{compile, CompileOptions, CompiledHook, Host, KernelFeatures};
 use crate::model::NamespaceKind;
 use crate::tpformat::{parse_format, TpField};
 
@@ -104,4 +104,17 @@ pub(crate) fn full() -> TableHost {
         },
         functions: None,
     }
+}
+
+/// The first hook of the one policy `t` with `spec` (YAML, indented for
+/// `spec:`), compiled for [`no_kprobes`].
+pub(crate) fn first_hook(spec: &str) -> CompiledHook {
+    let yaml = format!(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n{spec}"
+    );
+    let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
+    compile(&docs[0], &no_kprobes(), CompileOptions::default())
+        .expect("compiles")
+        .hooks
+        .remove(0)
 }
