@@ -34,7 +34,7 @@ use aya_obj::btf::BtfKind;
 use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, SyscallHooks};
 use palisade_bpf::{runtime as names, RUNTIME_OBJECT};
 use palisade_tracing_policies::compile::{Attach, CompiledHook, CompiledPolicy};
-use palisade_tracing_policies::head_filter::{hook_heads, syscall_heads, HookHeads};
+use palisade_tracing_policies::head_filter::{hook_heads, syscall_heads, HookHeads, SyscallHeads};
 use palisade_tracing_policies::syscall_route::{syscall_route, SyscallRoute};
 use tracing::{debug, info, warn};
 
@@ -708,9 +708,14 @@ impl Runtime {
     pub fn head_prefilter(&self, nr: u32, hook_id: u32) -> Option<(u8, usize)> {
         let ids = self.syscall_hooks.get(&nr)?;
         let slot = ids.iter().position(|&id| id == hook_id)?;
-        let slots: Vec<Option<&HookHeads>> = ids.iter().map(|id| self.hook_heads.get(id)).collect();
-        let pre = syscall_heads(&slots)?;
+        let pre = self.syscall_prefilter(ids)?;
         (pre.skip >> slot & 1 == 1).then_some((pre.reg, pre.heads.len()))
+    }
+
+    /// The head prefilter of a syscall whose table entry holds hooks `ids`.
+    fn syscall_prefilter(&self, ids: &[u32]) -> Option<SyscallHeads> {
+        let slots: Vec<Option<&HookHeads>> = ids.iter().map(|id| self.hook_heads.get(id)).collect();
+        syscall_heads(&slots)
     }
 
     /// Which program runs syscall nr's hooks now.
@@ -729,8 +734,7 @@ impl Runtime {
         for (slot, id) in entry.hooks.iter_mut().zip(ids) {
             *slot = *id;
         }
-        let slots: Vec<Option<&HookHeads>> = ids.iter().map(|id| self.hook_heads.get(id)).collect();
-        let pre = syscall_heads(&slots);
+        let pre = self.syscall_prefilter(ids);
         if let Some(pre) = &pre {
             entry.head_reg = u32::from(pre.reg);
             entry.head_n = pre.heads.len().min(rt::MAX_HEADS) as u32;
