@@ -1792,15 +1792,7 @@ pub fn binary_sets<'a>(
 mod tests {
     use super::*;
 
-    use crate::test_host::{full, no_kprobes, TableHost};
-
-    fn policy(spec: &str) -> TracingPolicy {
-        let yaml = format!(
-            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n{spec}"
-        );
-        let mut p = crate::parse_documents(&yaml, "t.yaml").expect("valid policy");
-        p.remove(0)
-    }
+    use crate::test_host::{full, no_kprobes, policy, TableHost};
 
     /// `path: message` of the error compiling `spec` on `host`.
     fn error(spec: &str, host: &TableHost) -> String {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use crate::compile::{compile, CompileOptions, CompiledHook, Host, KernelFeatures};
-use crate::model::NamespaceKind;
+use crate::model::{NamespaceKind, TracingPolicy};
 use crate::tpformat::{parse_format, TpField};
 
 /// A host from tables: `features`, x86_64 numbers of a few syscalls,
@@ -106,14 +106,18 @@ pub(crate) fn full() -> TableHost {
     }
 }
 
-/// The first hook of the one policy `t` with `spec` (YAML, indented for
-/// `spec:`), compiled for [`no_kprobes`].
-pub(crate) fn first_hook(spec: &str) -> CompiledHook {
+/// The one policy `t` with `spec` (YAML, indented for `spec:`).
+pub(crate) fn policy(spec: &str) -> TracingPolicy {
     let yaml = format!(
         "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n{spec}"
     );
-    let docs = crate::parse_documents(&yaml, "t.yaml").expect("parses");
-    compile(&docs[0], &no_kprobes(), CompileOptions::default())
+    let mut p = crate::parse_documents(&yaml, "t.yaml").expect("valid policy");
+    p.remove(0)
+}
+
+/// The first hook of [`policy`]`(spec)`, compiled for [`no_kprobes`].
+pub(crate) fn first_hook(spec: &str) -> CompiledHook {
+    compile(&policy(spec), &no_kprobes(), CompileOptions::default())
         .expect("compiles")
         .hooks
         .remove(0)
