@@ -69,6 +69,14 @@ const SCRIPT_PATH: &str = "/etc/palisade-vm/script";
 const TAIL_LINES: usize = 40;
 /// How long qemu gets to exit after the end marker before it is killed.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
+/// How many times a guest whose kernel panics before `/init` starts the
+/// command is booted. Multi-threaded TCG now and then loses a cross-vCPU
+/// code patch during early boot (an `int3` oops in a just-patched static
+/// key); that is the emulator, not the command, and a fresh boot passes.
+/// A panic after the begin marker is never retried.
+pub const BOOT_ATTEMPTS: u32 = 2;
+/// What the kernel prints when it panics.
+const PANIC_LINE: &[u8] = b"Kernel panic - not syncing";
 /// Directories the dynamic loader searches without being told (Debian,
 /// x86-64); libraries elsewhere are named in `LD_LIBRARY_PATH`.
 const LOADER_DEFAULT_DIRS: [&str; 4] = [
@@ -181,8 +189,19 @@ pub enum VmError {
         /// The last lines of the console.
         tail: String,
     },
-    /// qemu exited before the command's exit status was printed (kernel
-    /// panic, `/init` failed, qemu refused its arguments).
+    /// The guest kernel panicked while booting, before `/init` started the
+    /// command, on every attempt (see [`BOOT_ATTEMPTS`]).
+    #[error("VM with kernel {kernel} panicked while booting, before the command started, {attempts} times; last console lines:\n{tail}")]
+    BootPanic {
+        /// The kernel's name.
+        kernel: String,
+        /// How many boots were tried.
+        attempts: u32,
+        /// The last lines of the console of the last attempt.
+        tail: String,
+    },
+    /// qemu exited before the command's exit status was printed (a panic
+    /// while the command ran, `/init` failed, qemu refused its arguments).
     #[error("VM with kernel {kernel} stopped ({qemu}) before the command finished; qemu stderr: {stderr:?}; last console lines:\n{tail}")]
     NoExitMarker {
         /// The kernel's name.
@@ -495,8 +514,29 @@ impl Vm {
         let archive = self.archive(command, script, &token)?;
         let initrd = dir.path.join("initramfs.cpio");
         archive.write(&initrd)?;
-        tracing::debug!(initrd = %initrd.display(), "booting");
-        let result = self.boot_qemu(&initrd, &token);
+        let mut attempt = 1;
+        let result = loop {
+            tracing::debug!(initrd = %initrd.display(), attempt, "booting");
+            match self.boot_qemu(&initrd, &token) {
+                Err(VmError::BootPanic { tail, .. }) if attempt < BOOT_ATTEMPTS => {
+                    tracing::warn!(
+                        kernel = %self.kernel.name,
+                        attempt,
+                        last_lines = %tail,
+                        "guest kernel panicked before the command started; booting again"
+                    );
+                    attempt += 1;
+                }
+                Err(VmError::BootPanic { kernel, tail, .. }) => {
+                    break Err(VmError::BootPanic {
+                        kernel,
+                        attempts: attempt,
+                        tail,
+                    })
+                }
+                other => break other,
+            }
+        };
         match &result {
             Ok(out) => tracing::debug!(status = out.status, boot = ?out.boot_time, "done"),
             Err(e) => tracing::debug!(error = %e, "failed"),
@@ -670,6 +710,13 @@ impl Vm {
             (console.begin, console.end, boot_time)
         else {
             let status = qemu.wait_until(deadline)?;
+            if console.begin.is_none() && find(&console.bytes, PANIC_LINE, 0).is_some() {
+                return Err(VmError::BootPanic {
+                    kernel: self.kernel.name.clone(),
+                    attempts: 1,
+                    tail: tail(&console.bytes),
+                });
+            }
             return Err(VmError::NoExitMarker {
                 kernel: self.kernel.name.clone(),
                 qemu: status,

@@ -1,10 +1,11 @@
 //! The VM test lane on Debian's 6.1 and 6.12 kernels: the VM boots with
 //! our kernel command line, the filesystems the agent needs are mounted, a
 //! dynamically linked workspace binary runs inside, environment and extra
-//! files arrive, the exit status comes back, and a hung command is killed
-//! at its timeout. Also reports what a BPF test can count on in each
-//! kernel (BTF, BPF-LSM and its hooks in ftrace, kprobe events, error
-//! injection, lockdown) and the boot time under TCG.
+//! files arrive, the exit status comes back, a hung command is killed at
+//! its timeout, and a kernel that panics while booting is booted again.
+//! Also reports what a BPF test can count on in each kernel (BTF, BPF-LSM
+//! and its hooks in ftrace, kprobe events, error injection, lockdown) and
+//! the boot time under TCG.
 //!
 //! Needs the kernels, qemu and busybox that `scripts/vm-kernels` installs
 //! (`scripts/setup` runs it); fails, not skips, without them. Root is not
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use palisade_tests::vm::{Kernel, Vm, VmError};
+use palisade_tests::vm::{Kernel, Vm, VmError, BOOT_ATTEMPTS};
 
 /// A dynamically linked Rust binary that cargo builds for this test.
 const HELPER: &str = env!("CARGO_BIN_EXE_palisade-bench");
@@ -206,6 +207,30 @@ fn qemu_running_with(path: &Path) -> bool {
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .any(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
+}
+
+/// A guest whose kernel panics before `/init` starts the command (here:
+/// `/init`'s interpreter is not an executable, so the kernel finds no
+/// working init) is booted [`BOOT_ATTEMPTS`] times, then reported as a
+/// boot panic with the kernel's last words.
+#[test]
+fn boot_panic_is_retried_then_reported() {
+    let err = Vm::new(&kernel(Kernel::debian_6_12()))
+        .data("/bin/busybox", "not an executable\n", 0o755)
+        .timeout(Duration::from_secs(120))
+        .run(&["true"])
+        .unwrap_err();
+    let VmError::BootPanic {
+        kernel,
+        attempts,
+        tail,
+    } = &err
+    else {
+        panic!("expected BootPanic, got {err}");
+    };
+    assert_eq!(kernel, "debian-6.12");
+    assert_eq!(*attempts, BOOT_ATTEMPTS);
+    assert!(tail.contains("No working init found"), "{err}");
 }
 
 /// A file qemu cannot boot makes an error carrying qemu's own complaint.
