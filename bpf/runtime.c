@@ -4,15 +4,19 @@
  * the generic hook programs that evaluate TracingPolicy selectors.
  *
  * The hook programs are loaded once per hook with PAL_HOOK_ID set (a
- * load-time constant), except the syscall programs (pal_sys_enter,
- * pal_sys_tp, pal_sys_fentry), which find the hooks of their syscall in
- * pal_rt_syscalls.
+ * load-time constant; pal_tp_syscall_ids also with PAL_SYSCALL_IDS),
+ * except the syscall programs (pal_sys_enter, pal_sys_tp, pal_sys_fentry),
+ * which find the hooks of their syscall in pal_rt_syscalls.
  */
 #include "lib/process.h"
 #include "lib/selectors.h"
 
 /* Hook id of this program instance (tracepoint, kprobe, LSM, fentry). */
 volatile const __u32 PAL_HOOK_ID = 0;
+
+/* pal_tp_syscall_ids: the syscall ids its hook can match, bit id % 64 of
+ * word id / 64. */
+volatile const __u64 PAL_SYSCALL_IDS[PAL_RT_MAX_SYSCALLS / 64] = {};
 
 SEC("raw_tracepoint/sched_process_exec")
 int pal_exec(struct bpf_raw_tracepoint_args *ctx)
@@ -189,6 +193,30 @@ int pal_tracepoint(void *ctx)
 {
 	struct pal_argctx a = { .base = (__u64)(unsigned long)ctx };
 
+	pal_hook_run(PAL_HOOK_ID, &a, 0);
+	return 0;
+}
+
+/*
+ * A tracepoint hook on raw_syscalls:sys_enter or sys_exit whose every
+ * selector requires the syscall id to be in PAL_SYSCALL_IDS, where some of
+ * those syscalls have no tracepoint of their own to route it to (see
+ * tracing-policies' syscall_route). It runs for every syscall of the
+ * machine, so it looks at the id first: both records hold it as a long at
+ * offset 8, inside every record this program can be attached to. A call
+ * whose id no selector admits is not evaluated; the selectors still decide
+ * the others.
+ */
+SEC("tracepoint")
+int pal_tp_syscall_ids(void *ctx)
+{
+	struct pal_argctx a = { .base = (__u64)(unsigned long)ctx };
+	__u64 id = *(__u64 *)(ctx + 8);
+
+	if (id >= PAL_RT_MAX_SYSCALLS || !((PAL_SYSCALL_IDS[id / 64] >> (id % 64)) & 1)) {
+		pal_rt_count(PAL_RT_CNT_ID_SKIPS);
+		return 0;
+	}
 	pal_hook_run(PAL_HOOK_ID, &a, 0);
 	return 0;
 }

@@ -249,6 +249,17 @@ pub struct RuntimeStatus {
     /// Fanotify-hook events lost because the agent's queue was full.
     #[serde(default)]
     pub lost_fanotify_queue: u64,
+    /// Hook runs in the kernel that evaluated selectors.
+    #[serde(default)]
+    pub hook_runs: u64,
+    /// Hook runs the head prefilter of syscall hooks spared (the string
+    /// argument began with no value's head).
+    #[serde(default)]
+    pub head_prefilter_skips: u64,
+    /// Runs of `raw_syscalls` hooks the syscall-id prefilter spared (a
+    /// syscall no selector admits).
+    #[serde(default)]
+    pub id_prefilter_skips: u64,
 }
 
 /// An address reserved for an endpoint.

@@ -55,6 +55,10 @@ pub mod runtime {
     pub const SYS_FENTRY: &str = "pal_sys_fentry";
     /// Tracepoint hook (one load per hook).
     pub const TRACEPOINT: &str = "pal_tracepoint";
+    /// Tracepoint hook on `raw_syscalls:sys_enter`/`sys_exit` behind a
+    /// syscall-id prefilter (one load per hook, with
+    /// [`SYSCALL_IDS_GLOBAL`]).
+    pub const TP_SYSCALL_IDS: &str = "pal_tp_syscall_ids";
     /// Raw tracepoint hook (one load per hook).
     pub const RAW_TRACEPOINT: &str = "pal_raw_tracepoint";
     /// kprobe hook (one load per hook).
@@ -72,6 +76,7 @@ pub mod runtime {
         SYS_TP,
         SYS_FENTRY,
         TRACEPOINT,
+        TP_SYSCALL_IDS,
         RAW_TRACEPOINT,
         KPROBE,
         LSM,
@@ -80,6 +85,10 @@ pub mod runtime {
 
     /// The load-time constant holding a hook program's hook id.
     pub const HOOK_ID_GLOBAL: &str = "PAL_HOOK_ID";
+    /// The load-time constant of [`TP_SYSCALL_IDS`]: the syscall ids its
+    /// hook can match, a `[u64; MAX_SYSCALLS / 64]` bitmap (bit `id % 64`
+    /// of word `id / 64`).
+    pub const SYSCALL_IDS_GLOBAL: &str = "PAL_SYSCALL_IDS";
 
     /// LRU hash: tgid -> [`crate::abi::runtime::Proc`].
     pub const PROCS: &str = "pal_procs";

@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use palisade_api::events::{
     ArgValue, Event, EventKind, KprobeAction, ProcessKprobe, ProcessTracepoint,
 };
-use palisade_api::{Client, Request, Response};
+use palisade_api::{Client, Request, Response, RuntimeStatus};
 use palisade_tests::{Node, PodSpec, Topology, TopologyBuilder};
 
 /// One node `n1` whose agent enforces tracing policies.
@@ -477,6 +477,10 @@ fn sock_argument_filters_on_a_raw_tracepoint() -> Result<()> {
     Ok(())
 }
 
+/// Perl entering x86_64 `tuxcall` (184: never implemented, ENOSYS, and
+/// without a tracepoint of its own), then saying it is alive.
+const TUXCALL: &str = "syscall(184, 7); print qq(alive\\n);";
+
 /// A syscall without a tracepoint of its own (x86_64 `tuxcall`, never
 /// implemented: ENOSYS) is hooked through the raw dispatcher on
 /// `raw_syscalls:sys_enter`, attached only for it.
@@ -502,7 +506,6 @@ fn a_syscall_without_a_tracepoint_runs_from_the_raw_dispatcher() -> Result<()> {
         links.join("pal_sys_enter").exists(),
         "the raw dispatcher is not attached"
     );
-    const TUXCALL: &str = "syscall(184, 7); print qq(alive\\n);";
     ensure_sigkilled(&perl(&matched, TUXCALL)?, "the matched binary")?;
     ensure_alive(
         &perl(Path::new("/usr/bin/perl"), TUXCALL)?,
@@ -589,6 +592,61 @@ fn raw_syscalls_hook_on_one_id_runs_from_that_syscalls_tracepoint() -> Result<()
         &perl(Path::new("/usr/bin/perl"), SETUID_ROOT)?,
         "an unmatched binary",
     )?;
+    Ok(())
+}
+
+/// A `raw_syscalls/sys_enter` hook on an id without a tracepoint of its
+/// own (x86_64 `tuxcall`) stays on `raw_syscalls` behind the syscall-id
+/// prefilter: every other syscall is turned away before the selectors,
+/// and the one it names is still decided by them.
+#[test]
+fn raw_syscalls_hook_on_an_id_without_a_tracepoint_runs_behind_the_id_prefilter() -> Result<()> {
+    if Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_tuxcall").exists() {
+        println!("SKIPPED: this kernel has a tuxcall tracepoint");
+        return Ok(());
+    }
+    let topo = runtime_node().build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = copy_binary(node, "/usr/bin/perl", "idperl")?;
+    let Response::TracingPolicies { policies } = apply(&client, no_raw_syscall(&matched, 184))?
+    else {
+        panic!("unexpected response to the apply");
+    };
+    let hooks = policies
+        .first()
+        .map(|p| p.hooks.join("\n"))
+        .unwrap_or_default();
+    assert!(
+        hooks
+            .ends_with("tracepoint raw_syscalls/sys_enter behind a syscall-id prefilter (tuxcall)"),
+        "{hooks}"
+    );
+    let status = |client: &Client| -> Result<RuntimeStatus> {
+        let Response::Status(status) = client.call(&Request::Status)? else {
+            panic!("status")
+        };
+        Ok(status.runtime.expect("runtime status"))
+    };
+    let before = status(&client)?;
+    ensure_alive(
+        &perl(Path::new("/usr/bin/perl"), TUXCALL)?,
+        "an unmatched binary",
+    )?;
+    ensure_sigkilled(&perl(&matched, TUXCALL)?, "the matched binary")?;
+    let t = wait_tracepoint(&client, &matched)?;
+    assert_eq!(t.action, KprobeAction::Sigkill);
+    let id = t.args.first().and_then(|a| a.arg.as_ref());
+    assert_eq!(id, Some(&ArgValue::LongArg(184)), "{:?}", t.args);
+    let after = status(&client)?;
+    // Two perls ran hundreds of other syscalls each; the selectors saw
+    // only the two tuxcalls (and whatever else of the machine's ran tuxcall).
+    let spared = after.id_prefilter_skips - before.id_prefilter_skips;
+    let runs = after.hook_runs - before.hook_runs;
+    assert!(
+        spared >= 100 && runs >= 2 && runs < spared,
+        "spared {spared}, evaluated {runs}"
+    );
     Ok(())
 }
 

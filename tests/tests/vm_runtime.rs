@@ -12,6 +12,9 @@
 //!   on `__x64_sys_sethostname`, not from a syscall tracepoint, and its
 //!   `Sigkill` kills the caller (on its way back to user space: the
 //!   syscall itself completes, as with Tetragon; `Override` would stop it);
+//! - a `raw_syscalls/sys_enter` hook on an id without a tracepoint of its
+//!   own (`tuxcall`) loads behind the syscall-id prefilter, which turns
+//!   away every other syscall before the selectors;
 //! - `palisade probe` reports kprobes and BPF-LSM available.
 //!
 //! One boot per kernel runs every check from a script that prints
@@ -153,6 +156,26 @@ spec:
       - action: Sigkill
 "#;
 
+/// A `raw_syscalls` hook that only `tuxcall` (never implemented, no
+/// tracepoint of its own on any kernel) can match.
+const IDS_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: tuxcall
+spec:
+  tracepoints:
+  - subsystem: raw_syscalls
+    event: sys_enter
+    args:
+    - index: 4
+      type: int64
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["184"]
+"#;
+
 /// Everything checked inside the VM.
 const SCRIPT: &str = r#"
 S=/run/palisade/agent.sock
@@ -196,6 +219,7 @@ run add_lsm $P tracingpolicy add /etc/palisade/lsm.yaml
 run add_kprobe $P tracingpolicy add /etc/palisade/kprobe.yaml
 run add_override $P tracingpolicy add /etc/palisade/override.yaml
 run add_syscall $P tracingpolicy add /etc/palisade/syscall.yaml
+run add_ids $P tracingpolicy add /etc/palisade/ids.yaml
 
 # 1. BPF-LSM file_open deny.
 run evil_protected /opt/evil/cat /tmp/protected/secret
@@ -411,6 +435,7 @@ fn runtime(found: Result<Kernel, VmError>) {
         .data("/etc/palisade/kprobe.yaml", KPROBE_POLICY, 0o644)
         .data("/etc/palisade/override.yaml", OVERRIDE_POLICY, 0o644)
         .data("/etc/palisade/syscall.yaml", SYSCALL_POLICY, 0o644)
+        .data("/etc/palisade/ids.yaml", IDS_POLICY, 0o644)
         .env("NO_COLOR", "1")
         .pass_env("RUST_LOG")
         .timeout(Duration::from_secs(240))
@@ -445,6 +470,11 @@ fn runtime(found: Result<Kernel, VmError>) {
         "add_syscall",
         "0",
         "spec.kprobes[0]: syscall sethostname = 170, fentry __x64_sys_sethostname",
+    );
+    r.ran(
+        "add_ids",
+        "0",
+        "spec.tracepoints[0]: tracepoint raw_syscalls/sys_enter behind a syscall-id prefilter (tuxcall)",
     );
 
     // 1. The LSM hook denies the matched binary, and only on protected files.
@@ -564,8 +594,18 @@ fn runtime(found: Result<Kernel, VmError>) {
     );
 
     let status = r.block("status");
-    assert!(status.contains("4 tracing policies"), "{status}");
+    assert!(status.contains("5 tracing policies"), "{status}");
     assert!(status.contains("Runtime lost: 0 "), "{status}");
+    // Every syscall since the tuxcall hook went in was turned away by its
+    // prefilter (the script's own: hundreds).
+    let id_skips: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Hook runs:"))
+        .and_then(|l| l.split(", ").last())
+        .and_then(|l| l.strip_suffix(" (syscall ids)"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no syscall-id prefilter count in the status:\n{status}"));
+    assert!(id_skips >= 100, "{status}");
 
     eprintln!(
         "{} ({}): boot {:.1}s, agent start {:.1}s, policies applied in {:.1}s (LSM) and {:.1}s (kprobes), qemu {:.1}s, run() {:.1}s",

@@ -23,8 +23,8 @@ pub mod head_filter;
 pub mod model;
 pub mod parse;
 pub mod syscall_route;
-#[cfg(test)]
-mod test_host;
+#[cfg(any(test, feature = "test-host"))]
+pub mod test_host;
 pub mod tpformat;
 pub mod validate;
 pub mod values;

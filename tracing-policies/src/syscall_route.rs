@@ -9,6 +9,11 @@
 //! same events at a fraction of the cost: the kernel runs it for nothing
 //! else. The filters are still evaluated, so the routing never widens what
 //! matches.
+//!
+//! When some of those syscalls have no tracepoint of their own, the hook
+//! stays on `raw_syscalls` behind an id prefilter instead
+//! ([`SyscallRoute::id_bitmap`]): its program looks at the id first and
+//! evaluates nothing for a syscall no selector admits.
 
 use std::collections::BTreeSet;
 
@@ -21,6 +26,12 @@ pub const ID_OFFSET: u16 = 8;
 
 /// Most syscall ids a hook is routed to (one tracepoint attachment each).
 pub const MAX_ROUTED: usize = 64;
+
+/// Syscall ids an id prefilter covers (the kernel's `PAL_RT_MAX_SYSCALLS`).
+pub const PREFILTER_IDS: u32 = 512;
+
+/// Words of an id prefilter's bitmap.
+pub const PREFILTER_WORDS: usize = PREFILTER_IDS as usize / 64;
 
 /// Whether a routed hook runs at syscall entry or exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +62,24 @@ pub struct SyscallRoute {
     /// The hook to load there: its `id` argument is read as the 4 bytes
     /// the per-syscall context holds (the kernel's `int syscall_nr`).
     pub hook: CompiledHook,
+}
+
+impl SyscallRoute {
+    /// The bitmap of an id prefilter that admits exactly [`Self::ids`]
+    /// (bit `id % 64` of word `id / 64`), for the hook left on
+    /// `raw_syscalls` (the original hook, not [`Self::hook`]: there the id
+    /// is the record's 8-byte field); `None` when an id is
+    /// [`PREFILTER_IDS`] or more.
+    pub fn id_bitmap(&self) -> Option<[u64; PREFILTER_WORDS]> {
+        let mut words = [0u64; PREFILTER_WORDS];
+        for &id in &self.ids {
+            if id >= PREFILTER_IDS {
+                return None;
+            }
+            words[id as usize / 64] |= 1 << (id % 64);
+        }
+        Some(words)
+    }
 }
 
 /// The route of `hook`, if it is a `raw_syscalls` tracepoint hook whose
@@ -221,6 +250,29 @@ mod tests {
 ";
         let r = route("sys_exit", sel).expect("routed");
         assert_eq!(r.ids, BTreeSet::from([61, 62]));
+    }
+
+    #[test]
+    fn the_id_bitmap_admits_exactly_the_routed_ids() {
+        let r = route("sys_enter", KEXEC).expect("routed");
+        let words = r.id_bitmap().expect("ids below 512");
+        for id in 0..PREFILTER_IDS {
+            let admitted = words[id as usize / 64] >> (id % 64) & 1 == 1;
+            assert_eq!(admitted, r.ids.contains(&id), "id {id}");
+        }
+        let edge = SyscallRoute {
+            ids: BTreeSet::from([0, 63, 64, PREFILTER_IDS - 1]),
+            ..r.clone()
+        };
+        let words = edge.id_bitmap().expect("ids below 512");
+        assert_eq!(words[0], 1 | 1 << 63);
+        assert_eq!(words[1], 1);
+        assert_eq!(words[PREFILTER_WORDS - 1], 1 << 63);
+        let beyond = SyscallRoute {
+            ids: BTreeSet::from([59, PREFILTER_IDS]),
+            ..r
+        };
+        assert_eq!(beyond.id_bitmap(), None);
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! A [`Host`] from tables, for the compiler's tests.
+//! A [`Host`] from tables, for tests: the compiler's own, and (with the
+//! `test-host` feature) those of crates that place compiled hooks. Its
+//! builders panic on a policy that does not parse or compile: the test's
+//! own input is wrong.
+#![allow(clippy::expect_used)]
 
 use std::collections::BTreeSet;
 
@@ -9,9 +13,11 @@ use crate::tpformat::{parse_format, TpField};
 /// A host from tables: `features`, x86_64 numbers of a few syscalls,
 /// the `raw_syscalls` formats and, when known, the kernel's
 /// functions.
-pub(crate) struct TableHost {
-    pub(crate) features: KernelFeatures,
-    pub(crate) functions: Option<&'static [&'static str]>,
+pub struct TableHost {
+    /// What the kernel can do.
+    pub features: KernelFeatures,
+    /// The kernel's functions (`None`: unknown).
+    pub functions: Option<&'static [&'static str]>,
 }
 
 const SYS_EXIT: &str = "name: sys_exit
@@ -79,7 +85,7 @@ impl Host for TableHost {
 }
 
 /// Tracepoints, raw tracepoints and fanotify; no kprobes, no BPF-LSM.
-pub(crate) fn no_kprobes() -> TableHost {
+pub fn no_kprobes() -> TableHost {
     TableHost {
         features: KernelFeatures {
             tracepoints: true,
@@ -92,7 +98,7 @@ pub(crate) fn no_kprobes() -> TableHost {
 }
 
 /// Everything.
-pub(crate) fn full() -> TableHost {
+pub fn full() -> TableHost {
     TableHost {
         features: KernelFeatures {
             tracepoints: true,
@@ -107,7 +113,7 @@ pub(crate) fn full() -> TableHost {
 }
 
 /// The one policy `t` with `spec` (YAML, indented for `spec:`).
-pub(crate) fn policy(spec: &str) -> TracingPolicy {
+pub fn policy(spec: &str) -> TracingPolicy {
     let yaml = format!(
         "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: t\nspec:\n{spec}"
     );
@@ -116,7 +122,7 @@ pub(crate) fn policy(spec: &str) -> TracingPolicy {
 }
 
 /// The first hook of [`policy`]`(spec)`, compiled for [`no_kprobes`].
-pub(crate) fn first_hook(spec: &str) -> CompiledHook {
+pub fn first_hook(spec: &str) -> CompiledHook {
     compile(&policy(spec), &no_kprobes(), CompileOptions::default())
         .expect("compiles")
         .hooks

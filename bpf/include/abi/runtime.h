@@ -324,6 +324,7 @@ PAL_ABI_ASSERT_SIZE(struct pal_rt_hook_event, 24 + 24 + 48 + 1024);
 #define PAL_RT_CNT_SIGNAL_FAILED 3  /* bpf_send_signal failed */
 #define PAL_RT_CNT_RATE_LIMITED 4   /* events suppressed by rateLimit */
 #define PAL_RT_CNT_HEAD_SKIPS 5     /* hook runs the head prefilter spared */
+#define PAL_RT_CNT_ID_SKIPS 6       /* hook runs the syscall-id prefilter spared */
 #define PAL_RT_CNT_MAX 8
 
 #endif

@@ -515,6 +515,7 @@ pub mod cnt {
     pub const SIGNAL_FAILED: u32 = 3;
     pub const RATE_LIMITED: u32 = 4;
     pub const HEAD_SKIPS: u32 = 5;
+    pub const ID_SKIPS: u32 = 6;
     pub const MAX: u32 = 8;
 }
 

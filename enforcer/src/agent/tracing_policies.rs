@@ -17,7 +17,7 @@ use super::{Agent, AgentError};
 use crate::runtime::events::{EventStore, HookMeta, HookTable};
 use crate::runtime::file_guard::{self, FileGuard, GuardHook};
 use crate::runtime::procs::{binary_in_set, scan_proc, ProcessCache, MAX_ANCESTORS};
-use crate::runtime::{KernelHost, Runtime};
+use crate::runtime::{KernelHost, Runtime, SyscallIds};
 
 /// Where API-applied tracing policies are kept (one file per policy).
 const API_DIR: &str = "tracingpolicies";
@@ -53,9 +53,11 @@ pub struct TracingState {
     reader: Option<RingBuf<MapData>>,
 }
 
-/// How hook attachment `a` runs; for a syscall hook in force in `runtime`
-/// as hook `hook_id`, from where the runtime runs that syscall's hooks and
-/// whether a head prefilter stands in front of its selectors.
+/// How hook attachment `a` runs; for a hook in force in `runtime` as hook
+/// `hook_id`: for a syscall hook, from where the runtime runs that
+/// syscall's hooks and whether a head prefilter stands in front of its
+/// selectors; for a `raw_syscalls` hook, whether it runs from per-syscall
+/// tracepoints or behind a syscall-id prefilter.
 fn mechanism(a: &Attach, runtime: Option<&Runtime>, hook_id: Option<u32>) -> String {
     match a {
         Attach::Syscall { nr } => {
@@ -74,7 +76,19 @@ fn mechanism(a: &Attach, runtime: Option<&Runtime>, hook_id: Option<u32>) -> Str
             }
             m
         }
-        Attach::Tracepoint { subsystem, event } => format!("tracepoint {subsystem}/{event}"),
+        Attach::Tracepoint { subsystem, event } => {
+            let mut m = format!("tracepoint {subsystem}/{event}");
+            match runtime.zip(hook_id).and_then(|(r, id)| r.syscall_ids(id)) {
+                Some(ids @ SyscallIds::Routed(_)) => {
+                    m += &format!(", run from the tracepoints of {}", ids.names());
+                }
+                Some(ids @ SyscallIds::Prefiltered(_)) => {
+                    m += &format!(" behind a syscall-id prefilter ({})", ids.names());
+                }
+                None => {}
+            }
+            m
+        }
         Attach::RawTracepoint { event } => format!("raw tracepoint {event}"),
         Attach::Kprobe { function } => format!("kprobe {function}"),
         Attach::Lsm { hook } => format!("BPF-LSM {hook}"),
@@ -390,6 +404,9 @@ impl TracingState {
             file_checks_failed: f.guard.failed,
             lost_fanotify_overflow: f.guard.overflows,
             lost_fanotify_queue: f.guard.dropped,
+            hook_runs: k.hook_runs,
+            head_prefilter_skips: k.head_skips,
+            id_prefilter_skips: k.id_skips,
         }
     }
 

@@ -139,6 +139,11 @@ pub fn status(s: &AgentStatus) -> String {
             r.lost_fanotify_queue,
             r.rate_limited
         );
+        let _ = writeln!(
+            out,
+            "Hook runs:    {} evaluated, spared by prefilters: {} (path heads), {} (syscall ids)",
+            r.hook_runs, r.head_prefilter_skips, r.id_prefilter_skips
+        );
         if r.file_accesses_checked > 0 {
             let _ = writeln!(
                 out,

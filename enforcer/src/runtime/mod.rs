@@ -18,6 +18,7 @@ pub mod file_guard;
 mod host;
 pub mod layout;
 pub mod pins;
+mod placement;
 pub mod procs;
 mod sockargs;
 pub mod syscalls;
@@ -35,13 +36,15 @@ use palisade_bpf::abi::runtime::{self as rt, BinSet, Config, SyscallHooks};
 use palisade_bpf::{runtime as names, RUNTIME_OBJECT};
 use palisade_tracing_policies::compile::{Attach, CompiledHook, CompiledPolicy};
 use palisade_tracing_policies::head_filter::{hook_heads, syscall_heads, HookHeads, SyscallHeads};
-use palisade_tracing_policies::syscall_route::{syscall_route, SyscallRoute};
+use palisade_tracing_policies::syscall_route::{SyscallRoute, PREFILTER_WORDS};
 use tracing::{debug, info, warn};
 
 use crate::datapath::remove_pin;
 
 pub use host::{ensure_tracefs, features, has_syscall_tracepoint, KernelHost};
 use layout::{BinsetChange, Layout, LayoutError, Placed};
+use placement::Placement;
+pub use placement::SyscallIds;
 
 /// Why runtime enforcement could not start or change.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +137,9 @@ struct LoadedHook {
     attach: Attach,
     /// The per-hook program instance (tracepoint, kprobe, LSM), if any.
     instance: Option<Instance>,
+    /// For a `raw_syscalls` hook that does not run for every syscall:
+    /// how.
+    syscall_ids: Option<SyscallIds>,
 }
 
 /// A policy in force.
@@ -157,6 +163,8 @@ pub struct RuntimeCounters {
     pub rate_limited: u64,
     /// Hook runs the head prefilter spared (the call could not match).
     pub head_skips: u64,
+    /// Runs of `raw_syscalls` hooks the syscall-id prefilter spared.
+    pub id_skips: u64,
 }
 
 /// Runtime enforcement on this node.
@@ -322,6 +330,18 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// How `raw_syscalls` hook `hook_id` avoids running for every
+    /// syscall, if it does: routed to the syscalls' own tracepoints, or
+    /// behind an id prefilter.
+    pub fn syscall_ids(&self, hook_id: u32) -> Option<&SyscallIds> {
+        self.policies
+            .values()
+            .flat_map(|p| &p.hooks)
+            .find(|h| h.placed.hook_id == hook_id)?
+            .syscall_ids
+            .as_ref()
+    }
+
     /// The binary sets in use, by bit.
     pub fn binsets(&self) -> Vec<(u8, palisade_tracing_policies::compile::BinarySet)> {
         self.layout.binsets()
@@ -439,25 +459,23 @@ impl Runtime {
 
     /// Writes a hook's entries, attaches it, and activates it last.
     fn attach_hook(&mut self, hook: &CompiledHook) -> Result<LoadedHook, RuntimeError> {
-        let route = syscall_route(hook).filter(|r| {
-            r.ids.iter().all(|&nr| {
-                syscalls::name(nr)
-                    .is_some_and(|name| host::has_syscall_tracepoint_for(r.phase, name))
-            })
+        let placement = Placement::of(hook, |phase, nr| {
+            syscalls::name(nr).is_some_and(|name| host::has_syscall_tracepoint_for(phase, name))
         });
-        let hook = route.as_ref().map_or(hook, |r| &r.hook);
+        let hook = placement.hook(hook);
         let mut change = BinsetChange::default();
         let placed = self.layout.place(hook, &mut change)?;
         let mut loaded = LoadedHook {
             placed,
             attach: hook.attach.clone(),
             instance: None,
+            syscall_ids: placement.syscall_ids(),
         };
         if let Err(e) = self.write_hook(&loaded.placed, &change) {
             self.detach_hook(loaded);
             return Err(e);
         }
-        match self.attach_program(hook, route.as_ref(), loaded.placed.hook_id) {
+        match self.attach_program(hook, &placement, loaded.placed.hook_id) {
             Ok(instance) => loaded.instance = instance,
             Err(e) => {
                 self.detach_hook(loaded);
@@ -596,7 +614,7 @@ impl Runtime {
             return Ok(None);
         }
         // The syscall programs read no hook id: 0.
-        let attached = load_instance(&self.pin_dir, 0).and_then(|mut ebpf| {
+        let attached = load_instance(&self.pin_dir, 0, None).and_then(|mut ebpf| {
             let p: &mut FEntry = program(&mut ebpf, names::SYS_FENTRY)?;
             p.load(&function, btf)
                 .map_err(prog_err(format!("loading fentry on {function}")))?;
@@ -784,20 +802,29 @@ impl Runtime {
     fn attach_program(
         &mut self,
         hook: &CompiledHook,
-        route: Option<&SyscallRoute>,
+        placement: &Placement,
         hook_id: u32,
     ) -> Result<Option<Instance>, RuntimeError> {
-        let load = || load_instance(&self.pin_dir, hook_id);
+        let load = || load_instance(&self.pin_dir, hook_id, None);
         let what = |verb: &str| format!("{}: {verb}", hook.path);
         let not_pinnable = |_| not_pinnable(&hook.path);
-        if let Some(route) = route {
-            return self.attach_routed(hook, route, load()?, hook_id).map(Some);
-        }
+        let ids = match placement {
+            Placement::Routed(route) => {
+                return self.attach_routed(hook, route, load()?, hook_id).map(Some)
+            }
+            Placement::IdPrefilter { bitmap, .. } => Some(bitmap),
+            Placement::Own => None,
+        };
         let (ebpf, link): (Ebpf, FdLink) = match &hook.attach {
             Attach::Syscall { .. } | Attach::Fanotify { .. } => return Ok(None),
             Attach::Tracepoint { subsystem, event } => {
-                let mut ebpf = load()?;
-                let p: &mut TracePoint = program(&mut ebpf, names::TRACEPOINT)?;
+                let mut ebpf = load_instance(&self.pin_dir, hook_id, ids)?;
+                let name = if ids.is_some() {
+                    names::TP_SYSCALL_IDS
+                } else {
+                    names::TRACEPOINT
+                };
+                let p: &mut TracePoint = program(&mut ebpf, name)?;
                 p.load()
                     .map_err(prog_err(what("loading the tracepoint program")))?;
                 let link = tracepoint_link(p, subsystem, event, &hook.path)?;
@@ -957,6 +984,7 @@ impl Runtime {
             signal_failed: get(rt::cnt::SIGNAL_FAILED),
             rate_limited: get(rt::cnt::RATE_LIMITED),
             head_skips: get(rt::cnt::HEAD_SKIPS),
+            id_skips: get(rt::cnt::ID_SKIPS),
         }
     }
 }
@@ -986,10 +1014,23 @@ fn write_config(base: &mut Ebpf, layout: &Layout, self_tgid: u32) -> Result<(), 
 
 /// Loads another instance of the runtime object for hook `hook_id`, on the
 /// maps pinned in `pin_dir` (its programs are loaded one by one).
-fn load_instance(pin_dir: &Path, hook_id: u32) -> Result<Ebpf, RuntimeError> {
-    EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .override_global(names::HOOK_ID_GLOBAL, &hook_id, true)
+/// Loads `runtime.o` for hook `hook_id` (and, for
+/// [`names::TP_SYSCALL_IDS`], the bitmap of its id prefilter).
+fn load_instance(
+    pin_dir: &Path,
+    hook_id: u32,
+    syscall_ids: Option<&[u64; PREFILTER_WORDS]>,
+) -> Result<Ebpf, RuntimeError> {
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pin_dir).override_global(
+        names::HOOK_ID_GLOBAL,
+        &hook_id,
+        true,
+    );
+    if let Some(bitmap) = syscall_ids {
+        loader.override_global(names::SYSCALL_IDS_GLOBAL, bitmap, true);
+    }
+    loader
         .load(RUNTIME_OBJECT)
         .map_err(|e| RuntimeError::Load(Box::new(e)))
 }
