@@ -163,8 +163,12 @@ fn expand(entries: &[(u64, u32)], signed: bool) -> Option<BTreeSet<u32>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::test_host::first_hook;
+    use crate::eval::{hooks, ResolvedLists};
+    use crate::test_host::{first_hook, policy};
+    use crate::{ArgValue, CompiledSelectors, Context};
 
     /// A policy's one tracepoint hook on `raw_syscalls/<event>` with
     /// `selectors` (YAML, indented for `selectors:`), compiled.
@@ -273,6 +277,94 @@ mod tests {
             ..r
         };
         assert_eq!(beyond.id_bitmap(), None);
+    }
+
+    /// A `matchArgs` filter on the id: an operator and its values (YAML).
+    fn id_filter() -> impl Strategy<Value = String> {
+        let value = 0u32..80;
+        let values = prop::collection::vec(value.clone(), 1..4).prop_map(|v| {
+            v.iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let range = (0u32..80, 0u32..12).prop_map(|(a, w)| format!("\"{a}:{}\"", a + w));
+        prop_oneof![
+            values
+                .clone()
+                .prop_map(|v| format!("Equal\n        values: [{v}]")),
+            values
+                .clone()
+                .prop_map(|v| format!("NotEqual\n        values: [{v}]")),
+            prop_oneof![values.clone(), range.clone()]
+                .prop_map(|v| format!("InMap\n        values: [{v}]")),
+            range.prop_map(|v| format!("NotInMap\n        values: [{v}]")),
+            value
+                .clone()
+                .prop_map(|n| format!("GreaterThan\n        values: [\"{n}\"]")),
+            value.prop_map(|n| format!("LessThan\n        values: [\"{n}\"]")),
+        ]
+    }
+
+    /// A selector's id filters: mostly one that admits a set (which the
+    /// route needs) among others.
+    fn id_filters() -> impl Strategy<Value = Vec<String>> {
+        let positive = prop_oneof![
+            (0u32..80).prop_map(|n| format!("Equal\n        values: [\"{n}\"]")),
+            (0u32..80, 0u32..12)
+                .prop_map(|(a, w)| format!("InMap\n        values: [\"{a}:{}\"]", a + w)),
+        ];
+        (
+            prop::bool::weighted(0.85),
+            positive,
+            prop::collection::vec(id_filter(), 0..3),
+        )
+            .prop_map(|(with, first, mut rest)| {
+                if with {
+                    rest.insert(0, first);
+                }
+                rest
+            })
+    }
+
+    proptest! {
+        /// Soundness of the route, and so of the id prefilter: every id
+        /// for which the reference evaluator finds a matching selector is
+        /// one of the route's ids.
+        #[test]
+        fn every_id_a_selector_matches_is_routed(
+            selectors in prop::collection::vec(id_filters(), 1..4),
+        ) {
+            let mut yaml = String::from("    selectors:\n");
+            for filters in &selectors {
+                if filters.is_empty() {
+                    yaml += "    - matchActions:\n      - action: Post\n";
+                    continue;
+                }
+                yaml += "    - matchArgs:\n";
+                for f in filters {
+                    yaml += &format!("      - index: 0\n        operator: {f}\n");
+                }
+            }
+            let spec = format!(
+                "  tracepoints:\n  - subsystem: raw_syscalls\n    event: sys_enter\n    args:\n    - index: 4\n      type: int64\n{yaml}"
+            );
+            let Some(route) = syscall_route(&first_hook(&spec)) else {
+                return Ok(());
+            };
+            let p = policy(&spec);
+            let reference = CompiledSelectors::new(&hooks(&p)[0].hook(), &ResolvedLists::new())
+                .expect("the reference compiles what the compiler did");
+            for id in 0..100u32 {
+                let cx = Context {
+                    args: vec![ArgValue::Signed(i64::from(id))],
+                    ..Context::default()
+                };
+                if reference.evaluate(&cx).is_some() {
+                    prop_assert!(route.ids.contains(&id), "id {id} matches but is not in {:?}\n{spec}", route.ids);
+                }
+            }
+        }
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct KernelCounters {
     pub rate_limited: u64,
     /// Hook runs the head prefilter spared.
     pub head_skips: u64,
+    /// Runs of `raw_syscalls` hooks the syscall-id prefilter spared.
+    pub id_skips: u64,
 }
 
 impl KernelCounters {
@@ -106,13 +108,14 @@ impl KernelCounters {
             signal_failed: self.signal_failed.saturating_sub(before.signal_failed),
             rate_limited: self.rate_limited.saturating_sub(before.rate_limited),
             head_skips: self.head_skips.saturating_sub(before.head_skips),
+            id_skips: self.id_skips.saturating_sub(before.id_skips),
         }
     }
 
-    /// Hooks the syscalls reached: those that ran and those the head
-    /// prefilter turned away.
+    /// Hooks the syscalls reached: those that ran and those a prefilter
+    /// (head or syscall id) turned away.
     pub fn hooks_reached(&self) -> u64 {
-        self.hook_runs + self.head_skips
+        self.hook_runs + self.head_skips + self.id_skips
     }
 
     /// Parses `bpftool -j map dump` of the per-CPU counter array (plain or
@@ -139,6 +142,7 @@ impl KernelCounters {
             signal_failed: sums[3],
             rate_limited: sums[4],
             head_skips: sums[5],
+            id_skips: sums[6],
         })
     }
 }

@@ -154,9 +154,9 @@ impl Mode {
         )
     }
 
-    /// Hooks each open+close pair must reach at least (run, or turn away
-    /// by the head prefilter): the two `sys_openat` hooks of the typical
-    /// set; the tracepoint runs for both syscalls.
+    /// Hooks each open+close pair must reach at least (run, or turned
+    /// away by a prefilter): the two `sys_openat` hooks of the typical
+    /// set; the `raw_syscalls` hook, for both syscalls.
     pub(super) fn hooks_reached_per_pair(self) -> u64 {
         match self {
             Self::Typical | Self::SysEnterNoMatch | Self::SysEnterNoMatchHot => 2,
@@ -248,6 +248,7 @@ struct Sample {
     ns_per_pair: f64,
     hook_runs: u64,
     head_skips: u64,
+    id_skips: u64,
     agent_cpu: f64,
     foreign_links: usize,
 }
@@ -391,7 +392,7 @@ fn measure(
     let want = mode.hooks_reached_per_pair() * pairs;
     if runs < want {
         bail!(
-            "{}: {runs} hooks reached (run or spared by the head prefilter) for {pairs} open+close pairs, expected at least {want}: the hooks did not run",
+            "{}: {runs} hooks reached (run or spared by a prefilter) for {pairs} open+close pairs, expected at least {want}: the hooks did not run",
             mode.name()
         );
     }
@@ -409,6 +410,7 @@ fn measure(
         ns_per_pair,
         hook_runs: k.hook_runs,
         head_skips: k.head_skips,
+        id_skips: k.id_skips,
         agent_cpu: if secs > 0.0 {
             (cpu1 - cpu0) / secs
         } else {
@@ -526,6 +528,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "/ no agent of the round",
             "hook runs",
             "spared by head prefilter",
+            "spared by id prefilter",
             "agent CPU %",
             "foreign tracing links",
         ],
@@ -538,6 +541,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             f(timings.to_round_base(s.round, s.ns_per_pair), 3),
             s.hook_runs.to_string(),
             s.head_skips.to_string(),
+            s.id_skips.to_string(),
             f(s.agent_cpu * 100.0, 1),
             s.foreign_links.to_string(),
         ]);
@@ -590,7 +594,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         },
         "runs": samples.iter().map(|s| json!({
             "round": s.round, "mode": s.mode.key(), "ns_per_pair": s.ns_per_pair,
-            "hook_runs": s.hook_runs, "head_skips": s.head_skips, "agent_cpu": s.agent_cpu, "foreign_tracing_links": s.foreign_links,
+            "hook_runs": s.hook_runs, "head_skips": s.head_skips, "id_skips": s.id_skips, "agent_cpu": s.agent_cpu, "foreign_tracing_links": s.foreign_links,
         })).collect::<Vec<_>>(),
         "bpf_stats": stats.iter().map(|(mode, progs)| json!({
             "mode": mode.key(),

@@ -291,7 +291,7 @@ fn check(out: &Output, opts: &Options) -> anyhow::Result<()> {
         };
         match s.counters.map(|k| k.hooks_reached()) {
             Some(runs) if runs < want => bail!(
-                "{} (round {}): {runs} hooks reached (run or spared by the head prefilter) for {pairs} open+close pairs, expected at least {want}",
+                "{} (round {}): {runs} hooks reached (run or spared by a prefilter) for {pairs} open+close pairs, expected at least {want}",
                 s.mode.name(),
                 s.round
             ),
@@ -432,6 +432,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "/ no agent of the round",
             "hook runs",
             "spared by head prefilter",
+            "spared by id prefilter",
         ],
     );
     for s in &out.samples {
@@ -445,6 +446,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
                 .unwrap_or_default(),
             s.counters
                 .map(|k| k.head_skips.to_string())
+                .unwrap_or_default(),
+            s.counters
+                .map(|k| k.id_skips.to_string())
                 .unwrap_or_default(),
         ]);
     }
@@ -463,6 +467,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         "runs": out.samples.iter().map(|s| json!({
             "round": s.round, "mode": s.mode.key(), "ns_per_pair": s.ns_per_pair,
             "hook_runs": s.counters.map(|k| k.hook_runs), "head_skips": s.counters.map(|k| k.head_skips),
+            "id_skips": s.counters.map(|k| k.id_skips),
         })).collect::<Vec<_>>(),
         "boot_seconds": vm_out.boot_time.as_secs_f64(),
         "vm_seconds": vm_out.total_time.as_secs_f64(),
@@ -553,7 +558,8 @@ mod tests {
     fn output_parsed_with_counters_between_measurements() {
         let dump = |runs: u64, skips: u64| {
             format!(
-                r#"[{{"key":2,"values":[{{"cpu":0,"value":{runs}}},{{"cpu":1,"value":0}}]}},{{"key":5,"values":[{{"cpu":0,"value":{skips}}}]}}]"#
+                r#"[{{"key":2,"values":[{{"cpu":0,"value":{runs}}},{{"cpu":1,"value":0}}]}},{{"key":5,"values":[{{"cpu":0,"value":{skips}}}]}},{{"key":6,"values":[{{"cpu":1,"value":{}}}]}}]"#,
+                skips * 10
             )
         };
         let text = format!(
@@ -567,7 +573,10 @@ mod tests {
         assert_eq!(out.samples[0].mode, Mode::Typical);
         assert_eq!(out.samples[0].ns_per_pair, 200.0);
         let k = out.samples[0].counters.expect("counters");
-        assert_eq!((k.hook_runs, k.head_skips, k.hooks_reached()), (22, 3, 25));
+        assert_eq!(
+            (k.hook_runs, k.head_skips, k.id_skips, k.hooks_reached()),
+            (22, 3, 30, 55)
+        );
         assert_eq!(out.samples[1].counters, None);
         assert_eq!(out.links["typical_10"], "pal_exec sys-openat");
         assert!(parse_output("error=boom\n", 10).is_err());
