@@ -53,13 +53,14 @@ pub struct Options {
     pub verbose: bool,
 }
 
-const MODES: [Mode; 8] = [
+const MODES: [Mode; 9] = [
     Mode::NoAgent,
     Mode::AgentOnly,
     Mode::Typical,
     Mode::TypicalOffLoop,
     Mode::FloorFentryOpenat,
     Mode::FloorOpenat,
+    Mode::FloorRawSysEnter,
     Mode::SysEnterNoMatch,
     Mode::SysEnterNoMatchHot,
 ];
