@@ -481,19 +481,28 @@ fn sock_argument_filters_on_a_raw_tracepoint() -> Result<()> {
 /// without a tracepoint of its own), then saying it is alive.
 const TUXCALL: &str = "syscall(184, 7); print qq(alive\\n);";
 
+/// A runtime node, its API client and a copy of perl named `name` on it;
+/// `None` (the caller skips) on a kernel where `tuxcall` has a tracepoint.
+fn tuxcall_node(name: &str) -> Result<Option<(Topology, Client, PathBuf)>> {
+    if Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_tuxcall").exists() {
+        println!("SKIPPED: this kernel has a tuxcall tracepoint");
+        return Ok(None);
+    }
+    let topo = runtime_node().build()?;
+    let node = topo.node("n1")?;
+    let client = node.client();
+    let matched = copy_binary(node, "/usr/bin/perl", name)?;
+    Ok(Some((topo, client, matched)))
+}
+
 /// A syscall without a tracepoint of its own (x86_64 `tuxcall`, never
 /// implemented: ENOSYS) is hooked through the raw dispatcher on
 /// `raw_syscalls:sys_enter`, attached only for it.
 #[test]
 fn a_syscall_without_a_tracepoint_runs_from_the_raw_dispatcher() -> Result<()> {
-    if Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_tuxcall").exists() {
-        println!("SKIPPED: this kernel has a tuxcall tracepoint");
+    let Some((topo, client, matched)) = tuxcall_node("tuxperl")? else {
         return Ok(());
-    }
-    let topo = runtime_node().build()?;
-    let node = topo.node("n1")?;
-    let client = node.client();
-    let matched = copy_binary(node, "/usr/bin/perl", "tuxperl")?;
+    };
     let policy = no_setuid_root(&matched)
         .replace("call: sys_setuid", "call: sys_tuxcall")
         .replace(
@@ -501,7 +510,7 @@ fn a_syscall_without_a_tracepoint_runs_from_the_raw_dispatcher() -> Result<()> {
             "      - index: 0\n        operator: Equal\n        values: [\"7\"]\n",
         );
     apply(&client, policy)?;
-    let links = node.bpf_root().join("runtime/g1/links");
+    let links = topo.node("n1")?.bpf_root().join("runtime/g1/links");
     ensure!(
         links.join("pal_sys_enter").exists(),
         "the raw dispatcher is not attached"
@@ -601,14 +610,9 @@ fn raw_syscalls_hook_on_one_id_runs_from_that_syscalls_tracepoint() -> Result<()
 /// and the one it names is still decided by them.
 #[test]
 fn raw_syscalls_hook_on_an_id_without_a_tracepoint_runs_behind_the_id_prefilter() -> Result<()> {
-    if Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_tuxcall").exists() {
-        println!("SKIPPED: this kernel has a tuxcall tracepoint");
+    let Some((_topo, client, matched)) = tuxcall_node("idperl")? else {
         return Ok(());
-    }
-    let topo = runtime_node().build()?;
-    let node = topo.node("n1")?;
-    let client = node.client();
-    let matched = copy_binary(node, "/usr/bin/perl", "idperl")?;
+    };
     let Response::TracingPolicies { policies } = apply(&client, no_raw_syscall(&matched, 184))?
     else {
         panic!("unexpected response to the apply");

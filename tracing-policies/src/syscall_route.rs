@@ -167,21 +167,13 @@ mod tests {
 
     use super::*;
     use crate::eval::{hooks, ResolvedLists};
-    use crate::test_host::{first_hook, policy};
+    use crate::test_host::{first_hook, policy, raw_syscalls_spec};
     use crate::{ArgValue, CompiledSelectors, Context};
 
     /// A policy's one tracepoint hook on `raw_syscalls/<event>` with
     /// `selectors` (YAML, indented for `selectors:`), compiled.
     fn hook(event: &str, selectors: &str) -> CompiledHook {
-        first_hook(&format!(
-            "  tracepoints:
-  - subsystem: raw_syscalls
-    event: {event}
-    args:
-    - index: 4
-      type: int64
-{selectors}"
-        ))
+        first_hook(&raw_syscalls_spec(event, selectors))
     }
 
     /// The route of [`hook`].
@@ -346,9 +338,7 @@ mod tests {
                     yaml += &format!("      - index: 0\n        operator: {f}\n");
                 }
             }
-            let spec = format!(
-                "  tracepoints:\n  - subsystem: raw_syscalls\n    event: sys_enter\n    args:\n    - index: 4\n      type: int64\n{yaml}"
-            );
+            let spec = raw_syscalls_spec("sys_enter", &yaml);
             let Some(route) = syscall_route(&first_hook(&spec)) else {
                 return Ok(());
             };

@@ -121,6 +121,21 @@ pub fn policy(spec: &str) -> TracingPolicy {
     p.remove(0)
 }
 
+/// The spec of a policy with one tracepoint hook on `raw_syscalls/<event>`
+/// whose one argument is the syscall id (format field 4) and with
+/// `selectors` (YAML, indented for `selectors:`).
+pub fn raw_syscalls_spec(event: &str, selectors: &str) -> String {
+    format!(
+        "  tracepoints:
+  - subsystem: raw_syscalls
+    event: {event}
+    args:
+    - index: 4
+      type: int64
+{selectors}"
+    )
+}
+
 /// The first hook of [`policy`]`(spec)`, compiled for [`no_kprobes`].
 pub fn first_hook(spec: &str) -> CompiledHook {
     compile(&policy(spec), &no_kprobes(), CompileOptions::default())

@@ -96,25 +96,15 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_tracing_policies::test_host::first_hook;
+    use palisade_tracing_policies::test_host::{first_hook, raw_syscalls_spec};
 
     /// The one hook of a policy with a tracepoint on `raw_syscalls/<event>`
     /// whose one selector requires the id to be one of `ids`.
     fn hook(event: &str, ids: &str) -> CompiledHook {
-        first_hook(&format!(
-            "  tracepoints:
-  - subsystem: raw_syscalls
-    event: {event}
-    args:
-    - index: 4
-      type: int64
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: Equal
-        values: [{ids}]
-"
-        ))
+        let selectors = format!(
+            "    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Equal\n        values: [{ids}]\n"
+        );
+        first_hook(&raw_syscalls_spec(event, &selectors))
     }
 
     #[test]
