@@ -31,8 +31,8 @@ const BENCH_FLOOR_OBJECT_BYTES: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/bench_floor.o")));
 
 /// `bench_floor.o`: empty programs (tracepoint `pal_floor_tp`, raw
-/// tracepoint `pal_floor_raw`, fentry `pal_floor_fentry`) with which the benchmarks measure what the
-/// kernel charges for any program at a hook.
+/// tracepoint `pal_floor_raw`, fentry `pal_floor_fentry`) with which the
+/// benchmarks measure what the kernel charges for any program at a hook.
 pub const BENCH_FLOOR_OBJECT: &[u8] = &BENCH_FLOOR_OBJECT_BYTES.0;
 
 /// Names of programs, maps and globals in [`RUNTIME_OBJECT`]; map names are

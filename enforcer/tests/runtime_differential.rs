@@ -393,17 +393,7 @@ fn kernel_selectors_agree_with_the_reference_evaluator() {
         for k in 0..count {
             let name = format!("diff-{round}-{k}");
             let yaml = policy(&mut rng, &name, target);
-            let doc = parse_documents(&yaml, "differential")
-                .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
-                .remove(0);
-            let compiled = compile(&doc, &host, CompileOptions::default())
-                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-            let reference = CompiledSelectors::new(&hooks(&doc)[0].hook(), &ResolvedLists::new())
-                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-            runtime
-                .apply(compiled)
-                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-            let hook_id = runtime.hooks_of(&name)[0].0;
+            let (hook_id, reference) = apply_with_reference(&mut runtime, &host, &name, &yaml);
             applied.push((name, yaml, hook_id, reference));
         }
 
@@ -572,17 +562,7 @@ fn kernel_sock_filters_agree_with_the_reference_evaluator() {
     for round in 0..30 {
         let name = format!("diff-sock-{round}");
         let yaml = sock_policy(&mut rng, &name);
-        let doc = parse_documents(&yaml, "differential")
-            .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
-            .remove(0);
-        let compiled = compile(&doc, &host, CompileOptions::default())
-            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let reference = CompiledSelectors::new(&hooks(&doc)[0].hook(), &ResolvedLists::new())
-            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        runtime
-            .apply(compiled)
-            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let hook_id = runtime.hooks_of(&name)[0].0;
+        let (hook_id, reference) = apply_with_reference(&mut runtime, &host, &name, &yaml);
         let script: String = (0..4)
             .map(|_| {
                 let port = *rng.pick(SOCK_PORTS);
@@ -641,6 +621,28 @@ fn kernel_sock_filters_agree_with_the_reference_evaluator() {
     }
     println!("{checked} socket state changes checked, {filtered} matched a filtering selector (seed {seed:#x})");
     assert!(filtered > 0, "no filtering selector ever matched");
+}
+
+/// Applies the generated policy `name` (`yaml`, one hook) to `runtime`;
+/// its hook id and the reference evaluator's compilation of its selectors.
+/// A policy either side refuses fails the test with the YAML.
+fn apply_with_reference(
+    runtime: &mut Runtime,
+    host: &KernelHost,
+    name: &str,
+    yaml: &str,
+) -> (u32, CompiledSelectors) {
+    let doc = parse_documents(yaml, "differential")
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+        .remove(0);
+    let compiled =
+        compile(&doc, host, CompileOptions::default()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let reference = CompiledSelectors::new(&hooks(&doc)[0].hook(), &ResolvedLists::new())
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    runtime
+        .apply(compiled)
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    (runtime.hooks_of(name)[0].0, reference)
 }
 
 /// The number of selectors of a generated policy.

@@ -30,6 +30,20 @@ fn copy_binary(node: &Node, from: &str, name: &str) -> Result<PathBuf> {
     Ok(to)
 }
 
+/// The end of a selector (YAML, indented for its `matchArgs`): only
+/// `binary`, killed.
+fn sigkill_binary(binary: &Path) -> String {
+    format!(
+        "      matchBinaries:
+      - operator: In
+        values: [\"{}\"]
+      matchActions:
+      - action: Sigkill
+",
+        binary.display()
+    )
+}
+
 /// Applies the tracing policy `yaml` through the API.
 fn apply(client: &Client, yaml: String) -> Result<Response> {
     Ok(client.call(&Request::TracingPolicyApply {
@@ -159,13 +173,8 @@ spec:
       - index: 0
         operator: Equal
         values: [\"0\"]
-      matchBinaries:
-      - operator: In
-        values: [\"{}\"]
-      matchActions:
-      - action: Sigkill
-",
-        binary.display()
+{}",
+        sigkill_binary(binary)
     )
 }
 
@@ -254,13 +263,8 @@ spec:
       - index: 1
         operator: Prefix
         values: [\"{prefix}\"]
-      matchBinaries:
-      - operator: In
-        values: [\"{}\"]
-      matchActions:
-      - action: Sigkill
-",
-        binary.display()
+{}",
+        sigkill_binary(binary)
     )
 }
 
@@ -355,13 +359,8 @@ spec:
       - index: 1
         operator: SPort
         values: [\"{port}\"]
-      matchBinaries:
-      - operator: In
-        values: [\"{}\"]
-      matchActions:
-      - action: Sigkill
-",
-        binary.display()
+{}",
+        sigkill_binary(binary)
     )
 }
 
@@ -444,13 +443,8 @@ spec:
         values: [AF_INET]
       - index: 0
         operator: NotDPortPriv
-      matchBinaries:
-      - operator: In
-        values: [\"{}\"]
-      matchActions:
-      - action: Sigkill
-",
-        binary.display()
+{}",
+        sigkill_binary(binary)
     )
 }
 
@@ -550,13 +544,8 @@ spec:
       - index: 4
         operator: Equal
         values: [\"{nr}\"]
-      matchBinaries:
-      - operator: In
-        values: [\"{}\"]
-      matchActions:
-      - action: Sigkill
-",
-        binary.display()
+{}",
+        sigkill_binary(binary)
     )
 }
 
@@ -682,13 +671,8 @@ spec:
       - index: 0
         operator: Protocol
         values: [IPPROTO_TCP]
-      matchBinaries:
-      - operator: In
-        values: [\"{}\"]
-      matchActions:
-      - action: Sigkill
-",
-        binary.display()
+{}",
+        sigkill_binary(binary)
     )
 }
 

@@ -46,6 +46,9 @@ use layout::{BinsetChange, Layout, LayoutError, Placed};
 use placement::Placement;
 pub use placement::SyscallIds;
 
+// The pure crate's head prefilter fits the kernel's table entry.
+const _: () = assert!(palisade_tracing_policies::head_filter::MAX_HEADS == rt::MAX_HEADS);
+
 /// Why runtime enforcement could not start or change.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -805,20 +808,20 @@ impl Runtime {
         placement: &Placement,
         hook_id: u32,
     ) -> Result<Option<Instance>, RuntimeError> {
-        let load = || load_instance(&self.pin_dir, hook_id, None);
+        let ids = match placement {
+            Placement::IdPrefilter { bitmap, .. } => Some(bitmap),
+            Placement::Routed(_) | Placement::Own => None,
+        };
+        let load = || load_instance(&self.pin_dir, hook_id, ids);
         let what = |verb: &str| format!("{}: {verb}", hook.path);
         let not_pinnable = |_| not_pinnable(&hook.path);
-        let ids = match placement {
-            Placement::Routed(route) => {
-                return self.attach_routed(hook, route, load()?, hook_id).map(Some)
-            }
-            Placement::IdPrefilter { bitmap, .. } => Some(bitmap),
-            Placement::Own => None,
-        };
+        if let Placement::Routed(route) = placement {
+            return self.attach_routed(hook, route, load()?, hook_id).map(Some);
+        }
         let (ebpf, link): (Ebpf, FdLink) = match &hook.attach {
             Attach::Syscall { .. } | Attach::Fanotify { .. } => return Ok(None),
             Attach::Tracepoint { subsystem, event } => {
-                let mut ebpf = load_instance(&self.pin_dir, hook_id, ids)?;
+                let mut ebpf = load()?;
                 let name = if ids.is_some() {
                     names::TP_SYSCALL_IDS
                 } else {
@@ -1013,9 +1016,8 @@ fn write_config(base: &mut Ebpf, layout: &Layout, self_tgid: u32) -> Result<(), 
 }
 
 /// Loads another instance of the runtime object for hook `hook_id`, on the
-/// maps pinned in `pin_dir` (its programs are loaded one by one).
-/// Loads `runtime.o` for hook `hook_id` (and, for
-/// [`names::TP_SYSCALL_IDS`], the bitmap of its id prefilter).
+/// maps pinned in `pin_dir` (its programs are loaded one by one), with the
+/// bitmap of its syscall-id prefilter for [`names::TP_SYSCALL_IDS`].
 fn load_instance(
     pin_dir: &Path,
     hook_id: u32,

@@ -9,10 +9,13 @@ use std::collections::BTreeSet;
 
 use palisade_tracing_policies::compile::CompiledHook;
 use palisade_tracing_policies::syscall_route::{
-    syscall_route, Phase, SyscallRoute, PREFILTER_WORDS,
+    syscall_route, Phase, SyscallRoute, PREFILTER_IDS, PREFILTER_WORDS,
 };
 
 use super::syscalls;
+
+// The pure crate's bitmap covers the kernel's (`PAL_SYSCALL_IDS`).
+const _: () = assert!(PREFILTER_IDS == palisade_bpf::abi::runtime::MAX_SYSCALLS);
 
 /// Where a hook's program runs.
 #[derive(Debug, Clone, PartialEq)]
