@@ -70,20 +70,18 @@ static __always_inline struct pal_rt_syscall_hooks *pal_sys_hooks(__u32 nr, __u3
 
 /*
  * The hooks of this call that cannot match: those of the head prefilter
- * when the first PAL_RT_HEAD_BYTES bytes of its string argument begin no
- * head. A string that cannot be read runs every hook (they decide): a
- * string shorter than 8 bytes that ends right before unmapped memory.
+ * when the first PAL_RT_HEAD_BYTES bytes of the string at user address
+ * str (the call's argument head_reg) begin no head. A string that cannot
+ * be read runs every hook (they decide): a string shorter than 8 bytes
+ * that ends right before unmapped memory.
  */
 static __always_inline __u32 pal_sys_head_skip(const struct pal_rt_syscall_hooks *hooks,
-					       const struct pal_sys_ctx *c)
+					       __u64 str)
 {
 	__u64 word = 0, zeros;
-	__u32 reg = hooks->head_reg;
 
-	if (!hooks->head_skip || reg >= PAL_RT_MAX_ARGS)
-		return 0;
 	/* One word, not a string read (which costs twice as much). */
-	if (bpf_probe_read_user(&word, sizeof(word), (const void *)c->args.raw[reg]) < 0)
+	if (bpf_probe_read_user(&word, sizeof(word), (const void *)str) < 0)
 		return 0;
 	/* From the string's end (its first NUL byte) on, the word is 0, as
 	 * in the heads: the lowest 0x80 of zeros marks the first NUL byte
@@ -91,6 +89,7 @@ static __always_inline __u32 pal_sys_head_skip(const struct pal_rt_syscall_hooks
 	zeros = (word - 0x0101010101010101ULL) & ~word & 0x8080808080808080ULL;
 	if (zeros)
 		word &= ((zeros & -zeros) >> 7) - 1;
+#pragma unroll
 	for (__u32 i = 0; i < PAL_RT_MAX_HEADS; i++) {
 		if (i >= hooks->head_n)
 			break;
@@ -100,17 +99,37 @@ static __always_inline __u32 pal_sys_head_skip(const struct pal_rt_syscall_hooks
 	return hooks->head_skip;
 }
 
-/* Runs the hooks of syscall c->nr (its arguments are in c->args). */
-static __always_inline void pal_sys_run(struct pal_sys_ctx *c,
-					const struct pal_rt_syscall_hooks *hooks)
+/*
+ * Whether every hook of this call is spared by the head prefilter
+ * (counted), str being the user address of the call's argument
+ * head_reg; c->skip is left with the hooks spared. Call it only when the
+ * entry has a prefilter (head_skip).
+ */
+static __always_inline int pal_sys_spared(struct pal_sys_ctx *c,
+					  const struct pal_rt_syscall_hooks *hooks, __u64 str)
 {
 	__u32 all = (1U << (hooks->n & 31)) - 1;
 
-	c->skip = pal_sys_head_skip(hooks, c);
+	c->skip = pal_sys_head_skip(hooks, str) & all;
+	if (c->skip == all) {
+		pal_rt_count_add(PAL_RT_CNT_HEAD_SKIPS, hooks->n);
+		return 1;
+	}
 	if (c->skip)
-		pal_rt_count_add(PAL_RT_CNT_HEAD_SKIPS, __builtin_popcount(c->skip & all));
-	if ((c->skip & all) == all)
-		return;
+		pal_rt_count_add(PAL_RT_CNT_HEAD_SKIPS, __builtin_popcount(c->skip));
+	return 0;
+}
+
+/* Argument reg of a call whose arguments are in a (0 past them). */
+static __always_inline __u64 pal_sys_arg(const struct pal_argctx *a, __u32 reg)
+{
+	return reg < PAL_RT_MAX_ARGS ? a->raw[reg] : 0;
+}
+
+/* Runs the hooks of syscall c->nr not in c->skip (its arguments are in c->args). */
+static __always_inline void pal_sys_run(struct pal_sys_ctx *c,
+					const struct pal_rt_syscall_hooks *hooks)
+{
 	if (hooks->n == 1)
 		pal_hook_run(hooks->hooks[0], &c->args, 0);
 	else
@@ -131,9 +150,14 @@ int pal_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!hooks)
 		return 0;
 	pal_args_from_syscall(&c.args, ctx);
+	if (hooks->head_skip && pal_sys_spared(&c, hooks, pal_sys_arg(&c.args, hooks->head_reg)))
+		return 0;
 	pal_sys_run(&c, hooks);
 	return 0;
 }
+
+/* pal_sys_tp: the number of arguments of the syscalls it is attached to. */
+volatile const __u32 PAL_SYSCALL_NARGS = 0;
 
 /*
  * syscalls:sys_enter_<name>: the hooks of that syscall
@@ -141,21 +165,45 @@ int pal_sys_enter(struct bpf_raw_tracepoint_args *ctx)
  * syscalls pay no program run. Its context is the kernel's
  * struct syscall_tp_t: the pt_regs pointer, the syscall number (8 bytes
  * at 8) and the arguments (at 16). The attach checks reads against the
- * syscall's own record, which ends after its last argument, so the six
- * slots are copied with a helper (those past the syscall's arguments are
- * never declared).
+ * syscall's own record, which ends after its last argument: one load per
+ * argument count (PAL_SYSCALL_NARGS, a load-time constant, so the reads
+ * past it are dead code the verifier never counts), the arguments read
+ * straight from the record.
  */
 SEC("tracepoint")
 int pal_sys_tp(void *ctx)
 {
-	struct pal_sys_ctx c = { .nr = *(__u32 *)(ctx + 8) };
-	struct pal_rt_syscall_hooks *hooks = pal_sys_hooks(c.nr, PAL_SYSCALL_VIA_TP);
+	struct pal_sys_ctx c;
+	struct pal_rt_syscall_hooks *hooks;
 
+	c.nr = *(__u32 *)(ctx + 8);
+	hooks = pal_sys_hooks(c.nr, PAL_SYSCALL_VIA_TP);
 	if (!hooks)
 		return 0;
-	bpf_probe_read_kernel(c.args.raw, sizeof(c.args.raw), ctx + 16);
+	__builtin_memset(&c.args, 0, sizeof(c.args));
+#pragma unroll
+	for (__u32 i = 0; i < PAL_RT_MAX_ARGS; i++)
+		if (i < PAL_SYSCALL_NARGS)
+			c.args.raw[i] = *(__u64 *)(ctx + 16 + 8 * i);
+	c.skip = 0;
+	if (hooks->head_skip && pal_sys_spared(&c, hooks, pal_sys_arg(&c.args, hooks->head_reg)))
+		return 0;
 	pal_sys_run(&c, hooks);
 	return 0;
+}
+
+/* Syscall argument reg of a call seen by fentry (the caller's registers;
+ * the fourth in r10, as the syscall instruction passes it). */
+static __always_inline __u64 pal_sys_fentry_arg(const struct pt_regs *regs, __u32 reg)
+{
+	switch (reg) {
+	case 0: return regs->di;
+	case 1: return regs->si;
+	case 2: return regs->dx;
+	case 3: return regs->r10;
+	case 4: return regs->r8;
+	default: return regs->r9;
+	}
 }
 
 /*
@@ -165,7 +213,8 @@ int pal_sys_tp(void *ctx)
  * task on the syscall-tracing slow path, and the kernel builds no record.
  * The wrapper's one argument is the caller's saved registers, a BTF
  * pointer here: the arguments and the syscall number (orig_ax) are plain
- * loads, no helper. 32-bit callers enter through __ia32_sys_<name> and are
+ * loads, no helper, and a call the head prefilter spares reads only its
+ * string argument. 32-bit callers enter through __ia32_sys_<name> and are
  * not seen, as with the syscall tracepoints (which skip compat syscalls);
  * x32 numbers carry __X32_SYSCALL_BIT and fall outside the table.
  */
@@ -173,11 +222,17 @@ SEC("fentry")
 int pal_sys_fentry(__u64 *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx[0];
-	struct pal_sys_ctx c = { .nr = (__u32)regs->orig_ax };
-	struct pal_rt_syscall_hooks *hooks = pal_sys_hooks(c.nr, PAL_SYSCALL_VIA_FENTRY);
+	struct pal_sys_ctx c;
+	struct pal_rt_syscall_hooks *hooks;
 
+	c.nr = (__u32)regs->orig_ax;
+	hooks = pal_sys_hooks(c.nr, PAL_SYSCALL_VIA_FENTRY);
 	if (!hooks)
 		return 0;
+	c.skip = 0;
+	if (hooks->head_skip && pal_sys_spared(&c, hooks, pal_sys_fentry_arg(regs, hooks->head_reg)))
+		return 0;
+	__builtin_memset(&c.args, 0, sizeof(c.args));
 	c.args.raw[0] = regs->di;
 	c.args.raw[1] = regs->si;
 	c.args.raw[2] = regs->dx;

@@ -48,7 +48,9 @@ pub mod runtime {
     /// tracepoint of their own.
     pub const SYS_ENTER: &str = "pal_sys_enter";
     /// Tracepoint `syscalls:sys_enter_<name>`: the hooks of that syscall
-    /// (one load, attached to every hooked syscall that has one).
+    /// (one load per argument count, with [`SYSCALL_NARGS_GLOBAL`],
+    /// attached to every hooked syscall with as many arguments that has a
+    /// tracepoint).
     pub const SYS_TP: &str = "pal_sys_tp";
     /// fentry on `__x64_sys_<name>`: the hooks of that syscall, on kernels
     /// with BPF trampolines (one load per hooked syscall).
@@ -89,6 +91,10 @@ pub mod runtime {
     /// hook can match, a `[u64; MAX_SYSCALLS / 64]` bitmap (bit `id % 64`
     /// of word `id / 64`).
     pub const SYSCALL_IDS_GLOBAL: &str = "PAL_SYSCALL_IDS";
+    /// The load-time constant of [`SYS_TP`]: how many arguments the
+    /// syscalls it is attached to have (a `u32`, at most 6); it reads
+    /// those from the tracepoint's record and no more.
+    pub const SYSCALL_NARGS_GLOBAL: &str = "PAL_SYSCALL_NARGS";
 
     /// LRU hash: tgid -> [`crate::abi::runtime::Proc`].
     pub const PROCS: &str = "pal_procs";

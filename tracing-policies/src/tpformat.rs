@@ -73,6 +73,24 @@ pub fn parse_format(text: &str) -> Result<Vec<TpField>, String> {
     Ok(fields)
 }
 
+/// Where a syscall tracepoint's record (`syscalls:sys_enter_<name>`) puts
+/// its first argument: after the common fields and `__syscall_nr`.
+pub const SYSCALL_ARGS_OFFSET: u16 = 16;
+
+/// The syscall arguments of a `syscalls:sys_enter_<name>` record: its
+/// 8-byte fields from [`SYSCALL_ARGS_OFFSET`] on, one after the other (the
+/// record ends after the last; fields a kernel may add past them, such as
+/// copies of user strings, are not arguments).
+pub fn syscall_args(fields: &[TpField]) -> usize {
+    (0..)
+        .take_while(|&k: &u16| {
+            fields
+                .iter()
+                .any(|f| f.size == 8 && f.offset == SYSCALL_ARGS_OFFSET + 8 * k)
+        })
+        .count()
+}
+
 /// `unsigned long args[6]` -> (`unsigned long [6]`... kept as type), `args`.
 fn split_decl(decl: &str) -> Option<(String, String)> {
     let decl = decl.trim();
@@ -122,6 +140,18 @@ print fmt: \"dfd: 0x%08lx\"
         assert_eq!((f[6].offset, f[6].size), (24, 8));
         assert!(f[3].signed);
         assert_eq!(f[0].c_type, "unsigned short");
+    }
+
+    #[test]
+    fn syscall_args_are_the_8_byte_fields_after_the_number() {
+        assert_eq!(syscall_args(&parse_format(OPENAT).expect("format")), 4);
+        let sync = OPENAT.lines().take(9).collect::<Vec<_>>().join("\n");
+        assert_eq!(syscall_args(&parse_format(&sync).expect("format")), 0);
+        // A string copy after the arguments is not one.
+        let with_copy = format!(
+            "{OPENAT}\tfield:__data_loc char[] __filename_val;\toffset:48;\tsize:4;\tsigned:0;\n"
+        );
+        assert_eq!(syscall_args(&parse_format(&with_copy).expect("format")), 4);
     }
 
     #[test]

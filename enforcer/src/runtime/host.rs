@@ -13,7 +13,7 @@ use nix::mount::{mount, MsFlags};
 use palisade_tracing_policies::compile::{Host, KernelFeatures};
 use palisade_tracing_policies::model::NamespaceKind;
 use palisade_tracing_policies::syscall_route::Phase;
-use palisade_tracing_policies::tpformat::{parse_format, TpField};
+use palisade_tracing_policies::tpformat::{parse_format, syscall_args, TpField};
 use tracing::{debug, info, warn};
 
 use super::syscalls;
@@ -74,6 +74,19 @@ pub fn has_syscall_tracepoint_for(phase: Phase, name: &str) -> bool {
                 .exists()
         })
         .unwrap_or(false)
+}
+
+/// How many arguments syscall `name`'s entry tracepoint
+/// (`syscalls:sys_enter_<name>`) records, from its format file.
+pub fn syscall_tracepoint_args(name: &str) -> Result<usize, String> {
+    let root = ensure_tracefs().map_err(|e| format!("tracefs at {TRACEFS}: {e}"))?;
+    let path = root
+        .join("events/syscalls")
+        .join(Phase::Enter.tracepoint(syscalls::kernel_name(name)))
+        .join("format");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fields = parse_format(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(syscall_args(&fields))
 }
 
 /// The kernel this agent runs on.

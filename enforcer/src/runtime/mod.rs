@@ -120,7 +120,8 @@ struct SyscallLink {
     via: u32,
     link: PinnedLink,
     /// The fentry program's own load (one per syscall); the tracepoint
-    /// program is the base object's.
+    /// program's is in [`Runtime::sys_tp`], shared by the syscalls with as
+    /// many arguments.
     _instance: Option<Ebpf>,
 }
 
@@ -186,6 +187,9 @@ pub struct Runtime {
     /// syscall only: `pal_sys_fentry` on `__x64_sys_<name>` or `pal_sys_tp`
     /// on `syscalls:sys_enter_<name>`.
     syscall_links: BTreeMap<u32, SyscallLink>,
+    /// The loads of `pal_sys_tp`, by the number of arguments of the
+    /// syscalls they are attached to (`PAL_SYSCALL_NARGS`).
+    sys_tp: BTreeMap<usize, Ebpf>,
     fentry: Fentry,
     /// The raw syscall dispatcher's link, while a hooked syscall has no
     /// tracepoint of its own: a program on `raw_syscalls:sys_enter` runs
@@ -215,6 +219,7 @@ impl Runtime {
                 syscall_hooks: BTreeMap::new(),
                 hook_heads: BTreeMap::new(),
                 syscall_links: BTreeMap::new(),
+                sys_tp: BTreeMap::new(),
                 fentry: Fentry::Unknown,
                 dispatcher: None,
             }),
@@ -251,9 +256,6 @@ impl Runtime {
         let p: &mut RawTracePoint = program(&mut base, names::SYS_ENTER)?;
         p.load()
             .map_err(prog_err(format!("loading {}", names::SYS_ENTER)))?;
-        let p: &mut TracePoint = program(&mut base, names::SYS_TP)?;
-        p.load()
-            .map_err(prog_err(format!("loading {}", names::SYS_TP)))?;
         info!(pins = %pin_dir.display(), "runtime enforcement started");
         Ok((base, layout))
     }
@@ -562,10 +564,17 @@ impl Runtime {
             self.write_syscall(nr, ids, rt::SYSCALL_VIA_RAW)?;
             return self.attach_dispatcher();
         }
-        self.write_syscall(nr, ids, rt::SYSCALL_VIA_TP)?;
         let event = format!("sys_enter_{}", syscalls::kernel_name(name));
+        let nargs = host::syscall_tracepoint_args(name).map_err(|e| {
+            RuntimeError::Unsupported(format!("reading tracepoint syscalls/{event}: {e}"))
+        })?;
+        // Loaded before the table names the tracepoint as its runner.
+        self.sys_tp(nargs)?;
+        self.write_syscall(nr, ids, rt::SYSCALL_VIA_TP)?;
         let pin = self.pin_dir.join(pins::LINKS).join(format!("sys-{name}"));
-        let attached = program::<TracePoint>(&mut self.base, names::SYS_TP)
+        let attached = self
+            .sys_tp(nargs)
+            .and_then(|tp| program::<TracePoint>(tp, names::SYS_TP))
             .and_then(|p| tracepoint_link(p, "syscalls", &event, names::SYS_TP));
         let link = match attached.and_then(|link| {
             remove_pin(&pin);
@@ -589,6 +598,31 @@ impl Runtime {
         );
         debug!(syscall = name, "syscall tracepoint attached");
         Ok(())
+    }
+
+    /// The load of `pal_sys_tp` for syscalls of `nargs` arguments (loaded
+    /// at the first): it reads exactly those from the tracepoint's record.
+    fn sys_tp(&mut self, nargs: usize) -> Result<&mut Ebpf, RuntimeError> {
+        let nargs = nargs.min(rt::MAX_ARGS);
+        if !self.sys_tp.contains_key(&nargs) {
+            let mut ebpf = load_instance(
+                &self.pin_dir,
+                Constants {
+                    syscall_nargs: Some(nargs as u32),
+                    ..Constants::default()
+                },
+            )?;
+            program::<TracePoint>(&mut ebpf, names::SYS_TP)?
+                .load()
+                .map_err(prog_err(format!(
+                    "loading {} for syscalls of {nargs} arguments",
+                    names::SYS_TP
+                )))?;
+            self.sys_tp.insert(nargs, ebpf);
+        }
+        self.sys_tp
+            .get_mut(&nargs)
+            .ok_or_else(|| RuntimeError::Unsupported(format!("no {} load", names::SYS_TP)))
     }
 
     /// Attaches a load of `pal_sys_fentry` to `__x64_sys_<name>` and runs
@@ -616,8 +650,7 @@ impl Runtime {
             );
             return Ok(None);
         }
-        // The syscall programs read no hook id: 0.
-        let attached = load_instance(&self.pin_dir, 0, None).and_then(|mut ebpf| {
+        let attached = load_instance(&self.pin_dir, Constants::default()).and_then(|mut ebpf| {
             let p: &mut FEntry = program(&mut ebpf, names::SYS_FENTRY)?;
             p.load(&function, btf)
                 .map_err(prog_err(format!("loading fentry on {function}")))?;
@@ -812,7 +845,16 @@ impl Runtime {
             Placement::IdPrefilter { bitmap, .. } => Some(bitmap),
             Placement::Routed(_) | Placement::Own => None,
         };
-        let load = || load_instance(&self.pin_dir, hook_id, ids);
+        let load = || {
+            load_instance(
+                &self.pin_dir,
+                Constants {
+                    hook_id,
+                    syscall_ids: ids,
+                    syscall_nargs: None,
+                },
+            )
+        };
         let what = |verb: &str| format!("{}: {verb}", hook.path);
         let not_pinnable = |_| not_pinnable(&hook.path);
         if let Placement::Routed(route) = placement {
@@ -1015,22 +1057,35 @@ fn write_config(base: &mut Ebpf, layout: &Layout, self_tgid: u32) -> Result<(), 
         .map_err(map_err("writing the runtime config"))
 }
 
-/// Loads another instance of the runtime object for hook `hook_id`, on the
-/// maps pinned in `pin_dir` (its programs are loaded one by one), with the
-/// bitmap of its syscall-id prefilter for [`names::TP_SYSCALL_IDS`].
-fn load_instance(
-    pin_dir: &Path,
+/// The load-time constants of a load of the runtime object.
+#[derive(Debug, Clone, Copy, Default)]
+struct Constants<'a> {
+    /// [`names::HOOK_ID_GLOBAL`]: the hook of a per-hook program (the
+    /// syscall programs read none: 0).
     hook_id: u32,
-    syscall_ids: Option<&[u64; PREFILTER_WORDS]>,
-) -> Result<Ebpf, RuntimeError> {
+    /// [`names::SYSCALL_IDS_GLOBAL`]: the bitmap of a
+    /// [`names::TP_SYSCALL_IDS`] hook's syscall-id prefilter.
+    syscall_ids: Option<&'a [u64; PREFILTER_WORDS]>,
+    /// [`names::SYSCALL_NARGS_GLOBAL`]: the argument count of the syscalls
+    /// a [`names::SYS_TP`] load is attached to.
+    syscall_nargs: Option<u32>,
+}
+
+/// Loads another instance of the runtime object on the maps pinned in
+/// `pin_dir`, with its load-time constants (its programs are loaded one by
+/// one).
+fn load_instance(pin_dir: &Path, constants: Constants) -> Result<Ebpf, RuntimeError> {
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(pin_dir).override_global(
         names::HOOK_ID_GLOBAL,
-        &hook_id,
+        &constants.hook_id,
         true,
     );
-    if let Some(bitmap) = syscall_ids {
+    if let Some(bitmap) = constants.syscall_ids {
         loader.override_global(names::SYSCALL_IDS_GLOBAL, bitmap, true);
+    }
+    if let Some(nargs) = &constants.syscall_nargs {
+        loader.override_global(names::SYSCALL_NARGS_GLOBAL, nargs, true);
     }
     loader
         .load(RUNTIME_OBJECT)

@@ -60,25 +60,74 @@ pub(super) enum Mode {
     SysEnterNoMatch,
     /// The same on ids without syscall tracepoints: never routed.
     SysEnterNoMatchHot,
-    /// No agent; an empty program on `syscalls:sys_enter_openat`.
-    FloorOpenat,
-    /// No agent; an empty raw tracepoint program on `raw_syscalls:sys_enter`.
-    FloorRawSysEnter,
-    /// No agent; an empty fentry program on `__x64_sys_openat` (kernels
-    /// with BPF trampolines: `runtime-syscalls-vm`).
-    FloorFentryOpenat,
+    /// No agent; a program of `bench_floor.c` attached.
+    Floor(Floor),
+}
+
+/// The programs of `bench_floor.c`: what the kernel charges for running
+/// any program at a hook (empty ones), and the least a program filtering
+/// on openat's path can do there (read its first 8 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Floor {
+    /// An empty program on `syscalls:sys_enter_openat`.
+    Openat,
+    /// A program on `syscalls:sys_enter_openat` that reads the path's
+    /// first 8 bytes.
+    OpenatPath,
+    /// An empty raw tracepoint program on `raw_syscalls:sys_enter`.
+    RawSysEnter,
+    /// An empty fentry program on `__x64_sys_openat` (kernels with BPF
+    /// trampolines: `runtime-syscalls-vm`).
+    FentryOpenat,
+    /// An fentry program on `__x64_sys_openat` that reads the path's first
+    /// 8 bytes.
+    FentryOpenatPath,
+}
+
+impl Floor {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Openat => "kernel floor: empty prog, sys_enter_openat",
+            Self::OpenatPath => "kernel floor: prog reading the path, sys_enter_openat",
+            Self::RawSysEnter => "kernel floor: empty raw prog, sys_enter",
+            Self::FentryOpenat => "kernel floor: empty fentry, __x64_sys_openat",
+            Self::FentryOpenatPath => "kernel floor: fentry reading the path, __x64_sys_openat",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Openat => "floor_empty_sys_enter_openat",
+            Self::OpenatPath => "floor_path_sys_enter_openat",
+            Self::RawSysEnter => "floor_empty_raw_sys_enter",
+            Self::FentryOpenat => "floor_empty_fentry_openat",
+            Self::FentryOpenatPath => "floor_path_fentry_openat",
+        }
+    }
+
+    /// Its program in `bench_floor.c`.
+    fn program(self) -> &'static str {
+        match self {
+            Self::Openat => "pal_floor_tp",
+            Self::OpenatPath => "pal_floor_tp_path",
+            Self::RawSysEnter => "pal_floor_raw",
+            Self::FentryOpenat => "pal_floor_fentry",
+            Self::FentryOpenatPath => "pal_floor_fentry_path",
+        }
+    }
 }
 
 /// The typical policies that hook `sys_openat`, the loop's syscall.
 pub(super) const ON_LOOP: [&str; 2] = ["02-sensitive-file-open.yaml", "03-passwd-write.yaml"];
 
-const MODES: [Mode; 7] = [
+const MODES: [Mode; 8] = [
     Mode::NoAgent,
     Mode::AgentOnly,
     Mode::Typical,
     Mode::TypicalOffLoop,
-    Mode::FloorOpenat,
-    Mode::FloorRawSysEnter,
+    Mode::Floor(Floor::Openat),
+    Mode::Floor(Floor::OpenatPath),
+    Mode::Floor(Floor::RawSysEnter),
     Mode::SysEnterNoMatch,
 ];
 
@@ -91,9 +140,7 @@ impl Mode {
             Self::TypicalOffLoop => "agent, the 8 not on openat/close",
             Self::SysEnterNoMatch => "agent, sys_enter tracepoint, no match",
             Self::SysEnterNoMatchHot => "agent, sys_enter, no match, unroutable ids",
-            Self::FloorOpenat => "kernel floor: empty prog, sys_enter_openat",
-            Self::FloorRawSysEnter => "kernel floor: empty raw prog, sys_enter",
-            Self::FloorFentryOpenat => "kernel floor: empty fentry, __x64_sys_openat",
+            Self::Floor(f) => f.name(),
         }
     }
 
@@ -105,9 +152,7 @@ impl Mode {
             Self::TypicalOffLoop => "typical_8_off_loop",
             Self::SysEnterNoMatch => "sys_enter_nomatch",
             Self::SysEnterNoMatchHot => "sys_enter_nomatch_hot",
-            Self::FloorOpenat => "floor_empty_sys_enter_openat",
-            Self::FloorRawSysEnter => "floor_empty_raw_sys_enter",
-            Self::FloorFentryOpenat => "floor_empty_fentry_openat",
+            Self::Floor(f) => f.key(),
         }
     }
 
@@ -120,9 +165,11 @@ impl Mode {
             Self::TypicalOffLoop,
             Self::SysEnterNoMatch,
             Self::SysEnterNoMatchHot,
-            Self::FloorOpenat,
-            Self::FloorRawSysEnter,
-            Self::FloorFentryOpenat,
+            Self::Floor(Floor::Openat),
+            Self::Floor(Floor::OpenatPath),
+            Self::Floor(Floor::RawSysEnter),
+            Self::Floor(Floor::FentryOpenat),
+            Self::Floor(Floor::FentryOpenatPath),
         ]
         .into_iter()
         .find(|m| m.key() == key)
@@ -130,11 +177,7 @@ impl Mode {
 
     pub(super) fn policies<'a>(self, typical: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
         match self {
-            Self::NoAgent
-            | Self::AgentOnly
-            | Self::FloorOpenat
-            | Self::FloorRawSysEnter
-            | Self::FloorFentryOpenat => Vec::new(),
+            Self::NoAgent | Self::AgentOnly | Self::Floor(_) => Vec::new(),
             Self::Typical => typical.iter().map(|(n, y)| (*n, y.as_str())).collect(),
             Self::TypicalOffLoop => typical
                 .iter()
@@ -148,10 +191,7 @@ impl Mode {
 
     /// Whether the agent runs in this mode.
     pub(super) fn agent(self) -> bool {
-        !matches!(
-            self,
-            Self::NoAgent | Self::FloorOpenat | Self::FloorRawSysEnter | Self::FloorFentryOpenat
-        )
+        !matches!(self, Self::NoAgent | Self::Floor(_))
     }
 
     /// Hooks each open+close pair must reach at least (run, or turned
@@ -280,43 +320,37 @@ fn typical_policies() -> (Vec<(&'static str, String)>, Option<String>) {
     (list, note)
 }
 
-/// Attaches the empty program of a floor mode (`None` for other modes);
+/// Attaches the program of a floor mode (`None` for other modes);
 /// dropping the result detaches it.
 pub(super) fn attach_floor(mode: Mode) -> anyhow::Result<Option<Ebpf>> {
-    let mut ebpf = match mode {
-        Mode::FloorOpenat | Mode::FloorRawSysEnter | Mode::FloorFentryOpenat => {
-            Ebpf::load(BENCH_FLOOR_OBJECT).context("loading bench_floor.o")?
-        }
-        _ => return Ok(None),
+    let Mode::Floor(floor) = mode else {
+        return Ok(None);
     };
-    match mode {
-        Mode::FloorOpenat => {
-            let p: &mut TracePoint = ebpf
-                .program_mut("pal_floor_tp")
-                .context("no pal_floor_tp")?
-                .try_into()?;
-            p.load()?;
+    let mut ebpf = Ebpf::load(BENCH_FLOOR_OBJECT).context("loading bench_floor.o")?;
+    let name = floor.program();
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("no {name} in bench_floor.o"))?;
+    match floor {
+        Floor::Openat | Floor::OpenatPath => {
+            let p: &mut TracePoint = program.try_into()?;
+            p.load().with_context(|| format!("loading {name}"))?;
             p.attach("syscalls", "sys_enter_openat")
-                .context("attaching to syscalls/sys_enter_openat")?;
+                .with_context(|| format!("attaching {name} to syscalls/sys_enter_openat"))?;
         }
-        Mode::FloorRawSysEnter => {
-            let p: &mut RawTracePoint = ebpf
-                .program_mut("pal_floor_raw")
-                .context("no pal_floor_raw")?
-                .try_into()?;
-            p.load()?;
+        Floor::RawSysEnter => {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load().with_context(|| format!("loading {name}"))?;
             p.attach("sys_enter")
-                .context("attaching to raw_syscalls/sys_enter")?;
+                .with_context(|| format!("attaching {name} to raw_syscalls/sys_enter"))?;
         }
-        _ => {
+        Floor::FentryOpenat | Floor::FentryOpenatPath => {
             let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
-            let p: &mut FEntry = ebpf
-                .program_mut("pal_floor_fentry")
-                .context("no pal_floor_fentry")?
-                .try_into()?;
+            let p: &mut FEntry = program.try_into()?;
             p.load("__x64_sys_openat", &btf)
-                .context("loading fentry on __x64_sys_openat")?;
-            p.attach().context("attaching fentry to __x64_sys_openat")?;
+                .with_context(|| format!("loading {name} on __x64_sys_openat"))?;
+            p.attach()
+                .with_context(|| format!("attaching {name} to __x64_sys_openat"))?;
         }
     }
     Ok(Some(ebpf))
@@ -334,7 +368,7 @@ fn switch(
     *floor = None;
     match mode {
         Mode::NoAgent => stop(node)?,
-        Mode::FloorOpenat | Mode::FloorRawSysEnter | Mode::FloorFentryOpenat => {
+        Mode::Floor(_) => {
             stop(node)?;
             *floor = attach_floor(mode)?;
         }
@@ -383,7 +417,7 @@ fn measure(
     let k = kernel_counters(node)?.since(&k0);
     let runs = k.hooks_reached();
     // In the floor modes, the floor program (this process's) is one of them.
-    let own = usize::from(!mode.agent() && mode != Mode::NoAgent);
+    let own = usize::from(matches!(mode, Mode::Floor(_)));
     let foreign = foreign0
         .max(foreign_tracing_links(node)?)
         .saturating_sub(own);

@@ -29,7 +29,7 @@ use palisade_tests::locate_binary;
 use palisade_tests::vm::{Kernel, Vm};
 use serde_json::json;
 
-use super::syscalls::{attach_floor, Mode, Timings, ON_LOOP};
+use super::syscalls::{attach_floor, Floor, Mode, Timings, ON_LOOP};
 use super::{KernelCounters, SYS_ENTER_NOMATCH, SYS_ENTER_NOMATCH_HOT, TYPICAL_POLICIES};
 use crate::bench::{f, say, Report, Table};
 
@@ -53,14 +53,16 @@ pub struct Options {
     pub verbose: bool,
 }
 
-const MODES: [Mode; 9] = [
+const MODES: [Mode; 11] = [
     Mode::NoAgent,
     Mode::AgentOnly,
     Mode::Typical,
     Mode::TypicalOffLoop,
-    Mode::FloorFentryOpenat,
-    Mode::FloorOpenat,
-    Mode::FloorRawSysEnter,
+    Mode::Floor(Floor::FentryOpenat),
+    Mode::Floor(Floor::FentryOpenatPath),
+    Mode::Floor(Floor::Openat),
+    Mode::Floor(Floor::OpenatPath),
+    Mode::Floor(Floor::RawSysEnter),
     Mode::SysEnterNoMatch,
     Mode::SysEnterNoMatchHot,
 ];
