@@ -80,10 +80,10 @@ pub const SYSCALL_ARGS_OFFSET: u16 = 16;
 /// The syscall arguments of a `syscalls:sys_enter_<name>` record: its
 /// 8-byte fields from [`SYSCALL_ARGS_OFFSET`] on, one after the other (the
 /// record ends after the last; fields a kernel may add past them, such as
-/// copies of user strings, are not arguments).
+/// copies of user strings, are not arguments). A syscall has at most six.
 pub fn syscall_args(fields: &[TpField]) -> usize {
-    (0..)
-        .take_while(|&k: &u16| {
+    (0..6u16)
+        .take_while(|&k| {
             fields
                 .iter()
                 .any(|f| f.size == 8 && f.offset == SYSCALL_ARGS_OFFSET + 8 * k)
