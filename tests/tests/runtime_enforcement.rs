@@ -52,6 +52,19 @@ fn apply(client: &Client, yaml: String) -> Result<Response> {
     })?)
 }
 
+/// Applies `yaml` and returns how its first policy's hooks run (one line
+/// per hook, as `tracingpolicy list` shows them).
+fn apply_hooks(client: &Client, yaml: String) -> Result<String> {
+    let applied = apply(client, yaml)?;
+    let Response::TracingPolicies { policies } = applied else {
+        panic!("unexpected response {applied:?}");
+    };
+    Ok(policies
+        .first()
+        .map(|p| p.hooks.join("\n"))
+        .unwrap_or_default())
+}
+
 fn events(client: &Client) -> Result<Vec<Event>> {
     let mut out = Vec::new();
     client.stream(
@@ -284,14 +297,7 @@ fn a_path_hook_runs_behind_the_head_prefilter() -> Result<()> {
     let matched = copy_binary(node, "/usr/bin/perl", "pathperl")?;
     let dir = node.dir().display().to_string();
     let secret = format!("{dir}/secret");
-    let applied = apply(&client, no_open_under(&matched, &secret))?;
-    let Response::TracingPolicies { policies } = applied else {
-        panic!("unexpected response {applied:?}");
-    };
-    let hooks = policies
-        .first()
-        .map(|p| p.hooks.join("\n"))
-        .unwrap_or_default();
+    let hooks = apply_hooks(&client, no_open_under(&matched, &secret))?;
     assert!(
         hooks.contains("syscall openat = 257, ")
             && hooks
@@ -602,14 +608,7 @@ fn raw_syscalls_hook_on_an_id_without_a_tracepoint_runs_behind_the_id_prefilter(
     let Some((_topo, client, matched)) = tuxcall_node("idperl")? else {
         return Ok(());
     };
-    let Response::TracingPolicies { policies } = apply(&client, no_raw_syscall(&matched, 184))?
-    else {
-        panic!("unexpected response to the apply");
-    };
-    let hooks = policies
-        .first()
-        .map(|p| p.hooks.join("\n"))
-        .unwrap_or_default();
+    let hooks = apply_hooks(&client, no_raw_syscall(&matched, 184))?;
     assert!(
         hooks
             .ends_with("tracepoint raw_syscalls/sys_enter behind a syscall-id prefilter (tuxcall)"),

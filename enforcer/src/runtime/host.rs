@@ -80,13 +80,25 @@ pub fn has_syscall_tracepoint_for(phase: Phase, name: &str) -> bool {
 /// (`syscalls:sys_enter_<name>`) records, from its format file.
 pub fn syscall_tracepoint_args(name: &str) -> Result<usize, String> {
     let root = ensure_tracefs().map_err(|e| format!("tracefs at {TRACEFS}: {e}"))?;
+    let event = Phase::Enter.tracepoint(syscalls::kernel_name(name));
+    Ok(syscall_args(&read_format(&root, "syscalls", &event)?))
+}
+
+/// The fields of tracepoint `subsystem:event`, from its format file under
+/// tracefs `root`.
+fn read_format(root: &Path, subsystem: &str, event: &str) -> Result<Vec<TpField>, String> {
     let path = root
-        .join("events/syscalls")
-        .join(Phase::Enter.tracepoint(syscalls::kernel_name(name)))
+        .join("events")
+        .join(subsystem)
+        .join(event)
         .join("format");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let fields = parse_format(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(syscall_args(&fields))
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "no such tracepoint on this kernel ({}: {e})",
+            path.display()
+        )
+    })?;
+    parse_format(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The kernel this agent runs on.
@@ -182,18 +194,7 @@ impl Host for KernelHost {
             .tracefs
             .as_ref()
             .ok_or_else(|| format!("tracefs is not mounted at {TRACEFS}"))?;
-        let path = root
-            .join("events")
-            .join(subsystem)
-            .join(event)
-            .join("format");
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            format!(
-                "no such tracepoint on this kernel ({}: {e})",
-                path.display()
-            )
-        })?;
-        parse_format(&text)
+        read_format(root, subsystem, event)
     }
 
     fn host_namespace(&self, kind: NamespaceKind) -> Option<u64> {
