@@ -86,6 +86,10 @@ pub enum Request {
     },
     /// Every security identity in use.
     IdentityList,
+    /// This node and every other node it knows.
+    NodeList,
+    /// The cluster store: health, sync state, last error.
+    ClusterStatus,
     /// Every policy in force, with its source.
     PolicyList,
     /// Validate and apply a YAML stream of policies and namespaces. Nothing
@@ -171,6 +175,13 @@ pub enum Response {
         /// Every identity, by number.
         identities: Vec<IdentityRecord>,
     },
+    /// See [`Request::NodeList`].
+    Nodes {
+        /// Every node, by name.
+        nodes: Vec<NodeInfo>,
+    },
+    /// See [`Request::ClusterStatus`].
+    Cluster(Box<ClusterStatus>),
     /// See [`Request::PolicyList`].
     Policies {
         /// Every policy in force.
@@ -460,4 +471,57 @@ pub struct FlowRecord {
     pub ep_id: u16,
     /// The policy rule that decided, if any (`kind ns/name ingress[0]`).
     pub rule: Option<String>,
+}
+
+/// A node of the cluster (`palisade node list`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its name.
+    pub name: String,
+    /// Its underlay address (empty for a node alone).
+    pub address: String,
+    /// Its pod CIDR.
+    pub pod_cidr: String,
+    /// Its endpoints, as this node knows them.
+    pub endpoints: usize,
+    /// Whether it is the node that answered.
+    pub local: bool,
+}
+
+/// The cluster store as one node sees it (`palisade cluster status`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// `local` (a node alone) or `etcd`.
+    pub store: String,
+    /// The node that answered.
+    pub node_name: String,
+    /// Its pod CIDR.
+    pub pod_cidr: String,
+    /// etcd client URLs.
+    pub etcd_endpoints: Vec<String>,
+    /// Whether the last request to etcd succeeded.
+    pub connected: bool,
+    /// The node's lease.
+    pub lease_id: Option<i64>,
+    /// etcd revision the node's view reflects.
+    pub synced_revision: i64,
+    /// Full listings of the cluster (one at start, one after every
+    /// disconnect).
+    pub resyncs: u64,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it happened (seconds since the Unix epoch).
+    pub last_error_unix: Option<u64>,
+    /// Writes waiting for etcd.
+    pub pending_writes: usize,
+    /// Records of other nodes skipped because they did not parse.
+    pub malformed_records: u64,
+    /// Nodes known (this one included).
+    pub nodes: usize,
+    /// Endpoints known (this node's included).
+    pub endpoints: usize,
+    /// Identities known.
+    pub identities: usize,
+    /// Identities this node garbage-collected.
+    pub identities_collected: u64,
 }

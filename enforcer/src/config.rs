@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+pub use palisade_cluster::{ClusterConfig, PodCidr};
 use serde::{Deserialize, Serialize};
 
 /// Default location of the configuration file.
@@ -34,67 +35,6 @@ pub enum ConfigError {
     },
 }
 
-/// An IPv4 prefix for the node's pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PodCidr {
-    /// Network address (host bits zero).
-    pub network: Ipv4Addr,
-    /// Prefix length, 8..=30.
-    pub prefix_len: u8,
-}
-
-impl PodCidr {
-    /// Number of addresses in the prefix.
-    pub fn size(&self) -> u32 {
-        1u32 << (32 - u32::from(self.prefix_len))
-    }
-
-    /// Whether `ip` is inside.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - u32::from(self.prefix_len));
-        u32::from(ip) & mask == u32::from(self.network)
-    }
-}
-
-impl TryFrom<String> for PodCidr {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR: expected a.b.c.d/len"))?;
-        let network: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-        let prefix_len: u8 = len
-            .parse()
-            .map_err(|_| format!("{len:?} is not a prefix length"))?;
-        if !(8..=30).contains(&prefix_len) {
-            return Err(format!(
-                "prefix length {prefix_len} is out of range: a pod CIDR is /8 to /30"
-            ));
-        }
-        let mask = u32::MAX << (32 - u32::from(prefix_len));
-        if u32::from(network) & !mask != 0 {
-            return Err(format!(
-                "{s} has host bits set; did you mean {}/{prefix_len}?",
-                Ipv4Addr::from(u32::from(network) & mask)
-            ));
-        }
-        Ok(Self {
-            network,
-            prefix_len,
-        })
-    }
-}
-
-impl From<PodCidr> for String {
-    fn from(c: PodCidr) -> Self {
-        format!("{}/{}", c.network, c.prefix_len)
-    }
-}
-
 /// The agent's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -120,9 +60,15 @@ pub struct AgentConfig {
     /// How often the policy directory is checked, in milliseconds.
     #[serde(default = "default_policy_dir_poll_ms")]
     pub policy_dir_poll_ms: u64,
-    /// The node's pod CIDR, addresses for endpoints come from it.
-    #[serde(default = "default_pod_cidr")]
-    pub pod_cidr: PodCidr,
+    /// The node's pod CIDR, addresses for endpoints come from it. Alone,
+    /// the default is 10.200.0.0/24; in a cluster, one is allocated from
+    /// the pool unless this names one (which is then claimed).
+    #[serde(default)]
+    pub pod_cidr: Option<PodCidr>,
+    /// Join a cluster through etcd (see `docs/cluster.md`); without it the
+    /// node is alone.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Put every new endpoint in policy audit mode.
     #[serde(default)]
     pub policy_audit_mode: bool,
@@ -189,7 +135,8 @@ fn default_api_socket() -> PathBuf {
 fn default_policy_dir_poll_ms() -> u64 {
     500
 }
-fn default_pod_cidr() -> PodCidr {
+/// The pod CIDR of a node that is alone and names none.
+pub fn default_pod_cidr() -> PodCidr {
     PodCidr {
         network: Ipv4Addr::new(10, 200, 0, 0),
         prefix_len: 24,
@@ -209,7 +156,8 @@ impl Default for AgentConfig {
             api_socket: default_api_socket(),
             policy_dir: None,
             policy_dir_poll_ms: default_policy_dir_poll_ms(),
-            pod_cidr: default_pod_cidr(),
+            pod_cidr: None,
+            cluster: None,
             policy_audit_mode: false,
             flow_log: None,
             flow_buffer: default_flow_buffer(),
@@ -254,6 +202,23 @@ impl AgentConfig {
         if config.flow_buffer == 0 {
             return Err(invalid("flow_buffer".into(), "must be at least 1".into()));
         }
+        if let Some(cluster) = &config.cluster {
+            cluster
+                .check()
+                .map_err(|(field, message)| invalid(field, message))?;
+            if !palisade_cluster::keys::valid_name(&config.node_name) {
+                return Err(invalid(
+                    "node_name".into(),
+                    "in a cluster a node name is 1-253 characters of [A-Za-z0-9._-]".into(),
+                ));
+            }
+            if !palisade_cluster::keys::valid_name(&config.cluster_name) {
+                return Err(invalid(
+                    "cluster_name".into(),
+                    "in a cluster the name is 1-253 characters of [A-Za-z0-9._-]".into(),
+                ));
+            }
+        }
         Ok(config)
     }
 }
@@ -265,7 +230,27 @@ mod tests {
     #[test]
     fn empty_config_is_default() {
         let c = AgentConfig::parse("", Path::new("x")).unwrap();
-        assert_eq!(c.pod_cidr.to_owned(), default_pod_cidr());
+        assert_eq!(c, AgentConfig::default());
+        assert_eq!(c.pod_cidr, None);
+    }
+
+    #[test]
+    fn cluster_section_is_checked() {
+        let c = AgentConfig::parse(
+            "cluster:\n  etcd: {endpoints: [\"http://10.0.0.1:2379\"]}\n  lease_ttl_secs: 5\n",
+            Path::new("a.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.cluster.as_ref().map(|c| c.lease_ttl_secs), Some(5));
+        let e = AgentConfig::parse("cluster:\n  etcd: {endpoints: []}\n", Path::new("a.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("cluster.etcd.endpoints"), "{e}");
+        let e = AgentConfig::parse(
+            "cluster:\n  etcd: {endpoints: [\"http://e:1\"]}\n  leaseTtl: 5\n",
+            Path::new("a.yaml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("leaseTtl"), "{e}");
     }
 
     #[test]
@@ -276,13 +261,5 @@ mod tests {
         assert!(msg.contains("10.0.0.0/24"), "{msg}");
         let e = AgentConfig::parse("podcidr: x\n", Path::new("a.yaml")).unwrap_err();
         assert!(e.to_string().contains("podcidr"), "{e}");
-    }
-
-    #[test]
-    fn pod_cidr_contains() {
-        let c = PodCidr::try_from("10.1.2.0/24".to_owned()).unwrap();
-        assert!(c.contains(Ipv4Addr::new(10, 1, 2, 77)));
-        assert!(!c.contains(Ipv4Addr::new(10, 1, 3, 1)));
-        assert_eq!(c.size(), 256);
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Every name a run creates carries its run id `<pid>r<seq>`: network
 //! namespaces `pal-<runid>-...`, bpf roots `/sys/fs/bpf/palisade-<runid>-...`
-//! and the temp dir `$TMPDIR/palisade-<runid>` (agent configs live there, so
-//! a leftover agent is found by its command line).
+//! and the temp dir `$TMPDIR/palisade-<runid>` (agent configs and etcd data
+//! dirs live there, so a leftover agent or etcd is found by its command
+//! line).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use crate::cni::CniDel;
 use crate::echo::EchoServer;
+use crate::etcd::EtcdSlot;
 use crate::netns;
 use crate::node::{terminate, AgentSlot};
 
@@ -60,6 +62,9 @@ pub(crate) struct Resources {
     pub(crate) cni: Vec<CniDel>,
     /// Agent processes: SIGTERM, then SIGKILL.
     pub(crate) agents: Vec<AgentSlot>,
+    /// etcd servers: SIGTERM, then SIGKILL; after the agents (which may
+    /// talk to etcd while stopping), before the namespaces.
+    pub(crate) etcd: Vec<EtcdSlot>,
     /// Network namespaces, deleted newest first.
     pub(crate) netns: Vec<String>,
     /// Directories removed recursively (bpf roots, temp dir), newest first.
@@ -88,6 +93,14 @@ impl Resources {
             if let Some(mut child) = guard.take() {
                 if let Err(e) = terminate(&mut child, Duration::from_secs(5)) {
                     problems.push(format!("stopping agent pid {}: {e}", child.id()));
+                }
+            }
+        }
+        for slot in self.etcd.drain(..) {
+            let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut child) = guard.take() {
+                if let Err(e) = terminate(&mut child, Duration::from_secs(5)) {
+                    problems.push(format!("stopping etcd pid {}: {e}", child.id()));
                 }
             }
         }
@@ -220,8 +233,8 @@ fn dead_run_id(name: &str, prefix: &str) -> Option<String> {
 }
 
 /// Removes the leftovers of runs whose process is dead (killed with
-/// SIGKILL, crashed, or kept with `keep_on_failure`): their agents, network
-/// namespaces, bpf roots and temp dirs. Runs of live processes are never
+/// SIGKILL, crashed, or kept with `keep_on_failure`): their agents and etcd
+/// servers, network namespaces, bpf roots and temp dirs. Runs of live processes are never
 /// touched. (A dead run whose pid was reused by an unrelated process is
 /// left alone until that process is gone.)
 pub fn cleanup_stale() -> StaleReport {
@@ -253,8 +266,8 @@ pub fn cleanup_stale() -> StaleReport {
     }
     report.runs.sort();
     report.runs.dedup();
-    // Agents (and anything else) started with a path under a dead run's
-    // temp dir.
+    // Agents, etcd servers (`--data-dir=<temp dir>/...`) and anything else
+    // started with a path under a dead run's temp dir.
     let markers: Vec<String> = report
         .runs
         .iter()

@@ -1,6 +1,7 @@
 //! End-to-end harness of palisade: network namespaces, nodes running the
-//! real agent, pods set up by the real CNI plugin, echo servers, probes, and
-//! the scenario runner behind `palisade scenario run`.
+//! real agent, pods set up by the real CNI plugin, echo servers, probes, an
+//! etcd server and an underlay network for multi-node clusters, and the
+//! scenario runner behind `palisade scenario run`.
 //!
 //! Everything a [`Topology`] creates carries its run id (`<pid>r<seq>`) and
 //! is removed when it is dropped (also on panic), on SIGINT/SIGTERM, or, if
@@ -9,6 +10,7 @@
 pub mod cleanup;
 pub mod cni;
 pub mod echo;
+pub mod etcd;
 pub mod netns;
 pub mod node;
 pub mod probe;
@@ -20,6 +22,7 @@ pub mod vm;
 
 pub use cleanup::{cleanup_stale, StaleReport};
 pub use echo::EchoServer;
+pub use etcd::{EtcdError, EtcdServer};
 pub use netns::NetNs;
 pub use node::Node;
 pub use probe::{PortProto, ProbeJob, ProbeOutcome, Protocol};

@@ -2,6 +2,7 @@
 //! (in the host's mount namespace, so its bpf pins are the host's).
 
 use std::fs::OpenOptions;
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -125,6 +126,7 @@ pub struct Node {
     agent_bin: PathBuf,
     paths: NodePaths,
     agent: AgentSlot,
+    underlay: Option<Ipv4Addr>,
 }
 
 impl Node {
@@ -144,6 +146,7 @@ impl Node {
             agent_bin: agent_bin.to_owned(),
             paths,
             agent,
+            underlay: None,
         };
         let text = serde_yaml::to_string(config).unwrap_or_default();
         std::fs::write(&node.paths.config, text).map_err(|source| NodeError::Write {
@@ -152,6 +155,18 @@ impl Node {
             source,
         })?;
         Ok(node)
+    }
+
+    /// Sets the node's address on the cluster underlay.
+    pub(crate) fn with_underlay_address(mut self, address: Option<Ipv4Addr>) -> Self {
+        self.underlay = address;
+        self
+    }
+
+    /// The node's address on the cluster underlay (interface `ul0` in its
+    /// namespace), when the topology has one.
+    pub fn underlay_address(&self) -> Option<Ipv4Addr> {
+        self.underlay
     }
 
     /// The node's name.
@@ -349,7 +364,8 @@ impl Node {
     }
 }
 
-fn reap_if_exited(slot: &mut Option<Child>) {
+/// Forgets a child that has exited (and reaps it).
+pub(crate) fn reap_if_exited(slot: &mut Option<Child>) {
     if let Some(Ok(Some(_))) = slot.as_mut().map(Child::try_wait) {
         *slot = None;
     }

@@ -1,8 +1,9 @@
 //! A topology: nodes (namespace + agent), pods (namespace + CNI + echo
-//! servers), and the record that removes all of it.
+//! servers), for clusters an underlay (a namespace with a bridge and an
+//! etcd server, one veth per node), and the record that removes all of it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,12 +13,33 @@ use palisade_api::{ApplySummary, ClientError, FlowKind, FlowRecord, Request, Res
 use crate::cleanup::{self, Resources, BPF_FS, DIR_PREFIX, NETNS_PREFIX};
 use crate::cni::{self, CniDel, CniError, CniPod};
 use crate::echo::{EchoError, EchoServer};
+use crate::etcd::{EtcdError, EtcdServer};
 use crate::netns::{NetNs, NetnsError, MAX_NETNS_NAME};
 use crate::node::{Node, NodeError, NodePaths};
 use crate::probe::{self, PortProto, ProbeError, ProbeJob, ProbeOutcome};
 
 /// Threads used by [`Topology::probe_many`].
 pub const PROBE_PARALLELISM: usize = 48;
+
+/// Suffix of the underlay's network namespace (`pal-<runid>-ul`).
+pub const UNDERLAY_NETNS_SUFFIX: &str = "ul";
+/// The bridge in the underlay namespace.
+pub const UNDERLAY_BRIDGE: &str = "br0";
+/// The bridge's address: etcd listens there. Attached namespaces get
+/// `10.199.0.<index + 1>`.
+pub const UNDERLAY_BRIDGE_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 254);
+/// Prefix length of the underlay subnet (10.199.0.0/24).
+pub const UNDERLAY_PREFIX_LEN: u8 = 24;
+/// The underlay interface inside an attached namespace (a node's).
+pub const UNDERLAY_IFNAME: &str = "ul0";
+/// How many namespaces the underlay can take (10.199.0.1 to .253).
+pub const UNDERLAY_MAX_LINKS: u32 = 253;
+/// etcd's client port on the underlay (peers on the next port).
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// `cluster.lease_ttl_secs` of every agent of a cluster.
+pub const CLUSTER_LEASE_TTL_SECS: u64 = 5;
+/// `cluster.identity_gc_grace_secs` of every agent of a cluster.
+pub const CLUSTER_IDENTITY_GC_GRACE_SECS: u64 = 10;
 
 /// Why building or using a topology failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +56,23 @@ pub enum TopologyError {
     /// An echo server failed.
     #[error(transparent)]
     Echo(#[from] EchoError),
+    /// The etcd server failed.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// A namespace was to be attached to an underlay that does not exist.
+    #[error("cannot attach network namespace {netns} to the underlay: this topology has none (call `add_underlay` first, or build with `cluster(true)`)")]
+    NoUnderlay {
+        /// The namespace.
+        netns: String,
+    },
+    /// The underlay has no address left.
+    #[error("cannot attach network namespace {netns} to the underlay: its {max} addresses in 10.199.0.0/24 are all handed out")]
+    UnderlayFull {
+        /// The namespace.
+        netns: String,
+        /// How many there are.
+        max: u32,
+    },
     /// A probe could not be made.
     #[error(transparent)]
     Probe(#[from] ProbeError),
@@ -79,7 +118,7 @@ pub enum TopologyError {
         /// The name (`ns/pod`).
         name: String,
     },
-    /// The name is taken.
+    /// The name is taken (or, for the underlay and etcd, there is one).
     #[error("{what} {name} already exists in this topology")]
     Duplicate {
         /// Node or pod.
@@ -229,6 +268,7 @@ pub struct TopologyBuilder {
     namespaces: Vec<(String, BTreeMap<String, String>)>,
     pods: Vec<PodSpec>,
     agent_settings: serde_yaml::Mapping,
+    cluster: bool,
     verbose: bool,
 }
 
@@ -271,6 +311,15 @@ impl TopologyBuilder {
         self
     }
 
+    /// Makes a cluster even with one node: an underlay with etcd
+    /// ([`Topology::add_underlay`]) and a `cluster` section in every
+    /// agent's configuration. A topology with more than one node is always
+    /// a cluster.
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
     /// Prints setup steps on stderr.
     pub fn verbose(mut self, verbose: bool) -> Self {
         self.verbose = verbose;
@@ -289,6 +338,9 @@ impl TopologyBuilder {
         } else {
             self.nodes
         };
+        if self.cluster || nodes.len() > 1 {
+            topo.add_underlay()?;
+        }
         for n in &nodes {
             topo.add_node(n)?;
         }
@@ -329,8 +381,33 @@ pub struct Topology {
     cni_bin: Option<PathBuf>,
     agent_settings: serde_yaml::Mapping,
     nodes: Vec<Node>,
+    /// Index of the next node (its default pod CIDR `10.200.<index>.0/24`);
+    /// never reused, also after [`Topology::remove_node`].
+    next_node_index: usize,
     pods: Vec<Pod>,
+    underlay: Option<Underlay>,
+    etcd: Option<EtcdServer>,
     verbose: bool,
+}
+
+/// The underlay of a cluster: a namespace with bridge [`UNDERLAY_BRIDGE`]
+/// and one veth per attached namespace.
+#[derive(Debug)]
+struct Underlay {
+    netns: NetNs,
+    /// Index of the next attachment (address `10.199.0.<index + 1>`,
+    /// bridge port `ul-<index>`); never reused.
+    next_index: u32,
+    links: Vec<UnderlayLink>,
+}
+
+/// One namespace attached to the underlay.
+#[derive(Debug)]
+struct UnderlayLink {
+    /// The attached namespace.
+    netns: String,
+    /// The bridge side of its veth, in the underlay namespace.
+    bridge_port: String,
 }
 
 impl Topology {
@@ -355,7 +432,10 @@ impl Topology {
             cni_bin: None,
             agent_settings: serde_yaml::Mapping::new(),
             nodes: Vec::new(),
+            next_node_index: 0,
             pods: Vec::new(),
+            underlay: None,
+            etcd: None,
             verbose: false,
         };
         topo.record(|r| r.dirs.push(dir.clone()));
@@ -414,8 +494,13 @@ impl Topology {
             what: "palisade-agent",
             hint: "give it to the builder, or set PALISADE_BIN_DIR, or build the workspace (`cargo build`) so it is next to this executable".into(),
         })?;
-        let index = self.nodes.len();
+        let index = self.next_node_index;
+        self.next_node_index += 1;
         let netns = self.add_netns(name)?;
+        let underlay = match self.underlay {
+            Some(_) => Some(self.attach_underlay(&netns)?),
+            None => None,
+        };
         let dir = self.dir.join(name);
         let paths = NodePaths {
             config: dir.join("agent.yaml"),
@@ -429,6 +514,7 @@ impl Topology {
             path: dir.join("state"),
             source,
         })?;
+        let endpoints: Vec<String> = self.etcd.iter().map(EtcdServer::client_url).collect();
         let mut config = serde_yaml::Mapping::new();
         let mut set = |k: &str, v: serde_yaml::Value| {
             config.insert(serde_yaml::Value::from(k), v);
@@ -439,7 +525,11 @@ impl Topology {
         set("state_dir", path_value(&dir.join("state")));
         set("bpf_root", path_value(&paths.bpf_root));
         set("api_socket", path_value(&paths.socket));
-        set("pod_cidr", format!("10.200.{}.0/24", index % 256).into());
+        match underlay {
+            // In a cluster the pod CIDR comes from the cluster's pool.
+            Some(address) => set("cluster", cluster_config(&endpoints, address)),
+            None => set("pod_cidr", format!("10.200.{}.0/24", index % 256).into()),
+        }
         set("flow_log", path_value(&dir.join("flows.jsonl")));
         // Runtime enforcement is host-wide; tests that need it turn it on
         // with `agent_setting("runtime_enforcement", true)`.
@@ -450,7 +540,8 @@ impl Topology {
         }
         let slot = Arc::new(Mutex::new(None));
         self.record(|r| r.agents.push(Arc::clone(&slot)));
-        let node = Node::new(name, netns, &agent_bin, paths, &config, slot)?;
+        let node = Node::new(name, netns, &agent_bin, paths, &config, slot)?
+            .with_underlay_address(underlay);
         node.start_agent()?;
         self.say(|| {
             format!(
@@ -462,6 +553,191 @@ impl Topology {
         self.nodes.push(node);
         let last = self.nodes.len() - 1;
         Ok(&self.nodes[last])
+    }
+
+    /// Removes a node as if its machine vanished: kills its agent
+    /// (SIGKILL), forgets its pods (their echo servers stop, their
+    /// namespaces are deleted, and no `CNI DEL` is due any more: there is no
+    /// agent to answer it), deletes its underlay link and its namespace.
+    /// Its bpf root and directory stay until cleanup.
+    pub fn remove_node(&mut self, name: &str) -> Result<(), TopologyError> {
+        let pos = self
+            .nodes
+            .iter()
+            .position(|n| n.name() == name)
+            .ok_or_else(|| TopologyError::UnknownNode {
+                name: name.to_owned(),
+            })?;
+        self.nodes[pos].stop_agent(true)?;
+        let node = self.nodes.remove(pos);
+        let node_netns = node.netns().clone();
+        self.pods.retain(|p| p.spec.node != name);
+        // Every pod ADDed on the node, also those whose ADD failed.
+        let (pod_netns, servers) = {
+            let mut r = self.res.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pod_netns = Vec::new();
+            r.cni.retain(|del| {
+                let on_node = del.0.node_netns == node_netns;
+                if on_node {
+                    pod_netns.push(del.0.pod_netns.clone());
+                }
+                !on_node
+            });
+            let (stop, keep): (Vec<EchoServer>, Vec<EchoServer>) = r
+                .servers
+                .drain(..)
+                .partition(|s| pod_netns.iter().any(|ns| ns.name() == s.netns()));
+            r.servers = keep;
+            (pod_netns, stop)
+        };
+        // Outside the lock: stopping joins the server threads.
+        for mut server in servers {
+            server.stop();
+        }
+        // The names stay recorded: deleting them again at cleanup is a no-op.
+        for ns in &pod_netns {
+            ns.delete()?;
+        }
+        if let Some(ul) = self.underlay.as_mut() {
+            if let Some(i) = ul.links.iter().position(|l| l.netns == node_netns.name()) {
+                let link = ul.links.remove(i);
+                ul.netns.ip(&["link", "del", &link.bridge_port])?;
+            }
+        }
+        node_netns.delete()?;
+        self.say(|| {
+            format!(
+                "node {name} removed with {} pod namespace(s)",
+                pod_netns.len()
+            )
+        });
+        Ok(())
+    }
+
+    /// Makes the underlay of a cluster: namespace `pal-<runid>-ul` with
+    /// bridge [`UNDERLAY_BRIDGE`] at [`UNDERLAY_BRIDGE_ADDRESS`]/24 and an
+    /// etcd server on [`UNDERLAY_BRIDGE_ADDRESS`]:[`ETCD_CLIENT_PORT`]
+    /// (started, healthy). Nodes added afterwards are attached to it
+    /// ([`Topology::attach_underlay`]) and run in cluster mode.
+    pub fn add_underlay(&mut self) -> Result<NetNs, TopologyError> {
+        if let Some(ul) = &self.underlay {
+            return Err(TopologyError::Duplicate {
+                what: "underlay",
+                name: ul.netns.name().to_owned(),
+            });
+        }
+        let ns = self.add_netns(UNDERLAY_NETNS_SUFFIX)?;
+        let bridge_address = format!("{UNDERLAY_BRIDGE_ADDRESS}/{UNDERLAY_PREFIX_LEN}");
+        ns.ip(&["link", "add", UNDERLAY_BRIDGE, "type", "bridge"])?;
+        ns.ip(&["addr", "add", &bridge_address, "dev", UNDERLAY_BRIDGE])?;
+        ns.ip(&["link", "set", UNDERLAY_BRIDGE, "up"])?;
+        self.say(|| format!("underlay {}: {UNDERLAY_BRIDGE} {bridge_address}", ns.name()));
+        self.underlay = Some(Underlay {
+            netns: ns.clone(),
+            next_index: 0,
+            links: Vec::new(),
+        });
+        self.add_etcd(
+            &ns,
+            SocketAddrV4::new(UNDERLAY_BRIDGE_ADDRESS, ETCD_CLIENT_PORT),
+        )?;
+        Ok(ns)
+    }
+
+    /// Connects `netns` to the underlay: a veth from bridge port `ul-<index>`
+    /// (in the underlay namespace) to [`UNDERLAY_IFNAME`] in `netns` with
+    /// address `10.199.0.<index + 1>`/24, both up (and `lo` of `netns`).
+    /// Returns that address.
+    pub fn attach_underlay(&mut self, netns: &NetNs) -> Result<Ipv4Addr, TopologyError> {
+        let Some(ul) = self.underlay.as_mut() else {
+            return Err(TopologyError::NoUnderlay {
+                netns: netns.name().to_owned(),
+            });
+        };
+        let index = ul.next_index;
+        let last_octet = u8::try_from(index + 1)
+            .ok()
+            .filter(|_| index < UNDERLAY_MAX_LINKS)
+            .ok_or_else(|| TopologyError::UnderlayFull {
+                netns: netns.name().to_owned(),
+                max: UNDERLAY_MAX_LINKS,
+            })?;
+        ul.next_index += 1;
+        let address = Ipv4Addr::new(10, 199, 0, last_octet);
+        let bridge_port = format!("ul-{index}");
+        // Made in the underlay namespace, its peer created right in `netns`.
+        ul.netns.ip(&[
+            "link",
+            "add",
+            &bridge_port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UNDERLAY_IFNAME,
+            "netns",
+            netns.name(),
+        ])?;
+        ul.links.push(UnderlayLink {
+            netns: netns.name().to_owned(),
+            bridge_port: bridge_port.clone(),
+        });
+        ul.netns
+            .ip(&["link", "set", &bridge_port, "master", UNDERLAY_BRIDGE])?;
+        ul.netns.ip(&["link", "set", &bridge_port, "up"])?;
+        let cidr = format!("{address}/{UNDERLAY_PREFIX_LEN}");
+        netns.ip(&["addr", "add", &cidr, "dev", UNDERLAY_IFNAME])?;
+        netns.ip(&["link", "set", UNDERLAY_IFNAME, "up"])?;
+        netns.ip(&["link", "set", "lo", "up"])?;
+        self.say(|| format!("underlay: {} {cidr} on {bridge_port}", netns.name()));
+        Ok(address)
+    }
+
+    /// The underlay's namespace, when this topology is a cluster.
+    pub fn underlay(&self) -> Option<&NetNs> {
+        self.underlay.as_ref().map(|ul| &ul.netns)
+    }
+
+    /// Starts an etcd server inside `netns` with clients on `client` (peers
+    /// on the next port), its data dir and log in `<temp dir>/etcd/`; it is
+    /// stopped at cleanup. A topology has at most one (see
+    /// [`Topology::etcd`]); [`Topology::add_underlay`] makes it for a
+    /// cluster. When it does not come up, the error carries the end of its
+    /// log and [`Topology::etcd`] still gives it (to look or to start it
+    /// again).
+    pub fn add_etcd(
+        &mut self,
+        netns: &NetNs,
+        client: SocketAddrV4,
+    ) -> Result<&EtcdServer, TopologyError> {
+        if let Some(etcd) = &self.etcd {
+            return Err(TopologyError::Duplicate {
+                what: "etcd server",
+                name: etcd.client_url(),
+            });
+        }
+        let slot = Arc::new(Mutex::new(None));
+        self.record(|r| r.etcd.push(Arc::clone(&slot)));
+        let etcd = EtcdServer::new(netns.clone(), client, self.dir.join("etcd"), slot);
+        if let Err(e) = etcd.start() {
+            self.etcd = Some(etcd);
+            return Err(e.into());
+        }
+        self.say(|| {
+            format!(
+                "etcd pid {} healthy on {} in netns {}",
+                etcd.pid().unwrap_or(0),
+                etcd.client_url(),
+                netns.name()
+            )
+        });
+        Ok(self.etcd.insert(etcd))
+    }
+
+    /// The etcd server, when this topology has one. Its methods take
+    /// `&self`: stop, kill and start it again for outage tests.
+    pub fn etcd(&self) -> Option<&EtcdServer> {
+        self.etcd.as_ref()
     }
 
     /// The nodes.
@@ -709,6 +985,24 @@ impl Drop for Topology {
     }
 }
 
+/// The `cluster` section of an agent's configuration.
+fn cluster_config(endpoints: &[String], node_address: Ipv4Addr) -> serde_yaml::Value {
+    let mut etcd = serde_yaml::Mapping::new();
+    etcd.insert(
+        "endpoints".into(),
+        serde_yaml::Value::Sequence(endpoints.iter().map(|e| e.as_str().into()).collect()),
+    );
+    let mut cluster = serde_yaml::Mapping::new();
+    cluster.insert("etcd".into(), serde_yaml::Value::Mapping(etcd));
+    cluster.insert("node_address".into(), node_address.to_string().into());
+    cluster.insert("lease_ttl_secs".into(), CLUSTER_LEASE_TTL_SECS.into());
+    cluster.insert(
+        "identity_gc_grace_secs".into(),
+        CLUSTER_IDENTITY_GC_GRACE_SECS.into(),
+    );
+    serde_yaml::Value::Mapping(cluster)
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
@@ -736,6 +1030,19 @@ mod tests {
         assert_eq!(docs[0]["kind"], "Namespace");
         assert_eq!(docs[0]["metadata"]["labels"]["ns"], "x");
         assert_eq!(docs[1]["metadata"]["name"], "y");
+    }
+
+    #[test]
+    fn cluster_section() {
+        let v = cluster_config(
+            &["http://10.199.0.254:2379".to_owned()],
+            Ipv4Addr::new(10, 199, 0, 2),
+        );
+        let want: serde_yaml::Value = serde_yaml::from_str(
+            "etcd:\n  endpoints: [\"http://10.199.0.254:2379\"]\nnode_address: 10.199.0.2\nlease_ttl_secs: 5\nidentity_gc_grace_secs: 10\n",
+        )
+        .unwrap();
+        assert_eq!(v, want);
     }
 
     use serde::Deserialize;

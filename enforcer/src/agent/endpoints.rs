@@ -152,6 +152,10 @@ impl Agent {
         self.publish_revision()?;
         self.persist()?;
         self.sync_pod_attribution();
+        if let Some(ep) = self.endpoints.get(&ep_id) {
+            let record = self.endpoint_record(ep);
+            self.cluster.publish_endpoint(&record);
+        }
         info!(ep_id, identity = identity.get(), %ip, ifname, "endpoint added");
         Ok(Response::Endpoint(Box::new(self.record(ep_id)?)))
     }
@@ -175,6 +179,7 @@ impl Agent {
             return Ok(());
         };
         self.datapath.detach(&ep.spec.host_ifname);
+        self.cluster.withdraw_endpoint(ep.spec.ipv4);
         self.maps.endpoints.remove(ep.host_ifindex)?;
         self.maps.ipcache.remove(ep.spec.ipv4, 32)?;
         self.engine.remove_endpoint(ep_id);

@@ -6,6 +6,7 @@
 //! enforcement flag turns on, the flag off before entries go), then publish
 //! a new policy revision so that established connections are checked again.
 
+pub mod cluster;
 mod documents;
 mod endpoints;
 pub mod flows;
@@ -24,7 +25,8 @@ use palisade_bpf::abi::{
     Direction as BpfDirection, EndpointInfo, L4Prefix, PolicyKey, PolicyValue, EP_AUDIT_EGRESS,
     EP_AUDIT_INGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, POLICY_DENY,
 };
-use palisade_identity::{IdentityAllocator, Labels, NumericIdentity, ReservedIdentity};
+use palisade_cluster::{Change, NodeRecord, PodCidr};
+use palisade_identity::{Labels, NumericIdentity, ReservedIdentity};
 use palisade_policies::{
     Direction, EntryKey, EntryValue, L4Match, MapDiff, PolicyEngine, PolicyRef,
 };
@@ -62,7 +64,16 @@ pub struct Agent {
     datapath: Datapath,
     maps: Maps,
     engine: PolicyEngine,
-    allocator: IdentityAllocator,
+    /// Identities, endpoints shared with other nodes: local or etcd.
+    cluster: Box<dyn cluster::ClusterStore>,
+    /// Changes of the cluster, until the agent's task takes them.
+    cluster_changes: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<Change>>>,
+    /// Other nodes and their pods.
+    remote: cluster::Remote,
+    /// This node's pod CIDR (configured, or allocated by the cluster).
+    pod_cidr: PodCidr,
+    /// This node's underlay address, in a cluster.
+    node_address: Option<Ipv4Addr>,
     ipam: Ipam,
     endpoints: BTreeMap<u16, EndpointState>,
     namespaces: BTreeMap<String, Labels>,
@@ -92,13 +103,52 @@ impl Agent {
             path: config.state_dir.clone(),
             source,
         })?;
-        let persisted = PersistedState::load(&config.state_dir)?
-            .unwrap_or_else(|| PersistedState::empty(Ipam::new(config.pod_cidr)));
-        if persisted.ipam.cidr() != config.pod_cidr {
+        let persisted = PersistedState::load(&config.state_dir)?;
+        let saved_cidr = persisted.as_ref().map(|p| p.ipam.cidr());
+        let (store, cluster_changes, pod_cidr, node_address): (
+            Box<dyn cluster::ClusterStore>,
+            _,
+            PodCidr,
+            _,
+        ) = match &config.cluster {
+            None => {
+                let cidr = config
+                    .pod_cidr
+                    .unwrap_or_else(crate::config::default_pod_cidr);
+                let snapshot = persisted
+                    .as_ref()
+                    .map(|p| p.identities.clone())
+                    .unwrap_or_default();
+                (
+                    Box::new(cluster::LocalStore::new(snapshot)),
+                    None,
+                    cidr,
+                    None,
+                )
+            }
+            Some(cc) => {
+                let address = cluster::underlay_address(cc)?;
+                let (store, rx) = cluster::EtcdStore::start(
+                    cc,
+                    &config.cluster_name,
+                    &config.node_name,
+                    &config.state_dir,
+                )?;
+                let cidr = store.pod_cidr(config.pod_cidr, saved_cidr)?;
+                store.set_node(&NodeRecord {
+                    name: config.node_name.clone(),
+                    address,
+                    pod_cidr: cidr,
+                    tunnel_port: cc.tunnel_port,
+                });
+                (Box::new(store), Some(rx), cidr, Some(address))
+            }
+        };
+        let persisted = persisted.unwrap_or_else(|| PersistedState::empty(Ipam::new(pod_cidr)));
+        if persisted.ipam.cidr() != pod_cidr {
             return Err(AgentError::Invalid(format!(
-                "pod_cidr is {} in the configuration but {} in the state of {}: endpoints hold addresses of the old CIDR; remove them first or restore the old pod_cidr",
-                String::from(config.pod_cidr),
-                String::from(persisted.ipam.cidr()),
+                "the pod CIDR is {pod_cidr} (configured or allocated) but {} in the state of {}: endpoints hold addresses of the old CIDR; remove them first or restore the old pod_cidr",
+                persisted.ipam.cidr(),
                 config.state_dir.display()
             )));
         }
@@ -124,7 +174,11 @@ impl Agent {
             datapath,
             maps,
             engine: PolicyEngine::new(),
-            allocator: IdentityAllocator::from_snapshot(persisted.identities),
+            cluster: store,
+            cluster_changes,
+            remote: cluster::Remote::default(),
+            pod_cidr,
+            node_address,
             ipam: persisted.ipam,
             endpoints: BTreeMap::new(),
             namespaces: BTreeMap::new(),
@@ -193,17 +247,38 @@ impl Agent {
         }
         // Identity reference counts follow from the endpoints, whatever the
         // state file says (its write and the endpoints' are separate).
-        self.allocator
-            .recount(self.endpoints.values().map(|e| &e.labels))
-            .map_err(|e| AgentError::Invalid(e.to_string()))?;
-        for (id, labels, _) in self.allocator.iter() {
-            self.engine.upsert_identity(id, labels.clone());
+        let holders: Vec<(Labels, NumericIdentity)> = self
+            .endpoints
+            .values()
+            .map(|e| (e.labels.clone(), NumericIdentity(e.identity)))
+            .collect();
+        self.cluster.recount(&holders)?;
+        for (id, labels, _) in self.cluster.identities() {
+            self.engine.upsert_identity(id, labels);
         }
         for ep in self.endpoints.values_mut() {
-            if let Some(id) = self.allocator.lookup(&ep.labels) {
+            if let Some(id) = self.cluster.lookup_identity(&ep.labels) {
                 ep.identity = id.get();
             }
             self.engine.upsert_endpoint(endpoints::view(ep));
+        }
+        // Other nodes as last seen, until etcd tells more.
+        if let Some(view) = self.cluster.view() {
+            for change in view.changes_from_empty(&self.config.node_name) {
+                if let Change::NodeUpsert(n) = change {
+                    self.remote.nodes.insert(n.name.clone(), n);
+                } else if let Change::EndpointUpsert(e) = change {
+                    self.remote.endpoints.insert(e.ip, e);
+                }
+            }
+        }
+        let records: Vec<_> = self
+            .endpoints
+            .values()
+            .map(|e| self.endpoint_record(e))
+            .collect();
+        for r in &records {
+            self.cluster.publish_endpoint(r);
         }
         self.sync_documents();
         let diff = self.engine.compute();
@@ -236,6 +311,9 @@ impl Agent {
         self.host_addrs = local_addresses();
         for addr in &self.host_addrs {
             ipcache.insert((*addr, 32), ReservedIdentity::Host.id().get());
+        }
+        for (addr, id) in self.remote.ipcache() {
+            ipcache.insert((addr, 32), id);
         }
         for ep in self.endpoints.values() {
             ipcache.insert((ep.spec.ipv4, 32), ep.identity);
@@ -399,7 +477,7 @@ impl Agent {
         let state = PersistedState {
             version: crate::state::STATE_VERSION,
             endpoints: Vec::new(),
-            identities: self.allocator.snapshot(),
+            identities: self.cluster.snapshot(),
             ipam: self.ipam.clone(),
             api_documents: BTreeMap::new(),
         };
@@ -565,20 +643,25 @@ impl Agent {
     }
 
     fn release_identity(&mut self, labels: &Labels) {
-        if let Some(id) = self.allocator.release(labels) {
+        if let Some(id) = self.cluster.release_identity(labels) {
             self.engine.remove_identity(id);
         }
     }
 
     fn acquire_identity(&mut self, labels: &Labels) -> Result<NumericIdentity, AgentError> {
-        let (id, new) = self
-            .allocator
-            .acquire(labels)
-            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let (id, new) = self.cluster.acquire_identity(labels)?;
         if new {
             self.engine.upsert_identity(id, labels.clone());
         }
         Ok(id)
+    }
+
+    /// Takes the cluster's change stream (once), for the agent's task that
+    /// applies it ([`Agent::apply_cluster_changes`]).
+    pub fn take_cluster_changes(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<Change>>> {
+        self.cluster_changes.take()
     }
 
     /// Recomputes an endpoint's labels (after its namespace's labels
@@ -599,9 +682,22 @@ impl Agent {
         ep.identity = id.get();
         self.engine.upsert_endpoint(endpoints::view(&ep));
         self.maps.ipcache.set(ep.spec.ipv4, 32, ep.identity)?;
+        let record = self.endpoint_record(&ep);
         self.endpoints.insert(ep_id, ep);
         self.write_endpoint(ep_id)?;
+        self.cluster.publish_endpoint(&record);
         Ok(())
+    }
+
+    /// How an endpoint is shared with the other nodes.
+    fn endpoint_record(&self, ep: &EndpointState) -> palisade_cluster::EndpointRecord {
+        palisade_cluster::EndpointRecord {
+            ip: ep.spec.ipv4,
+            node: self.config.node_name.clone(),
+            identity: NumericIdentity(ep.identity),
+            namespace: ep.spec.pod_namespace.clone(),
+            pod: ep.spec.pod_name.clone(),
+        }
     }
 
     /// Turns a failure into an API error response.

@@ -209,6 +209,10 @@ fn dispatch(agent: &mut Agent, request: Request) -> Response {
         Request::EndpointList => Ok(agent.endpoint_list()),
         Request::EndpointSetAudit { ep_id, audit } => agent.endpoint_set_audit(ep_id, audit),
         Request::IdentityList => Ok(agent.identity_list()),
+        Request::NodeList => Ok(Response::Nodes {
+            nodes: agent.node_list(),
+        }),
+        Request::ClusterStatus => Ok(Response::Cluster(Box::new(agent.cluster_status()))),
         Request::PolicyList => Ok(agent.policy_list()),
         Request::PolicyApply { source, yaml } => agent
             .apply(&source, &yaml)

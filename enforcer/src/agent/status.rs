@@ -36,11 +36,11 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             node_name: self.config.node_name.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
-            pod_cidr: String::from(self.config.pod_cidr),
+            pod_cidr: self.pod_cidr.to_string(),
             bpf_root: self.datapath.root().display().to_string(),
             restored_from_pins: self.datapath.restored,
             endpoints: self.endpoints.len(),
-            identities: self.allocator.iter().count(),
+            identities: self.cluster.identities().len(),
             policies: self.policies.len(),
             policy_revision: self.policy_rev,
             policy_entries: self.maps.policy.entries().len(),
@@ -68,7 +68,7 @@ impl Agent {
                 endpoints: 0,
             })
             .collect();
-        for (id, labels, refs) in self.allocator.iter() {
+        for (id, labels, refs) in self.cluster.identities() {
             identities.push(IdentityRecord {
                 id: id.get(),
                 labels: labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),

@@ -56,7 +56,11 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .context("agent start failed")?;
     let ring = agent.take_events();
     let runtime_reader = agent.take_runtime_reader();
+    let cluster_changes = agent.take_cluster_changes();
     let agent = Arc::new(Mutex::new(agent));
+    if let Some(rx) = cluster_changes {
+        tokio::spawn(apply_cluster_changes(rx, agent.clone()));
+    }
     if let Some(ring) = ring {
         tokio::spawn(flows::run_reader(ring, agent.clone(), flow_store.clone()));
     }
@@ -85,6 +89,32 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     info!("palisade agent stopping; the datapath keeps enforcing the last policy");
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Applies what the cluster store learns of other nodes, a batch at a
+/// time (batches that queue up while one is applied are merged).
+async fn apply_cluster_changes(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<palisade_cluster::Change>>,
+    agent: Arc<Mutex<Agent>>,
+) {
+    while let Some(mut batch) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        let agent = agent.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            agent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .apply_cluster_changes(batch)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "applying cluster changes failed"),
+            Err(e) => error!(error = %e, "applying cluster changes panicked"),
+        }
+    }
 }
 
 /// Policy directory polling, node addresses, conntrack expiry and the

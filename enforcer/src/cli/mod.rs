@@ -113,6 +113,12 @@ pub enum Cmd {
     /// Network policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Nodes of the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// The cluster store (etcd).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Flow, drop and audit events.
     Flows(FlowsArgs),
     /// Runtime enforcement policies (Tetragon TracingPolicy).
@@ -159,6 +165,22 @@ pub enum OnOff {
 pub enum IdentityCmd {
     /// List identities in use.
     List,
+}
+
+/// `palisade node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List this node and every node it knows: address, pod CIDR,
+    /// endpoints.
+    List,
+}
+
+/// `palisade cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// The cluster store as this node sees it: health, sync state, last
+    /// error.
+    Status,
 }
 
 /// `palisade policy ...`.
@@ -313,6 +335,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<bool, CliError> {
             endpoint_audit(&mut ctx, *ep_id, *mode)
         }
         Cmd::Identity(IdentityCmd::List) => identity_list(&mut ctx),
+        Cmd::Node(NodeCmd::List) => node_list(&mut ctx),
+        Cmd::Cluster(ClusterCmd::Status) => cluster_status(&mut ctx),
         Cmd::Policy(PolicyCmd::Validate { files }) => policy::validate(&mut ctx, files),
         Cmd::Policy(PolicyCmd::Apply { files }) => policy::apply(&mut ctx, files),
         Cmd::Policy(PolicyCmd::Delete {
@@ -399,6 +423,32 @@ fn identity_list(ctx: &mut Ctx<'_>) -> Result<bool, CliError> {
     let text = match ctx.format {
         OutputFormat::Human => output::identities(&identities),
         OutputFormat::Json => output::json(&identities),
+    };
+    ctx.print(&text)?;
+    Ok(true)
+}
+
+fn node_list(ctx: &mut Ctx<'_>) -> Result<bool, CliError> {
+    let nodes = match ctx.call(&Request::NodeList)? {
+        Response::Nodes { nodes } => nodes,
+        other => return Err(unexpected("node list", other)),
+    };
+    let text = match ctx.format {
+        OutputFormat::Human => output::nodes(&nodes),
+        OutputFormat::Json => output::json(&nodes),
+    };
+    ctx.print(&text)?;
+    Ok(true)
+}
+
+fn cluster_status(ctx: &mut Ctx<'_>) -> Result<bool, CliError> {
+    let status = match ctx.call(&Request::ClusterStatus)? {
+        Response::Cluster(s) => s,
+        other => return Err(unexpected("cluster status", other)),
+    };
+    let text = match ctx.format {
+        OutputFormat::Human => output::cluster_status(&status),
+        OutputFormat::Json => output::json(&status),
     };
     ctx.print(&text)?;
     Ok(true)

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use palisade_api::{
-    AgentStatus, ApplySummary, EndpointRecord, FlowKind, FlowPeer, FlowRecord, IdentityRecord,
-    Mechanism, PolicyRecord,
+    AgentStatus, ApplySummary, ClusterStatus, EndpointRecord, FlowKind, FlowPeer, FlowRecord,
+    IdentityRecord, Mechanism, NodeInfo, PolicyRecord,
 };
 use serde::Serialize;
 
@@ -261,6 +261,82 @@ pub fn identities(ids: &[IdentityRecord]) -> String {
         ]);
     }
     t.render()
+}
+
+/// `palisade node list`.
+pub fn nodes(nodes: &[NodeInfo]) -> String {
+    let mut t = Table::new(&["NAME", "ADDRESS", "POD CIDR", "ENDPOINTS", ""]);
+    for n in nodes {
+        t.row(vec![
+            n.name.clone(),
+            if n.address.is_empty() {
+                "-".to_owned()
+            } else {
+                n.address.clone()
+            },
+            n.pod_cidr.clone(),
+            n.endpoints.to_string(),
+            if n.local { "(this node)" } else { "" }.to_owned(),
+        ]);
+    }
+    t.render()
+}
+
+/// `palisade cluster status`.
+pub fn cluster_status(s: &ClusterStatus) -> String {
+    let mut out = String::new();
+    if s.store == "local" {
+        let _ = writeln!(
+            out,
+            "Store:        local (node {} alone, pod CIDR {}; no cluster section in the agent configuration)",
+            s.node_name, s.pod_cidr
+        );
+        return out;
+    }
+    let _ = writeln!(out, "Store:        etcd {}", s.etcd_endpoints.join(", "));
+    let _ = writeln!(
+        out,
+        "Node:         {} (pod CIDR {})",
+        s.node_name, s.pod_cidr
+    );
+    let _ = writeln!(
+        out,
+        "Health:       {}",
+        if s.connected {
+            "connected"
+        } else {
+            "UNREACHABLE (enforcing the last known state)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "Lease:        {}",
+        s.lease_id
+            .map_or_else(|| "none".to_owned(), |l| format!("{l:x}"))
+    );
+    let _ = writeln!(
+        out,
+        "Sync:         revision {}, {} listings, {} writes pending",
+        s.synced_revision, s.resyncs, s.pending_writes
+    );
+    let _ = writeln!(
+        out,
+        "Known:        {} nodes, {} endpoints, {} identities ({} collected here)",
+        s.nodes, s.endpoints, s.identities, s.identities_collected
+    );
+    if s.malformed_records > 0 {
+        let _ = writeln!(out, "Malformed:    {} records skipped", s.malformed_records);
+    }
+    let _ = writeln!(
+        out,
+        "Last error:   {}",
+        match (&s.last_error, s.last_error_unix) {
+            (Some(e), Some(t)) => format!("{e} (at {t}, unix time)"),
+            (Some(e), None) => e.clone(),
+            _ => "none".to_owned(),
+        }
+    );
+    out
 }
 
 /// `palisade policy list`.

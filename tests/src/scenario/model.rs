@@ -542,7 +542,7 @@ impl Scenario {
             return Err(unsupported(
                 "nodes",
                 format!("more than one node ({})", self.nodes.join(", ")),
-                "agents on several nodes need the cluster store (etcd) to share identities and endpoints; that comes with a later issue",
+                "the nodes share identities and pods through etcd, but traffic between pods of different nodes is not routed yet",
             ));
         }
         if self.encryption == Encryption::Wireguard {

@@ -1,0 +1,176 @@
+//! Real agents in a cluster over a real etcd: every node registers with a
+//! pod CIDR of its own, learns the others (`palisade node list`), the same
+//! label set gets the same identity on every node, an agent killed with -9
+//! comes back into the same place, and a removed node leaves every other
+//! node's view while a new node joins with a CIDR of its own.
+//!
+//! Needs root; skipped with a message without etcd.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use palisade_api::{ClusterStatus, NodeInfo, Request, Response};
+use palisade_cluster::PodCidr;
+use palisade_tests::etcd::ETCD_BIN;
+use palisade_tests::{Node, PodSpec, Topology};
+
+fn privileged() -> bool {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return false;
+    }
+    if !Path::new(ETCD_BIN).is_file() {
+        eprintln!("skipped: no {ETCD_BIN} (apt-get install etcd-server)");
+        return false;
+    }
+    true
+}
+
+fn nodes(node: &Node) -> Vec<NodeInfo> {
+    match node.client().call(&Request::NodeList).unwrap() {
+        Response::Nodes { nodes } => nodes,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn status(node: &Node) -> ClusterStatus {
+    match node.client().call(&Request::ClusterStatus).unwrap() {
+        Response::Cluster(s) => *s,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Waits until `pred` holds for the node list of `node` (at most `limit`).
+fn wait_nodes(node: &Node, limit: Duration, what: &str, pred: impl Fn(&[NodeInfo]) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let list = nodes(node);
+        if pred(&list) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {}: {what} not seen within {limit:?}: {list:?}; its log ends:\n{}",
+            node.name(),
+            node.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn names(list: &[NodeInfo]) -> Vec<&str> {
+    list.iter().map(|n| n.name.as_str()).collect()
+}
+
+fn identity_of(node: &Node, pod: &str) -> u32 {
+    match node.client().call(&Request::EndpointList).unwrap() {
+        Response::Endpoints { endpoints } => endpoints
+            .iter()
+            .find(|e| e.spec.pod_name == pod)
+            .map(|e| e.identity)
+            .unwrap(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn nodes_register_share_identities_survive_kill_and_leave() {
+    if !privileged() {
+        return;
+    }
+    let mut topo = Topology::builder()
+        .node("n1")
+        .node("n2")
+        .node("n3")
+        .pod(PodSpec::new("x", "a").on("n1").label("app", "web"))
+        .pod(PodSpec::new("x", "b").on("n2").label("app", "web"))
+        .pod(PodSpec::new("x", "c").on("n3").label("app", "db"))
+        .build()
+        .unwrap();
+
+    // Every node knows all three, each with its own CIDR.
+    for node in topo.nodes() {
+        wait_nodes(node, Duration::from_secs(5), "three nodes", |l| {
+            names(l) == ["n1", "n2", "n3"] && l.iter().all(|n| n.endpoints == 1)
+        });
+    }
+    let cidrs: Vec<PodCidr> = nodes(topo.node("n1").unwrap())
+        .iter()
+        .map(|n| n.pod_cidr.parse().unwrap())
+        .collect();
+    for (i, a) in cidrs.iter().enumerate() {
+        for b in &cidrs[i + 1..] {
+            assert!(!a.overlaps(b), "{a} and {b}");
+        }
+    }
+    for pod in topo.pods() {
+        let cidr = &cidrs[["n1", "n2", "n3"]
+            .iter()
+            .position(|n| *n == pod.spec().node)
+            .unwrap()];
+        assert!(
+            cidr.contains(pod.ipv4()),
+            "{} not in {cidr}",
+            pod.full_name()
+        );
+    }
+    // One label set, one identity, whichever node allocated it.
+    let (a, b, c) = (
+        identity_of(topo.node("n1").unwrap(), "a"),
+        identity_of(topo.node("n2").unwrap(), "b"),
+        identity_of(topo.node("n3").unwrap(), "c"),
+    );
+    assert_eq!(a, b, "x/a and x/b have the same labels");
+    assert_ne!(a, c);
+    let s = status(topo.node("n1").unwrap());
+    assert_eq!(s.store, "etcd");
+    assert!(s.connected, "{s:?}");
+    assert_eq!((s.nodes, s.endpoints), (3, 3), "{s:?}");
+
+    // kill -9 and restart: same CIDR, same identity, still registered.
+    let n2 = topo.node("n2").unwrap();
+    n2.restart_agent(true).unwrap();
+    assert_eq!(identity_of(n2, "b"), b);
+    wait_nodes(
+        n2,
+        Duration::from_secs(5),
+        "the cluster after a restart",
+        |l| names(l) == ["n1", "n2", "n3"],
+    );
+    assert_eq!(
+        nodes(n2).iter().find(|n| n.local).unwrap().pod_cidr,
+        cidrs[1].to_string()
+    );
+
+    // n3 goes away: the others drop it once its lease (5 s) expires.
+    topo.remove_node("n3").unwrap();
+    for name in ["n1", "n2"] {
+        wait_nodes(
+            topo.node(name).unwrap(),
+            Duration::from_secs(15),
+            "n3 gone",
+            |l| names(l) == ["n1", "n2"],
+        );
+    }
+    // A new node gets a CIDR that overlaps none, n3's included (it stays
+    // claimed for n3's return).
+    topo.add_node("n4").unwrap();
+    let n4 = topo.node("n4").unwrap();
+    wait_nodes(n4, Duration::from_secs(5), "n1, n2 and itself", |l| {
+        names(l) == ["n1", "n2", "n4"]
+    });
+    let own: PodCidr = nodes(n4)
+        .iter()
+        .find(|n| n.local)
+        .unwrap()
+        .pod_cidr
+        .parse()
+        .unwrap();
+    assert!(
+        cidrs.iter().all(|c| !c.overlaps(&own)),
+        "{own} overlaps {cidrs:?}"
+    );
+    topo.cleanup().unwrap();
+}
