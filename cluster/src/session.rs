@@ -570,8 +570,20 @@ impl Session {
         let mut backoff = Duration::from_millis(100);
         let mut keeper: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> =
             None;
-        let keepalive_every = self.inner.config.lease_ttl() / 3;
+        let every = self.inner.config.lease_ttl() / 3;
+        let mut next_keepalive = tokio::time::Instant::now() + every;
         loop {
+            if tokio::time::Instant::now() >= next_keepalive {
+                next_keepalive = tokio::time::Instant::now() + every;
+                match self.keep_alive(&mut keeper).await {
+                    Ok(true) => self.record_ok(),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.record_error("keep the lease alive", &e);
+                        keeper = None;
+                    }
+                }
+            }
             match self.write_pending(&mut keeper).await {
                 Ok(wrote) => {
                     backoff = Duration::from_millis(100);
@@ -582,23 +594,14 @@ impl Session {
                 Err(e) => {
                     self.record_error("write to etcd", &e);
                     keeper = None;
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff.min(every)).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             }
             tokio::select! {
                 () = self.inner.wake_writer.notified() => {}
-                () = tokio::time::sleep(keepalive_every) => {
-                    match self.keep_alive(&mut keeper).await {
-                        Ok(true) => self.record_ok(),
-                        Ok(false) => {}
-                        Err(e) => {
-                            self.record_error("keep the lease alive", &e);
-                            keeper = None;
-                        }
-                    }
-                }
+                () = tokio::time::sleep_until(next_keepalive) => {}
             }
         }
     }
@@ -615,13 +618,27 @@ impl Session {
         };
         if keeper.is_none() {
             let mut client = self.client().await?;
-            let k = etcd::timed(
-                self.timeout(),
-                || format!("keep lease {lease} alive"),
-                client.lease_keep_alive(lease),
-            )
-            .await?;
-            *keeper = Some(k);
+            let what = || format!("keep lease {lease} alive");
+            match tokio::time::timeout(self.timeout(), client.lease_keep_alive(lease)).await {
+                Ok(Ok(k)) => *keeper = Some(k),
+                // etcd's answer when the lease expired meanwhile.
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => {
+                    self.lease_lost(lease);
+                    return Ok(false);
+                }
+                Ok(Err(source)) => {
+                    return Err(StoreError::Etcd {
+                        what: what(),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(StoreError::Timeout {
+                        what: what(),
+                        timeout: self.timeout(),
+                    })
+                }
+            }
         }
         let Some((k, stream)) = keeper.as_mut() else {
             return Ok(false);
@@ -630,15 +647,26 @@ impl Session {
         etcd::timed(self.timeout(), what, k.keep_alive()).await?;
         let resp = etcd::timed(self.timeout(), what, stream.message()).await?;
         if resp.is_none_or(|r| r.ttl() <= 0) {
-            warn!(
-                lease,
-                "the lease expired; writing this node's keys again under a new one"
-            );
-            self.state().lease = None;
             *keeper = None;
-            self.inner.wake_writer.notify_one();
+            self.lease_lost(lease);
+            return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Forgets an expired lease: the next write grants a new one and writes
+    /// every owned key and reference again.
+    fn lease_lost(&self, lease: i64) {
+        warn!(
+            lease,
+            "the lease expired; writing this node's keys again under a new one"
+        );
+        let mut st = self.state();
+        if st.lease == Some(lease) {
+            st.lease = None;
+        }
+        drop(st);
+        self.inner.wake_writer.notify_one();
     }
 
     /// Writes what is pending: the CIDR claim, the lease, owned keys,

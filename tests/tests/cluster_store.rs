@@ -342,6 +342,13 @@ fn a_node_whose_lease_expires_disappears_with_its_pods() {
                 |c| matches!(c, Change::EndpointUpsert(e) if e.ip == ip),
             )
             .await;
+            // Alive, a node stays: its lease is renewed (TTL 3 s).
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            assert!(
+                s1.view().nodes.contains_key("n2"),
+                "n2 is alive and must stay"
+            );
+            assert!(s2.status().lease_id.is_some());
             // The agent of n2 dies: nobody keeps its lease alive.
             s2.shutdown();
             let took = wait_change(&mut rx1, Duration::from_secs(10), "removal of n2", |c| {
