@@ -132,6 +132,14 @@ impl ClusterConfig {
                     format!("{e:?} is not an http:// or https:// URL"),
                 );
             }
+            if !tls && self.etcd.tls.is_some() {
+                return err(
+                    &format!("etcd.endpoints[{i}]"),
+                    format!(
+                        "{e} is plain http but etcd.tls is set: use an https:// URL, or remove tls"
+                    ),
+                );
+            }
             if tls && self.etcd.tls.is_none() {
                 return err(
                     "etcd.tls",
@@ -206,6 +214,14 @@ mod tests {
         let mut bad = c.clone();
         bad.etcd.endpoints = vec!["https://e:2379".into()];
         assert_eq!(bad.check().unwrap_err().0, "cluster.etcd.tls");
+        let mut bad = c.clone();
+        bad.etcd.tls = Some(EtcdTls {
+            ca_file: "ca.pem".into(),
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+        });
+        assert_eq!(bad.check().unwrap_err().0, "cluster.etcd.endpoints[0]");
         let mut bad = c.clone();
         bad.etcd.endpoints = vec!["e:2379".into()];
         assert_eq!(bad.check().unwrap_err().0, "cluster.etcd.endpoints[0]");

@@ -528,6 +528,11 @@ impl Session {
         self.inner.wake_writer.notify_one();
     }
 
+    /// The identity this node holds for `labels`, if any.
+    pub fn held_identity(&self, labels: &Labels) -> Option<NumericIdentity> {
+        self.state().held.get(labels).map(|h| h.id)
+    }
+
     /// The identities this node holds: labels, number, local holders.
     pub fn held(&self) -> Vec<(Labels, NumericIdentity, u32)> {
         self.state()
@@ -704,49 +709,39 @@ impl Session {
             self.keep_alive(keeper).await?;
         }
         let lease = self.lease(&mut client).await?;
-        let dirty: Vec<(String, Vec<u8>)> = {
+        // Puts (`Some`) and deletions (`None`); a key is never both, so one
+        // transaction may carry any of them.
+        let writes: Vec<(String, Option<Vec<u8>>)> = {
             let st = self.state();
-            st.dirty
+            let puts = st
+                .dirty
                 .iter()
-                .filter_map(|k| st.owned.get(k).map(|v| (k.clone(), v.clone())))
+                .filter_map(|k| st.owned.get(k).map(|v| (k.clone(), Some(v.clone()))));
+            puts.chain(st.deletes.iter().map(|k| (k.clone(), None)))
                 .collect()
         };
-        for chunk in dirty.chunks(WRITE_BATCH) {
+        for chunk in writes.chunks(WRITE_BATCH) {
             let ops = chunk
                 .iter()
-                .map(|(k, v)| etcd::op_put(k, v, Some(lease)))
+                .map(|(k, v)| match v {
+                    Some(v) => etcd::op_put(k, v, Some(lease)),
+                    None => etcd::op_delete(k),
+                })
                 .collect();
-            etcd::txn(
-                &mut client,
-                "write this node's keys",
-                vec![],
-                ops,
-                vec![],
-                self.timeout(),
-            )
-            .await?;
+            let what = "write this node's keys";
+            etcd::txn(&mut client, what, vec![], ops, vec![], self.timeout()).await?;
             let mut st = self.state();
             for (k, v) in chunk {
-                if st.owned.get(k) == Some(v) {
-                    st.dirty.remove(k);
+                match v {
+                    // Done unless the value changed meanwhile.
+                    Some(v) if st.owned.get(k) == Some(v) => {
+                        st.dirty.remove(k);
+                    }
+                    Some(_) => {}
+                    None => {
+                        st.deletes.remove(k);
+                    }
                 }
-            }
-        }
-        let deletes: Vec<String> = self.state().deletes.iter().cloned().collect();
-        for chunk in deletes.chunks(WRITE_BATCH) {
-            let ops = chunk.iter().map(|k| etcd::op_delete(k)).collect();
-            etcd::txn(
-                &mut client,
-                "delete this node's keys",
-                vec![],
-                ops,
-                vec![],
-                self.timeout(),
-            )
-            .await?;
-            let mut st = self.state();
-            for k in chunk {
-                st.deletes.remove(k);
             }
         }
         let pending: Vec<(Labels, NumericIdentity)> = {

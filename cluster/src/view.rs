@@ -235,14 +235,10 @@ impl ClusterView {
                 out.push(Change::NodeUpsert(rec.clone()));
             }
         }
-        let remote = |v: &ClusterView| -> BTreeMap<Ipv4Addr, EndpointRecord> {
-            v.endpoints
-                .iter()
-                .filter(|(_, e)| e.node != local_node)
-                .map(|(ip, e)| (*ip, e.clone()))
-                .collect()
-        };
-        let (old_eps, new_eps) = (remote(self), remote(new));
+        let (old_eps, new_eps) = (
+            self.remote_endpoints(local_node),
+            new.remote_endpoints(local_node),
+        );
         for (ip, rec) in &new_eps {
             if old_eps.get(ip) != Some(rec) {
                 out.push(Change::EndpointUpsert(rec.clone()));
@@ -268,9 +264,22 @@ impl ClusterView {
         out
     }
 
-    /// Every change that brings an agent that knows nothing to this view.
-    pub fn changes_from_empty(&self, local_node: &str) -> Vec<Change> {
-        ClusterView::default().diff(self, local_node)
+    /// The nodes other than `local_node`.
+    pub fn remote_nodes(&self, local_node: &str) -> BTreeMap<String, NodeRecord> {
+        self.nodes
+            .iter()
+            .filter(|(name, _)| *name != local_node)
+            .map(|(name, n)| (name.clone(), n.clone()))
+            .collect()
+    }
+
+    /// The endpoints of nodes other than `local_node`.
+    pub fn remote_endpoints(&self, local_node: &str) -> BTreeMap<Ipv4Addr, EndpointRecord> {
+        self.endpoints
+            .iter()
+            .filter(|(_, e)| e.node != local_node)
+            .map(|(ip, e)| (*ip, e.clone()))
+            .collect()
     }
 
     /// The identity of a label set, if allocated.
@@ -430,6 +439,8 @@ mod tests {
         );
         assert_eq!(malformed.len(), 1);
         assert_eq!(v.revision, 42);
-        assert_eq!(v.changes_from_empty("n1").len(), 2);
+        assert_eq!(ClusterView::default().diff(&v, "n1").len(), 2);
+        assert_eq!(v.remote_nodes("n1").len(), 1);
+        assert_eq!(v.remote_endpoints("n2").len(), 0, "n2's own pod");
     }
 }

@@ -15,10 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use crate::cni::CniDel;
+use crate::daemon::{terminate, ProcessSlot};
 use crate::echo::EchoServer;
-use crate::etcd::EtcdSlot;
 use crate::netns;
-use crate::node::{terminate, AgentSlot};
 
 /// Prefix of every network namespace this crate creates.
 pub const NETNS_PREFIX: &str = "pal-";
@@ -61,10 +60,10 @@ pub(crate) struct Resources {
     /// Pods to `CNI DEL`, newest first (needs the agents still running).
     pub(crate) cni: Vec<CniDel>,
     /// Agent processes: SIGTERM, then SIGKILL.
-    pub(crate) agents: Vec<AgentSlot>,
+    pub(crate) agents: Vec<ProcessSlot>,
     /// etcd servers: SIGTERM, then SIGKILL; after the agents (which may
     /// talk to etcd while stopping), before the namespaces.
-    pub(crate) etcd: Vec<EtcdSlot>,
+    pub(crate) etcd: Vec<ProcessSlot>,
     /// Network namespaces, deleted newest first.
     pub(crate) netns: Vec<String>,
     /// Directories removed recursively (bpf roots, temp dir), newest first.
@@ -88,19 +87,14 @@ impl Resources {
                 problems.push(e.to_string());
             }
         }
-        for slot in self.agents.drain(..) {
+        // Agents first (they may talk to etcd while they stop), then etcd.
+        let agents = self.agents.drain(..).map(|s| ("agent", s));
+        let etcd = self.etcd.drain(..).map(|s| ("etcd", s));
+        for (what, slot) in agents.chain(etcd).collect::<Vec<_>>() {
             let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(mut child) = guard.take() {
                 if let Err(e) = terminate(&mut child, Duration::from_secs(5)) {
-                    problems.push(format!("stopping agent pid {}: {e}", child.id()));
-                }
-            }
-        }
-        for slot in self.etcd.drain(..) {
-            let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(mut child) = guard.take() {
-                if let Err(e) = terminate(&mut child, Duration::from_secs(5)) {
-                    problems.push(format!("stopping etcd pid {}: {e}", child.id()));
+                    problems.push(format!("stopping {what} pid {}: {e}", child.id()));
                 }
             }
         }

@@ -8,17 +8,16 @@
 //! temp dir, so a leftover etcd of a dead run is found by its command line
 //! like a leftover agent ([`crate::cleanup_stale`]).
 
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::daemon::{Daemon, ProcessSlot, SpawnError};
 use crate::netns::{NetNs, NetnsError};
-use crate::node::{reap_if_exited, terminate};
 
 /// The etcd server binary (Debian's `etcd-server`).
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
@@ -32,9 +31,6 @@ pub const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const ETCD_STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long one `etcdctl` call may take before it is killed.
 pub const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A running etcd process, shared with the cleanup record.
-pub(crate) type EtcdSlot = Arc<Mutex<Option<Child>>>;
 
 /// Why an etcd operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +169,7 @@ pub struct EtcdServer {
     netns: NetNs,
     client: SocketAddrV4,
     dir: PathBuf,
-    slot: EtcdSlot,
+    daemon: Daemon,
 }
 
 impl EtcdServer {
@@ -181,12 +177,12 @@ impl EtcdServer {
     /// and log under `dir`; the caller records `slot` for cleanup. The
     /// peer port is `client.port() + 1`, so `client.port()` must be below
     /// 65535.
-    pub(crate) fn new(netns: NetNs, client: SocketAddrV4, dir: PathBuf, slot: EtcdSlot) -> Self {
+    pub(crate) fn new(netns: NetNs, client: SocketAddrV4, dir: PathBuf, slot: ProcessSlot) -> Self {
         Self {
             netns,
             client,
+            daemon: Daemon::new(slot, dir.join("etcd.log")),
             dir,
-            slot,
         }
     }
 
@@ -221,14 +217,12 @@ impl EtcdServer {
 
     /// Its log (stdout and stderr, appended across restarts).
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join("etcd.log")
+        self.daemon.log().to_owned()
     }
 
     /// Its pid, when it runs.
     pub fn pid(&self) -> Option<u32> {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        reap_if_exited(&mut slot);
-        slot.as_ref().map(Child::id)
+        self.daemon.pid()
     }
 
     /// Whether the process is alive.
@@ -246,26 +240,6 @@ impl EtcdServer {
                 bin: PathBuf::from(ETCD_BIN),
             });
         }
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        reap_if_exited(&mut slot);
-        if let Some(child) = slot.as_ref() {
-            return Err(EtcdError::AlreadyRunning {
-                url,
-                pid: child.id(),
-            });
-        }
-        let io = |path: PathBuf| {
-            let url = url.clone();
-            move |source| EtcdError::Io { url, path, source }
-        };
-        std::fs::create_dir_all(&self.dir).map_err(io(self.dir.clone()))?;
-        let log_path = self.log_path();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io(log_path.clone()))?;
-        let log2 = log.try_clone().map_err(io(log_path.clone()))?;
         let peer = self.peer_url();
         let mut cmd = Command::new(ETCD_BIN);
         // Every path is absolute and under the run's temp dir: that is how
@@ -279,26 +253,25 @@ impl EtcdServer {
             .arg(format!("--initial-cluster={ETCD_NAME}={peer}"))
             .arg("--initial-cluster-state=new")
             .arg("--logger=zap")
-            .arg("--log-outputs=stderr")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            // Its own process group: a Ctrl-C in the terminal reaches the
-            // runner only, which then stops everything in order.
-            .process_group(0);
-        crate::cleanup::creating(|| -> Result<(), EtcdError> {
-            let child = self
-                .netns
-                .spawn(&mut cmd)
-                .map_err(|source| EtcdError::Spawn {
+            .arg("--log-outputs=stderr");
+        self.daemon
+            .spawn(&self.netns, &mut cmd)
+            .map_err(|e| match e {
+                SpawnError::AlreadyRunning(pid) => EtcdError::AlreadyRunning {
+                    url: url.clone(),
+                    pid,
+                },
+                SpawnError::Log(source) => EtcdError::Io {
+                    url: url.clone(),
+                    path: self.log_path(),
+                    source,
+                },
+                SpawnError::Spawn(source) => EtcdError::Spawn {
                     url: url.clone(),
                     source,
-                })?;
-            *slot = Some(child);
-            Ok(())
-        })
-        .map_err(|_| EtcdError::Interrupted { url: url.clone() })??;
-        drop(slot);
+                },
+                SpawnError::Interrupted => EtcdError::Interrupted { url: url.clone() },
+            })?;
         self.wait_ready(ETCD_READY_TIMEOUT)
     }
 
@@ -307,22 +280,13 @@ impl EtcdServer {
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), EtcdError> {
         let deadline = Instant::now() + timeout;
         loop {
-            {
-                let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-                let status = match slot.as_mut().map(Child::try_wait) {
-                    Some(Ok(Some(status))) => Some(status.to_string()),
-                    None => Some("no process (not started)".to_owned()),
-                    _ => None,
-                };
-                if let Some(status) = status {
-                    *slot = None;
-                    return Err(EtcdError::Exited {
-                        url: self.client_url(),
-                        status,
-                        log: self.log_path(),
-                        tail: self.log_tail(20),
-                    });
-                }
+            if let Some(status) = self.daemon.gone() {
+                return Err(EtcdError::Exited {
+                    url: self.client_url(),
+                    status,
+                    log: self.log_path(),
+                    tail: self.log_tail(20),
+                });
             }
             let last = match health(&self.netns, self.client) {
                 Ok(()) => return Ok(()),
@@ -354,15 +318,11 @@ impl EtcdServer {
     }
 
     fn end(&self, grace: Duration) -> Result<(), EtcdError> {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(mut child) = slot.take() else {
-            return Ok(());
-        };
-        terminate(&mut child, grace)
-            .map(drop)
-            .map_err(|source| EtcdError::Stop {
+        self.daemon
+            .end(grace)
+            .map_err(|(pid, source)| EtcdError::Stop {
                 url: self.client_url(),
-                pid: child.id(),
+                pid,
                 source,
             })
     }
@@ -442,15 +402,7 @@ impl EtcdServer {
 
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        let tail = all[from..].join("\n");
-        if tail.is_empty() {
-            "(empty)".to_owned()
-        } else {
-            tail
-        }
+        self.daemon.log_tail(lines)
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod cleanup;
 pub mod cni;
+mod daemon;
 pub mod echo;
 pub mod etcd;
 pub mod netns;

@@ -1,27 +1,20 @@
 //! A node: a network namespace with one palisade agent running inside it
 //! (in the host's mount namespace, so its bpf pins are the host's).
 
-use std::fs::OpenOptions;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use palisade_api::{Client, Request, Response};
 
+use crate::daemon::{Daemon, ProcessSlot, SpawnError};
 use crate::netns::{NetNs, NetnsError};
 
 /// How long an agent may take to answer its first status request.
 pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopping agent gets between SIGTERM and SIGKILL.
 pub const AGENT_STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// A running agent process, shared with the cleanup record.
-pub(crate) type AgentSlot = Arc<Mutex<Option<Child>>>;
 
 /// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +118,7 @@ pub struct Node {
     netns: NetNs,
     agent_bin: PathBuf,
     paths: NodePaths,
-    agent: AgentSlot,
+    agent: Daemon,
     underlay: Option<Ipv4Addr>,
 }
 
@@ -138,14 +131,14 @@ impl Node {
         agent_bin: &Path,
         paths: NodePaths,
         config: &serde_yaml::Mapping,
-        agent: AgentSlot,
+        agent: ProcessSlot,
     ) -> Result<Self, NodeError> {
         let node = Self {
             name: name.to_owned(),
             netns,
             agent_bin: agent_bin.to_owned(),
+            agent: Daemon::new(agent, paths.log.clone()),
             paths,
-            agent,
             underlay: None,
         };
         let text = serde_yaml::to_string(config).unwrap_or_default();
@@ -211,9 +204,7 @@ impl Node {
 
     /// The agent's pid, when it runs.
     pub fn agent_pid(&self) -> Option<u32> {
-        let mut slot = self.agent.lock().unwrap_or_else(|e| e.into_inner());
-        reap_if_exited(&mut slot);
-        slot.as_ref().map(Child::id)
+        self.agent.pid()
     }
 
     /// Whether the agent process is alive.
@@ -224,49 +215,21 @@ impl Node {
     /// Starts the agent inside the node's namespace and waits until it
     /// answers `status` (at most [`AGENT_READY_TIMEOUT`]).
     pub fn start_agent(&self) -> Result<(), NodeError> {
-        let mut slot = self.agent.lock().unwrap_or_else(|e| e.into_inner());
-        reap_if_exited(&mut slot);
-        if let Some(child) = slot.as_ref() {
-            return Err(NodeError::AlreadyRunning {
-                node: self.name.clone(),
-                pid: child.id(),
-            });
-        }
-        let write_err = |source| NodeError::Write {
-            node: self.name.clone(),
-            path: self.paths.log.clone(),
-            source,
-        };
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.paths.log)
-            .map_err(write_err)?;
-        let log2 = log.try_clone().map_err(write_err)?;
         let mut cmd = Command::new(&self.agent_bin);
-        cmd.arg("--config")
-            .arg(&self.paths.config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            // Its own process group: a Ctrl-C in the terminal reaches the
-            // runner only, which then stops the agents in order.
-            .process_group(0);
-        crate::cleanup::creating(|| -> Result<(), NodeError> {
-            let child = self
-                .netns
-                .spawn(&mut cmd)
-                .map_err(|source| NodeError::Netns {
-                    node: self.name.clone(),
+        cmd.arg("--config").arg(&self.paths.config);
+        let node = self.name.clone();
+        self.agent
+            .spawn(&self.netns, &mut cmd)
+            .map_err(|e| match e {
+                SpawnError::AlreadyRunning(pid) => NodeError::AlreadyRunning { node, pid },
+                SpawnError::Log(source) => NodeError::Write {
+                    node,
+                    path: self.paths.log.clone(),
                     source,
-                })?;
-            *slot = Some(child);
-            Ok(())
-        })
-        .map_err(|_| NodeError::Interrupted {
-            node: self.name.clone(),
-        })??;
-        drop(slot);
+                },
+                SpawnError::Spawn(source) => NodeError::Netns { node, source },
+                SpawnError::Interrupted => NodeError::Interrupted { node },
+            })?;
         self.wait_ready(AGENT_READY_TIMEOUT)
     }
 
@@ -275,26 +238,12 @@ impl Node {
         let deadline = Instant::now() + timeout;
         let client = Client::new(&self.paths.socket).with_timeout(Some(Duration::from_secs(2)));
         loop {
-            {
-                let mut slot = self.agent.lock().unwrap_or_else(|e| e.into_inner());
-                match slot.as_mut().map(Child::try_wait) {
-                    Some(Ok(Some(status))) => {
-                        *slot = None;
-                        return Err(NodeError::Exited {
-                            node: self.name.clone(),
-                            status: status.to_string(),
-                            diag: self.diag(),
-                        });
-                    }
-                    None => {
-                        return Err(NodeError::Exited {
-                            node: self.name.clone(),
-                            status: "no process (not started)".into(),
-                            diag: self.diag(),
-                        })
-                    }
-                    _ => {}
-                }
+            if let Some(status) = self.agent.gone() {
+                return Err(NodeError::Exited {
+                    node: self.name.clone(),
+                    status,
+                    diag: self.diag(),
+                });
             }
             let last = match client.call(&Request::Status) {
                 Ok(Response::Status(_)) => return Ok(()),
@@ -317,20 +266,16 @@ impl Node {
     /// stay behind for the next start); otherwise SIGTERM, then SIGKILL
     /// after [`AGENT_STOP_GRACE`]. Not running is not an error.
     pub fn stop_agent(&self, hard: bool) -> Result<(), NodeError> {
-        let mut slot = self.agent.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(mut child) = slot.take() else {
-            return Ok(());
-        };
         let grace = if hard {
             Duration::ZERO
         } else {
             AGENT_STOP_GRACE
         };
-        terminate(&mut child, grace)
-            .map(drop)
-            .map_err(|source| NodeError::Stop {
+        self.agent
+            .end(grace)
+            .map_err(|(pid, source)| NodeError::Stop {
                 node: self.name.clone(),
-                pid: child.id(),
+                pid,
                 source,
             })
     }
@@ -352,46 +297,6 @@ impl Node {
 
     /// The last `lines` lines of the agent's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.paths.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        let tail = all[from..].join("\n");
-        if tail.is_empty() {
-            "(empty)".to_owned()
-        } else {
-            tail
-        }
+        self.agent.log_tail(lines)
     }
-}
-
-/// Forgets a child that has exited (and reaps it).
-pub(crate) fn reap_if_exited(slot: &mut Option<Child>) {
-    if let Some(Ok(Some(_))) = slot.as_mut().map(Child::try_wait) {
-        *slot = None;
-    }
-}
-
-/// Ends `child`: SIGTERM and up to `grace` to exit, then SIGKILL; reaps it.
-pub(crate) fn terminate(child: &mut Child, grace: Duration) -> std::io::Result<ExitStatus> {
-    if let Some(status) = child.try_wait()? {
-        return Ok(status);
-    }
-    if !grace.is_zero() {
-        let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
-        kill(Pid::from_raw(pid), Signal::SIGTERM).map_err(std::io::Error::from)?;
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    match child.kill() {
-        Ok(()) => {}
-        // Exited in between.
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
-        Err(e) => return Err(e),
-    }
-    child.wait()
 }

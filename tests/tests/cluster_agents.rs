@@ -8,35 +8,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_api::{ClusterStatus, NodeInfo, Request, Response};
 use palisade_cluster::PodCidr;
-use palisade_tests::etcd::ETCD_BIN;
 use palisade_tests::{Node, PodSpec, Topology};
 
-fn privileged() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
-        return false;
-    }
-    if !Path::new(ETCD_BIN).is_file() {
-        eprintln!("skipped: no {ETCD_BIN} (apt-get install etcd-server)");
-        return false;
-    }
-    true
-}
+mod common;
 
 fn nodes(node: &Node) -> Vec<NodeInfo> {
-    match node.client().call(&Request::NodeList).unwrap() {
+    match common::call(node, &Request::NodeList) {
         Response::Nodes { nodes } => nodes,
         other => panic!("unexpected {other:?}"),
     }
 }
 
 fn status(node: &Node) -> ClusterStatus {
-    match node.client().call(&Request::ClusterStatus).unwrap() {
+    match common::call(node, &Request::ClusterStatus) {
         Response::Cluster(s) => *s,
         other => panic!("unexpected {other:?}"),
     }
@@ -44,19 +32,13 @@ fn status(node: &Node) -> ClusterStatus {
 
 /// Waits until `pred` holds for the node list of `node` (at most `limit`).
 fn wait_nodes(node: &Node, limit: Duration, what: &str, pred: impl Fn(&[NodeInfo]) -> bool) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let list = nodes(node);
-        if pred(&list) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {}: {what} not seen within {limit:?}: {list:?}; its log ends:\n{}",
+    if common::wait_for(limit, || pred(&nodes(node)).then_some(())).is_none() {
+        panic!(
+            "node {}: {what} not seen within {limit:?}: {:?}; its log ends:\n{}",
             node.name(),
+            nodes(node),
             node.log_tail(30)
         );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -65,19 +47,16 @@ fn names(list: &[NodeInfo]) -> Vec<&str> {
 }
 
 fn identity_of(node: &Node, pod: &str) -> u32 {
-    match node.client().call(&Request::EndpointList).unwrap() {
-        Response::Endpoints { endpoints } => endpoints
-            .iter()
-            .find(|e| e.spec.pod_name == pod)
-            .map(|e| e.identity)
-            .unwrap(),
-        other => panic!("unexpected {other:?}"),
-    }
+    common::endpoints(node)
+        .iter()
+        .find(|e| e.spec.pod_name == pod)
+        .map(|e| e.identity)
+        .unwrap()
 }
 
 #[test]
 fn nodes_register_share_identities_survive_kill_and_leave() {
-    if !privileged() {
+    if !common::privileged() || !common::etcd_installed() {
         return;
     }
     let mut topo = Topology::builder()

@@ -12,28 +12,17 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use palisade_cluster::{
     Change, ClusterConfig, ClusterView, EndpointRecord, NodeRecord, PodCidr, Session,
 };
 use palisade_identity::{Labels, NumericIdentity};
-use palisade_tests::etcd::{EtcdServer, ETCD_BIN};
+use palisade_tests::etcd::EtcdServer;
 use palisade_tests::{NetNs, Topology};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-fn privileged() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
-        return false;
-    }
-    if !Path::new(ETCD_BIN).is_file() {
-        eprintln!("skipped: no {ETCD_BIN} (apt-get install etcd-server)");
-        return false;
-    }
-    true
-}
+mod common;
 
 /// Runs `body` on a thread inside a namespace attached to a fresh
 /// underlay with etcd, with a tokio runtime.
@@ -44,7 +33,7 @@ where
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>
         + Send,
 {
-    if !privileged() {
+    if !common::netns_privileged() || !common::etcd_installed() {
         return;
     }
     let mut topo = Topology::bare().unwrap();
@@ -114,6 +103,14 @@ async fn wait_change(
     .await;
     assert_eq!(found, Ok(true), "no change {what} within {limit:?}");
     start.elapsed()
+}
+
+/// Polls `cond` until it holds or `limit` passes (the caller asserts).
+async fn until(limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn register(s: &Session, address: Ipv4Addr) -> PodCidr {
@@ -280,10 +277,7 @@ fn an_etcd_outage_keeps_the_view_and_everything_converges_after_it() {
             .await;
 
             etcd.stop().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while s1.status().connected && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            until(Duration::from_secs(10), || !s1.status().connected).await;
             assert!(!s1.status().connected, "the outage is noticed");
             assert!(s1.status().last_error.is_some());
             assert!(s1.view().endpoints.contains_key(&a), "the view is kept");
@@ -307,12 +301,10 @@ fn an_etcd_outage_keeps_the_view_and_everything_converges_after_it() {
                 |c| matches!(c, Change::EndpointUpsert(e) if e.ip == b),
             )
             .await;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while (s1.view().endpoints.contains_key(&a) || s2.status().pending_writes > 0)
-                && Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            until(Duration::from_secs(10), || {
+                !s1.view().endpoints.contains_key(&a) && s2.status().pending_writes == 0
+            })
+            .await;
             assert!(
                 !s1.view().endpoints.contains_key(&a),
                 "the withdrawal arrived"

@@ -14,35 +14,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_tests::etcd::{ETCDCTL_BIN, ETCD_BIN};
-use palisade_tests::netns::{self, run_ip};
+use palisade_tests::etcd::ETCD_BIN;
+use palisade_tests::netns::{self};
 use palisade_tests::{NetNs, PodSpec, PortProto, Topology, TopologyError};
 
-fn privileged() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
-        return false;
-    }
-    if run_ip(&["-V"]).is_err() {
-        eprintln!("skipped: iproute2 (`ip`) is not installed");
-        return false;
-    }
-    for bin in [ETCD_BIN, ETCDCTL_BIN] {
-        if !Path::new(bin).is_file() {
-            eprintln!("skipped: no {bin} (apt-get install etcd-server etcd-client)");
-            return false;
-        }
-    }
-    true
-}
+mod common;
 
-fn ours(run_id: &str) -> Vec<String> {
-    let prefix = format!("pal-{run_id}-");
-    netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
+fn privileged() -> bool {
+    common::netns_privileged() && common::etcd_installed()
 }
 
 /// Pids of processes whose command line names `dir` (as `cleanup_stale`
@@ -191,7 +170,11 @@ fn etcd_keeps_its_data_across_stop_kill_and_start() {
         "etcd pid {pid} left running"
     );
     assert!(processes_under(&dir).is_empty());
-    assert!(ours(&run_id).is_empty(), "left behind: {:?}", ours(&run_id));
+    assert!(
+        common::run_namespaces(&run_id).is_empty(),
+        "left behind: {:?}",
+        common::run_namespaces(&run_id)
+    );
     assert!(!dir.exists());
 }
 
@@ -270,7 +253,11 @@ fn underlay_connects_namespaces_and_etcd() {
 
     topo.cleanup().unwrap();
     assert!(processes_under(&dir).is_empty());
-    assert!(ours(&run_id).is_empty(), "left behind: {:?}", ours(&run_id));
+    assert!(
+        common::run_namespaces(&run_id).is_empty(),
+        "left behind: {:?}",
+        common::run_namespaces(&run_id)
+    );
 }
 
 #[test]
@@ -383,7 +370,11 @@ fn removed_node_takes_its_pods_along() {
     );
     let run_id = topo.run_id().to_owned();
     topo.cleanup().unwrap();
-    assert!(ours(&run_id).is_empty(), "left behind: {:?}", ours(&run_id));
+    assert!(
+        common::run_namespaces(&run_id).is_empty(),
+        "left behind: {:?}",
+        common::run_namespaces(&run_id)
+    );
 }
 
 #[test]

@@ -10,26 +10,9 @@ use std::time::{Duration, Instant};
 use palisade_tests::netns::{self, run_ip};
 use palisade_tests::{PortProto, ProbeJob, Topology};
 
-fn privileged() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
-        return false;
-    }
-    if run_ip(&["-V"]).is_err() {
-        eprintln!("skipped: iproute2 (`ip`) is not installed");
-        return false;
-    }
-    true
-}
+mod common;
 
-fn ours(run_id: &str) -> Vec<String> {
-    let prefix = format!("pal-{run_id}-");
-    netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
-}
+use common::netns_privileged as privileged;
 
 #[test]
 fn two_namespaces_probe_and_cleanup() {
@@ -43,7 +26,7 @@ fn two_namespaces_probe_and_cleanup() {
 
     let a = topo.add_netns("a").unwrap();
     let b = topo.add_netns("b").unwrap();
-    assert_eq!(ours(&run_id).len(), 2);
+    assert_eq!(common::run_namespaces(&run_id).len(), 2);
 
     // veth pair a <-> b, 10.99.0.1/24 and 10.99.0.2/24. Interface names
     // are at most 15 bytes; they disappear with the namespaces.
@@ -128,7 +111,11 @@ fn two_namespaces_probe_and_cleanup() {
     assert!(seen, "10.99.0.1 is bindable only inside namespace a");
 
     drop(topo);
-    assert!(ours(&run_id).is_empty(), "left behind: {:?}", ours(&run_id));
+    assert!(
+        common::run_namespaces(&run_id).is_empty(),
+        "left behind: {:?}",
+        common::run_namespaces(&run_id)
+    );
     assert!(!dir.exists(), "temp dir {} left behind", dir.display());
     assert!(run_ip(&["link", "show", va]).is_err());
 }
@@ -149,7 +136,11 @@ fn cleanup_on_panic() {
     .join();
     assert!(result.is_err());
     let run_id = rx.recv().unwrap();
-    assert!(ours(&run_id).is_empty(), "left behind: {:?}", ours(&run_id));
+    assert!(
+        common::run_namespaces(&run_id).is_empty(),
+        "left behind: {:?}",
+        common::run_namespaces(&run_id)
+    );
 }
 
 #[test]
@@ -176,5 +167,5 @@ fn stale_runs_of_dead_processes_are_removed() {
     let mut topo = Topology::bare().unwrap();
     topo.add_netns("live").unwrap();
     palisade_tests::cleanup_stale();
-    assert_eq!(ours(topo.run_id()).len(), 1);
+    assert_eq!(common::run_namespaces(topo.run_id()).len(), 1);
 }

@@ -239,11 +239,7 @@ impl ClusterStore for EtcdStore {
     }
 
     fn lookup_identity(&self, labels: &Labels) -> Option<NumericIdentity> {
-        self.session
-            .held()
-            .into_iter()
-            .find(|(l, _, _)| l == labels)
-            .map(|(_, id, _)| id)
+        self.session.held_identity(labels)
     }
 
     fn identities(&self) -> Vec<(NumericIdentity, Labels, u32)> {
@@ -370,6 +366,14 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// The other nodes and their pods in `view`, as seen by `local_node`.
+    pub fn from_view(view: &ClusterView, local_node: &str) -> Self {
+        Self {
+            nodes: view.remote_nodes(local_node),
+            endpoints: view.remote_endpoints(local_node),
+        }
+    }
+
     /// The ipcache entries (/32) of other nodes and their pods.
     pub fn ipcache(&self) -> impl Iterator<Item = (Ipv4Addr, u32)> + '_ {
         let nodes = self

@@ -264,13 +264,7 @@ impl Agent {
         }
         // Other nodes as last seen, until etcd tells more.
         if let Some(view) = self.cluster.view() {
-            for change in view.changes_from_empty(&self.config.node_name) {
-                if let Change::NodeUpsert(n) = change {
-                    self.remote.nodes.insert(n.name.clone(), n);
-                } else if let Change::EndpointUpsert(e) = change {
-                    self.remote.endpoints.insert(e.ip, e);
-                }
-            }
+            self.remote = cluster::Remote::from_view(&view, &self.config.node_name);
         }
         let records: Vec<_> = self
             .endpoints

@@ -542,7 +542,7 @@ impl Scenario {
             return Err(unsupported(
                 "nodes",
                 format!("more than one node ({})", self.nodes.join(", ")),
-                "the nodes share identities and pods through etcd, but traffic between pods of different nodes is not routed yet",
+                "the nodes share identities and pods through the cluster store (etcd), but traffic between pods of different nodes is not routed yet",
             ));
         }
         if self.encryption == Encryption::Wireguard {

@@ -30,14 +30,46 @@ pub const ALLOW_TIMEOUT: Duration = Duration::from_secs(1);
 /// answer on a veth many times over, short enough to keep the suite fast.
 pub const DENY_TIMEOUT: Duration = Duration::from_millis(700);
 
-/// Whether the end-to-end tests can run here; prints why not otherwise.
-pub fn privileged() -> bool {
+/// Whether tests of network namespaces can run here (root, iproute2);
+/// prints why not otherwise.
+pub fn netns_privileged() -> bool {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root (network namespaces, eBPF)");
         return false;
     }
     if palisade_tests::netns::run_ip(&["-V"]).is_err() {
         eprintln!("skipped: iproute2 (`ip`) is not installed");
+        return false;
+    }
+    true
+}
+
+/// The network namespaces of run `run_id` that exist now.
+pub fn run_namespaces(run_id: &str) -> Vec<String> {
+    let prefix = format!("pal-{run_id}-");
+    palisade_tests::netns::list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// Whether Debian's etcd server and client are installed (`scripts/setup`
+/// installs them); prints why not otherwise.
+pub fn etcd_installed() -> bool {
+    use palisade_tests::etcd::{ETCDCTL_BIN, ETCD_BIN};
+    for bin in [ETCD_BIN, ETCDCTL_BIN] {
+        if !Path::new(bin).is_file() {
+            eprintln!("skipped: no {bin} (apt-get install etcd-server etcd-client)");
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the end-to-end tests can run here; prints why not otherwise.
+pub fn privileged() -> bool {
+    if !netns_privileged() {
         return false;
     }
     if !Path::new("/sys/fs/bpf").is_dir() {
