@@ -11,7 +11,9 @@
  * are TC_ACT_OK (normal kernel routing continues) or TC_ACT_SHOT; every
  * packet is counted in pal_metrics under its reason, every drop is reported
  * on pal_events. Conntrack and revocation: lib/conntrack.h; fragments:
- * lib/frag.h; policy lookup: lib/policy.h.
+ * lib/frag.h; policy lookup: lib/policy.h. A packet that came from another
+ * node through the overlay carries its source identity (lib/tunnel.h),
+ * which wins over the ipcache.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -24,6 +26,8 @@
 #include "conntrack.h"
 #include "frag.h"
 #include "events.h"
+#include "tunnel.h"
+#include "verdict.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -35,25 +39,13 @@ static __always_inline __u32 pal_policy_rev(void)
 	return st ? st->policy_rev : 0;
 }
 
-static __always_inline int pal_drop(struct __sk_buff *skb, struct pal_event *ev, int reason)
-{
-	pal_metrics_count(reason, ev->observation, skb->len);
-	pal_emit(ev, PAL_EVENT_DROP, reason);
-	return TC_ACT_SHOT;
-}
-
-static __always_inline int pal_pass(struct __sk_buff *skb, __u8 obs)
-{
-	pal_metrics_count(PAL_REASON_FORWARDED, obs, skb->len);
-	return TC_ACT_OK;
-}
-
 /*
  * Re-evaluates a CT entry admitted at an older policy revision (see
  * lib/conntrack.h): sets or clears PAL_CT_REVOKED (or, in audit mode,
  * PAL_CT_AUDITED) and stamps the current revision.
  */
-static __always_inline void pal_ct_reevaluate(const struct pal_endpoint_info *ep,
+static __always_inline void pal_ct_reevaluate(const struct __sk_buff *skb,
+					      const struct pal_endpoint_info *ep,
 					      const struct pal_ct_key *key,
 					      struct pal_ct_value *ct, struct pal_event *ev,
 					      __u32 rev)
@@ -62,7 +54,14 @@ static __always_inline void pal_ct_reevaluate(const struct pal_endpoint_info *ep
 	int verdict = PAL_REASON_FORWARDED;
 
 	if (ep->flags & pal_enforce_flag(key->dir)) {
-		identity = pal_ipcache_identity(key->dir == PAL_DIR_EGRESS ? key->daddr : key->saddr);
+		identity = ev->observation == PAL_OBS_TO_ENDPOINT ? pal_carried_identity(skb) : 0;
+		if (identity)
+			ct->flags |= PAL_CT_TUNNEL_IDENTITY;
+		else if (ct->flags & PAL_CT_TUNNEL_IDENTITY)
+			identity = ct->remote_identity;
+		else
+			identity = pal_ipcache_identity(key->dir == PAL_DIR_EGRESS ? key->daddr
+										  : key->saddr);
 		verdict = pal_policy_verdict(ct->ep_id, key->dir, identity, key->protocol,
 					     key->dport, &rule_id);
 		ct->remote_identity = identity;
@@ -87,39 +86,6 @@ static __always_inline void pal_ct_reevaluate(const struct pal_endpoint_info *ep
 }
 
 /*
- * Fills the event template of this packet. Only the paths that may send an
- * event (drops, new flows, re-evaluations) pay for it; established traffic
- * never touches it.
- */
-static __always_inline void pal_event_init(struct pal_event *ev, const struct __sk_buff *skb,
-					   __u8 obs, const struct pal_pkt *pkt,
-					   const struct pal_endpoint_info *ep, __u32 remote,
-					   __u64 now, __u32 rev)
-{
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->timestamp_ns = now;
-	ev->observation = obs;
-	ev->ifindex = skb->ifindex;
-	ev->ethertype = pkt->ethertype;
-	ev->protocol = pkt->protocol;
-	ev->saddr = pkt->saddr;
-	ev->daddr = pkt->daddr;
-	ev->sport = pkt->sport;
-	ev->dport = pkt->dport;
-	ev->policy_rev = rev;
-	if (!ep)
-		return;
-	ev->ep_id = ep->ep_id;
-	if (obs == PAL_OBS_FROM_ENDPOINT) {
-		ev->src_identity = ep->identity;
-		ev->dst_identity = remote;
-	} else {
-		ev->src_identity = remote;
-		ev->dst_identity = ep->identity;
-	}
-}
-
-/*
  * An established entry was hit: brings it to the current revision, then
  * passes the packet or, if the connection is revoked, drops it. The common
  * case (current revision, not revoked) is two flag checks and the counters.
@@ -134,7 +100,7 @@ static __always_inline int pal_ct_established(struct __sk_buff *skb,
 	if (ct->policy_rev != rev || (ct->flags & PAL_CT_REVOKED)) {
 		pal_event_init(ev, skb, obs, pkt, ep, ct->remote_identity, now, rev);
 		if (ct->policy_rev != rev)
-			pal_ct_reevaluate(ep, key, ct, ev, rev);
+			pal_ct_reevaluate(skb, ep, key, ct, ev, rev);
 		if (ct->flags & PAL_CT_REVOKED) {
 			ct->last_seen_ns = now;
 			return pal_drop(skb, ev, PAL_REASON_POLICY_REVOKED);
@@ -211,8 +177,15 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 	if (pal_ct_related(&pkt, dir, ep->ep_id))
 		return pal_pass(skb, obs);
 
-	/* 4. New connection: the only path that needs the peer's identity. */
-	remote = pal_ipcache_identity(obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr : pkt.saddr);
+	/*
+	 * 4. New connection: the only path that needs the peer's identity,
+	 * the one the overlay carried or else the ipcache's.
+	 */
+	remote = obs == PAL_OBS_TO_ENDPOINT ? pal_carried_identity(skb) : 0;
+	if (remote)
+		new_ct.flags = PAL_CT_TUNNEL_IDENTITY;
+	else
+		remote = pal_ipcache_identity(obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr : pkt.saddr);
 	pal_event_init(&ev, skb, obs, &pkt, ep, remote, now, rev);
 	verdict = PAL_REASON_FORWARDED;
 	if (ep->flags & pal_enforce_flag(dir))
@@ -222,7 +195,7 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 	if (verdict < 0) {
 		if (!(ep->flags & pal_audit_flag(dir)))
 			return pal_drop(skb, &ev, verdict);
-		new_ct.flags = PAL_CT_AUDITED;
+		new_ct.flags |= PAL_CT_AUDITED;
 	}
 
 	new_ct.created_ns = now;

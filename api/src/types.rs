@@ -283,6 +283,10 @@ pub struct IpamAddress {
     /// The gateway the endpoint routes through (link-local, answered by
     /// proxy ARP on the host side of the veth).
     pub gateway: Ipv4Addr,
+    /// The largest MTU the node can carry for pods (in a cluster, the
+    /// overlay's); `None` when only the interface default limits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// An endpoint as the agent knows it.

@@ -37,10 +37,10 @@ static __always_inline void pal_emit(struct pal_event *ev, __u8 type, int reason
 /* Counts one packet of len bytes for reason at observation point obs. */
 static __always_inline void pal_metrics_count(int reason, __u8 obs, __u32 len)
 {
-	__u32 idx = (__u32)(-reason) * 2 + obs;
+	__u32 idx = (__u32)(-reason) * PAL_OBS_MAX + obs;
 	struct pal_metrics_value *val;
 
-	if (idx >= PAL_REASON_MAX * 2)
+	if (idx >= PAL_REASON_MAX * PAL_OBS_MAX)
 		return;
 	val = bpf_map_lookup_elem(&pal_metrics, &idx);
 	if (!val)

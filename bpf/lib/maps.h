@@ -17,12 +17,14 @@
 #include "abi/policy.h"
 #include "abi/reasons.h"
 #include "abi/state.h"
+#include "abi/tunnel.h"
 
 #define PAL_MAX_ENDPOINTS 65536
 #define PAL_MAX_IPCACHE 524288
 #define PAL_MAX_POLICY 1048576
 #define PAL_MAX_CT 262144
 #define PAL_MAX_FRAGS 8192
+#define PAL_MAX_TUNNEL 16384
 #define PAL_EVENTS_BYTES (4 << 20)
 
 /* Indexes of pal_counters. */
@@ -55,6 +57,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pal_policy SEC(".maps");
 
+/* Other nodes' pod CIDRs and addresses -> their underlay address (abi/tunnel.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct pal_ipcache_key);
+	__type(value, struct pal_tunnel_value);
+	__uint(max_entries, PAL_MAX_TUNNEL);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pal_tunnel SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct pal_ct_key);
@@ -85,12 +97,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pal_events SEC(".maps");
 
-/* Per reason and observation point: index = -reason * 2 + observation. */
+/* Per reason and observation point: index = -reason * PAL_OBS_MAX + observation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct pal_metrics_value);
-	__uint(max_entries, PAL_REASON_MAX * 2);
+	__uint(max_entries, PAL_REASON_MAX * PAL_OBS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pal_metrics SEC(".maps");
 

@@ -238,6 +238,40 @@ impl IpcacheValue {
     }
 }
 
+// ---------------------------------------------------------------- tunnel ---
+
+/// `struct pal_tunnel_value`: the node hosting a prefix of `pal_tunnel`
+/// (keyed by [`IpcacheKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct TunnelValue {
+    /// The node's underlay address, network byte order.
+    pub endpoint: u32,
+    /// Padding, zero.
+    pub pad: u32,
+}
+const _: () = assert!(size_of::<TunnelValue>() == 8);
+
+impl TunnelValue {
+    /// A prefix hosted by the node at `endpoint`.
+    pub fn new(endpoint: Ipv4Addr) -> Self {
+        Self {
+            endpoint: be32(endpoint),
+            pad: 0,
+        }
+    }
+
+    /// The node's underlay address.
+    pub fn endpoint(&self) -> Ipv4Addr {
+        addr(self.endpoint)
+    }
+}
+
+/// `PAL_TUNNEL_ID_MAX`: the VNI carries identities up to this one.
+pub const TUNNEL_ID_MAX: u32 = 0x00ff_ffff;
+/// `PAL_MARK_IDENTITY`: top byte of `skb->mark` when it carries an identity.
+pub const MARK_IDENTITY: u32 = 0xa500_0000;
+
 // ---------------------------------------------------------------- policy ---
 
 /// `PAL_POLICY_FIXED_PREFIX`: ep_id, dir, pad, identity.
@@ -448,6 +482,8 @@ pub const CT_CLOSING: u8 = 1 << 2;
 /// `PAL_CT_REVOKED`: policy no longer allows the connection; its packets are
 /// dropped until a later policy revision allows it again.
 pub const CT_REVOKED: u8 = 1 << 3;
+/// `PAL_CT_TUNNEL_IDENTITY`: the remote identity came from the overlay.
+pub const CT_TUNNEL_IDENTITY: u8 = 1 << 4;
 
 /// `struct pal_ct_key`: the tuple of the packet that created the entry and
 /// the direction whose policy admitted it.
@@ -631,6 +667,23 @@ pub const EVENT_AUDIT: u8 = 3;
 pub const OBS_FROM_ENDPOINT: u8 = 0;
 /// `PAL_OBS_TO_ENDPOINT`: entering an endpoint.
 pub const OBS_TO_ENDPOINT: u8 = 1;
+/// `PAL_OBS_TO_OVERLAY`: leaving the node for another node.
+pub const OBS_TO_OVERLAY: u8 = 2;
+/// `PAL_OBS_FROM_OVERLAY`: arriving from another node.
+pub const OBS_FROM_OVERLAY: u8 = 3;
+/// `PAL_OBS_MAX`: the number of observation points.
+pub const OBS_MAX: u8 = 4;
+
+/// The name of an observation point (`OBS_*`) in status and events.
+pub const fn observation_name(observation: u8) -> &'static str {
+    match observation {
+        OBS_FROM_ENDPOINT => "from-endpoint",
+        OBS_TO_ENDPOINT => "to-endpoint",
+        OBS_TO_OVERLAY => "to-overlay",
+        OBS_FROM_OVERLAY => "from-overlay",
+        _ => "unknown",
+    }
+}
 
 /// `struct pal_event`, as read from the `pal_events` ring buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -765,7 +818,7 @@ pub struct MetricsValue {
 }
 const _: () = assert!(size_of::<MetricsValue>() == 16);
 
-/// `PAL_REASON_MAX`: the metrics array has `REASON_MAX * 2` entries.
+/// `PAL_REASON_MAX`: the metrics array has `REASON_MAX * OBS_MAX` entries.
 pub const REASON_MAX: u32 = 64;
 /// `PAL_COUNTER_EVENTS_LOST`: index in `pal_counters` of events lost to a full ring buffer.
 pub const COUNTER_EVENTS_LOST: u32 = 0;
@@ -774,7 +827,7 @@ pub const COUNTER_MAX: u32 = 8;
 
 /// Index in `pal_metrics` of a reason at an observation point (`OBS_*`).
 pub const fn metrics_index(reason: Reason, observation: u8) -> u32 {
-    (-reason.code()) as u32 * 2 + observation as u32
+    (-reason.code()) as u32 * OBS_MAX as u32 + observation as u32
 }
 
 pod!(
@@ -782,6 +835,7 @@ pod!(
     EndpointInfo,
     IpcacheKey,
     IpcacheValue,
+    TunnelValue,
     PolicyKey,
     PolicyKeyData,
     PolicyValue,

@@ -18,6 +18,15 @@ const LXC_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DI
 /// [`names::MAPS`]. Load it with `aya::EbpfLoader`.
 pub const DATAPATH_OBJECT: &[u8] = &LXC_OBJECT.0;
 
+const OVERLAY_OBJECT_BYTES: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/overlay.o")));
+
+/// The overlay datapath object `overlay.o`: programs [`names::TO_OVERLAY`]
+/// and [`names::FROM_OVERLAY`] for the node's VXLAN device. It declares the
+/// same pinned maps as [`DATAPATH_OBJECT`]: load it after that one, with
+/// the same pin directory, and both share them.
+pub const OVERLAY_OBJECT: &[u8] = &OVERLAY_OBJECT_BYTES.0;
+
 const RUNTIME_OBJECT_BYTES: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/runtime.o")));
 
@@ -134,11 +143,18 @@ pub mod names {
     pub const FROM_ENDPOINT: &str = "from_endpoint";
     /// TC program for the host-veth egress (packets entering the pod: its ingress policy).
     pub const TO_ENDPOINT: &str = "to_endpoint";
+    /// TC egress of the VXLAN device (in [`super::OVERLAY_OBJECT`]).
+    pub const TO_OVERLAY: &str = "to_overlay";
+    /// TC ingress of the VXLAN device (in [`super::OVERLAY_OBJECT`]).
+    pub const FROM_OVERLAY: &str = "from_overlay";
 
     /// Hash: [`crate::abi::EndpointKey`] -> [`crate::abi::EndpointInfo`].
     pub const ENDPOINTS: &str = "pal_endpoints";
     /// LPM trie: [`crate::abi::IpcacheKey`] -> [`crate::abi::IpcacheValue`].
     pub const IPCACHE: &str = "pal_ipcache";
+    /// LPM trie: [`crate::abi::IpcacheKey`] -> [`crate::abi::TunnelValue`]
+    /// (other nodes' prefixes -> their underlay address).
+    pub const TUNNEL: &str = "pal_tunnel";
     /// LPM trie: [`crate::abi::PolicyKey`] -> [`crate::abi::PolicyValue`].
     pub const POLICY: &str = "pal_policy";
     /// LRU hash: [`crate::abi::CtKey`] -> [`crate::abi::CtValue`].
@@ -156,8 +172,10 @@ pub mod names {
 
     /// Every map of the datapath.
     pub const MAPS: &[&str] = &[
-        ENDPOINTS, IPCACHE, POLICY, CT, FRAG, STATE, EVENTS, METRICS, COUNTERS,
+        ENDPOINTS, IPCACHE, TUNNEL, POLICY, CT, FRAG, STATE, EVENTS, METRICS, COUNTERS,
     ];
     /// Every program of the datapath.
     pub const PROGRAMS: &[&str] = &[FROM_ENDPOINT, TO_ENDPOINT];
+    /// Every program of [`super::OVERLAY_OBJECT`].
+    pub const OVERLAY_PROGRAMS: &[&str] = &[TO_OVERLAY, FROM_OVERLAY];
 }

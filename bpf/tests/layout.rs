@@ -134,6 +134,7 @@ fn rust_structs_match_btf_of_the_object() {
         ),
         rust_layout!("pal_ipcache_key", IpcacheKey, [prefixlen, addr]),
         rust_layout!("pal_ipcache_value", IpcacheValue, [identity, flags]),
+        rust_layout!("pal_tunnel_value", TunnelValue, [endpoint, pad]),
         rust_layout!(
             "pal_policy_key",
             PolicyKey,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod datapath;
 pub mod fanotify;
 pub mod ipam;
+pub mod overlay;
 pub mod probe;
 pub mod runtime;
 pub mod state;

@@ -33,6 +33,12 @@ PAL_ABI_ASSERT_SIZE(struct pal_ct_key, 16);
  * from the side that does not enforce cannot start the connection afresh.
  */
 #define PAL_CT_REVOKED (1 << 3)
+/*
+ * The remote identity came with the packet from the overlay (the sending
+ * node's word for it), not from the ipcache: a re-evaluation keeps it
+ * unless a newer packet carries another.
+ */
+#define PAL_CT_TUNNEL_IDENTITY (1 << 4)
 
 struct pal_ct_value {
 	__u64 created_ns;   /* bpf_ktime_get_ns() when created */

@@ -13,6 +13,9 @@
 /* Where in the datapath the event was taken. */
 #define PAL_OBS_FROM_ENDPOINT 0 /* leaving an endpoint (its egress) */
 #define PAL_OBS_TO_ENDPOINT 1   /* entering an endpoint (its ingress) */
+#define PAL_OBS_TO_OVERLAY 2    /* leaving the node for another node */
+#define PAL_OBS_FROM_OVERLAY 3  /* arriving from another node */
+#define PAL_OBS_MAX 4
 
 struct pal_event {
 	__u64 timestamp_ns;    /* bpf_ktime_get_ns() */
@@ -36,7 +39,7 @@ struct pal_event {
 };
 PAL_ABI_ASSERT_SIZE(struct pal_event, 56);
 
-/* Per-reason counters (PERCPU_ARRAY indexed by -reason * 2 + observation). */
+/* Per-reason counters (PERCPU_ARRAY indexed by -reason * PAL_OBS_MAX + observation). */
 struct pal_metrics_value {
 	__u64 packets;
 	__u64 bytes;

@@ -1,4 +1,5 @@
-//! Test harness for the datapath: loads `DATAPATH_OBJECT` with private maps,
+//! Test harness for the datapath: loads `DATAPATH_OBJECT` and `OVERLAY_OBJECT`
+//! with private (shared between the two) maps,
 //! fills them, runs the programs with BPF_PROG_TEST_RUN and reads the side
 //! effects. Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs.
 #![allow(dead_code)]
@@ -17,9 +18,10 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader};
 use palisade_bpf::abi::{
     CtKey, CtValue, EndpointInfo, EndpointKey, Event, FragKey, FragValue, IpcacheKey, IpcacheValue,
-    MetricsValue, PolicyKey, PolicyKeyData, PolicyValue, Reason, State, COUNTER_EVENTS_LOST,
+    MetricsValue, PolicyKey, PolicyKeyData, PolicyValue, Reason, State, TunnelValue,
+    COUNTER_EVENTS_LOST,
 };
-use palisade_bpf::{names, DATAPATH_OBJECT};
+use palisade_bpf::{names, DATAPATH_OBJECT, OVERLAY_OBJECT};
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -27,6 +29,8 @@ pub const TC_ACT_SHOT: u32 = 2;
 /// `sizeof(struct __sk_buff)` and the offset of its `ifindex` field (uapi).
 const SKB_CTX_SIZE: usize = 192;
 const SKB_IFINDEX_OFF: usize = 40;
+/// Offset of `mark` in `struct __sk_buff` (uapi).
+const SKB_MARK_OFF: usize = 8;
 
 /// ifindex of the loopback device: the only interface BPF_PROG_TEST_RUN can
 /// run a tc program on without creating one (see `Datapath::run`).
@@ -64,6 +68,7 @@ fn ensure_bpffs() -> Result<()> {
 /// One loaded copy of the datapath with its own (unpinned) maps.
 pub struct Datapath {
     ebpf: Ebpf,
+    overlay: Ebpf,
     events: RingBuf<MapData>,
 }
 
@@ -79,30 +84,46 @@ impl Datapath {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let loaded = EbpfLoader::new()
-            .default_map_pin_directory(&dir)
-            .map_max_entries(names::CT, 1024)
-            .map_max_entries(names::FRAG, 256)
-            .map_max_entries(names::ENDPOINTS, 64)
-            .map_max_entries(names::IPCACHE, 256)
-            .map_max_entries(names::POLICY, 1024)
-            .map_max_entries(names::EVENTS, 1 << 16)
-            .load(DATAPATH_OBJECT);
+        let load = |object: &[u8]| {
+            EbpfLoader::new()
+                .default_map_pin_directory(&dir)
+                .map_max_entries(names::CT, 1024)
+                .map_max_entries(names::FRAG, 256)
+                .map_max_entries(names::ENDPOINTS, 64)
+                .map_max_entries(names::IPCACHE, 256)
+                .map_max_entries(names::TUNNEL, 64)
+                .map_max_entries(names::POLICY, 1024)
+                .map_max_entries(names::EVENTS, 1 << 16)
+                .load(object)
+        };
+        // The overlay object is loaded second, while the pins exist, so
+        // that it shares the maps like in the agent.
+        let loaded = load(DATAPATH_OBJECT).and_then(|e| load(OVERLAY_OBJECT).map(|o| (e, o)));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut ebpf = loaded.map_err(|e| anyhow!("loading DATAPATH_OBJECT: {e:?}"))?;
-        for prog in names::PROGRAMS {
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| anyhow!("no program {prog}"))?
-                .try_into()?;
-            p.load()
-                .with_context(|| format!("verifier rejected {prog}"))?;
+        let (mut ebpf, mut overlay) =
+            loaded.map_err(|e| anyhow!("loading the datapath objects: {e:?}"))?;
+        for (object, progs) in [
+            (&mut ebpf, names::PROGRAMS),
+            (&mut overlay, names::OVERLAY_PROGRAMS),
+        ] {
+            for prog in progs {
+                let p: &mut SchedClassifier = object
+                    .program_mut(prog)
+                    .ok_or_else(|| anyhow!("no program {prog}"))?
+                    .try_into()?;
+                p.load()
+                    .with_context(|| format!("verifier rejected {prog}"))?;
+            }
         }
         let events = RingBuf::try_from(
             ebpf.take_map(names::EVENTS)
                 .ok_or_else(|| anyhow!("no events map"))?,
         )?;
-        Ok(Self { ebpf, events })
+        Ok(Self {
+            ebpf,
+            overlay,
+            events,
+        })
     }
 
     fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
@@ -123,6 +144,16 @@ impl Datapath {
         m.insert(
             &IpcacheKey::new(addr, prefix_len)?.lpm_key(),
             IpcacheValue::new(identity),
+            0,
+        )?;
+        Ok(())
+    }
+
+    pub fn set_tunnel(&mut self, addr: Ipv4Addr, prefix_len: u8, node: Ipv4Addr) -> Result<()> {
+        let mut m: LpmTrie<_, u32, TunnelValue> = LpmTrie::try_from(self.map(names::TUNNEL)?)?;
+        m.insert(
+            &IpcacheKey::new(addr, prefix_len)?.lpm_key(),
+            TunnelValue::new(node),
             0,
         )?;
         Ok(())
@@ -206,11 +237,24 @@ impl Datapath {
     /// 0 or 1 mean loopback. The program then reads that ifindex as
     /// `skb->ifindex`.
     pub fn run(&mut self, prog: &str, ifindex: u32, packet: &[u8]) -> Result<u32> {
+        self.run_marked(prog, ifindex, 0, packet)
+    }
+
+    /// [`Self::run`] with `skb->mark` set to `mark`.
+    pub fn run_marked(
+        &mut self,
+        prog: &str,
+        ifindex: u32,
+        mark: u32,
+        packet: &[u8],
+    ) -> Result<u32> {
         let mut ctx = [0u8; SKB_CTX_SIZE];
         ctx[SKB_IFINDEX_OFF..SKB_IFINDEX_OFF + 4].copy_from_slice(&ifindex.to_ne_bytes());
+        ctx[SKB_MARK_OFF..SKB_MARK_OFF + 4].copy_from_slice(&mark.to_ne_bytes());
         let p: &SchedClassifier = self
             .ebpf
             .program(prog)
+            .or_else(|| self.overlay.program(prog))
             .ok_or_else(|| anyhow!("no program {prog}"))?
             .try_into()?;
         let mut out = vec![0u8; packet.len() + 256];

@@ -385,15 +385,91 @@ impl Remote {
     }
 }
 
+/// What the overlay needs to reach the other nodes: `pal_tunnel` entries
+/// and the routes into the overlay device.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TunnelPlan {
+    /// (prefix, prefix length) -> the underlay address of the node hosting it.
+    pub entries: BTreeMap<(Ipv4Addr, u8), Ipv4Addr>,
+    /// Other nodes' pod CIDRs, routed into the overlay.
+    pub routes: Vec<PodCidr>,
+    /// Nodes left out, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Remote {
+    /// The overlay plan for the other nodes, as seen by a node with pod CIDR
+    /// `local_cidr` at `local_address`. A node whose CIDR overlaps this
+    /// node's or an earlier (by name) node's, or whose address is this
+    /// node's, is left out: routing it would hijack traffic of another node,
+    /// which a correct cluster store never asks for.
+    pub fn tunnel_plan(&self, local_cidr: PodCidr, local_address: Option<Ipv4Addr>) -> TunnelPlan {
+        let mut plan = TunnelPlan::default();
+        let mut taken = vec![local_cidr];
+        for node in self.nodes.values() {
+            if Some(node.address) == local_address {
+                plan.skipped.push((
+                    node.name.clone(),
+                    format!("its address {} is this node's", node.address),
+                ));
+                continue;
+            }
+            if let Some(other) = taken.iter().find(|c| c.overlaps(&node.pod_cidr)) {
+                plan.skipped.push((
+                    node.name.clone(),
+                    format!("its pod CIDR {} overlaps {other}", node.pod_cidr),
+                ));
+                continue;
+            }
+            taken.push(node.pod_cidr);
+            plan.entries.insert(
+                (node.pod_cidr.network, node.pod_cidr.prefix_len),
+                node.address,
+            );
+            plan.entries.insert((node.address, 32), node.address);
+            plan.routes.push(node.pod_cidr);
+        }
+        plan
+    }
+}
+
 impl Agent {
+    /// Makes `pal_tunnel` and the overlay routes match the nodes known now
+    /// (a no-op outside a cluster).
+    pub(super) fn sync_overlay(&mut self) -> Result<(), AgentError> {
+        let (Some(device), Some(address)) = (self.overlay, self.node_address) else {
+            return Ok(());
+        };
+        let plan = self.remote.tunnel_plan(self.pod_cidr, Some(address));
+        for (node, why) in &plan.skipped {
+            warn!(node = %node, reason = %why, "node not routed through the overlay");
+        }
+        for ((prefix, len), endpoint) in &plan.entries {
+            self.maps.tunnel.set(*prefix, *len, *endpoint)?;
+        }
+        for (prefix, len, _) in self.maps.tunnel.entries() {
+            if !plan.entries.contains_key(&(prefix, len)) {
+                self.maps.tunnel.remove(prefix, len)?;
+            }
+        }
+        crate::overlay::sync_routes(device.ifindex, address, &plan.routes)?;
+        Ok(())
+    }
+
     /// Applies a batch of changes learned from the cluster: identities to
     /// the policy engine, other nodes' pods and addresses to the ipcache;
     /// then the policy difference and a new revision, so that established
     /// connections are checked against the remote identities as they are
     /// now.
     pub fn apply_cluster_changes(&mut self, changes: Vec<Change>) -> Result<(), AgentError> {
+        let nodes_changed = changes
+            .iter()
+            .any(|c| matches!(c, Change::NodeUpsert(_) | Change::NodeRemove(_)));
         for change in changes {
             self.apply_cluster_change(change)?;
+        }
+        if nodes_changed {
+            self.sync_overlay()?;
         }
         let diff = self.engine.compute();
         self.apply_diff(&diff)?;

@@ -73,6 +73,7 @@ impl Agent {
             ipv4: ip,
             prefix_len: self.ipam.cidr().prefix_len,
             gateway: GATEWAY,
+            mtu: self.overlay.map(|o| o.mtu),
         }))
     }
 

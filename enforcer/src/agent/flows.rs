@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use aya::maps::{MapData, RingBuf};
 use palisade_api::{FlowKind, FlowPeer, FlowRecord};
-use palisade_bpf::abi::{Event, Reason, EVENT_AUDIT, EVENT_DROP, OBS_TO_ENDPOINT};
+use palisade_bpf::abi::{
+    Event, Reason, EVENT_AUDIT, EVENT_DROP, OBS_FROM_OVERLAY, OBS_TO_ENDPOINT,
+};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
 use tracing::{error, warn};
@@ -218,7 +220,7 @@ impl Agent {
                 |r| r.as_str().to_owned(),
             ),
             reason_code: ev.reason,
-            direction: if ev.observation == OBS_TO_ENDPOINT {
+            direction: if matches!(ev.observation, OBS_TO_ENDPOINT | OBS_FROM_OVERLAY) {
                 "ingress".to_owned()
             } else {
                 "egress".to_owned()

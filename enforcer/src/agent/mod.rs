@@ -36,6 +36,7 @@ use crate::config::AgentConfig;
 use crate::datapath::maps::MapOpError;
 use crate::datapath::{Datapath, DatapathError, Maps};
 use crate::ipam::Ipam;
+use crate::overlay::{OverlayDevice, OVERLAY_IFNAME};
 use crate::state::{EndpointState, PersistedState, StateError};
 
 pub use documents::Documents;
@@ -52,6 +53,9 @@ pub enum AgentError {
     /// The state could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The overlay device or its routes could not be set up.
+    #[error("overlay: {0}")]
+    Overlay(#[from] crate::cni::netlink::NetlinkError),
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     Invalid(String),
@@ -74,6 +78,8 @@ pub struct Agent {
     pod_cidr: PodCidr,
     /// This node's underlay address, in a cluster.
     node_address: Option<Ipv4Addr>,
+    /// The device other nodes' pods are reached through, in a cluster.
+    overlay: Option<OverlayDevice>,
     ipam: Ipam,
     endpoints: BTreeMap<u16, EndpointState>,
     namespaces: BTreeMap<String, Labels>,
@@ -152,7 +158,15 @@ impl Agent {
                 config.state_dir.display()
             )));
         }
-        let (datapath, maps) = Datapath::load(&config.bpf_root)?;
+        let (mut datapath, maps) = Datapath::load(&config.bpf_root)?;
+        let overlay = match (&config.cluster, node_address) {
+            (Some(cc), Some(address)) => {
+                let device = crate::overlay::ensure_device(cc.tunnel_port, address)?;
+                datapath.attach_overlay(OVERLAY_IFNAME)?;
+                Some(device)
+            }
+            _ => None,
+        };
         if let Err(e) = crate::util::write_sysctl("net.ipv4.ip_forward", "1") {
             warn!(error = %e, "cannot enable IPv4 forwarding; pods will not reach each other");
         }
@@ -179,6 +193,7 @@ impl Agent {
             remote: cluster::Remote::default(),
             pod_cidr,
             node_address,
+            overlay,
             ipam: persisted.ipam,
             endpoints: BTreeMap::new(),
             namespaces: BTreeMap::new(),
@@ -278,6 +293,7 @@ impl Agent {
         let diff = self.engine.compute();
         self.warnings.extend(diff.warnings.iter().cloned());
         self.reconcile_maps(&diff)?;
+        self.sync_overlay()?;
         for ep in self.endpoints.values() {
             self.datapath
                 .attach(&ep.spec.host_ifname, ep.host_ifindex)?;

@@ -1,7 +1,7 @@
 //! Status, identity and policy listings.
 
 use palisade_api::{AgentStatus, IdentityRecord, PolicyRecord, Response, VerdictCounter};
-use palisade_bpf::abi::Reason;
+use palisade_bpf::abi::{observation_name, Reason, OBS_MAX};
 use palisade_identity::{NumericIdentity, ReservedIdentity};
 
 use super::Agent;
@@ -15,16 +15,14 @@ impl Agent {
             .totals()
             .into_iter()
             .map(|(index, packets, bytes)| {
-                let code = -i32::try_from(index / 2).unwrap_or(0);
+                let obs = u32::from(OBS_MAX);
+                let code = -i32::try_from(index / obs).unwrap_or(0);
                 VerdictCounter {
                     reason: Reason::from_code(code)
                         .map_or_else(|| format!("reason_{code}"), |r| r.as_str().to_owned()),
                     code,
-                    observation: if index % 2 == 0 {
-                        "from-endpoint".to_owned()
-                    } else {
-                        "to-endpoint".to_owned()
-                    },
+                    observation: observation_name(u8::try_from(index % obs).unwrap_or(u8::MAX))
+                        .to_owned(),
                     packets,
                     bytes,
                 }

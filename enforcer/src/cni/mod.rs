@@ -207,7 +207,11 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         netns: netns.to_owned(),
         ipv4: address.ipv4,
         gateway: address.gateway,
-        mtu: conf.mtu,
+        // The network configuration may lower the agent's limit, never raise it.
+        mtu: match (conf.mtu, address.mtu) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
     };
     let info = match netlink::create_veth(&spec) {
         Ok(info) => info,

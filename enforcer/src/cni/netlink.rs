@@ -112,7 +112,7 @@ pub enum NetlinkError {
 }
 
 impl NetlinkError {
-    fn request(op: &'static str, ifname: &str) -> impl FnOnce(rtnetlink::Error) -> Self {
+    pub(crate) fn request(op: &'static str, ifname: &str) -> impl FnOnce(rtnetlink::Error) -> Self {
         let ifname = ifname.to_owned();
         move |source| Self::Request { op, ifname, source }
     }
@@ -162,7 +162,7 @@ pub struct VethInfo {
 
 /// Runs `f` with a netlink handle of the current network namespace on a
 /// fresh current-thread runtime.
-fn with_handle<T, F, Fut>(f: F) -> Result<T, NetlinkError>
+pub(crate) fn with_handle<T, F, Fut>(f: F) -> Result<T, NetlinkError>
 where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Result<T, NetlinkError>>,
@@ -212,12 +212,15 @@ where
     })
 }
 
-fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+pub(crate) fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
 }
 
 /// Looks an interface up by name; `None` when it does not exist.
-async fn get_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, NetlinkError> {
+pub(crate) async fn get_link(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, NetlinkError> {
     let mut links = handle.link().get().match_name(name).execute();
     match links.try_next().await {
         Ok(link) => Ok(link),

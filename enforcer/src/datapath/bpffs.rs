@@ -79,11 +79,13 @@ pub(super) fn drop_incompatible_pins(root: &Path) {
         let Ok(info) = MapInfo::from_pin(&pin) else {
             continue;
         };
-        if (info.key_size(), info.value_size()) != (key, value) {
+        let size_differs = name == names::METRICS && info.max_entries() != metrics_entries();
+        if (info.key_size(), info.value_size()) != (key, value) || size_differs {
             warn!(
                 map = name,
                 pinned_key = info.key_size(),
                 pinned_value = info.value_size(),
+                pinned_entries = info.max_entries(),
                 key,
                 value,
                 "pinned map has another layout than this agent; replacing it"
@@ -93,8 +95,13 @@ pub(super) fn drop_incompatible_pins(root: &Path) {
     }
 }
 
+/// Entries of `pal_metrics`, whose index layout is ABI too.
+fn metrics_entries() -> u32 {
+    abi::REASON_MAX * u32::from(abi::OBS_MAX)
+}
+
 /// Key and value size of every map with a fixed layout.
-fn map_layouts() -> [(&'static str, u32, u32); 8] {
+fn map_layouts() -> [(&'static str, u32, u32); 9] {
     fn size<T>() -> u32 {
         u32::try_from(size_of::<T>()).unwrap_or(u32::MAX)
     }
@@ -108,6 +115,11 @@ fn map_layouts() -> [(&'static str, u32, u32); 8] {
             names::IPCACHE,
             size::<abi::IpcacheKey>(),
             size::<abi::IpcacheValue>(),
+        ),
+        (
+            names::TUNNEL,
+            size::<abi::IpcacheKey>(),
+            size::<abi::TunnelValue>(),
         ),
         (
             names::POLICY,

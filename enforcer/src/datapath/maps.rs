@@ -8,7 +8,7 @@ use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::Ebpf;
 use palisade_bpf::abi::{
     CtKey, CtValue, EndpointInfo, EndpointKey, IpcacheKey, IpcacheValue, MetricsValue, PolicyKey,
-    PolicyKeyData, PolicyValue, State,
+    PolicyKeyData, PolicyValue, State, TunnelValue,
 };
 use palisade_bpf::names;
 
@@ -47,6 +47,8 @@ pub struct Maps {
     pub endpoints: EndpointMap,
     /// Address -> identity.
     pub ipcache: IpcacheMap,
+    /// Other nodes' prefixes -> their underlay address.
+    pub tunnel: TunnelMap,
     /// Policy entries of every endpoint.
     pub policy: PolicyMap,
     /// Connection tracking.
@@ -78,6 +80,7 @@ impl Maps {
         Ok(Self {
             endpoints: EndpointMap(take(ebpf, names::ENDPOINTS)?),
             ipcache: IpcacheMap(take(ebpf, names::IPCACHE)?),
+            tunnel: TunnelMap(take(ebpf, names::TUNNEL)?),
             policy: PolicyMap(take(ebpf, names::POLICY)?),
             ct: CtMap(take(ebpf, names::CT)?),
             state: StateMap(take(ebpf, names::STATE)?),
@@ -149,6 +152,49 @@ impl IpcacheMap {
                     k.addr(),
                     u8::try_from(k.prefixlen).unwrap_or(32),
                     v.identity,
+                )
+            })
+            .collect()
+    }
+}
+
+/// `pal_tunnel`: another node's prefix -> that node's underlay address.
+pub struct TunnelMap(LpmTrie<MapData, u32, TunnelValue>);
+
+impl TunnelMap {
+    /// Routes a prefix to the node at `endpoint`.
+    pub fn set(
+        &mut self,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        endpoint: Ipv4Addr,
+    ) -> Result<(), MapOpError> {
+        let key = ipcache_key(addr, prefix_len)?;
+        self.0
+            .insert(&key.lpm_key(), TunnelValue::new(endpoint), 0)
+            .map_err(op_err(names::TUNNEL, "insert"))
+    }
+
+    /// Removes a prefix (a missing one is fine).
+    pub fn remove(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<(), MapOpError> {
+        let key = ipcache_key(addr, prefix_len)?;
+        match self.0.remove(&key.lpm_key()) {
+            Err(e) if !is_not_found(&e) => Err(op_err(names::TUNNEL, "delete")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every entry as (address, prefix length, node address).
+    pub fn entries(&self) -> Vec<(Ipv4Addr, u8, Ipv4Addr)> {
+        self.0
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                let k = IpcacheKey::from_lpm_key(&k);
+                (
+                    k.addr(),
+                    u8::try_from(k.prefixlen).unwrap_or(32),
+                    v.endpoint(),
                 )
             })
             .collect()

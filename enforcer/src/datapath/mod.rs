@@ -18,7 +18,7 @@ use aya::programs::links::{FdLink, LinkError, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use palisade_bpf::{names, DATAPATH_OBJECT};
+use palisade_bpf::{names, DATAPATH_OBJECT, OVERLAY_OBJECT};
 use tracing::{debug, info, warn};
 
 pub(crate) use bpffs::remove_pin;
@@ -97,9 +97,17 @@ const ATTACHMENTS: [(&str, TcAttachType, &str); 2] = [
     (names::TO_ENDPOINT, TcAttachType::Egress, "egress"),
 ];
 
+/// The two attachment points of the overlay (VXLAN) device.
+const OVERLAY_ATTACHMENTS: [(&str, TcAttachType, &str); 2] = [
+    (names::TO_OVERLAY, TcAttachType::Egress, "egress"),
+    (names::FROM_OVERLAY, TcAttachType::Ingress, "ingress"),
+];
+
 /// The loaded datapath.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The overlay programs (their own object, sharing the pinned maps).
+    overlay: Ebpf,
     root: PathBuf,
     /// Whether the maps existed (pinned by an earlier run) when loaded.
     pub restored: bool,
@@ -112,28 +120,16 @@ impl Datapath {
         bpffs::ensure_mounted(root)?;
         let restored = root.join(names::POLICY).exists();
         bpffs::drop_incompatible_pins(root);
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(root)
-            .load(DATAPATH_OBJECT)
-            .map_err(|e| DatapathError::Load {
-                source: Box::new(e),
-            })?;
-        for name in names::PROGRAMS {
-            let prog = program_mut(&mut ebpf, name)?;
-            prog.load().map_err(|e| program_error(name, "load", e))?;
-            let pin = root.join("progs").join(name);
-            bpffs::remove_pin(&pin);
-            bpffs::mkdir(pin.parent().unwrap_or(root))?;
-            prog.pin(&pin).map_err(|e| DatapathError::LinkPin {
-                path: pin.clone(),
-                message: error_chain(&e),
-            })?;
-        }
+        // The endpoint object first: it creates (or reuses) the pinned maps,
+        // which the overlay object then reuses by name.
+        let mut ebpf = load_object(root, DATAPATH_OBJECT, names::PROGRAMS)?;
+        let overlay = load_object(root, OVERLAY_OBJECT, names::OVERLAY_PROGRAMS)?;
         let maps = Maps::take(&mut ebpf)?;
         info!(root = %root.display(), restored, "datapath loaded");
         Ok((
             Self {
                 ebpf,
+                overlay,
                 root: root.to_owned(),
                 restored,
             },
@@ -167,6 +163,18 @@ impl Datapath {
         Ok(())
     }
 
+    /// Attaches the overlay programs to the node's VXLAN device, replacing
+    /// (atomically) whatever program a pinned link there runs.
+    pub fn attach_overlay(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        for (name, attach_type, suffix) in OVERLAY_ATTACHMENTS {
+            let pin = self.link_pin(ifname, suffix);
+            let prog = program_mut(&mut self.overlay, name)?;
+            attach_one(prog, name, ifname, attach_type, &pin)?;
+        }
+        debug!(ifname, "overlay datapath attached");
+        Ok(())
+    }
+
     /// Detaches the programs from an endpoint interface (a no-op when
     /// nothing is attached).
     pub fn detach(&mut self, ifname: &str) {
@@ -181,6 +189,33 @@ impl Datapath {
             .join("links")
             .join(format!("{}-{suffix}", pin_name(ifname)))
     }
+}
+
+/// Loads one object with its maps pinned under `root`, and loads and pins
+/// its programs (under `root/progs`).
+fn load_object(
+    root: &Path,
+    object: &[u8],
+    programs: &[&'static str],
+) -> Result<Ebpf, DatapathError> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(root)
+        .load(object)
+        .map_err(|e| DatapathError::Load {
+            source: Box::new(e),
+        })?;
+    for name in programs {
+        let prog = program_mut(&mut ebpf, name)?;
+        prog.load().map_err(|e| program_error(name, "load", e))?;
+        let pin = root.join("progs").join(name);
+        bpffs::remove_pin(&pin);
+        bpffs::mkdir(pin.parent().unwrap_or(root))?;
+        prog.pin(&pin).map_err(|e| DatapathError::LinkPin {
+            path: pin.clone(),
+            message: error_chain(&e),
+        })?;
+    }
+    Ok(ebpf)
 }
 
 fn program_mut<'a>(
