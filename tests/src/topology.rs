@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use palisade_api::{ApplySummary, ClientError, FlowKind, FlowRecord, Request, Response};
 
@@ -105,6 +105,18 @@ pub enum TopologyError {
         request: &'static str,
         /// The answer.
         answer: String,
+    },
+    /// A node did not learn the other nodes' pods in time.
+    #[error("node {node} knows {known} of the {expected} pods of the cluster after {waited:?}")]
+    NotConverged {
+        /// The node.
+        node: String,
+        /// Pods it knows (its own and other nodes').
+        known: usize,
+        /// Pods of the topology.
+        expected: usize,
+        /// How long it was given.
+        waited: Duration,
     },
     /// No such node.
     #[error("no node {name} in this topology")]
@@ -753,6 +765,47 @@ impl Topology {
             .ok_or_else(|| TopologyError::UnknownNode {
                 name: name.to_owned(),
             })
+    }
+
+    /// Waits (at most `limit`) until every node knows every pod of the
+    /// topology, its own and the other nodes' (`palisade node list`).
+    pub fn wait_converged(&self, limit: Duration) -> Result<(), TopologyError> {
+        let expected = self.pods.len();
+        let deadline = Instant::now() + limit;
+        for node in &self.nodes {
+            loop {
+                let known = match node.client().call(&Request::NodeList) {
+                    Ok(Response::Nodes { nodes }) => nodes.iter().map(|n| n.endpoints).sum(),
+                    Ok(other) => {
+                        return Err(TopologyError::Unexpected {
+                            node: node.name().to_owned(),
+                            request: "node list",
+                            answer: format!("{other:?}"),
+                        })
+                    }
+                    Err(source) => {
+                        return Err(TopologyError::Api {
+                            node: node.name().to_owned(),
+                            request: "node list",
+                            source,
+                        })
+                    }
+                };
+                if known == expected {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(TopologyError::NotConverged {
+                        node: node.name().to_owned(),
+                        known,
+                        expected,
+                        waited: limit,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
     }
 
     /// Applies a YAML stream (policies, namespaces) on every node's agent;

@@ -1,6 +1,6 @@
 //! The scenario runner behind `palisade scenario run FILE...`: builds each
-//! scenario for real (one node with its agent, pods through the CNI
-//! plugin), applies namespaces and policies through the agent's API,
+//! scenario for real (its nodes, each with its agent, sharing one etcd when
+//! there are several; pods through the CNI plugin), applies namespaces and policies through the agent's API,
 //! probes every (from, to, port), checks denials against the agent's drop
 //! events, prints the matrices and tears everything down.
 
@@ -24,6 +24,9 @@ use crate::topology::{namespaces_yaml, Topology};
 /// How long the runner waits for drop events to reach the agent after the
 /// probes.
 const DROP_GRACE: Duration = Duration::from_secs(2);
+/// How long every node may take to learn every pod of a multi-node scenario
+/// (the goal is well under a second).
+const CONVERGENCE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Options of `palisade scenario run`.
 #[derive(Debug, Clone)]
@@ -206,6 +209,13 @@ pub fn run_scenario(
     for pod in &scenario.pods {
         let name = pod.full_name();
         tri!(topo.add_pod(pod.clone()), format!("creating pod {name}"));
+    }
+    // Probes across nodes need every node to know every pod's identity.
+    if scenario.nodes.len() > 1 {
+        tri!(
+            topo.wait_converged(CONVERGENCE_LIMIT),
+            "waiting for every node to learn every pod"
+        );
     }
     if !scenario.policies.trim().is_empty() {
         tri!(
