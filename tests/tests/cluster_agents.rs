@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use palisade_api::{ClusterStatus, NodeInfo, Request, Response};
 use palisade_cluster::PodCidr;
-use palisade_tests::{Node, PodSpec, Topology};
+use palisade_tests::{Node, PodSpec, PortProto, Topology};
 
 mod common;
 
@@ -42,6 +42,16 @@ fn wait_nodes(node: &Node, limit: Duration, what: &str, pred: impl Fn(&[NodeInfo
     }
 }
 
+/// The pod CIDRs node `node` routes into the overlay device.
+fn overlay_routes(node: &Node) -> Vec<String> {
+    node.netns()
+        .ip(&["-4", "route", "show", "dev", "palisade_vxlan"])
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
 fn names(list: &[NodeInfo]) -> Vec<&str> {
     list.iter().map(|n| n.name.as_str()).collect()
 }
@@ -63,9 +73,24 @@ fn nodes_register_share_identities_survive_kill_and_leave() {
         .node("n1")
         .node("n2")
         .node("n3")
-        .pod(PodSpec::new("x", "a").on("n1").label("app", "web"))
-        .pod(PodSpec::new("x", "b").on("n2").label("app", "web"))
-        .pod(PodSpec::new("x", "c").on("n3").label("app", "db"))
+        .pod(
+            PodSpec::new("x", "a")
+                .on("n1")
+                .label("app", "web")
+                .ports([PortProto::tcp(80)]),
+        )
+        .pod(
+            PodSpec::new("x", "b")
+                .on("n2")
+                .label("app", "web")
+                .ports([PortProto::tcp(80)]),
+        )
+        .pod(
+            PodSpec::new("x", "c")
+                .on("n3")
+                .label("app", "db")
+                .ports([PortProto::tcp(80)]),
+        )
         .build()
         .unwrap();
 
@@ -123,7 +148,16 @@ fn nodes_register_share_identities_survive_kill_and_leave() {
         cidrs[1].to_string()
     );
 
-    // n3 goes away: the others drop it once its lease (5 s) expires.
+    // Every node routes the others' CIDRs into the overlay.
+    let n3_cidr = cidrs[2].to_string();
+    assert!(
+        overlay_routes(topo.node("n1").unwrap()).contains(&n3_cidr),
+        "n1 routes n3's {n3_cidr} into the overlay"
+    );
+    common::assert_allowed(&topo, "x/a", "x/c", PortProto::tcp(80), "n1 to n3");
+
+    // n3 goes away: the others drop it once its lease (5 s) expires, with
+    // its route.
     topo.remove_node("n3").unwrap();
     for name in ["n1", "n2"] {
         wait_nodes(
@@ -131,6 +165,12 @@ fn nodes_register_share_identities_survive_kill_and_leave() {
             Duration::from_secs(15),
             "n3 gone",
             |l| names(l) == ["n1", "n2"],
+        );
+        let routes = overlay_routes(topo.node(name).unwrap());
+        assert!(
+            !routes.contains(&n3_cidr)
+                && routes.contains(&cidrs[usize::from(name == "n1")].to_string()),
+            "{name} routes what is left: {routes:?}"
         );
     }
     // A new node gets a CIDR that overlaps none, n3's included (it stays
@@ -151,5 +191,15 @@ fn nodes_register_share_identities_survive_kill_and_leave() {
         cidrs.iter().all(|c| !c.overlaps(&own)),
         "{own} overlaps {cidrs:?}"
     );
+    // ... and its pods are reachable from the others.
+    topo.add_pod(
+        PodSpec::new("x", "d")
+            .on("n4")
+            .label("app", "web")
+            .ports([PortProto::tcp(80)]),
+    )
+    .unwrap();
+    topo.wait_converged(Duration::from_secs(5)).unwrap();
+    common::assert_allowed(&topo, "x/a", "x/d", PortProto::tcp(80), "n1 to the new n4");
     topo.cleanup().unwrap();
 }

@@ -399,14 +399,31 @@ pub struct TunnelPlan {
 
 impl Remote {
     /// The overlay plan for the other nodes, as seen by a node with pod CIDR
-    /// `local_cidr` at `local_address`. A node whose CIDR overlaps this
-    /// node's or an earlier (by name) node's, or whose address is this
-    /// node's, is left out: routing it would hijack traffic of another node,
-    /// which a correct cluster store never asks for.
-    pub fn tunnel_plan(&self, local_cidr: PodCidr, local_address: Option<Ipv4Addr>) -> TunnelPlan {
+    /// `local_cidr` at `local_address` whose overlay uses UDP port
+    /// `local_port`. A node whose CIDR overlaps this node's or an earlier
+    /// (by name) node's, or whose address is this node's, is left out:
+    /// routing it would hijack traffic of another node, which a correct
+    /// cluster store never asks for. So is a node on another tunnel port
+    /// (the overlay sends to one port).
+    pub fn tunnel_plan(
+        &self,
+        local_cidr: PodCidr,
+        local_address: Option<Ipv4Addr>,
+        local_port: u16,
+    ) -> TunnelPlan {
         let mut plan = TunnelPlan::default();
         let mut taken = vec![local_cidr];
         for node in self.nodes.values() {
+            if node.tunnel_port != local_port {
+                plan.skipped.push((
+                    node.name.clone(),
+                    format!(
+                        "its tunnel port {} is not this node's {local_port} (every node needs the same cluster.tunnel_port)",
+                        node.tunnel_port
+                    ),
+                ));
+                continue;
+            }
             if Some(node.address) == local_address {
                 plan.skipped.push((
                     node.name.clone(),
@@ -440,7 +457,12 @@ impl Agent {
         let (Some(device), Some(address)) = (self.overlay, self.node_address) else {
             return Ok(());
         };
-        let plan = self.remote.tunnel_plan(self.pod_cidr, Some(address));
+        let port = self
+            .config
+            .cluster
+            .as_ref()
+            .map_or(palisade_cluster::DEFAULT_TUNNEL_PORT, |c| c.tunnel_port);
+        let plan = self.remote.tunnel_plan(self.pod_cidr, Some(address), port);
         for (node, why) in &plan.skipped {
             warn!(node = %node, reason = %why, "node not routed through the overlay");
         }
@@ -574,5 +596,86 @@ impl Agent {
         });
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         nodes
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, address: [u8; 4], cidr: &str) -> NodeRecord {
+        NodeRecord {
+            name: name.to_owned(),
+            address: Ipv4Addr::from(address),
+            pod_cidr: cidr.parse().unwrap(),
+            tunnel_port: palisade_cluster::DEFAULT_TUNNEL_PORT,
+        }
+    }
+
+    fn remote(nodes: &[NodeRecord]) -> Remote {
+        Remote {
+            nodes: nodes.iter().map(|n| (n.name.clone(), n.clone())).collect(),
+            endpoints: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn every_other_node_gets_its_cidr_and_address_routed() {
+        let r = remote(&[
+            node("n2", [10, 199, 0, 2], "10.200.1.0/24"),
+            node("n3", [10, 199, 0, 3], "10.200.2.0/24"),
+        ]);
+        let plan = r.tunnel_plan(
+            "10.200.0.0/24".parse().unwrap(),
+            Some([10, 199, 0, 1].into()),
+            palisade_cluster::DEFAULT_TUNNEL_PORT,
+        );
+        let n2 = Ipv4Addr::new(10, 199, 0, 2);
+        assert_eq!(
+            plan.entries.get(&(Ipv4Addr::new(10, 200, 1, 0), 24)),
+            Some(&n2)
+        );
+        assert_eq!(plan.entries.get(&(n2, 32)), Some(&n2));
+        assert_eq!(plan.entries.len(), 4);
+        assert_eq!(plan.routes.len(), 2);
+        assert!(plan.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_node_claiming_another_nodes_space_is_not_routed() {
+        let r = remote(&[
+            node("n2", [10, 199, 0, 2], "10.200.1.0/24"),
+            node("n3", [10, 199, 0, 3], "10.200.0.0/16"),
+            node("n4", [10, 199, 0, 1], "10.200.4.0/24"),
+            node("n5", [10, 199, 0, 5], "10.200.1.128/25"),
+            NodeRecord {
+                tunnel_port: 4789,
+                ..node("n6", [10, 199, 0, 6], "10.200.6.0/24")
+            },
+        ]);
+        let plan = r.tunnel_plan(
+            "10.200.0.0/24".parse().unwrap(),
+            Some([10, 199, 0, 1].into()),
+            palisade_cluster::DEFAULT_TUNNEL_PORT,
+        );
+        assert_eq!(plan.routes, vec!["10.200.1.0/24".parse().unwrap()]);
+        let skipped: Vec<&str> = plan.skipped.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(skipped, ["n3", "n4", "n5", "n6"]);
+        assert!(
+            plan.skipped[3].1.contains("tunnel port 4789"),
+            "{:?}",
+            plan.skipped
+        );
+        assert!(
+            plan.skipped[0].1.contains("overlaps 10.200.0.0/24"),
+            "{:?}",
+            plan.skipped
+        );
+        assert!(
+            plan.skipped[1].1.contains("this node's"),
+            "{:?}",
+            plan.skipped
+        );
     }
 }
