@@ -528,4 +528,22 @@ pub struct ClusterStatus {
     pub identities: usize,
     /// Identities this node garbage-collected.
     pub identities_collected: u64,
+    /// The overlay toward the other nodes, in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayStatus>,
+}
+
+/// The overlay device and what it routes (`palisade cluster status`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OverlayStatus {
+    /// The device (`palisade_vxlan`).
+    pub device: String,
+    /// Its UDP port.
+    pub port: u16,
+    /// Its MTU, which pods get too.
+    pub mtu: u32,
+    /// Nodes whose pods are routed through it.
+    pub routed_nodes: usize,
+    /// Nodes left out, with why (`name: reason`).
+    pub skipped_nodes: Vec<String>,
 }

@@ -72,6 +72,21 @@ fn pods_on_different_nodes_talk_under_policy() {
     }
     let topo = two_nodes().build().unwrap();
     wait_converged(&topo, 3);
+    let Response::Cluster(status) = common::call(topo.node("n1").unwrap(), &Request::ClusterStatus)
+    else {
+        panic!("cluster status");
+    };
+    let overlay = status.overlay.expect("an overlay in a cluster");
+    assert_eq!(
+        (
+            overlay.device.as_str(),
+            overlay.port,
+            overlay.mtu,
+            overlay.routed_nodes
+        ),
+        ("palisade_vxlan", 8472, 1450, 1),
+        "{overlay:?}"
+    );
 
     // No policy: everything passes, both ways, through the overlay.
     common::assert_allowed(&topo, "x/a", "x/b", http(), "no policy");

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use palisade_api::{ClusterStatus, NodeInfo};
+use palisade_api::{ClusterStatus, NodeInfo, OverlayStatus};
 use palisade_cluster::{
     Change, ClusterConfig, ClusterView, EndpointRecord, NodeRecord, PodCidr, Session,
 };
@@ -457,12 +457,7 @@ impl Agent {
         let (Some(device), Some(address)) = (self.overlay, self.node_address) else {
             return Ok(());
         };
-        let port = self
-            .config
-            .cluster
-            .as_ref()
-            .map_or(palisade_cluster::DEFAULT_TUNNEL_PORT, |c| c.tunnel_port);
-        let plan = self.remote.tunnel_plan(self.pod_cidr, Some(address), port);
+        let plan = self.tunnel_plan();
         for (node, why) in &plan.skipped {
             warn!(node = %node, reason = %why, "node not routed through the overlay");
         }
@@ -560,11 +555,37 @@ impl Agent {
         self.host_addrs.contains(&ip) || self.endpoints.values().any(|e| e.spec.ipv4 == ip)
     }
 
+    fn tunnel_port(&self) -> u16 {
+        self.config
+            .cluster
+            .as_ref()
+            .map_or(palisade_cluster::DEFAULT_TUNNEL_PORT, |c| c.tunnel_port)
+    }
+
+    fn tunnel_plan(&self) -> TunnelPlan {
+        self.remote
+            .tunnel_plan(self.pod_cidr, self.node_address, self.tunnel_port())
+    }
+
     /// `palisade cluster status`.
     pub fn cluster_status(&self) -> ClusterStatus {
         let mut s = self.cluster.status();
         s.node_name = self.config.node_name.clone();
         s.pod_cidr = self.pod_cidr.to_string();
+        s.overlay = self.overlay.map(|device| {
+            let plan = self.tunnel_plan();
+            OverlayStatus {
+                device: crate::overlay::OVERLAY_IFNAME.to_owned(),
+                port: self.tunnel_port(),
+                mtu: device.mtu,
+                routed_nodes: plan.routes.len(),
+                skipped_nodes: plan
+                    .skipped
+                    .iter()
+                    .map(|(n, why)| format!("{n}: {why}"))
+                    .collect(),
+            }
+        });
         s
     }
 

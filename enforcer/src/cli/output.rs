@@ -327,6 +327,16 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
     if s.malformed_records > 0 {
         let _ = writeln!(out, "Malformed:    {} records skipped", s.malformed_records);
     }
+    if let Some(o) = &s.overlay {
+        let _ = writeln!(
+            out,
+            "Overlay:      {} (VXLAN, UDP {}, MTU {}) routing {} nodes",
+            o.device, o.port, o.mtu, o.routed_nodes
+        );
+        for skipped in &o.skipped_nodes {
+            let _ = writeln!(out, "  not routed: {skipped}");
+        }
+    }
     let _ = writeln!(
         out,
         "Last error:   {}",
