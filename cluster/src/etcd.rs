@@ -23,7 +23,7 @@ pub enum StoreError {
         timeout: Duration,
     },
     /// etcd answered with an error, or could not be reached.
-    #[error("etcd {what}: {source}")]
+    #[error("etcd {what}: {source}{hint}", hint = closed_hint(.source))]
     Etcd {
         /// The request.
         what: String,
@@ -40,6 +40,35 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What to check when etcd closed the connection right after it was
+/// opened (a broken pipe, a reset, or hyper's "connection closed" instead
+/// of an answer): the usual sign of TLS settings etcd does not accept (a
+/// missing or untrusted client certificate, plain http to a TLS-only
+/// etcd), which the error alone does not name. Empty for any other error.
+fn closed_hint(source: &etcd_client::Error) -> &'static str {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    let mut next: Option<&(dyn std::error::Error + 'static)> = match source {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(e) => Some(e),
+        etcd_client::Error::IoError(e) => Some(e),
+        _ => None,
+    };
+    while let Some(e) = next {
+        let closed = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => matches!(io.kind(), BrokenPipe | ConnectionReset | UnexpectedEof),
+            // hyper's cause when the peer closed the connection.
+            None => e.to_string() == "connection closed",
+        };
+        if closed {
+            return " (etcd closed the connection: unless it was restarting, it may serve \
+                    TLS only, or require a client certificate it trusts; check the \
+                    https:// endpoint and cluster.etcd.tls ca_file, cert_file and key_file)";
+        }
+        next = e.source();
+    }
+    ""
 }
 
 /// Runs `fut` with the time limit; `what` names the request in errors.
@@ -200,4 +229,38 @@ pub(crate) fn op_get(key: &str) -> TxnOp {
 /// A delete inside a transaction.
 pub(crate) fn op_delete(key: &str) -> TxnOp {
     TxnOp::delete(key, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_connection_names_the_tls_settings_other_errors_do_not() {
+        let closed = |kind| StoreError::Etcd {
+            what: "connect to https://e:2379".into(),
+            source: etcd_client::Error::IoError(std::io::Error::new(kind, "stream closed")),
+        };
+        for kind in [
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            let m = closed(kind).to_string();
+            assert!(
+                m.contains("cluster.etcd.tls ca_file, cert_file and key_file"),
+                "{m}"
+            );
+        }
+        let refused = closed(std::io::ErrorKind::ConnectionRefused).to_string();
+        assert_eq!(
+            refused,
+            "etcd connect to https://e:2379: io error: stream closed"
+        );
+        let auth = StoreError::Etcd {
+            what: "connect".into(),
+            source: etcd_client::Error::InvalidArgs("x".into()),
+        };
+        assert_eq!(auth.to_string(), "etcd connect: invalid arguments: x");
+    }
 }

@@ -25,9 +25,8 @@ pub const OVERLAY_IFNAME: &str = "palisade_vxlan";
 pub const VXLAN_OVERHEAD: u32 = 50;
 
 // Every cluster identity fits the VNI that carries it between nodes.
-const _: () = assert!(
-    palisade_identity::NumericIdentity::CLUSTER_MAX <= palisade_bpf::abi::TUNNEL_ID_MAX
-);
+const _: () =
+    assert!(palisade_identity::NumericIdentity::CLUSTER_MAX <= palisade_bpf::abi::TUNNEL_ID_MAX);
 
 /// MTU assumed for the underlay when the node address is on no local
 /// interface (behind NAT, for instance).
