@@ -5,13 +5,18 @@
 //! Fairness: both modes use the SAME namespaces, veths, routes, neighbour
 //! entries and sockets' endpoints. The baseline is made by removing the TCX
 //! link pins under `<bpf root>/links/` (nothing else holds the links, so the
-//! kernel detaches the programs; checked with `bpftool net show` in the node
-//! namespace, and by the agent's `forwarded` counters not moving). The
-//! programs are attached again by restarting the agent, which restores its
-//! endpoints (and policy) from its state. The programs return `TC_ACT_OK`
-//! (no redirect), so the kernel path is the same in both modes: the ratio is
-//! the cost of the two TC hooks plus the maps they use.
+//! kernel detaches the programs; checked by querying the TCX programs of
+//! every interface of the node namespace, and by the programs' `forwarded`
+//! counters not moving). The programs are attached again by restarting the
+//! agent, which restores its endpoints (and policy) from its state. The
+//! programs return `TC_ACT_OK` (no redirect), so the kernel path is the same
+//! in both modes: the ratio is the cost of the two TC hooks plus the maps
+//! they use.
+//!
+//! The client, the echo server, the interleaved rounds and their tables are
+//! shared with `cross-node` ([`measure_rounds`] with a [`Modes`] of its own).
 
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsFd;
@@ -22,7 +27,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use aya::programs::{SchedClassifier, TcAttachType};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use palisade_bpf::abi::{metrics_index, observation_name, MetricsValue, Reason, OBS_MAX};
 use palisade_tests::netns::NetnsError;
 use palisade_tests::{NetNs, Node, PodSpec, Topology};
 use serde_json::json;
@@ -35,15 +42,16 @@ pub const PORT: u16 = 5201;
 /// Bound for every socket operation: a stuck peer ends the run, not hangs it.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Goals of the brief: palisade / baseline.
-const RR_GOAL: f64 = 0.90;
+pub(super) const RR_GOAL: f64 = 0.90;
 const CRR_GOAL: f64 = 0.85;
 
-/// Options of `palisade-bench datapath`.
+/// Options of `palisade-bench datapath` and `cross-node`.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Seconds per measurement.
     pub seconds: f64,
-    /// Filler policy rules selecting the server.
+    /// Filler policy rules selecting the server (besides the one that
+    /// allows the client).
     pub rules: usize,
     /// Rounds (each measures both modes).
     pub rounds: usize,
@@ -61,14 +69,49 @@ pub struct Options {
     pub verbose: bool,
 }
 
+impl Options {
+    /// How the rounds measure: the client thread on CPU 0 when pinned.
+    pub(super) fn measure(&self) -> Measure {
+        Measure {
+            seconds: self.seconds,
+            warmup: self.warmup,
+            rounds: self.rounds,
+            client_cpu: self.pin.then_some(0),
+        }
+    }
+
+    /// The CPU of the echo server's thread: 1, or 0 with `same_cpu`.
+    pub(super) fn server_cpu(&self) -> Option<usize> {
+        self.pin.then_some(if self.same_cpu { 0 } else { 1 })
+    }
+
+    /// How the threads are pinned, for the tables.
+    pub(super) fn pinning(&self) -> &'static str {
+        match (self.pin, self.same_cpu) {
+            (false, _) => "not pinned",
+            (true, false) => "pinned to CPUs 0/1",
+            (true, true) => "both pinned to CPU 0",
+        }
+    }
+
+    /// The options as JSON.
+    pub(super) fn to_json(&self) -> serde_json::Value {
+        json!({"seconds": self.seconds, "rules": self.rules, "rounds": self.rounds,
+               "warmup_s": self.warmup.as_secs_f64(), "pinned": self.pin, "same_cpu": self.same_cpu})
+    }
+}
+
+/// Which datapath carries a measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
+    /// The same topology without palisade's programs.
     Baseline,
+    /// palisade's programs attached, policy in force.
     Palisade,
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Baseline => "baseline",
             Self::Palisade => "palisade",
@@ -76,9 +119,34 @@ impl Mode {
     }
 }
 
+/// How a benchmark makes its two modes and tells what is in effect.
+pub(super) trait Modes {
+    /// Puts `to` in effect and checks that it is.
+    fn switch(&mut self, to: Mode) -> anyhow::Result<()>;
+    /// `forwarded` packet counters of the programs, each named; a counter
+    /// that does not exist yet counts 0. Every one must move in palisade
+    /// mode and none in baseline mode.
+    fn forwarded(&self) -> anyhow::Result<Vec<(String, u64)>>;
+    /// CPU seconds the agents have used so far.
+    fn agent_cpu_secs(&self) -> f64;
+}
+
+/// How the rounds measure.
+#[derive(Debug, Clone)]
+pub(super) struct Measure {
+    /// Seconds per measurement.
+    pub(super) seconds: f64,
+    /// Untimed warm-up before each measurement.
+    pub(super) warmup: Duration,
+    /// Rounds (each measures both modes).
+    pub(super) rounds: usize,
+    /// CPU the client thread is pinned to.
+    pub(super) client_cpu: Option<usize>,
+}
+
 /// One timed loop.
 #[derive(Debug, Clone, Default)]
-struct Sample {
+pub(super) struct Sample {
     /// Transactions (RR) or connections (CRR) per second.
     rate: f64,
     /// Completed operations.
@@ -87,7 +155,7 @@ struct Sample {
     errors: usize,
     p50_us: f64,
     p99_us: f64,
-    /// CPUs' worth of time the agent process used meanwhile (0.05 = 5 %
+    /// CPUs' worth of time the agent processes used meanwhile (0.05 = 5 %
     /// of one CPU).
     agent_cpu: f64,
 }
@@ -112,25 +180,79 @@ fn sample(lat_ns: &mut [u32], errors: usize, elapsed: Duration) -> Sample {
     }
 }
 
-type Run = (usize, Mode, Sample, Sample, u64);
+/// One measurement of both tests in one mode.
+#[derive(Debug, Clone)]
+pub(super) struct Run {
+    round: usize,
+    mode: Mode,
+    rr: Sample,
+    crr: Sample,
+    /// How much each `forwarded` counter moved meanwhile.
+    forwarded: Vec<(String, u64)>,
+}
+
+impl Run {
+    fn packets_seen(&self) -> u64 {
+        self.forwarded.iter().map(|(_, n)| n).sum()
+    }
+}
+
 type Metric = fn(&Run) -> f64;
 fn rr_rate(r: &Run) -> f64 {
-    r.2.rate
+    r.rr.rate
 }
 fn rr_p50(r: &Run) -> f64 {
-    r.2.p50_us
+    r.rr.p50_us
 }
 fn rr_p99(r: &Run) -> f64 {
-    r.2.p99_us
+    r.rr.p99_us
 }
 fn crr_rate(r: &Run) -> f64 {
-    r.3.rate
+    r.crr.rate
 }
 fn crr_p50(r: &Run) -> f64 {
-    r.3.p50_us
+    r.crr.p50_us
 }
 fn crr_p99(r: &Run) -> f64 {
-    r.3.p99_us
+    r.crr.p99_us
+}
+
+/// Median of `which` over the runs in `mode`.
+fn med(results: &[Run], mode: Mode, which: Metric) -> f64 {
+    let v: Vec<f64> = results
+        .iter()
+        .filter(|r| r.mode == mode)
+        .map(which)
+        .collect();
+    median(&v)
+}
+
+/// The node of the datapath benchmark: baseline = link pins removed (the
+/// agent keeps running), palisade = the agent restarted.
+struct OneNode<'a>(&'a Node);
+
+impl Modes for OneNode<'_> {
+    fn switch(&mut self, to: Mode) -> anyhow::Result<()> {
+        match to {
+            Mode::Baseline => unpin_links(self.0),
+            Mode::Palisade => {
+                self.0.restart_agent(false)?;
+                expect_attachments(self.0, 4, "after the agent restart")
+            }
+        }
+    }
+
+    fn forwarded(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let counts = forwarded_by_observation(self.0)?;
+        Ok(["from-endpoint", "to-endpoint"]
+            .into_iter()
+            .map(|obs| (obs.to_owned(), counts.get(obs).copied().unwrap_or(0)))
+            .collect())
+    }
+
+    fn agent_cpu_secs(&self) -> f64 {
+        agent_cpu_secs(self.0)
+    }
 }
 
 /// Runs the benchmark.
@@ -173,32 +295,74 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         server_ep.ep_id, server_ep.ingress_enforced
     ));
 
-    let server_cpu = if opts.same_cpu { 0 } else { 1 };
-    let _srv = BenchServer::start(server.netns(), PORT, opts.pin.then_some(server_cpu))?;
+    let _srv = BenchServer::start(server.netns(), PORT, opts.server_cpu())?;
     let dst = SocketAddrV4::new(server.ipv4(), PORT);
+    expect_dropped(&client, server.ipv4(), PORT + 1)?;
+    expect_attachments(node, 4, "(2 endpoints x 2 hooks) in the node namespace")?;
 
-    // Sanity: policy is enforced (a port without a rule is dropped, not
-    // refused) and the allowed port works.
-    let denied = palisade_tests::probe::probe(
-        client.netns(),
-        server.ipv4(),
-        palisade_tests::PortProto::tcp(PORT + 1),
-        Duration::from_millis(300),
-    )?;
-    if denied.completed || denied.detail.as_deref() == Some("connection refused") {
-        bail!(
-            "policy is not enforced: a probe to the server's port {} got {denied:?}",
-            PORT + 1
-        );
-    }
-    let initial = tcx_attachments(node)?;
-    if initial != 4 {
-        bail!("expected 4 TCX attachments (2 endpoints x 2 hooks) in the node namespace, bpftool shows {initial}");
-    }
+    let measure = opts.measure();
+    let results = measure_rounds(&measure, client.netns(), dst, &mut OneNode(node))?;
+    let stats = if opts.bpf_stats {
+        Some(bpf_run_stats(&[node], client.netns(), dst, &measure)?)
+    } else {
+        None
+    };
+    let st = super::status(node)?;
+    let progs = our_progs(node)?;
 
+    let t = summary_table(
+        format!(
+            "datapath: {} rounds x {} s per test, {} policy entries on the server endpoint, client/server threads {} (medians)",
+            opts.rounds,
+            opts.seconds,
+            entries,
+            opts.pinning()
+        ),
+        &results,
+        [Some(RR_GOAL), Some(CRR_GOAL)],
+    );
+    let mut per_round = rounds_table("datapath: every measurement, in run order", &results);
+    per_round.notes.push(format!(
+        "agent after the run: {} conntrack entries, {} events lost; programs: {}",
+        st.conntrack_entries,
+        st.events_lost,
+        programs_note(&progs)
+    ));
+
+    let mut json = json!({
+        "bpf_stats": stats.as_ref().map(|all| bpf_stats_report(all, &measure, &mut per_round.notes)),
+        "benchmark": "datapath",
+        "options": opts.to_json(),
+        "server_policy_entries": entries,
+        "agent": {"conntrack_entries": st.conntrack_entries, "events_lost": st.events_lost},
+        "programs": programs_json(&progs),
+    });
+    extend_json(
+        &mut json,
+        results_json(&results, [Some(RR_GOAL), Some(CRR_GOAL)]),
+    );
+    topo.cleanup()?;
+    Ok(Report {
+        tables: vec![t, per_round],
+        json,
+    })
+}
+
+/// Measures TCP_RR and TCP_CRR from `client` to `dst` in both modes,
+/// interleaved per round (P,B / B,P / ...), starting and ending in
+/// palisade mode; checks every measurement's `forwarded` counters.
+pub(super) fn measure_rounds(
+    m: &Measure,
+    client: &NetNs,
+    dst: SocketAddrV4,
+    modes: &mut dyn Modes,
+) -> anyhow::Result<Vec<Run>> {
     let mut results: Vec<Run> = Vec::new();
     let mut current = Mode::Palisade;
-    for round in 0..opts.rounds {
+    let secs = Duration::from_secs_f64(m.seconds);
+    let warm = m.warmup;
+    let span = m.seconds + m.warmup.as_secs_f64();
+    for round in 0..m.rounds {
         let order = if round % 2 == 0 {
             [Mode::Palisade, Mode::Baseline]
         } else {
@@ -206,31 +370,41 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         };
         for mode in order {
             if mode != current {
-                switch(node, mode)?;
+                switch(modes, mode)?;
                 current = mode;
             }
-            let before = forwarded(node)?;
-            let cpu0 = agent_cpu_secs(node);
-            let mut rr = in_netns(client.netns(), opts.pin.then_some(0), {
-                let (secs, warm) = (opts.seconds, opts.warmup);
-                move || tcp_rr(dst, Duration::from_secs_f64(secs), warm)
-            })?;
-            let cpu1 = agent_cpu_secs(node);
-            let mut crr = in_netns(client.netns(), opts.pin.then_some(0), {
-                let (secs, warm) = (opts.seconds, opts.warmup);
-                move || tcp_crr(dst, Duration::from_secs_f64(secs), warm)
-            })?;
-            let cpu2 = agent_cpu_secs(node);
-            let span = opts.seconds + opts.warmup.as_secs_f64();
+            let before = modes.forwarded()?;
+            let cpu0 = modes.agent_cpu_secs();
+            let mut rr = in_netns(client, m.client_cpu, move || tcp_rr(dst, secs, warm))?;
+            let cpu1 = modes.agent_cpu_secs();
+            let mut crr = in_netns(client, m.client_cpu, move || tcp_crr(dst, secs, warm))?;
+            let cpu2 = modes.agent_cpu_secs();
             rr.agent_cpu = (cpu1 - cpu0) / span;
             crr.agent_cpu = (cpu2 - cpu1) / span;
-            let moved = forwarded(node)?.saturating_sub(before);
+            let forwarded: Vec<(String, u64)> = modes
+                .forwarded()?
+                .into_iter()
+                .map(|(name, after)| {
+                    let was = before.iter().find(|b| b.0 == name).map_or(0, |b| b.1);
+                    (name, after.saturating_sub(was))
+                })
+                .collect();
+            let still: Vec<&str> = forwarded
+                .iter()
+                .filter(|c| c.1 == 0)
+                .map(|c| c.0.as_str())
+                .collect();
+            let moved: Vec<String> = forwarded
+                .iter()
+                .filter(|c| c.1 != 0)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
             match mode {
-                Mode::Palisade if moved == 0 => {
-                    bail!("palisade mode, but the programs counted no forwarded packet")
+                Mode::Palisade if !still.is_empty() => {
+                    bail!("palisade mode, but the programs' forwarded counters did not move: {still:?}")
                 }
-                Mode::Baseline if moved != 0 => {
-                    bail!("baseline mode, but the programs counted {moved} forwarded packets")
+                Mode::Baseline if !moved.is_empty() => {
+                    bail!("baseline mode, but the programs counted forwarded packets: {moved:?}")
                 }
                 _ => {}
             }
@@ -248,52 +422,56 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
                 crr.errors,
                 crr.agent_cpu * 100.0
             ));
-            results.push((round + 1, mode, rr, crr, moved));
+            results.push(Run {
+                round: round + 1,
+                mode,
+                rr,
+                crr,
+                forwarded,
+            });
         }
     }
     if current != Mode::Palisade {
-        switch(node, Mode::Palisade)?;
+        switch(modes, Mode::Palisade)?;
     }
-    let stats = if opts.bpf_stats {
-        Some(bpf_run_stats(node, &client, dst, opts)?)
-    } else {
-        None
-    };
-    let st = super::status(node)?;
-    let progs = our_progs(node)?;
+    Ok(results)
+}
 
-    let med = |mode: Mode, which: Metric| -> f64 {
-        let v: Vec<f64> = results.iter().filter(|r| r.1 == mode).map(which).collect();
-        median(&v)
-    };
-    let rr_ratio = med(Mode::Palisade, rr_rate) / med(Mode::Baseline, rr_rate);
-    let crr_ratio = med(Mode::Palisade, crr_rate) / med(Mode::Baseline, crr_rate);
+fn switch(modes: &mut dyn Modes, to: Mode) -> anyhow::Result<()> {
+    let t = Instant::now();
+    modes.switch(to)?;
+    say(format!(
+        "switched to {} in {:.0} ms",
+        to.name(),
+        t.elapsed().as_secs_f64() * 1e3
+    ));
+    Ok(())
+}
 
+/// The medians of both modes and their ratio, with `goals` for the RR and
+/// CRR rates.
+pub(super) fn summary_table(title: String, results: &[Run], goals: [Option<f64>; 2]) -> Table {
     let mut t = Table::new(
-        format!(
-            "datapath: {} rounds x {} s per test, {} policy entries on the server endpoint, client/server threads {} (medians)",
-            opts.rounds,
-            opts.seconds,
-            entries,
-            match (opts.pin, opts.same_cpu) {
-                (false, _) => "not pinned",
-                (true, false) => "pinned to CPUs 0/1",
-                (true, true) => "both pinned to CPU 0",
-            }
-        ),
-        &["metric", "baseline", "palisade", "palisade/baseline", "goal"],
+        title,
+        &[
+            "metric",
+            "baseline",
+            "palisade",
+            "palisade/baseline",
+            "goal",
+        ],
     );
     let metrics: [(&str, Metric, usize, Option<f64>); 6] = [
-        ("TCP_RR transactions/s", rr_rate, 0, Some(RR_GOAL)),
+        ("TCP_RR transactions/s", rr_rate, 0, goals[0]),
         ("TCP_RR p50 latency (us)", rr_p50, 1, None),
         ("TCP_RR p99 latency (us)", rr_p99, 1, None),
-        ("TCP_CRR connections/s", crr_rate, 0, Some(CRR_GOAL)),
+        ("TCP_CRR connections/s", crr_rate, 0, goals[1]),
         ("TCP_CRR p50 latency (us)", crr_p50, 1, None),
         ("TCP_CRR p99 latency (us)", crr_p99, 1, None),
     ];
     for (name, which, digits, goal) in metrics {
-        let b = med(Mode::Baseline, which);
-        let p = med(Mode::Palisade, which);
+        let b = med(results, Mode::Baseline, which);
+        let p = med(results, Mode::Palisade, which);
         let ratio = p / b;
         let goal = goal
             .map(|g| format!(">= {g:.2} {}", if ratio >= g { "met" } else { "MISSED" }))
@@ -306,9 +484,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             goal,
         ]);
     }
+    t
+}
 
+/// Every measurement in run order.
+pub(super) fn rounds_table(title: &str, results: &[Run]) -> Table {
     let mut per_round = Table::new(
-        "datapath: every measurement, in run order",
+        title,
         &[
             "round",
             "mode",
@@ -321,90 +503,86 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "pkts seen by programs",
         ],
     );
-    for (round, mode, rr, crr, moved) in &results {
+    for r in results {
         per_round.row(vec![
-            round.to_string(),
-            mode.name().to_owned(),
-            f(rr.rate, 0),
-            f(rr.p99_us, 1),
-            f(crr.rate, 0),
-            f(crr.p99_us, 1),
-            crr.errors.to_string(),
-            format!("{:.1} / {:.1}", rr.agent_cpu * 100.0, crr.agent_cpu * 100.0),
-            moved.to_string(),
+            r.round.to_string(),
+            r.mode.name().to_owned(),
+            f(r.rr.rate, 0),
+            f(r.rr.p99_us, 1),
+            f(r.crr.rate, 0),
+            f(r.crr.p99_us, 1),
+            r.crr.errors.to_string(),
+            format!(
+                "{:.1} / {:.1}",
+                r.rr.agent_cpu * 100.0,
+                r.crr.agent_cpu * 100.0
+            ),
+            r.packets_seen().to_string(),
         ]);
     }
-    per_round.notes.push(format!(
-        "agent after the run: {} conntrack entries, {} events lost; programs: {}",
-        st.conntrack_entries,
-        st.events_lost,
-        progs
-            .iter()
-            .map(|p| format!(
-                "{} {} xlated insns ({} B jited)",
-                p.name, p.xlated_insns, p.jited_bytes
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    per_round
+}
 
-    for (test, sample, per_prog) in stats.iter().flatten() {
-        let mut total = 0.0;
-        let mut runs_all = 0;
-        for (name, runs, avg) in per_prog {
-            total += avg * *runs as f64;
-            runs_all += runs;
-            per_round.notes.push(format!(
-                "bpf_stats {test} run ({:.0}/s): {name}: {runs} runs, {avg:.0} ns per run",
-                sample.rate
-            ));
-        }
-        let warm_share = opts.seconds / (opts.seconds + opts.warmup.as_secs_f64());
-        per_round.notes.push(format!(
-            "bpf_stats {test} run: {:.1} program runs and {:.2} us of program time per transaction (warm-up included in the runs, so approx.)",
-            runs_all as f64 * warm_share / sample.count.max(1) as f64,
-            total * warm_share / sample.count.max(1) as f64 / 1e3
-        ));
-    }
-    let json = json!({
-        "bpf_stats": stats.as_ref().map(|all| all.iter().map(|(test, sample, per)| json!({
-            "test": test, "sample": sample.to_json(),
-            "programs": per.iter().map(|(n, runs, avg)| json!({"name": n, "runs": runs, "avg_ns": avg})).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>()),
-        "benchmark": "datapath",
-        "options": {"seconds": opts.seconds, "rules": opts.rules, "rounds": opts.rounds,
-                    "warmup_s": opts.warmup.as_secs_f64(), "pinned": opts.pin, "same_cpu": opts.same_cpu},
-        "server_policy_entries": entries,
-        "tcp_rr": {
-            "baseline_tps": med(Mode::Baseline, rr_rate), "palisade_tps": med(Mode::Palisade, rr_rate),
-            "ratio": rr_ratio, "goal": RR_GOAL, "met": rr_ratio >= RR_GOAL,
-            "baseline_p50_us": med(Mode::Baseline, rr_p50), "palisade_p50_us": med(Mode::Palisade, rr_p50),
-            "baseline_p99_us": med(Mode::Baseline, rr_p99), "palisade_p99_us": med(Mode::Palisade, rr_p99),
-        },
-        "tcp_crr": {
-            "baseline_cps": med(Mode::Baseline, crr_rate), "palisade_cps": med(Mode::Palisade, crr_rate),
-            "ratio": crr_ratio, "goal": CRR_GOAL, "met": crr_ratio >= CRR_GOAL,
-            "baseline_p50_us": med(Mode::Baseline, crr_p50), "palisade_p50_us": med(Mode::Palisade, crr_p50),
-            "baseline_p99_us": med(Mode::Baseline, crr_p99), "palisade_p99_us": med(Mode::Palisade, crr_p99),
-        },
-        "runs": results.iter().map(|(round, mode, rr, crr, moved)| json!({
-            "round": round, "mode": mode.name(), "tcp_rr": rr.to_json(), "tcp_crr": crr.to_json(),
-            "packets_seen_by_programs": moved,
+/// `tcp_rr`, `tcp_crr` (medians, ratio, goal) and `runs` as JSON.
+pub(super) fn results_json(results: &[Run], goals: [Option<f64>; 2]) -> serde_json::Value {
+    let test = |rate: Metric, p50: Metric, p99: Metric, unit: &str, goal: Option<f64>| {
+        let (b, p) = (
+            med(results, Mode::Baseline, rate),
+            med(results, Mode::Palisade, rate),
+        );
+        let ratio = p / b;
+        json!({
+            format!("baseline_{unit}"): b, format!("palisade_{unit}"): p,
+            "ratio": ratio, "goal": goal, "met": goal.map(|g| ratio >= g),
+            "baseline_p50_us": med(results, Mode::Baseline, p50), "palisade_p50_us": med(results, Mode::Palisade, p50),
+            "baseline_p99_us": med(results, Mode::Baseline, p99), "palisade_p99_us": med(results, Mode::Palisade, p99),
+        })
+    };
+    json!({
+        "tcp_rr": test(rr_rate, rr_p50, rr_p99, "tps", goals[0]),
+        "tcp_crr": test(crr_rate, crr_p50, crr_p99, "cps", goals[1]),
+        "runs": results.iter().map(|r| json!({
+            "round": r.round, "mode": r.mode.name(), "tcp_rr": r.rr.to_json(), "tcp_crr": r.crr.to_json(),
+            "packets_seen_by_programs": r.packets_seen(),
+            "forwarded": r.forwarded.iter().map(|(n, c)| (n.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
-        "agent": {"conntrack_entries": st.conntrack_entries, "events_lost": st.events_lost},
-        "programs": progs.iter().map(|p| json!({"name": p.name, "xlated_insns": p.xlated_insns, "jited_bytes": p.jited_bytes})).collect::<Vec<_>>(),
-    });
-    topo.cleanup()?;
-    Ok(Report {
-        tables: vec![t, per_round],
-        json,
     })
+}
+
+/// Adds the keys of object `more` to object `json`.
+pub(super) fn extend_json(json: &mut serde_json::Value, more: serde_json::Value) {
+    if let (Some(o), serde_json::Value::Object(more)) = (json.as_object_mut(), more) {
+        o.extend(more);
+    }
+}
+
+/// Checks that policy is enforced: a connection from `client` to a port of
+/// `server` that no rule allows is dropped (times out), not refused.
+pub(super) fn expect_dropped(
+    client: &palisade_tests::Pod,
+    server: Ipv4Addr,
+    port: u16,
+) -> anyhow::Result<()> {
+    let denied = palisade_tests::probe::probe(
+        client.netns(),
+        server,
+        palisade_tests::PortProto::tcp(port),
+        Duration::from_millis(300),
+    )?;
+    let refused = denied
+        .detail
+        .as_deref()
+        .is_some_and(|d| d.to_ascii_lowercase().contains("refused"));
+    if denied.completed || refused {
+        bail!("policy is not enforced: a probe to the server's port {port} got {denied:?}");
+    }
+    Ok(())
 }
 
 /// The policy: one rule allowing the client to [`PORT`], and `rules` filler
 /// rules selecting the server (even: a `/32` CIDR to a port, odd: the
 /// client to another port), in CiliumNetworkPolicies of 100 rules.
-fn policy_yaml(rules: usize) -> String {
+pub(super) fn policy_yaml(rules: usize) -> String {
     let port = |p: usize| json!([{"ports": [{"port": p.to_string(), "protocol": "TCP"}]}]);
     let client = json!([{"matchLabels": {"app": "client"}}]);
     let server = json!({"matchLabels": {"app": "server"}});
@@ -443,66 +621,76 @@ fn policy_yaml(rules: usize) -> String {
         .join("---\n")
 }
 
-/// Switches between modes: removes the link pins (baseline) or restarts the
-/// agent so that it attaches again (palisade); checks with bpftool.
-fn switch(node: &Node, to: Mode) -> anyhow::Result<()> {
-    let t = Instant::now();
-    match to {
-        Mode::Baseline => {
-            let links = node.bpf_root().join("links");
-            for entry in
-                std::fs::read_dir(&links).with_context(|| format!("reading {}", links.display()))?
-            {
-                let path = entry?.path();
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("removing link pin {}", path.display()))?;
-            }
-            // Detach happens when the last reference goes: at once, since
-            // nothing else holds the links; look until it shows.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let n = tcx_attachments(node)?;
-                if n == 0 {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("{n} TCX attachments remain after removing the link pins");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Mode::Palisade => {
-            node.restart_agent(false)?;
-            let n = tcx_attachments(node)?;
-            if n != 4 {
-                bail!("after the agent restart bpftool shows {n} TCX attachments, expected 4");
-            }
-        }
+/// Detaches the node's programs: removes every TCX link pin under
+/// `<bpf root>/links/` (endpoints' and the overlay device's) and waits until
+/// the kernel reports none of them attached. Nothing else holds the links
+/// (a running agent keeps no link open), so the last reference goes with
+/// the pin; the detach itself may wait for the RTNL lock.
+pub(super) fn unpin_links(node: &Node) -> anyhow::Result<()> {
+    let links = node.bpf_root().join("links");
+    for entry in
+        std::fs::read_dir(&links).with_context(|| format!("reading {}", links.display()))?
+    {
+        let path = entry?.path();
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing link pin {}", path.display()))?;
     }
-    say(format!(
-        "switched to {} in {:.0} ms",
-        to.name(),
-        t.elapsed().as_secs_f64() * 1e3
-    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = tcx_attachments(node)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "node {}: {n} TCX attachments remain after removing the link pins",
+                node.name()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fails unless the kernel reports exactly `expected` TCX attachments of the
+/// node's programs; `what` says where in the run.
+pub(super) fn expect_attachments(node: &Node, expected: usize, what: &str) -> anyhow::Result<()> {
+    let n = tcx_attachments(node)?;
+    if n != expected {
+        bail!(
+            "node {}: the kernel reports {n} TCX attachments of its programs {what}, expected {expected}",
+            node.name()
+        );
+    }
     Ok(())
 }
 
-/// TCX attachments of this node's programs: BPF links of type TCX (11)
-/// whose program is one the agent pinned under `<bpf root>/progs/`. (This
-/// bpftool, v7.1, predates TCX in `bpftool net show`; a TCX link exists
-/// exactly as long as its attachment.)
+/// TCX attachments of this node's programs (those the agent pinned under
+/// `<bpf root>/progs/`), as the kernel reports them for every interface of
+/// the node's namespace and both directions (`BPF_PROG_QUERY`). Not the
+/// list of TCX links: a link whose last pin is gone leaves that list at
+/// once but is detached only when its release gets the RTNL lock, which can
+/// take hundreds of milliseconds while other namespaces are made or removed
+/// on the machine; meanwhile the program still runs.
 fn tcx_attachments(node: &Node) -> anyhow::Result<usize> {
     let ids: Vec<u64> = our_progs(node)?.iter().map(|p| p.id).collect();
-    let out = bpftool(node.netns(), &["-j", "link", "show"])?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("bpftool link show output")?;
-    Ok(v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| {
-            let tcx = l["type"].as_u64() == Some(11) || l["type"].as_str() == Some("tcx");
-            tcx && l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id))
-        })
-        .count())
+    node.netns().run(move || {
+        let mut n = 0;
+        for iface in nix::net::if_::if_nameindex()
+            .context("listing interfaces")?
+            .iter()
+        {
+            let name = iface.name().to_string_lossy().into_owned();
+            for direction in [TcAttachType::Ingress, TcAttachType::Egress] {
+                let (_, progs) = SchedClassifier::query_tcx(&name, direction)
+                    .with_context(|| format!("querying the TCX programs of {name}"))?;
+                n += progs
+                    .iter()
+                    .filter(|p| ids.contains(&u64::from(p.id())))
+                    .count();
+            }
+        }
+        anyhow::Ok(n)
+    })?
 }
 
 fn bpftool(netns: &NetNs, args: &[&str]) -> anyhow::Result<String> {
@@ -527,31 +715,31 @@ const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Per test (`TCP_RR`, `TCP_CRR`): the sample and, per program, name, runs
 /// and average ns per run.
-type BpfStats = Vec<(&'static str, Sample, Vec<(String, u64, f64)>)>;
+pub(super) type BpfStats = Vec<(&'static str, Sample, Vec<(String, u64, f64)>)>;
 
 /// One more palisade TCP_RR and TCP_CRR run with BPF run-time statistics on
 /// (the kernel then times every program run; the setting is restored).
-fn bpf_run_stats(
-    node: &Node,
-    client: &palisade_tests::Pod,
+pub(super) fn bpf_run_stats(
+    nodes: &[&Node],
+    client: &NetNs,
     dst: SocketAddrV4,
-    opts: &Options,
+    m: &Measure,
 ) -> anyhow::Result<BpfStats> {
     let old = std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
     std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
     let measured = (|| {
         let mut out = Vec::new();
         for test in ["TCP_RR", "TCP_CRR"] {
-            let before = prog_stats(node)?;
-            let (secs, warm) = (Duration::from_secs_f64(opts.seconds), opts.warmup);
-            let sample = in_netns(client.netns(), opts.pin.then_some(0), move || {
+            let before = prog_stats(nodes)?;
+            let (secs, warm) = (Duration::from_secs_f64(m.seconds), m.warmup);
+            let sample = in_netns(client, m.client_cpu, move || {
                 if test == "TCP_RR" {
                     tcp_rr(dst, secs, warm)
                 } else {
                     tcp_crr(dst, secs, warm)
                 }
             })?;
-            let after = prog_stats(node)?;
+            let after = prog_stats(nodes)?;
             let per = after
                 .iter()
                 .map(|(name, cnt, ns)| {
@@ -578,27 +766,71 @@ fn bpf_run_stats(
     Ok(out)
 }
 
-/// `(name, run_cnt, run_time_ns)` of the pinned programs.
-fn prog_stats(node: &Node) -> anyhow::Result<Vec<(String, u64, u64)>> {
-    let dir = node.bpf_root().join("progs");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = entry?.path().to_string_lossy().into_owned();
-        let text = bpftool(node.netns(), &["-j", "prog", "show", "pinned", &p])?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).context("bpftool prog show output")?;
-        out.push((
-            v["name"].as_str().unwrap_or("?").to_owned(),
-            v["run_cnt"].as_u64().unwrap_or(0),
-            v["run_time_ns"].as_u64().unwrap_or(0),
+/// Notes (per program: runs and ns per run; per transaction: runs and
+/// program time) and JSON of [`bpf_run_stats`]' measurements.
+pub(super) fn bpf_stats_report(
+    stats: &BpfStats,
+    m: &Measure,
+    notes: &mut Vec<String>,
+) -> serde_json::Value {
+    for (test, sample, per_prog) in stats {
+        let mut total = 0.0;
+        let mut runs_all = 0;
+        for (name, runs, avg) in per_prog {
+            total += avg * *runs as f64;
+            runs_all += runs;
+            notes.push(format!(
+                "bpf_stats {test} run ({:.0}/s): {name}: {runs} runs, {avg:.0} ns per run",
+                sample.rate
+            ));
+        }
+        let warm_share = m.seconds / (m.seconds + m.warmup.as_secs_f64());
+        notes.push(format!(
+            "bpf_stats {test} run: {:.1} program runs and {:.2} us of program time per transaction (warm-up included in the runs, so approx.)",
+            runs_all as f64 * warm_share / sample.count.max(1) as f64,
+            total * warm_share / sample.count.max(1) as f64 / 1e3
         ));
+    }
+    stats
+        .iter()
+        .map(|(test, sample, per)| json!({
+            "test": test, "sample": sample.to_json(),
+            "programs": per.iter().map(|(n, runs, avg)| json!({"name": n, "runs": runs, "avg_ns": avg})).collect::<Vec<_>>(),
+        }))
+        .collect()
+}
+
+/// `(name, run_cnt, run_time_ns)` of the nodes' pinned programs (names
+/// prefixed with the node's when there are several nodes).
+fn prog_stats(nodes: &[&Node]) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let mut out = Vec::new();
+    for node in nodes {
+        let dir = node.bpf_root().join("progs");
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let p = entry?.path().to_string_lossy().into_owned();
+            let text = bpftool(node.netns(), &["-j", "prog", "show", "pinned", &p])?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).context("bpftool prog show output")?;
+            let name = v["name"].as_str().unwrap_or("?");
+            out.push((
+                if nodes.len() > 1 {
+                    format!("{} {name}", node.name())
+                } else {
+                    name.to_owned()
+                },
+                v["run_cnt"].as_u64().unwrap_or(0),
+                v["run_time_ns"].as_u64().unwrap_or(0),
+            ));
+        }
     }
     Ok(out)
 }
 
 /// A program the agent pinned.
 #[derive(Debug, Clone)]
-struct Prog {
+pub(super) struct Prog {
     name: String,
     id: u64,
     xlated_insns: u64,
@@ -606,7 +838,7 @@ struct Prog {
 }
 
 /// The programs pinned under `<bpf root>/progs/`.
-fn our_progs(node: &Node) -> anyhow::Result<Vec<Prog>> {
+pub(super) fn our_progs(node: &Node) -> anyhow::Result<Vec<Prog>> {
     let dir = node.bpf_root().join("progs");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -626,14 +858,51 @@ fn our_progs(node: &Node) -> anyhow::Result<Vec<Prog>> {
     Ok(out)
 }
 
-/// Packets the programs counted as `forwarded` (both hooks).
-fn forwarded(node: &Node) -> anyhow::Result<u64> {
-    Ok(super::status(node)?
-        .verdicts
+/// Packets the programs counted as `forwarded`, per observation point
+/// (`from-endpoint`, `to-endpoint`, `to-overlay`, `from-overlay`): the
+/// counters the agent's status reports, read from the pinned `pal_metrics`
+/// map, so that they can be read while no agent runs.
+pub(super) fn forwarded_by_observation(node: &Node) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+    let path = node.bpf_root().join(palisade_bpf::names::METRICS);
+    let data = aya::maps::MapData::from_pin(&path)
+        .with_context(|| format!("opening the pinned map {}", path.display()))?;
+    let metrics: aya::maps::PerCpuArray<_, MetricsValue> = aya::maps::Map::from_map_data(data)
+        .and_then(TryInto::try_into)
+        .with_context(|| format!("{} as a per-CPU array of counters", path.display()))?;
+    let mut out = BTreeMap::new();
+    for observation in 0..OBS_MAX {
+        let index = metrics_index(Reason::Forwarded, observation);
+        let values = metrics
+            .get(&index, 0)
+            .with_context(|| format!("reading {} [{index}]", path.display()))?;
+        out.insert(
+            observation_name(observation),
+            values.iter().map(|v| v.packets).sum(),
+        );
+    }
+    Ok(out)
+}
+
+/// `name N xlated insns (M B jited)` for each program.
+pub(super) fn programs_note(progs: &[Prog]) -> String {
+    progs
         .iter()
-        .filter(|v| v.reason == "forwarded")
-        .map(|v| v.packets)
-        .sum())
+        .map(|p| {
+            format!(
+                "{} {} xlated insns ({} B jited)",
+                p.name, p.xlated_insns, p.jited_bytes
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The programs as JSON.
+pub(super) fn programs_json(progs: &[Prog]) -> serde_json::Value {
+    progs
+        .iter()
+        .map(|p| json!({"name": p.name, "xlated_insns": p.xlated_insns, "jited_bytes": p.jited_bytes}))
+        .collect()
 }
 
 fn pin_to(cpu: usize) {
@@ -739,13 +1008,13 @@ fn tcp_crr(dst: SocketAddrV4, dur: Duration, warmup: Duration) -> anyhow::Result
 
 /// A 1-byte echo server for RR and CRR: one thread in the server's
 /// namespace, one connection at a time (the client is sequential too).
-struct BenchServer {
+pub(super) struct BenchServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<anyhow::Result<()>, NetnsError>>>,
 }
 
 impl BenchServer {
-    fn start(netns: &NetNs, port: u16, cpu: Option<usize>) -> anyhow::Result<Self> {
+    pub(super) fn start(netns: &NetNs, port: u16, cpu: Option<usize>) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel::<anyhow::Result<()>>(1);
         let thread_stop = Arc::clone(&stop);

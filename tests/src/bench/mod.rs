@@ -1,7 +1,9 @@
 //! Benchmarks behind `palisade-bench`: each measures palisade against a
 //! baseline taken in the same run and reports the ratio (see BENCHMARKS.md).
 
+pub mod cluster;
 pub mod compile;
+pub mod cross_node;
 pub mod datapath;
 pub mod rss;
 pub mod runtime;

@@ -4,7 +4,11 @@
 //!
 //! ```text
 //! palisade-bench datapath [--seconds N] [--rules N] [--rounds N] [--warmup S] [--no-pin | --same-cpu] [--bpf-stats]
+//! palisade-bench cross-node [--seconds N] [--rules N] [--rounds N] [--warmup S] [--no-pin | --same-cpu] [--bpf-stats]
 //! palisade-bench agent-rss [--endpoints N] [--max-seconds N]
+//! palisade-bench cluster-convergence [--endpoints N,N] [--samples N] [--timeout-ms N] [--max-seconds N]
+//! palisade-bench cluster-identities [--allocations N] [--nodes N] [--rounds N]
+//! palisade-bench cluster-churn [--cycles N]
 //! palisade-bench policy-compile [--rules N] [--identities N] [--live-rules N] [--live-pods N] [--changes N]
 //! palisade-bench runtime-syscalls [--iterations N] [--warmup N] [--rounds N] [--cpu N | --no-pin] [--bpf-stats]
 //! palisade-bench runtime-syscalls-vm [--kernel 6.12|6.1] [--iterations N] [--warmup N] [--rounds N] [--timeout-minutes N] [--instructions]
@@ -26,7 +30,11 @@ use anyhow::{bail, Context};
 
 const USAGE: &str = "usage: palisade-bench <benchmark> [options] [--json] [--verbose]
   datapath          [--seconds 5] [--rules 1000] [--rounds 3] [--warmup 1] [--no-pin | --same-cpu] [--bpf-stats]
+  cross-node        [--seconds 5] [--rules 0] [--rounds 3] [--warmup 1] [--no-pin | --same-cpu] [--bpf-stats]
   agent-rss         [--endpoints 1000] [--max-seconds 900]
+  cluster-convergence [--endpoints 100,1000] [--samples 50] [--timeout-ms 5000] [--max-seconds 900]
+  cluster-identities [--allocations 2000] [--nodes 2] [--rounds 5]
+  cluster-churn     [--cycles 20]
   policy-compile    [--rules 10000] [--identities 5000] [--live-rules 1000] [--live-pods 10] [--changes 20]
   runtime-syscalls  [--iterations 1000000] [--warmup 100000] [--rounds 5] [--cpu 1 | --no-pin] [--bpf-stats]
   runtime-syscalls-vm [--kernel 6.12] [--iterations 100000] [--warmup 10000] [--rounds 3] [--timeout-minutes 60] [--instructions]
@@ -126,6 +134,81 @@ fn real_main() -> anyhow::Result<()> {
             }
             prepare()?;
             bench::datapath::run(&opts)?
+        }
+        "cross-node" => {
+            let warmup: f64 = args.value("--warmup", 1.0)?;
+            let opts = bench::cross_node::Options {
+                seconds: args.value("--seconds", 5.0)?,
+                rules: args.value("--rules", 0)?,
+                rounds: args.value("--rounds", 3)?,
+                warmup: Duration::try_from_secs_f64(warmup).unwrap_or(Duration::ZERO),
+                pin: !args.flag("--no-pin"),
+                same_cpu: args.flag("--same-cpu"),
+                bpf_stats: args.flag("--bpf-stats"),
+                verbose,
+            };
+            args.done()?;
+            if !(opts.seconds > 0.0 && opts.seconds <= 600.0)
+                || opts.rounds == 0
+                || !(0.0..=60.0).contains(&warmup)
+            {
+                bail!("--seconds must be in (0, 600], --rounds at least 1, --warmup in [0, 60]");
+            }
+            prepare()?;
+            bench::cross_node::run(&opts)?
+        }
+        "cluster-convergence" => {
+            let opts = bench::cluster::ConvergenceOptions {
+                endpoints: bench::cluster::parse_counts(
+                    &args.value("--endpoints", "100,1000".to_owned())?,
+                )?,
+                samples: args.value("--samples", 50)?,
+                timeout: Duration::from_millis(args.value("--timeout-ms", 5000)?),
+                max_seconds: args.value("--max-seconds", 900)?,
+                verbose,
+            };
+            args.done()?;
+            if opts.endpoints.is_empty()
+                || opts.endpoints[0] < 4
+                || opts.endpoints.iter().any(|n| *n > 4000)
+                || opts.samples == 0
+                || opts.samples > 1000
+            {
+                bail!("--endpoints must be counts in 4..=4000, --samples in 1..=1000");
+            }
+            prepare()?;
+            bench::cluster::run_convergence(&opts)?
+        }
+        "cluster-identities" => {
+            let opts = bench::cluster::IdentityOptions {
+                allocations: args.value("--allocations", 2000)?,
+                nodes: args.value("--nodes", 2)?,
+                rounds: args.value("--rounds", 5)?,
+                verbose,
+            };
+            args.done()?;
+            if !(1..=100_000).contains(&opts.allocations)
+                || !(1..=16).contains(&opts.nodes)
+                || !(1..=100).contains(&opts.rounds)
+            {
+                bail!(
+                    "--allocations must be in 1..=100000, --nodes in 1..=16, --rounds in 1..=100"
+                );
+            }
+            prepare()?;
+            bench::cluster::run_identities(&opts)?
+        }
+        "cluster-churn" => {
+            let opts = bench::cluster::ChurnOptions {
+                cycles: args.value("--cycles", 20)?,
+                verbose,
+            };
+            args.done()?;
+            if !(1..=1000).contains(&opts.cycles) {
+                bail!("--cycles must be in 1..=1000");
+            }
+            prepare()?;
+            bench::cluster::run_churn(&opts)?
         }
         "agent-rss" => {
             let opts = bench::rss::Options {
