@@ -89,8 +89,9 @@ impl Ctx<'_> {
 
     /// The identity of `labels`, allocated if the cluster has none: the
     /// existing number when some node allocated it, else `preferred` (a
-    /// number this node used before) or the lowest number not in `taken`,
-    /// claimed atomically together with the label key.
+    /// number this node used before) or the lowest number not in `taken`
+    /// (after a lost race, the next free one a node-specific stride
+    /// further), claimed atomically together with the label key.
     pub(crate) async fn allocate(
         &mut self,
         labels: &Labels,
@@ -101,7 +102,8 @@ impl Ctx<'_> {
         let labels_key = self.keys.identity_labels(&json);
         let mut tried: BTreeSet<NumericIdentity> = BTreeSet::new();
         let mut preferred = preferred.filter(|p| p.is_cluster());
-        for _ in 0..MAX_ATTEMPTS {
+        let mut from = NumericIdentity::CLUSTER_MIN;
+        for attempt in 0..MAX_ATTEMPTS {
             if let Some(value) = etcd::get(self.client, &labels_key, self.timeout).await? {
                 let id = parse_number(&labels_key, &value)?;
                 if self.take_ref(id, &json).await? {
@@ -112,7 +114,7 @@ impl Ctx<'_> {
             }
             let candidate = match preferred.take() {
                 Some(p) if !taken.contains(&p) && !tried.contains(&p) => p,
-                _ => lowest_free(taken, &tried).ok_or_else(|| exhausted(labels))?,
+                _ => free_from(taken, &tried, from).ok_or_else(|| exhausted(labels))?,
             };
             tried.insert(candidate);
             let master = self.keys.identity_id(candidate);
@@ -139,6 +141,13 @@ impl Ctx<'_> {
                 return Ok(candidate);
             }
             debug!(identity = %candidate, "identity number taken, or the labels were allocated meanwhile");
+            // Another node took the number: skip ahead by a stride of this
+            // node's own, so that nodes allocating at the same time do not
+            // keep choosing the same next number in lock step.
+            from = candidate
+                .get()
+                .saturating_add(1 + stride(self.node, attempt))
+                .min(NumericIdentity::CLUSTER_MAX);
         }
         Err(exhausted(labels))
     }
@@ -223,14 +232,27 @@ fn parse_number(key: &str, value: &[u8]) -> Result<NumericIdentity, AllocError> 
         })
 }
 
-/// The lowest cluster number in neither set.
-pub(crate) fn lowest_free(
+/// The lowest cluster number at or above `from` in neither set, else the
+/// lowest below it.
+pub(crate) fn free_from(
     taken: &BTreeSet<NumericIdentity>,
     tried: &BTreeSet<NumericIdentity>,
+    from: u32,
 ) -> Option<NumericIdentity> {
-    (NumericIdentity::CLUSTER_MIN..=NumericIdentity::CLUSTER_MAX)
+    let from = from.clamp(NumericIdentity::CLUSTER_MIN, NumericIdentity::CLUSTER_MAX);
+    (from..=NumericIdentity::CLUSTER_MAX)
+        .chain(NumericIdentity::CLUSTER_MIN..from)
         .map(NumericIdentity)
         .find(|id| !taken.contains(id) && !tried.contains(id))
+}
+
+/// A skip of 0..32 numbers after a lost race, different per node and attempt.
+fn stride(node: &str, attempt: usize) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in node.bytes().chain(attempt.to_le_bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h % 32
 }
 
 #[cfg(test)]
@@ -238,14 +260,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lowest_free_skips_taken_and_tried() {
+    fn free_from_skips_taken_and_tried_and_wraps() {
         let taken: BTreeSet<_> = [256, 257, 259].map(NumericIdentity).into();
         let tried: BTreeSet<_> = [258].map(NumericIdentity).into();
-        assert_eq!(lowest_free(&taken, &tried), Some(NumericIdentity(260)));
+        let lowest = NumericIdentity::CLUSTER_MIN;
         assert_eq!(
-            lowest_free(&BTreeSet::new(), &BTreeSet::new()),
+            free_from(&taken, &tried, lowest),
+            Some(NumericIdentity(260))
+        );
+        assert_eq!(
+            free_from(&BTreeSet::new(), &BTreeSet::new(), lowest),
             Some(NumericIdentity(256))
         );
+        assert_eq!(free_from(&taken, &tried, 300), Some(NumericIdentity(300)));
+        let top: BTreeSet<_> = [NumericIdentity(NumericIdentity::CLUSTER_MAX)].into();
+        assert_eq!(
+            free_from(&top, &tried, NumericIdentity::CLUSTER_MAX),
+            Some(NumericIdentity(256))
+        );
+    }
+
+    #[test]
+    fn nodes_skip_by_different_strides() {
+        let a: Vec<u32> = (0..8).map(|i| stride("n1", i)).collect();
+        let b: Vec<u32> = (0..8).map(|i| stride("n2", i)).collect();
+        assert_ne!(a, b);
+        assert!(a.iter().chain(&b).all(|s| *s < 32));
     }
 
     #[test]
