@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use palisade_api::{FlowKind, NodeInfo, Request, Response};
+use palisade_api::{FlowKind, Request, Response};
 use palisade_tests::{Node, PodSpec, PortProto, Topology, TopologyBuilder};
 
 mod common;
@@ -39,22 +39,23 @@ fn two_nodes() -> TopologyBuilder {
     b
 }
 
-/// Waits until every node knows every other node's pods.
-fn wait_converged(topo: &Topology, pods: usize) {
-    for node in topo.nodes() {
-        let ok = common::wait_for(Duration::from_secs(5), || {
-            let Response::Nodes { nodes } = common::call(node, &Request::NodeList) else {
-                return None;
-            };
-            (nodes.iter().map(|n: &NodeInfo| n.endpoints).sum::<usize>() == pods).then_some(())
-        });
-        assert!(
-            ok.is_some(),
-            "node {} did not learn all {pods} pods; its log ends:\n{}",
-            node.name(),
-            node.log_tail(30)
-        );
-    }
+/// Waits until every node knows every pod of `topo`.
+fn wait_converged(topo: &Topology) {
+    topo.wait_converged(Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// [`two_nodes`] with `x/b` admitting `x/a` on `ports` (TCP).
+fn b_admits_a(ports: &[u16]) -> Topology {
+    let topo = two_nodes().build().unwrap();
+    wait_converged(&topo);
+    let ports: Vec<(u16, &str)> = ports.iter().map(|p| (*p, "TCP")).collect();
+    common::apply(
+        &topo,
+        "b-from-a",
+        &common::b_ingress_from("b-from-a", "a", &ports),
+    );
+    topo
 }
 
 fn identity_of(node: &Node, pod: &str) -> u32 {
@@ -71,7 +72,7 @@ fn pods_on_different_nodes_talk_under_policy() {
         return;
     }
     let topo = two_nodes().build().unwrap();
-    wait_converged(&topo, 3);
+    wait_converged(&topo);
     let Response::Cluster(status) = common::call(topo.node("n1").unwrap(), &Request::ClusterStatus)
     else {
         panic!("cluster status");
@@ -133,13 +134,7 @@ fn a_tunnel_packet_from_the_wrong_node_is_dropped() {
     if !common::privileged() || !common::etcd_installed() {
         return;
     }
-    let mut topo = two_nodes().build().unwrap();
-    wait_converged(&topo, 3);
-    common::apply(
-        &topo,
-        "b-from-a",
-        &common::b_ingress_from("b-from-a", "a", &[(80, "TCP")]),
-    );
+    let mut topo = b_admits_a(&[80]);
     common::assert_allowed(&topo, "x/a", "x/b", http(), "a on its real node");
 
     let a_ip = topo.pod("x/a").unwrap().ipv4();
@@ -200,20 +195,9 @@ fn etcd_outage_keeps_enforcing_and_resyncs() {
     if !common::privileged() || !common::etcd_installed() {
         return;
     }
-    let mut topo = two_nodes().build().unwrap();
-    wait_converged(&topo, 3);
-    common::apply(
-        &topo,
-        "b-from-a",
-        &common::b_ingress_from("b-from-a", "a", &[(80, "TCP")]),
-    );
+    let mut topo = b_admits_a(&[80, 9080]);
     let b_ip = topo.pod("x/b").unwrap().ipv4();
     let _echo = common::LongEcho::start(topo.pod("x/b").unwrap().netns(), 9080);
-    common::apply(
-        &topo,
-        "b-from-a-9080",
-        &common::b_ingress_from("b-from-a-9080", "a", &[(9080, "TCP")]),
-    );
     let chat = common::Conn::open(topo.pod("x/a").unwrap().netns(), b_ip, 9080)
         .unwrap()
         .chatter(Duration::from_millis(50));
@@ -247,7 +231,7 @@ fn etcd_outage_keeps_enforcing_and_resyncs() {
     );
 
     topo.etcd().unwrap().start().unwrap();
-    wait_converged(&topo, 4);
+    wait_converged(&topo);
     let n2_knows_a2 = common::wait_for(Duration::from_secs(5), || {
         let Response::Nodes { nodes } = common::call(topo.node("n2").unwrap(), &Request::NodeList)
         else {
@@ -276,15 +260,9 @@ fn agent_killed_during_cross_node_traffic() {
     if !common::privileged() || !common::etcd_installed() {
         return;
     }
-    let topo = two_nodes().build().unwrap();
-    wait_converged(&topo, 3);
+    let topo = b_admits_a(&[80, 9080]);
     let b_ip = topo.pod("x/b").unwrap().ipv4();
     let _echo = common::LongEcho::start(topo.pod("x/b").unwrap().netns(), 9080);
-    common::apply(
-        &topo,
-        "b-from-a",
-        &common::b_ingress_from("b-from-a", "a", &[(80, "TCP"), (9080, "TCP")]),
-    );
     let chat = common::Conn::open(topo.pod("x/a").unwrap().netns(), b_ip, 9080)
         .unwrap()
         .chatter(Duration::from_millis(50));
@@ -296,7 +274,7 @@ fn agent_killed_during_cross_node_traffic() {
         common::assert_allowed(&topo, "x/a", "x/b", http(), "agent down: allowed");
         common::assert_denied(&topo, "x/c", "x/b", http(), "agent down: denied");
         node.start_agent().unwrap();
-        wait_converged(&topo, 3);
+        wait_converged(&topo);
         chat.wait_messages(10);
     }
     common::assert_allowed(&topo, "x/a", "x/b", http(), "agents back: allowed");

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use aya::maps::lpm_trie::LpmTrie;
+use aya::maps::lpm_trie::{self, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::Ebpf;
 use palisade_bpf::abi::{
@@ -41,6 +41,20 @@ fn is_not_found(e: &MapError) -> bool {
         || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
 }
 
+/// Takes map `name` out of the object as a typed map.
+fn take_map<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, DatapathError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::MissingMap { name })?;
+    T::try_from(map).map_err(|e| DatapathError::Map {
+        name,
+        source: Box::new(e),
+    })
+}
+
 /// Every map of the datapath.
 pub struct Maps {
     /// Endpoint interfaces.
@@ -65,28 +79,16 @@ pub struct Maps {
 
 impl Maps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
-        fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
-            ebpf: &mut Ebpf,
-            name: &'static str,
-        ) -> Result<T, DatapathError> {
-            let map = ebpf
-                .take_map(name)
-                .ok_or(DatapathError::MissingMap { name })?;
-            T::try_from(map).map_err(|e| DatapathError::Map {
-                name,
-                source: Box::new(e),
-            })
-        }
         Ok(Self {
-            endpoints: EndpointMap(take(ebpf, names::ENDPOINTS)?),
-            ipcache: IpcacheMap(take(ebpf, names::IPCACHE)?),
-            tunnel: TunnelMap(take(ebpf, names::TUNNEL)?),
-            policy: PolicyMap(take(ebpf, names::POLICY)?),
-            ct: CtMap(take(ebpf, names::CT)?),
-            state: StateMap(take(ebpf, names::STATE)?),
-            metrics: MetricsMap(take(ebpf, names::METRICS)?),
-            counters: CountersMap(take(ebpf, names::COUNTERS)?),
-            events: Some(take(ebpf, names::EVENTS)?),
+            endpoints: EndpointMap(take_map(ebpf, names::ENDPOINTS)?),
+            ipcache: IpcacheMap(PrefixTrie::take(ebpf, names::IPCACHE)?),
+            tunnel: TunnelMap(PrefixTrie::take(ebpf, names::TUNNEL)?),
+            policy: PolicyMap(take_map(ebpf, names::POLICY)?),
+            ct: CtMap(take_map(ebpf, names::CT)?),
+            state: StateMap(take_map(ebpf, names::STATE)?),
+            metrics: MetricsMap(take_map(ebpf, names::METRICS)?),
+            counters: CountersMap(take_map(ebpf, names::COUNTERS)?),
+            events: Some(take_map(ebpf, names::EVENTS)?),
         })
     }
 }
@@ -120,46 +122,86 @@ impl EndpointMap {
     }
 }
 
-/// `pal_ipcache`: address prefix -> identity.
-pub struct IpcacheMap(LpmTrie<MapData, u32, IpcacheValue>);
+/// An LPM trie keyed by an IPv4 prefix ([`IpcacheKey`]): `pal_ipcache` and
+/// `pal_tunnel`.
+struct PrefixTrie<V> {
+    map: LpmTrie<MapData, u32, V>,
+    name: &'static str,
+}
 
-impl IpcacheMap {
-    /// Maps a prefix to an identity.
-    pub fn set(&mut self, addr: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), MapOpError> {
-        let key = ipcache_key(addr, prefix_len)?;
-        self.0
-            .insert(&key.lpm_key(), IpcacheValue { identity, flags: 0 }, 0)
-            .map_err(op_err(names::IPCACHE, "insert"))
+impl<V: aya::Pod> PrefixTrie<V> {
+    fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self, DatapathError> {
+        Ok(Self {
+            map: take_map(ebpf, name)?,
+            name,
+        })
     }
 
-    /// Removes a prefix (a missing one is fine).
-    pub fn remove(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<(), MapOpError> {
-        let key = ipcache_key(addr, prefix_len)?;
-        match self.0.remove(&key.lpm_key()) {
-            Err(e) if !is_not_found(&e) => Err(op_err(names::IPCACHE, "delete")(e)),
+    fn key(&self, addr: Ipv4Addr, prefix_len: u8) -> Result<lpm_trie::Key<u32>, MapOpError> {
+        IpcacheKey::new(addr, prefix_len)
+            .map(|k| k.lpm_key())
+            .map_err(|e| MapOpError {
+                map: self.name,
+                op: "key",
+                source: Box::new(MapError::InvalidName {
+                    name: e.to_string(),
+                }),
+            })
+    }
+
+    fn set(&mut self, addr: Ipv4Addr, prefix_len: u8, value: V) -> Result<(), MapOpError> {
+        let key = self.key(addr, prefix_len)?;
+        self.map
+            .insert(&key, value, 0)
+            .map_err(op_err(self.name, "insert"))
+    }
+
+    fn remove(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<(), MapOpError> {
+        let key = self.key(addr, prefix_len)?;
+        match self.map.remove(&key) {
+            Err(e) if !is_not_found(&e) => Err(op_err(self.name, "delete")(e)),
             _ => Ok(()),
         }
     }
 
-    /// Every entry as (address, prefix length, identity).
-    pub fn entries(&self) -> Vec<(Ipv4Addr, u8, u32)> {
-        self.0
+    fn entries(&self) -> Vec<(Ipv4Addr, u8, V)> {
+        self.map
             .iter()
             .filter_map(Result::ok)
             .map(|(k, v)| {
                 let k = IpcacheKey::from_lpm_key(&k);
-                (
-                    k.addr(),
-                    u8::try_from(k.prefixlen).unwrap_or(32),
-                    v.identity,
-                )
+                (k.addr(), u8::try_from(k.prefixlen).unwrap_or(32), v)
             })
             .collect()
     }
 }
 
+/// `pal_ipcache`: address prefix -> identity.
+pub struct IpcacheMap(PrefixTrie<IpcacheValue>);
+
+impl IpcacheMap {
+    /// Maps a prefix to an identity.
+    pub fn set(&mut self, addr: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), MapOpError> {
+        self.0.set(addr, prefix_len, IpcacheValue::new(identity))
+    }
+
+    /// Removes a prefix (a missing one is fine).
+    pub fn remove(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<(), MapOpError> {
+        self.0.remove(addr, prefix_len)
+    }
+
+    /// Every entry as (address, prefix length, identity).
+    pub fn entries(&self) -> Vec<(Ipv4Addr, u8, u32)> {
+        self.0
+            .entries()
+            .into_iter()
+            .map(|(a, l, v)| (a, l, v.identity))
+            .collect()
+    }
+}
+
 /// `pal_tunnel`: another node's prefix -> that node's underlay address.
-pub struct TunnelMap(LpmTrie<MapData, u32, TunnelValue>);
+pub struct TunnelMap(PrefixTrie<TunnelValue>);
 
 impl TunnelMap {
     /// Routes a prefix to the node at `endpoint`.
@@ -169,46 +211,22 @@ impl TunnelMap {
         prefix_len: u8,
         endpoint: Ipv4Addr,
     ) -> Result<(), MapOpError> {
-        let key = ipcache_key(addr, prefix_len)?;
-        self.0
-            .insert(&key.lpm_key(), TunnelValue::new(endpoint), 0)
-            .map_err(op_err(names::TUNNEL, "insert"))
+        self.0.set(addr, prefix_len, TunnelValue::new(endpoint))
     }
 
     /// Removes a prefix (a missing one is fine).
     pub fn remove(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<(), MapOpError> {
-        let key = ipcache_key(addr, prefix_len)?;
-        match self.0.remove(&key.lpm_key()) {
-            Err(e) if !is_not_found(&e) => Err(op_err(names::TUNNEL, "delete")(e)),
-            _ => Ok(()),
-        }
+        self.0.remove(addr, prefix_len)
     }
 
     /// Every entry as (address, prefix length, node address).
     pub fn entries(&self) -> Vec<(Ipv4Addr, u8, Ipv4Addr)> {
         self.0
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| {
-                let k = IpcacheKey::from_lpm_key(&k);
-                (
-                    k.addr(),
-                    u8::try_from(k.prefixlen).unwrap_or(32),
-                    v.endpoint(),
-                )
-            })
+            .entries()
+            .into_iter()
+            .map(|(a, l, v)| (a, l, v.endpoint()))
             .collect()
     }
-}
-
-fn ipcache_key(addr: Ipv4Addr, prefix_len: u8) -> Result<IpcacheKey, MapOpError> {
-    IpcacheKey::new(addr, prefix_len).map_err(|e| MapOpError {
-        map: names::IPCACHE,
-        op: "key",
-        source: Box::new(MapError::InvalidName {
-            name: e.to_string(),
-        }),
-    })
 }
 
 /// `pal_policy`: the policy entries of every endpoint.
