@@ -56,14 +56,6 @@ fn names(list: &[NodeInfo]) -> Vec<&str> {
     list.iter().map(|n| n.name.as_str()).collect()
 }
 
-fn identity_of(node: &Node, pod: &str) -> u32 {
-    common::endpoints(node)
-        .iter()
-        .find(|e| e.spec.pod_name == pod)
-        .map(|e| e.identity)
-        .unwrap()
-}
-
 #[test]
 fn nodes_register_share_identities_survive_kill_and_leave() {
     if !common::privileged() || !common::etcd_installed() {
@@ -122,9 +114,9 @@ fn nodes_register_share_identities_survive_kill_and_leave() {
     }
     // One label set, one identity, whichever node allocated it.
     let (a, b, c) = (
-        identity_of(topo.node("n1").unwrap(), "a"),
-        identity_of(topo.node("n2").unwrap(), "b"),
-        identity_of(topo.node("n3").unwrap(), "c"),
+        common::identity_of(topo.node("n1").unwrap(), "a"),
+        common::identity_of(topo.node("n2").unwrap(), "b"),
+        common::identity_of(topo.node("n3").unwrap(), "c"),
     );
     assert_eq!(a, b, "x/a and x/b have the same labels");
     assert_ne!(a, c);
@@ -136,7 +128,7 @@ fn nodes_register_share_identities_survive_kill_and_leave() {
     // kill -9 and restart: same CIDR, same identity, still registered.
     let n2 = topo.node("n2").unwrap();
     n2.restart_agent(true).unwrap();
-    assert_eq!(identity_of(n2, "b"), b);
+    assert_eq!(common::identity_of(n2, "b"), b);
     wait_nodes(
         n2,
         Duration::from_secs(5),

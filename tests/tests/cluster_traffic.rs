@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use palisade_api::{FlowKind, Request, Response};
-use palisade_tests::{Node, PodSpec, PortProto, Topology, TopologyBuilder};
+use palisade_tests::{PodSpec, PortProto, Topology, TopologyBuilder};
 
 mod common;
 
@@ -58,14 +58,6 @@ fn b_admits_a(ports: &[u16]) -> Topology {
     topo
 }
 
-fn identity_of(node: &Node, pod: &str) -> u32 {
-    common::endpoints(node)
-        .iter()
-        .find(|e| e.spec.pod_name == pod)
-        .map(|e| e.identity)
-        .unwrap()
-}
-
 #[test]
 fn pods_on_different_nodes_talk_under_policy() {
     if !common::privileged() || !common::etcd_installed() {
@@ -106,8 +98,8 @@ fn pods_on_different_nodes_talk_under_policy() {
     // Replies of b's own connections to n1's pods still pass.
     common::assert_allowed(&topo, "x/b", "x/c", http(), "b's egress is not enforced");
 
-    let a_id = identity_of(topo.node("n1").unwrap(), "a");
-    let c_id = identity_of(topo.node("n1").unwrap(), "c");
+    let a_id = common::identity_of(topo.node("n1").unwrap(), "a");
+    let c_id = common::identity_of(topo.node("n1").unwrap(), "c");
     let b_ip = topo.pod("x/b").unwrap().ipv4();
     let drops = common::flows(&topo, &[FlowKind::Drop]);
     assert!(
@@ -139,7 +131,7 @@ fn a_tunnel_packet_from_the_wrong_node_is_dropped() {
 
     let a_ip = topo.pod("x/a").unwrap().ipv4();
     let b_ip = topo.pod("x/b").unwrap().ipv4();
-    let a_id = identity_of(topo.node("n1").unwrap(), "a");
+    let a_id = common::identity_of(topo.node("n1").unwrap(), "a");
     let n2 = topo.node("n2").unwrap().underlay_address().unwrap();
     let rogue = topo.add_netns("rogue").unwrap();
     let rogue_ip = topo.attach_underlay(&rogue).unwrap();
@@ -217,8 +209,8 @@ fn etcd_outage_keeps_enforcing_and_resyncs() {
     .unwrap();
     let a2 = topo.pod("x/a2").unwrap().ipv4();
     assert_eq!(
-        identity_of(topo.node("n1").unwrap(), "a2"),
-        identity_of(topo.node("n1").unwrap(), "a")
+        common::identity_of(topo.node("n1").unwrap(), "a2"),
+        common::identity_of(topo.node("n1").unwrap(), "a")
     );
     // The identity travels with the packet: n2 enforces for a2 before it
     // hears of it.

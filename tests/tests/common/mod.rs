@@ -148,6 +148,15 @@ pub fn endpoints(node: &Node) -> Vec<EndpointRecord> {
     }
 }
 
+/// The identity of pod `pod` (its name, any namespace) on `node`.
+pub fn identity_of(node: &Node, pod: &str) -> u32 {
+    endpoints(node)
+        .iter()
+        .find(|e| e.spec.pod_name == pod)
+        .map(|e| e.identity)
+        .unwrap_or_else(|| panic!("no pod {pod} on node {}", node.name()))
+}
+
 /// Every identity of the node.
 pub fn identities(node: &Node) -> Vec<IdentityRecord> {
     match call(node, &Request::IdentityList) {
