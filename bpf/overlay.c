@@ -45,36 +45,32 @@ int to_overlay(struct __sk_buff *skb)
 	const struct pal_tunnel_value *dst;
 	struct pal_pkt pkt = {};
 	struct pal_event ev;
-	__u32 identity;
+	__u32 identity = 0;
 	int ret;
 
 	ret = pal_parse(skb, &pkt);
 	if (ret == PAL_PARSE_ARP)
 		ret = PAL_REASON_UNSUPPORTED_L3;
+	if (ret == 0) {
+		identity = pal_ipcache_identity(pkt.saddr);
+		/* Node-local (CIDR) identities mean nothing to another node. */
+		if (identity > PAL_TUNNEL_ID_MAX)
+			identity = PAL_IDENTITY_WORLD;
+		dst = pal_tunnel_lookup(pkt.daddr);
+		if (!dst) {
+			ret = PAL_REASON_NO_TUNNEL_ENDPOINT;
+		} else {
+			key.remote_ipv4 = bpf_ntohl(dst->endpoint);
+			key.tunnel_id = identity;
+			key.tunnel_ttl = PAL_TUNNEL_TTL;
+			if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+				ret = PAL_REASON_TUNNEL_INVALID;
+		}
+	}
 	if (ret < 0) {
-		pal_event_init(&ev, skb, PAL_OBS_TO_OVERLAY, &pkt, NULL, 0, bpf_ktime_get_ns(), 0);
+		pal_event_init(&ev, skb, PAL_OBS_TO_OVERLAY, &pkt, NULL, identity,
+			       bpf_ktime_get_ns(), 0);
 		return pal_drop(skb, &ev, ret);
-	}
-
-	identity = pal_ipcache_identity(pkt.saddr);
-	/* Node-local (CIDR) identities mean nothing to another node. */
-	if (identity > PAL_TUNNEL_ID_MAX)
-		identity = PAL_IDENTITY_WORLD;
-
-	dst = pal_tunnel_lookup(pkt.daddr);
-	if (!dst) {
-		pal_event_init(&ev, skb, PAL_OBS_TO_OVERLAY, &pkt, NULL, identity,
-			       bpf_ktime_get_ns(), 0);
-		return pal_drop(skb, &ev, PAL_REASON_NO_TUNNEL_ENDPOINT);
-	}
-
-	key.remote_ipv4 = bpf_ntohl(dst->endpoint);
-	key.tunnel_id = identity;
-	key.tunnel_ttl = PAL_TUNNEL_TTL;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0) {
-		pal_event_init(&ev, skb, PAL_OBS_TO_OVERLAY, &pkt, NULL, identity,
-			       bpf_ktime_get_ns(), 0);
-		return pal_drop(skb, &ev, PAL_REASON_TUNNEL_INVALID);
 	}
 	return pal_pass(skb, PAL_OBS_TO_OVERLAY);
 }

@@ -15,7 +15,7 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage,
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use tracing::{info, warn};
 
-use crate::cni::netlink::{get_link, with_handle, write_sysctl, NetlinkError};
+use crate::cni::netlink::{get_link, list_routes, with_handle, write_sysctl, NetlinkError};
 
 /// Name of the overlay device.
 pub const OVERLAY_IFNAME: &str = "palisade_vxlan";
@@ -181,13 +181,7 @@ async fn underlay_mtu(h: &Handle, addr: Ipv4Addr) -> Result<u32, NetlinkError> {
 /// preferred source of packets the node itself sends there.
 pub fn sync_routes(ifindex: u32, source: Ipv4Addr, cidrs: &[PodCidr]) -> Result<(), NetlinkError> {
     with_handle(|h| async move {
-        let existing: Vec<RouteMessage> = h
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(NetlinkError::request("list routes of", OVERLAY_IFNAME))?;
+        let existing = list_routes(&h, OVERLAY_IFNAME).await?;
         for route in existing.into_iter().filter(|r| on_device(r, ifindex)) {
             let dst = route.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),

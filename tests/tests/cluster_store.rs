@@ -41,19 +41,7 @@ where
     let client_ns: NetNs = topo.add_netns("client").unwrap();
     topo.attach_underlay(&client_ns).unwrap();
     let etcd = topo.etcd().unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            client_ns.enter_current_thread().unwrap();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(body(etcd));
-        })
-        .join()
-        .unwrap();
-    });
+    common::block_on_in(&client_ns, || body(etcd));
     topo.cleanup().unwrap();
 }
 

@@ -143,19 +143,7 @@ where
         certs,
         secrets: secrets.path(),
     };
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            client_ns.enter_current_thread().unwrap();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(body(&fixture));
-        })
-        .join()
-        .unwrap();
-    });
+    common::block_on_in(&client_ns, || body(&fixture));
     topo.cleanup().unwrap();
 }
 

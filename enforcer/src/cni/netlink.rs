@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourState;
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteScope};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sha2::{Digest, Sha256};
 
@@ -214,6 +214,21 @@ where
 
 pub(crate) fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+/// Every IPv4 route of the namespace; `ifname` names what they are listed
+/// for in errors.
+pub(crate) async fn list_routes(
+    handle: &Handle,
+    ifname: &str,
+) -> Result<Vec<RouteMessage>, NetlinkError> {
+    handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(NetlinkError::request("list routes of", ifname))
 }
 
 /// Looks an interface up by name; `None` when it does not exist.
@@ -518,13 +533,7 @@ pub fn check_veth(
         let Some(gateway) = gateway else {
             return Ok(());
         };
-        let routes: Vec<_> = h
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(NetlinkError::request("list routes of", name))?;
+        let routes = list_routes(&h, name).await?;
         let default_ok = routes.iter().any(|r| {
             r.header.destination_prefix_length == 0
                 && r.attributes.iter().any(|a| {

@@ -612,3 +612,25 @@ pub fn tcp_retransmissions(netns: &NetNs, filter: &str) -> Option<u64> {
     }
     found.then_some(total)
 }
+
+/// Runs the future `make` returns to completion on a tokio runtime (two
+/// workers) whose threads all live in network namespace `netns`; the
+/// caller's thread stays where it is.
+pub fn block_on_in<F: std::future::Future<Output = ()>>(
+    netns: &NetNs,
+    make: impl FnOnce() -> F + Send,
+) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            netns.enter_current_thread().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(make());
+        })
+        .join()
+        .unwrap();
+    });
+}
