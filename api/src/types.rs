@@ -86,6 +86,21 @@ pub enum Request {
     },
     /// Every security identity in use.
     IdentityList,
+    /// The SPIFFE CA: its generations and trust bundle.
+    IdentityCaShow,
+    /// Start a CA rotation: a new generation joins the bundle and signs
+    /// after the propagation delay (or at once with `immediately`).
+    IdentityCaRotate {
+        /// Activate the new CA at once instead of after the propagation delay.
+        immediately: bool,
+    },
+    /// Every SVID this node holds.
+    SvidList,
+    /// One SVID, with its certificate chain.
+    SvidInspect {
+        /// Its SPIFFE ID.
+        spiffe_id: String,
+    },
     /// This node and every other node it knows.
     NodeList,
     /// The cluster store: health, sync state, last error.
@@ -204,6 +219,79 @@ pub enum Response {
         /// The JSON.
         json: String,
     },
+    /// See [`Request::IdentityCaShow`] and [`Request::IdentityCaRotate`].
+    IdentityCa(Box<CaStatus>),
+    /// See [`Request::SvidList`].
+    Svids {
+        /// Every SVID held, by SPIFFE ID.
+        svids: Vec<SvidRecord>,
+    },
+    /// See [`Request::SvidInspect`].
+    Svid {
+        /// The SVID.
+        svid: Box<SvidRecord>,
+        /// Its certificate chain, leaf first (PEM; never the key).
+        chain_pem: String,
+    },
+}
+
+/// The SPIFFE CA of the trust domain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaStatus {
+    /// The trust domain.
+    pub trust_domain: String,
+    /// Every CA generation still in the bundle, oldest first.
+    pub generations: Vec<CaGenerationRecord>,
+    /// The X.509 trust bundle (PEM).
+    pub bundle_pem: String,
+    /// How many SVIDs the node holds.
+    pub svids_held: usize,
+    /// The Workload API socket.
+    pub workload_api_socket: String,
+}
+
+/// One CA generation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaGenerationRecord {
+    /// Its number.
+    pub number: u64,
+    /// `prepared`, `active` or `retired`.
+    pub stage: String,
+    /// The CA certificate's subject key identifier (hex).
+    pub key_id: String,
+    /// The key id (`kid`) of its JWT signing key.
+    pub jwt_key_id: String,
+    /// Whether the CA certificate is its own trust anchor.
+    pub self_signed: bool,
+    /// Validity start (unix seconds).
+    pub not_before: u64,
+    /// Validity end (unix seconds).
+    pub not_after: u64,
+    /// A prepared generation signs from then on (unix seconds).
+    pub activate_after: Option<u64>,
+    /// When it retired (unix seconds).
+    pub retired_at: Option<u64>,
+    /// A retired generation leaves the bundle then (unix seconds).
+    pub dropped_after: Option<u64>,
+}
+
+/// An SVID the node holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SvidRecord {
+    /// Its SPIFFE ID.
+    pub spiffe_id: String,
+    /// `workload` (`/ns/<ns>/sa/<sa>`) or `identity` (`/identity/<n>`).
+    pub kind: String,
+    /// The endpoints it is for.
+    pub endpoints: Vec<u16>,
+    /// Validity start (unix seconds).
+    pub not_before: u64,
+    /// Validity end (unix seconds).
+    pub not_after: u64,
+    /// When it is renewed (unix seconds).
+    pub renew_at: u64,
+    /// The CA generation that signed it.
+    pub ca_generation: u64,
 }
 
 /// A tracing policy in force.

@@ -102,6 +102,90 @@ pub struct AgentConfig {
     /// them; `false` detaches them on a clean stop.
     #[serde(default = "default_true")]
     pub keep_runtime_enforcement: bool,
+    /// SPIFFE workload identity: the CA, SVIDs and the Workload API.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+/// Default Workload API socket (`SPIFFE_ENDPOINT_SOCKET=unix:///run/palisade/spiffe/workload.sock`).
+pub const DEFAULT_WORKLOAD_SOCKET: &str = "/run/palisade/spiffe/workload.sock";
+
+/// SPIFFE workload identity settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct IdentityConfig {
+    /// Run the CA and serve the Workload API.
+    pub enabled: bool,
+    /// The trust domain, as in `spiffe://<trust_domain>/...`.
+    pub trust_domain: palisade_identity::TrustDomain,
+    /// Lifetime of X.509-SVIDs, in seconds; they are renewed at 50-70% of it.
+    pub svid_ttl_secs: u64,
+    /// Lifetime of JWT-SVIDs, in seconds.
+    pub jwt_svid_ttl_secs: u64,
+    /// Lifetime of a self-signed CA, in seconds; the next one is prepared
+    /// half-way and takes over at two thirds.
+    pub ca_ttl_secs: u64,
+    /// How long a new CA is in the bundle before it signs, in seconds.
+    pub ca_propagation_secs: u64,
+    /// The Workload API socket. Its directory can be mounted into pods.
+    pub workload_api_socket: PathBuf,
+    /// An operator-supplied CA certificate (PEM: the CA first, then any
+    /// intermediates above it) instead of a self-signed one.
+    pub ca_cert_file: Option<PathBuf>,
+    /// The operator-supplied CA's PKCS#8 key (PEM, mode 0600).
+    pub ca_key_file: Option<PathBuf>,
+    /// The roots above an operator-supplied CA (PEM); absent if the CA is
+    /// itself a root.
+    pub ca_bundle_file: Option<PathBuf>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trust_domain: palisade_identity::TrustDomain::new("palisade.local")
+                .unwrap_or_else(|_| unreachable!("a valid literal")),
+            svid_ttl_secs: 3600,
+            jwt_svid_ttl_secs: 300,
+            ca_ttl_secs: 30 * 24 * 3600,
+            ca_propagation_secs: 30,
+            workload_api_socket: PathBuf::from(DEFAULT_WORKLOAD_SOCKET),
+            ca_cert_file: None,
+            ca_key_file: None,
+            ca_bundle_file: None,
+        }
+    }
+}
+
+impl IdentityConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        let field = |f: &str| format!("identity.{f}");
+        if self.svid_ttl_secs < 60 {
+            return Err((field("svid_ttl_secs"), "must be at least 60".into()));
+        }
+        if self.jwt_svid_ttl_secs < 10 {
+            return Err((field("jwt_svid_ttl_secs"), "must be at least 10".into()));
+        }
+        if self.ca_ttl_secs < 4 * self.svid_ttl_secs.max(self.jwt_svid_ttl_secs) {
+            return Err((
+                field("ca_ttl_secs"),
+                "must be at least four times the longest SVID lifetime".into(),
+            ));
+        }
+        if self.ca_cert_file.is_some() != self.ca_key_file.is_some() {
+            return Err((
+                field("ca_key_file"),
+                "ca_cert_file and ca_key_file go together".into(),
+            ));
+        }
+        if self.ca_bundle_file.is_some() && self.ca_cert_file.is_none() {
+            return Err((
+                field("ca_bundle_file"),
+                "needs ca_cert_file and ca_key_file".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_true() -> bool {
@@ -167,6 +251,7 @@ impl Default for AgentConfig {
             process_cache_size: default_process_cache_size(),
             allow_monitoring_fallback: false,
             keep_runtime_enforcement: true,
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -202,6 +287,10 @@ impl AgentConfig {
         if config.flow_buffer == 0 {
             return Err(invalid("flow_buffer".into(), "must be at least 1".into()));
         }
+        config
+            .identity
+            .check()
+            .map_err(|(field, message)| invalid(field, message))?;
         if let Some(cluster) = &config.cluster {
             cluster
                 .check()
@@ -251,6 +340,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("leaseTtl"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../deploy/agent.yaml");
+        let c = AgentConfig::parse(text, Path::new("deploy/agent.yaml")).unwrap();
+        assert_eq!(c.identity, IdentityConfig::default());
+    }
+
+    #[test]
+    fn identity_section_is_checked() {
+        let c = AgentConfig::parse("identity:\n  trust_domain: example.org\n", Path::new("a.yaml"))
+            .unwrap();
+        assert_eq!(c.identity.trust_domain.name(), "example.org");
+        assert_eq!(c.identity.svid_ttl_secs, 3600);
+        let e = AgentConfig::parse("identity:\n  trust_domain: Example.org\n", Path::new("a.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("identity.trust_domain"), "{e}");
+        let e = AgentConfig::parse("identity:\n  svid_ttl_secs: 5\n", Path::new("a.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("identity.svid_ttl_secs"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cni;
 pub mod config;
 pub mod datapath;
 pub mod fanotify;
+pub mod identity;
 pub mod ipam;
 pub mod overlay;
 pub mod probe;

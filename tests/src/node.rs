@@ -107,6 +107,7 @@ pub(crate) struct NodePaths {
     pub(crate) dir: PathBuf,
     pub(crate) config: PathBuf,
     pub(crate) socket: PathBuf,
+    pub(crate) workload_socket: PathBuf,
     pub(crate) bpf_root: PathBuf,
     pub(crate) log: PathBuf,
 }
@@ -175,6 +176,11 @@ impl Node {
     /// The agent's API socket.
     pub fn api_socket(&self) -> &Path {
         &self.paths.socket
+    }
+
+    /// The agent's SPIFFE Workload API socket.
+    pub fn workload_socket(&self) -> &Path {
+        &self.paths.workload_socket
     }
 
     /// The agent's bpf root (`/sys/fs/bpf/palisade-<runid>-<node>`).

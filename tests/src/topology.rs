@@ -517,6 +517,7 @@ impl Topology {
         let paths = NodePaths {
             config: dir.join("agent.yaml"),
             socket: dir.join("agent.sock"),
+            workload_socket: dir.join("spiffe").join("workload.sock"),
             bpf_root: PathBuf::from(BPF_FS).join(format!("{DIR_PREFIX}{}-{name}", self.run_id)),
             log: dir.join("agent.log"),
             dir: dir.clone(),
@@ -549,6 +550,16 @@ impl Topology {
         set("runtime_events_log", path_value(&dir.join("events.jsonl")));
         for (k, v) in &self.agent_settings {
             config.insert(k.clone(), v.clone());
+        }
+        // Every node has its own Workload API socket, also when a test
+        // sets other identity settings.
+        let identity = config
+            .entry(serde_yaml::Value::from("identity"))
+            .or_insert_with(|| serde_yaml::Mapping::new().into());
+        if let Some(identity) = identity.as_mapping_mut() {
+            identity
+                .entry(serde_yaml::Value::from("workload_api_socket"))
+                .or_insert_with(|| path_value(&paths.workload_socket));
         }
         let slot = Arc::new(Mutex::new(None));
         self.record(|r| r.agents.push(Arc::clone(&slot)));

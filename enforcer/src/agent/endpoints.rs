@@ -153,6 +153,7 @@ impl Agent {
         self.publish_revision()?;
         self.persist()?;
         self.sync_pod_attribution();
+        self.sync_identity();
         if let Some(ep) = self.endpoints.get(&ep_id) {
             let record = self.endpoint_record(ep);
             self.cluster.publish_endpoint(&record);
@@ -190,6 +191,7 @@ impl Agent {
         self.flush_conntrack(ep.spec.ipv4)?;
         self.publish_revision()?;
         self.sync_pod_attribution();
+        self.sync_identity();
         if log {
             info!(ep_id, ip = %ep.spec.ipv4, "endpoint removed");
         }

@@ -12,6 +12,7 @@ mod endpoints;
 pub mod flows;
 mod gc;
 pub mod server;
+mod spiffe;
 mod status;
 pub mod tracing_policies;
 
@@ -53,6 +54,9 @@ pub enum AgentError {
     /// The state could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// SPIFFE identity could not start.
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
     /// The overlay device or its routes could not be set up.
     #[error("overlay: {0}")]
     Overlay(#[from] crate::cni::netlink::NetlinkError),
@@ -99,6 +103,8 @@ pub struct Agent {
     host_addrs: BTreeSet<Ipv4Addr>,
     /// Runtime enforcement (TracingPolicy), when running.
     tracing: Option<tracing_policies::TracingState>,
+    /// SPIFFE identity: the CA and the SVIDs of hosted endpoints.
+    identity: Option<Arc<crate::identity::IdentityService>>,
 }
 
 impl Agent {
@@ -183,6 +189,14 @@ impl Agent {
             documents.mark_all_api_unsaved();
         }
         documents.rescan_dir();
+        let identity = if config.identity.enabled {
+            Some(crate::identity::IdentityService::start(
+                &config.identity,
+                &config.state_dir,
+            )?)
+        } else {
+            None
+        };
         let mut agent = Self {
             started: Instant::now(),
             datapath,
@@ -206,6 +220,7 @@ impl Agent {
             mechanisms: crate::probe::probe().features,
             host_addrs: BTreeSet::new(),
             tracing: None,
+            identity,
             config,
         };
         agent.policy_rev = agent.maps.state.policy_rev()?;
@@ -223,6 +238,7 @@ impl Agent {
         agent.restore(endpoints.into_values().collect())?;
         agent.start_tracing();
         agent.sync_pod_attribution();
+        agent.sync_identity();
         warnings.append(&mut agent.warnings);
         agent.warnings = warnings;
         Ok(agent)

@@ -209,6 +209,10 @@ fn dispatch(agent: &mut Agent, request: Request) -> Response {
         Request::EndpointList => Ok(agent.endpoint_list()),
         Request::EndpointSetAudit { ep_id, audit } => agent.endpoint_set_audit(ep_id, audit),
         Request::IdentityList => Ok(agent.identity_list()),
+        Request::IdentityCaShow => agent.identity_ca_show(),
+        Request::IdentityCaRotate { immediately } => agent.identity_ca_rotate(immediately),
+        Request::SvidList => agent.svid_list(),
+        Request::SvidInspect { spiffe_id } => agent.svid_inspect(&spiffe_id),
         Request::NodeList => Ok(Response::Nodes {
             nodes: agent.node_list(),
         }),

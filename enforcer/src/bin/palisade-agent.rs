@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use palisade_enforcer::agent::{flows, server, Agent};
 use palisade_enforcer::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use palisade_enforcer::identity;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
@@ -57,6 +58,8 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let ring = agent.take_events();
     let runtime_reader = agent.take_runtime_reader();
     let cluster_changes = agent.take_cluster_changes();
+    let identity = agent.identity();
+    let workload_socket = agent.config().identity.workload_api_socket.clone();
     let agent = Arc::new(Mutex::new(agent));
     if let Some(rx) = cluster_changes {
         tokio::spawn(apply_cluster_changes(rx, agent.clone()));
@@ -73,6 +76,28 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         server::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     tokio::spawn(server::serve(listener, agent.clone(), flow_store));
     tokio::spawn(housekeeping(agent.clone(), poll));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workload_api = match identity {
+        Some(service) => {
+            let listener = palisade_identity::workload_api::bind_socket(&workload_socket)
+                .with_context(|| format!("cannot listen on {}", workload_socket.display()))?;
+            tokio::spawn(identity::run_renewal(service.clone()));
+            let provider = Arc::new(identity::Provider::new(service));
+            let mut stop = stop_rx.clone();
+            info!(socket = %workload_socket.display(), "SPIFFE Workload API ready");
+            Some(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                };
+                if let Err(e) =
+                    palisade_identity::workload_api::serve(listener, provider, shutdown).await
+                {
+                    error!(error = %e, "the Workload API server failed");
+                }
+            }))
+        }
+        None => None,
+    };
     info!(socket = %socket.display(), "palisade agent ready");
 
     let mut term = signal(SignalKind::terminate())?;
@@ -80,6 +105,12 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+    stop_tx.send_replace(true);
+    if let Some(server) = workload_api {
+        // Open streams end with Unavailable so that clients reconnect.
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        let _ = std::fs::remove_file(&workload_socket);
     }
     agent
         .lock()

@@ -5,6 +5,7 @@
 mod demo;
 pub mod output;
 mod policy;
+mod spiffe;
 mod tracing;
 
 use std::io::Write;
@@ -110,6 +111,9 @@ pub enum Cmd {
     /// Security identities.
     #[command(subcommand)]
     Identity(IdentityCmd),
+    /// SPIFFE SVIDs this node holds.
+    #[command(subcommand)]
+    Svid(spiffe::SvidCmd),
     /// Network policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -165,6 +169,9 @@ pub enum OnOff {
 pub enum IdentityCmd {
     /// List identities in use.
     List,
+    /// The SPIFFE certificate authority.
+    #[command(subcommand)]
+    Ca(spiffe::CaCmd),
 }
 
 /// `palisade node ...`.
@@ -335,6 +342,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<bool, CliError> {
             endpoint_audit(&mut ctx, *ep_id, *mode)
         }
         Cmd::Identity(IdentityCmd::List) => identity_list(&mut ctx),
+        Cmd::Identity(IdentityCmd::Ca(cmd)) => spiffe::ca(&mut ctx, cmd),
+        Cmd::Svid(cmd) => spiffe::svid(&mut ctx, cmd),
         Cmd::Node(NodeCmd::List) => node_list(&mut ctx),
         Cmd::Cluster(ClusterCmd::Status) => cluster_status(&mut ctx),
         Cmd::Policy(PolicyCmd::Validate { files }) => policy::validate(&mut ctx, files),
