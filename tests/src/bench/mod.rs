@@ -7,6 +7,7 @@ pub mod cross_node;
 pub mod datapath;
 pub mod rss;
 pub mod runtime;
+pub mod spiffe;
 
 use std::time::Duration;
 

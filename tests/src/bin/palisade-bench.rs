@@ -14,11 +14,15 @@
 //! palisade-bench runtime-syscalls-vm [--kernel 6.12|6.1] [--iterations N] [--warmup N] [--rounds N] [--timeout-minutes N] [--instructions]
 //! palisade-bench runtime-events [--start N] [--step N] [--max N] [--resolution N] [--seconds S] [--generators N]
 //! palisade-bench runtime-procs [--processes N] [--baseline N] [--batch N] [--cache-size N] [--every N] [--max-seconds N] [--bpf-stats N]
+//! palisade-bench svid-issuance [--count N] [--rounds N] [--cpu N | --no-pin]
+//! palisade-bench workload-api [--clients N] [--requests N] [--rounds N]
+//! palisade-bench rotation-burst [--svids N] [--rounds N]
 //! common: [--json] [--verbose]   (--json: JSON on stdout, tables on stderr)
 //! ```
 //!
 //! Needs root (network namespaces, eBPF) and the agent and CNI plugin built
-//! next to it (`cargo build --release --workspace --bins`). Everything made
+//! next to it (`cargo build --release --workspace --bins`); `svid-issuance`
+//! and `rotation-burst` measure the CA alone and need neither. Everything made
 //! is removed at the end, on failure and on SIGINT/SIGTERM.
 
 #[path = "../bench/mod.rs"]
@@ -39,7 +43,10 @@ const USAGE: &str = "usage: palisade-bench <benchmark> [options] [--json] [--ver
   runtime-syscalls  [--iterations 1000000] [--warmup 100000] [--rounds 5] [--cpu 1 | --no-pin] [--bpf-stats]
   runtime-syscalls-vm [--kernel 6.12] [--iterations 100000] [--warmup 10000] [--rounds 3] [--timeout-minutes 60] [--instructions]
   runtime-events    [--start 50000] [--step 50000] [--max 1000000] [--resolution 10000] [--seconds 10] [--generators 1]
-  runtime-procs     [--processes 100000] [--baseline 10000] [--batch 32] [--cache-size 65536] [--every 10000] [--max-seconds 900] [--bpf-stats N]";
+  runtime-procs     [--processes 100000] [--baseline 10000] [--batch 32] [--cache-size 65536] [--every 10000] [--max-seconds 900] [--bpf-stats N]
+  svid-issuance     [--count 20000] [--rounds 3] [--cpu 1 | --no-pin]
+  workload-api      [--clients 100] [--requests 10000] [--rounds 3]   (--requests: per phase, over all clients)
+  rotation-burst    [--svids 10000] [--rounds 3]";
 
 struct Args {
     words: Vec<String>,
@@ -105,6 +112,13 @@ fn real_main() -> anyhow::Result<()> {
     if command == "runtime-child" {
         // A workload of the runtime benchmarks, started by them.
         let result = bench::runtime::child::Workload::from_args(&words)?.run()?;
+        println!("{result}");
+        return Ok(());
+    }
+    if command == "spiffe-child" {
+        // The Workload API clients or a rotation-burst round, started by
+        // the SPIFFE benchmarks.
+        let result = bench::spiffe::ChildTask::from_args(&words)?.run()?;
         println!("{result}");
         return Ok(());
     }
@@ -317,6 +331,49 @@ fn real_main() -> anyhow::Result<()> {
             }
             prepare()?;
             bench::runtime::procs::run(&opts)?
+        }
+        "svid-issuance" => {
+            let no_pin = args.flag("--no-pin");
+            let cpu: usize = args.value("--cpu", 1)?;
+            let opts = bench::spiffe::IssuanceOptions {
+                count: args.value("--count", 20_000)?,
+                rounds: args.value("--rounds", 3)?,
+                cpu: (!no_pin).then_some(cpu),
+            };
+            args.done()?;
+            if !(100..=10_000_000).contains(&opts.count) || !(1..=100).contains(&opts.rounds) {
+                bail!("--count must be in 100..=10000000 and --rounds in 1..=100");
+            }
+            bench::spiffe::run_issuance(&opts)?
+        }
+        "workload-api" => {
+            let opts = bench::spiffe::WorkloadApiOptions {
+                clients: args.value("--clients", 100)?,
+                requests: args.value("--requests", 10_000)?,
+                rounds: args.value("--rounds", 3)?,
+                verbose,
+            };
+            args.done()?;
+            if !(1..=1000).contains(&opts.clients)
+                || opts.requests < opts.clients
+                || opts.requests > 10_000_000
+                || !(1..=20).contains(&opts.rounds)
+            {
+                bail!("--clients must be in 1..=1000, --requests in CLIENTS..=10000000, --rounds in 1..=20");
+            }
+            prepare()?;
+            bench::spiffe::run_workload_api(&opts)?
+        }
+        "rotation-burst" => {
+            let opts = bench::spiffe::RotationOptions {
+                svids: args.value("--svids", 10_000)?,
+                rounds: args.value("--rounds", 3)?,
+            };
+            args.done()?;
+            if !(1..=1_000_000).contains(&opts.svids) || !(1..=20).contains(&opts.rounds) {
+                bail!("--svids must be in 1..=1000000 and --rounds in 1..=20");
+            }
+            bench::spiffe::run_rotation(&opts)?
         }
         other => bail!("unknown benchmark {other:?}\n{USAGE}"),
     };
