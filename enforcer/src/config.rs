@@ -351,15 +351,21 @@ mod tests {
 
     #[test]
     fn identity_section_is_checked() {
-        let c = AgentConfig::parse("identity:\n  trust_domain: example.org\n", Path::new("a.yaml"))
-            .unwrap();
+        let c = AgentConfig::parse(
+            "identity:\n  trust_domain: example.org\n",
+            Path::new("a.yaml"),
+        )
+        .unwrap();
         assert_eq!(c.identity.trust_domain.name(), "example.org");
         assert_eq!(c.identity.svid_ttl_secs, 3600);
-        let e = AgentConfig::parse("identity:\n  trust_domain: Example.org\n", Path::new("a.yaml"))
-            .unwrap_err();
+        let e = AgentConfig::parse(
+            "identity:\n  trust_domain: Example.org\n",
+            Path::new("a.yaml"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("identity.trust_domain"), "{e}");
-        let e = AgentConfig::parse("identity:\n  svid_ttl_secs: 5\n", Path::new("a.yaml"))
-            .unwrap_err();
+        let e =
+            AgentConfig::parse("identity:\n  svid_ttl_secs: 5\n", Path::new("a.yaml")).unwrap_err();
         assert!(e.to_string().contains("identity.svid_ttl_secs"), "{e}");
     }
 

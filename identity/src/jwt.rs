@@ -311,7 +311,9 @@ impl JwtBundle {
                     let curve = match key.get("crv").and_then(Value::as_str) {
                         Some("P-256") => Curve::P256,
                         Some("P-384") => Curve::P384,
-                        other => return Err(bad(format!("keys[{i}] has unsupported curve {other:?}"))),
+                        other => {
+                            return Err(bad(format!("keys[{i}] has unsupported curve {other:?}")))
+                        }
                     };
                     let (x, y) = (field("x")?, field("y")?);
                     if x.len() != curve.coordinate_len() || y.len() != curve.coordinate_len() {
@@ -359,7 +361,8 @@ pub fn validate<'b>(
         return Err(malformed("longer than 16 KiB"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed("not three dot-separated parts"));
     };
@@ -380,20 +383,31 @@ pub fn validate<'b>(
     if header.contains_key("crit") {
         return Err(malformed("critical header parameters are not supported"));
     }
-    let alg = header.get("alg").and_then(Value::as_str).unwrap_or("").to_owned();
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let subject = claims
         .get("sub")
         .and_then(Value::as_str)
         .ok_or(JwtError::Claim { claim: "sub" })?;
-    let spiffe_id: SpiffeId = subject.parse().map_err(|e: crate::SpiffeIdError| JwtError::Subject {
-        subject: subject.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let spiffe_id: SpiffeId =
+        subject
+            .parse()
+            .map_err(|e: crate::SpiffeIdError| JwtError::Subject {
+                subject: subject.to_owned(),
+                reason: e.to_string(),
+            })?;
     let trust_domain = spiffe_id.trust_domain().clone();
     let bundle = bundle_for(&trust_domain).ok_or_else(|| JwtError::NoBundle {
         trust_domain: trust_domain.clone(),
     })?;
-    let kid = header.get("kid").and_then(Value::as_str).unwrap_or("").to_owned();
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let key = bundle.keys.get(&kid).ok_or_else(|| JwtError::UnknownKey {
         trust_domain: trust_domain.clone(),
         kid: kid.clone(),
@@ -417,7 +431,11 @@ pub fn validate<'b>(
         Some(Value::String(a)) => vec![a.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(JwtError::Claim { claim: "aud" }))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(JwtError::Claim { claim: "aud" })
+            })
             .collect::<Result<_, _>>()?,
         _ => return Err(JwtError::Claim { claim: "aud" }),
     };
@@ -435,7 +453,12 @@ enum SigCheck {
     Bad,
 }
 
-fn verify_signature(alg: &str, key: &JwtPublicKey, message: &[u8], sig: &[u8]) -> Result<(), SigCheck> {
+fn verify_signature(
+    alg: &str,
+    key: &JwtPublicKey,
+    message: &[u8],
+    sig: &[u8],
+) -> Result<(), SigCheck> {
     match key {
         JwtPublicKey::Ec { curve, point } => {
             let algorithm: &dyn signature::VerificationAlgorithm = match (alg, curve) {
@@ -477,7 +500,11 @@ mod tests {
         let td = TrustDomain::new("example.org").unwrap();
         let mut bundle = JwtBundle::new(td);
         bundle.insert_p256("k1".to_owned(), key.public_point());
-        (key, bundle, "spiffe://example.org/ns/default/sa/web".parse().unwrap())
+        (
+            key,
+            bundle,
+            "spiffe://example.org/ns/default/sa/web".parse().unwrap(),
+        )
     }
 
     fn now() -> SystemTime {
@@ -494,10 +521,18 @@ mod tests {
         assert_eq!(ok.claims["exp"], json!(1_800_000_300u64));
         assert_eq!(
             validate(&svid.token, "other", |_| Some(&bundle), now()),
-            Err(JwtError::Audience { expected: "other".into(), found: aud })
+            Err(JwtError::Audience {
+                expected: "other".into(),
+                found: aud
+            })
         );
         assert_eq!(
-            validate(&svid.token, "db", |_| Some(&bundle), now() + Duration::from_secs(300)),
+            validate(
+                &svid.token,
+                "db",
+                |_| Some(&bundle),
+                now() + Duration::from_secs(300)
+            ),
             Err(JwtError::Expired { exp: 1_800_000_300 })
         );
         assert!(matches!(
@@ -509,14 +544,38 @@ mod tests {
     #[test]
     fn rejects_tampering_and_foreign_keys() {
         let (key, bundle, id) = setup();
-        let svid = sign(&id, &["db".to_owned()], &key, "k1", now(), Duration::from_secs(300)).unwrap();
+        let svid = sign(
+            &id,
+            &["db".to_owned()],
+            &key,
+            "k1",
+            now(),
+            Duration::from_secs(300),
+        )
+        .unwrap();
         let other = EcKey::generate(KeyUse::Jwt).unwrap();
-        let forged = sign(&id, &["db".to_owned()], &other, "k1", now(), Duration::from_secs(300)).unwrap();
+        let forged = sign(
+            &id,
+            &["db".to_owned()],
+            &other,
+            "k1",
+            now(),
+            Duration::from_secs(300),
+        )
+        .unwrap();
         assert!(matches!(
             validate(&forged.token, "db", |_| Some(&bundle), now()),
             Err(JwtError::Signature { .. })
         ));
-        let unknown = sign(&id, &["db".to_owned()], &key, "k2", now(), Duration::from_secs(300)).unwrap();
+        let unknown = sign(
+            &id,
+            &["db".to_owned()],
+            &key,
+            "k2",
+            now(),
+            Duration::from_secs(300),
+        )
+        .unwrap();
         assert!(matches!(
             validate(&unknown.token, "db", |_| Some(&bundle), now()),
             Err(JwtError::UnknownKey { .. })
@@ -542,7 +601,15 @@ mod tests {
         let json = bundle.to_jwks();
         let again = JwtBundle::from_jwks(bundle.trust_domain().clone(), &json).unwrap();
         assert_eq!(again, bundle);
-        let svid = sign(&id, &["db".to_owned()], &key, "k1", now(), Duration::from_secs(60)).unwrap();
+        let svid = sign(
+            &id,
+            &["db".to_owned()],
+            &key,
+            "k1",
+            now(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
         assert!(validate(&svid.token, "db", |_| Some(&again), now()).is_ok());
         assert!(JwtBundle::from_jwks(bundle.trust_domain().clone(), b"{}").is_err());
     }
@@ -556,7 +623,14 @@ mod tests {
         );
         let x509 = EcKey::generate(KeyUse::X509).unwrap();
         assert!(matches!(
-            sign(&id, &["a".to_owned()], &x509, "k1", now(), Duration::from_secs(60)),
+            sign(
+                &id,
+                &["a".to_owned()],
+                &x509,
+                "k1",
+                now(),
+                Duration::from_secs(60)
+            ),
             Err(JwtError::Sign { .. })
         ));
     }

@@ -275,12 +275,17 @@ mod tests {
         let id: SpiffeId = "spiffe://example.org/ns/default/sa/web".parse().unwrap();
         assert_eq!(id.trust_domain().name(), "example.org");
         assert_eq!(id.path(), "/ns/default/sa/web");
-        assert_eq!(id.segments().collect::<Vec<_>>(), ["ns", "default", "sa", "web"]);
+        assert_eq!(
+            id.segments().collect::<Vec<_>>(),
+            ["ns", "default", "sa", "web"]
+        );
         assert_eq!(id.to_string(), "spiffe://example.org/ns/default/sa/web");
         let td = TrustDomain::new("example.org").unwrap();
         assert_eq!(td.id().to_string(), "spiffe://example.org");
         assert_eq!(
-            td.id_with_segments(["identity", "1234"]).unwrap().to_string(),
+            td.id_with_segments(["identity", "1234"])
+                .unwrap()
+                .to_string(),
             "spiffe://example.org/identity/1234"
         );
         assert_eq!(
@@ -311,7 +316,10 @@ mod tests {
             Err(SpiffeIdError::TrustDomainTooLong { len: 256 })
         );
         let path = format!("spiffe://td/{}", "p".repeat(2040));
-        assert!(matches!(path.parse::<SpiffeId>(), Err(SpiffeIdError::TooLong { .. })));
+        assert!(matches!(
+            path.parse::<SpiffeId>(),
+            Err(SpiffeIdError::TooLong { .. })
+        ));
     }
 
     #[test]

@@ -41,7 +41,11 @@ fn issued_svids_verify_and_survive_rotation() {
     let mut set = CaSet::bootstrap(td.clone(), now, &policy()).unwrap();
     let id: SpiffeId = "spiffe://example.org/ns/default/sa/web".parse().unwrap();
     let (old, _) = set.issue_x509(&id, now, HOUR).unwrap();
-    assert_eq!(reparse(&old).spiffe_id(), &id, "the SVID passes the structural rules");
+    assert_eq!(
+        reparse(&old).spiffe_id(),
+        &id,
+        "the SVID passes the structural rules"
+    );
     let verified = bundle_of(&set).verify(old.chain(), now).unwrap();
     assert_eq!(verified.spiffe_id(), &id);
 
@@ -50,7 +54,9 @@ fn issued_svids_verify_and_survive_rotation() {
     let bundle = bundle_of(&set);
     assert_eq!(bundle.len(), 2);
     bundle.verify(new.chain(), now).unwrap();
-    bundle.verify(old.chain(), now).expect("the retired CA's SVIDs stay valid");
+    bundle
+        .verify(old.chain(), now)
+        .expect("the retired CA's SVIDs stay valid");
     assert!(
         bundle.verify(new.chain(), now + 2 * HOUR).is_err(),
         "an expired SVID is refused"
@@ -61,11 +67,15 @@ fn issued_svids_verify_and_survive_rotation() {
 fn a_foreign_trust_domain_is_rejected() {
     let now = SystemTime::now();
     let ours = CaSet::bootstrap(TrustDomain::new("example.org").unwrap(), now, &policy()).unwrap();
-    let mut theirs = CaSet::bootstrap(TrustDomain::new("other.org").unwrap(), now, &policy()).unwrap();
+    let mut theirs =
+        CaSet::bootstrap(TrustDomain::new("other.org").unwrap(), now, &policy()).unwrap();
     let id: SpiffeId = "spiffe://other.org/ns/default/sa/web".parse().unwrap();
     let (foreign, _) = theirs.issue_x509(&id, now, HOUR).unwrap();
     let err = bundle_of(&ours).verify(foreign.chain(), now).unwrap_err();
-    assert!(matches!(err, VerifyError::TrustDomainMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::TrustDomainMismatch { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("other.org"), "{err}");
 }
 
@@ -111,7 +121,10 @@ fn an_intermediate_under_an_operator_root_issues_verifiable_chains() {
         vec![root.der().to_vec()],
         &stranger.serialize_der(),
     );
-    assert!(wrong.unwrap_err().to_string().contains("does not belong to the CA key"));
+    assert!(wrong
+        .unwrap_err()
+        .to_string()
+        .contains("does not belong to the CA key"));
     let unrelated_root = CertificateParams::new(Vec::new())
         .unwrap()
         .self_signed(&stranger)
@@ -123,5 +136,8 @@ fn an_intermediate_under_an_operator_root_issues_verifiable_chains() {
         vec![unrelated_root.der().to_vec()],
         &ca_key.serialize_der(),
     );
-    assert!(unchained.unwrap_err().to_string().contains("not signed by any certificate"));
+    assert!(unchained
+        .unwrap_err()
+        .to_string()
+        .contains("not signed by any certificate"));
 }

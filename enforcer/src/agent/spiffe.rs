@@ -59,7 +59,9 @@ impl Agent {
 
     /// The CA's generations and bundle.
     pub fn identity_ca_show(&self) -> Result<Response, AgentError> {
-        Ok(Response::IdentityCa(Box::new(self.identity_or_err()?.ca_status())))
+        Ok(Response::IdentityCa(Box::new(
+            self.identity_or_err()?.ca_status(),
+        )))
     }
 
     /// Starts a CA rotation.

@@ -43,7 +43,10 @@ pub enum SvidCmd {
 pub fn ca(ctx: &mut Ctx<'_>, cmd: &CaCmd) -> Result<bool, CliError> {
     let (request, name) = match cmd {
         CaCmd::Show { .. } => (Request::IdentityCaShow, "identity ca show"),
-        CaCmd::Rotate { now } => (Request::IdentityCaRotate { immediately: *now }, "identity ca rotate"),
+        CaCmd::Rotate { now } => (
+            Request::IdentityCaRotate { immediately: *now },
+            "identity ca rotate",
+        ),
     };
     let status = match ctx.call(&request)? {
         Response::IdentityCa(status) => status,
@@ -80,9 +83,9 @@ pub fn svid(ctx: &mut Ctx<'_>, cmd: &SvidCmd) -> Result<bool, CliError> {
                 other => return Err(unexpected("svid inspect", other)),
             };
             match ctx.format {
-                OutputFormat::Json => output::json(
-                    &serde_json::json!({"svid": svid, "chain_pem": chain_pem}),
-                ),
+                OutputFormat::Json => {
+                    output::json(&serde_json::json!({"svid": svid, "chain_pem": chain_pem}))
+                }
                 OutputFormat::Human => render_svid(&svid, &chain_pem),
             }
         }
@@ -123,7 +126,14 @@ fn render_ca(status: &CaStatus) -> String {
 }
 
 fn render_svids(svids: &[SvidRecord]) -> String {
-    let mut t = Table::new(&["SPIFFE ID", "KIND", "ENDPOINTS", "EXPIRES", "RENEWS", "CA GEN"]);
+    let mut t = Table::new(&[
+        "SPIFFE ID",
+        "KIND",
+        "ENDPOINTS",
+        "EXPIRES",
+        "RENEWS",
+        "CA GEN",
+    ]);
     for s in svids {
         t.row(vec![
             s.spiffe_id.clone(),

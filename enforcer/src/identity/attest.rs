@@ -218,9 +218,18 @@ mod tests {
         let cgroup = format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID_A}.scope");
         assert_eq!(
             match_endpoint(&caller((4, 200), &cgroup), &eps),
-            Err(AttestError::Conflict { pid: 42, cgroup_ep: 1, netns_ep: 2 })
+            Err(AttestError::Conflict {
+                pid: 42,
+                cgroup_ep: 1,
+                netns_ep: 2
+            })
         );
-        assert_eq!(match_endpoint(&caller((4, 100), &cgroup), &eps).unwrap().ep_id, 1);
+        assert_eq!(
+            match_endpoint(&caller((4, 100), &cgroup), &eps)
+                .unwrap()
+                .ep_id,
+            1
+        );
         assert_eq!(
             match_endpoint(&caller((4, 300), &cgroup), &eps),
             Err(AttestError::Unknown { pid: 42 }),

@@ -295,7 +295,11 @@ impl IdentityService {
 
 impl Inner {
     fn anchors(&self) -> Vec<Vec<u8>> {
-        self.cas.x509_anchors().into_iter().map(<[u8]>::to_vec).collect()
+        self.cas
+            .x509_anchors()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
     fn jwt_bundle(&self) -> JwtBundle {
@@ -384,7 +388,11 @@ impl Inner {
         changed
     }
 
-    fn after_rotation(&mut self, events: &[RotationEvent], t: SystemTime) -> Result<(), IdentityError> {
+    fn after_rotation(
+        &mut self,
+        events: &[RotationEvent],
+        t: SystemTime,
+    ) -> Result<(), IdentityError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -397,7 +405,10 @@ impl Inner {
             .any(|e| matches!(e, RotationEvent::Activated { .. }))
         {
             let all: Vec<SpiffeId> = self.held.keys().cloned().collect();
-            info!(count = all.len(), "re-issuing every X.509-SVID under the new CA");
+            info!(
+                count = all.len(),
+                "re-issuing every X.509-SVID under the new CA"
+            );
             self.issue_all(&all, t);
         }
         Ok(())
@@ -484,7 +495,8 @@ fn renewal_time(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Runs rotation and renewal for as long as the agent runs. It wakes at

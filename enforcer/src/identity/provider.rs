@@ -29,7 +29,10 @@ impl Provider {
 
     /// A watch that recomputes `compute` after every change of the service
     /// and sends it when it differs; it stops when every receiver is gone.
-    fn follow<T>(&self, compute: impl Fn(&IdentityService) -> T + Send + 'static) -> watch::Receiver<T>
+    fn follow<T>(
+        &self,
+        compute: impl Fn(&IdentityService) -> T + Send + 'static,
+    ) -> watch::Receiver<T>
     where
         T: PartialEq + Send + Sync + 'static,
     {
@@ -142,12 +145,11 @@ impl WorkloadProvider for Provider {
         audience: &str,
         token: &str,
     ) -> Result<ValidatedJwtSvid, ProviderError> {
-        let valid = self
-            .service
-            .validate_jwt(token, audience)
-            .map_err(|e| ProviderError::InvalidJwtSvid {
+        let valid = self.service.validate_jwt(token, audience).map_err(|e| {
+            ProviderError::InvalidJwtSvid {
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         ValidatedJwtSvid::new(valid.spiffe_id, valid.claims).map_err(|e| {
             ProviderError::InvalidJwtSvid {
                 reason: e.to_string(),

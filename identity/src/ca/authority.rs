@@ -177,7 +177,12 @@ impl Authority {
 
     /// Issues an X.509-SVID with a fresh key, valid from `now` for `ttl` but
     /// never past the CA's own expiry.
-    pub fn issue(&self, id: &SpiffeId, now: SystemTime, ttl: Duration) -> Result<X509Svid, AuthorityError> {
+    pub fn issue(
+        &self,
+        id: &SpiffeId,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<X509Svid, AuthorityError> {
         let key = EcKey::generate(KeyUse::X509)?;
         let (chain, not_before, not_after) = self.sign(id, &key, now, ttl)?;
         Ok(X509Svid::from_parts(
@@ -198,12 +203,11 @@ impl Authority {
         now: SystemTime,
         ttl: Duration,
     ) -> Result<(Vec<Vec<u8>>, SystemTime), AuthorityError> {
-        let public = SubjectPublicKeyInfo::from_der(spki_der).map_err(|source| {
-            AuthorityError::Build {
+        let public =
+            SubjectPublicKeyInfo::from_der(spki_der).map_err(|source| AuthorityError::Build {
                 subject: format!("the SVID of {id} (its public key)"),
                 source,
-            }
-        })?;
+            })?;
         let (chain, _, not_after) = self.sign(id, &public, now, ttl)?;
         Ok((chain, not_after))
     }
@@ -229,7 +233,10 @@ impl Authority {
                 not_after: self.not_after,
             });
         }
-        let not_before = now.checked_sub(BACKDATE).unwrap_or(now).max(self.not_before);
+        let not_before = now
+            .checked_sub(BACKDATE)
+            .unwrap_or(now)
+            .max(self.not_before);
         let not_after = (now + ttl).min(self.not_after);
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -246,12 +253,13 @@ impl Authority {
         ];
         params.subject_alt_names = vec![uri_san(id)?];
         params.use_authority_key_identifier_extension = true;
-        let leaf = params
-            .signed_by(public, &self.issuer)
-            .map_err(|source| AuthorityError::Build {
-                subject: format!("the SVID of {id}"),
-                source,
-            })?;
+        let leaf =
+            params
+                .signed_by(public, &self.issuer)
+                .map_err(|source| AuthorityError::Build {
+                    subject: format!("the SVID of {id}"),
+                    source,
+                })?;
         let mut chain = Vec::with_capacity(2 + self.upstream.len());
         chain.push(leaf.der().to_vec());
         if !self.is_self_signed() {
@@ -357,22 +365,30 @@ fn random_serial() -> Result<SerialNumber, AuthorityError> {
 
 /// Checks that `cert` is signed by the first of `upstream`, each of those by
 /// the next, and the last by one of `anchors`.
-fn check_chain(cert: &[u8], upstream: &[Vec<u8>], anchors: &[Vec<u8>]) -> Result<(), AuthorityError> {
+fn check_chain(
+    cert: &[u8],
+    upstream: &[Vec<u8>],
+    anchors: &[Vec<u8>],
+) -> Result<(), AuthorityError> {
     fn parse<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, AuthorityError> {
-        X509Certificate::from_der(der)
-            .map(|(_, c)| c)
-            .map_err(|e| upstream_err(&format!("chain: {what} is not a DER X.509 certificate: {e}")))
+        X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| {
+            upstream_err(&format!(
+                "chain: {what} is not a DER X.509 certificate: {e}"
+            ))
+        })
     }
     let mut child = parse(cert, "the CA certificate")?;
     for (i, der) in upstream.iter().enumerate() {
         let parent = parse(der, &format!("intermediate {}", i + 1))?;
-        child.verify_signature(Some(parent.public_key())).map_err(|_| {
-            upstream_err(&format!(
-                "chain: certificate {} is not signed by intermediate {}",
-                i,
-                i + 1
-            ))
-        })?;
+        child
+            .verify_signature(Some(parent.public_key()))
+            .map_err(|_| {
+                upstream_err(&format!(
+                    "chain: certificate {} is not signed by intermediate {}",
+                    i,
+                    i + 1
+                ))
+            })?;
         child = parent;
     }
     for der in anchors {
@@ -414,7 +430,9 @@ impl CaFacts {
             .flatten()
             .is_some_and(|bc| bc.value.ca);
         if !is_ca {
-            return Err(upstream_err("does not have the CA flag set (basicConstraints cA)"));
+            return Err(upstream_err(
+                "does not have the CA flag set (basicConstraints cA)",
+            ));
         }
         let can_sign = cert
             .key_usage()
@@ -445,9 +463,10 @@ impl CaFacts {
             None => {
                 let mut params = CertificateParams::default();
                 params.key_identifier_method = KeyIdMethod::Sha256;
-                let public = SubjectPublicKeyInfo::from_der(cert.public_key().raw).map_err(|e| {
-                    upstream_err(&format!("has a public key rcgen cannot read: {e}"))
-                })?;
+                let public =
+                    SubjectPublicKeyInfo::from_der(cert.public_key().raw).map_err(|e| {
+                        upstream_err(&format!("has a public key rcgen cannot read: {e}"))
+                    })?;
                 params.key_identifier(&public)
             }
         };

@@ -122,7 +122,8 @@ impl PublicKeyData for EcKey {
 
 impl SigningKey for EcKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.sign_message(msg).map_err(|_| rcgen::Error::RingUnspecified)
+        self.sign_message(msg)
+            .map_err(|_| rcgen::Error::RingUnspecified)
     }
 }
 

@@ -263,7 +263,11 @@ impl CaSet {
 
     /// Records that the active generation signed a JWT expiring at
     /// `expiry`; returns whether the lifecycle must be persisted.
-    pub fn note_jwt_signed(&mut self, expiry: SystemTime, ttl: Duration) -> Result<bool, RotationError> {
+    pub fn note_jwt_signed(
+        &mut self,
+        expiry: SystemTime,
+        ttl: Duration,
+    ) -> Result<bool, RotationError> {
         Ok(self.active_mut()?.note_signed(expiry, ttl))
     }
 
@@ -278,10 +282,15 @@ impl CaSet {
         policy: &RotationPolicy,
     ) -> Result<Vec<RotationEvent>, RotationError> {
         let mut events = Vec::new();
-        let activate_after = if immediately { now } else { now + policy.propagation };
+        let activate_after = if immediately {
+            now
+        } else {
+            now + policy.propagation
+        };
         match self.prepared_mut() {
             Some(prepared) => {
-                prepared.lifecycle.activate_after = prepared.lifecycle.activate_after.min(activate_after);
+                prepared.lifecycle.activate_after =
+                    prepared.lifecycle.activate_after.min(activate_after);
             }
             None => {
                 if !self.active()?.authority.is_self_signed() {
@@ -307,8 +316,13 @@ impl CaSet {
         policy: &RotationPolicy,
     ) -> Result<Vec<RotationEvent>, RotationError> {
         let number = self.next_number();
-        let activate_after = if immediately { now } else { now + policy.propagation };
-        self.generations.retain(|g| g.lifecycle.stage != Stage::Prepared);
+        let activate_after = if immediately {
+            now
+        } else {
+            now + policy.propagation
+        };
+        self.generations
+            .retain(|g| g.lifecycle.stage != Stage::Prepared);
         self.generations.push(Generation {
             authority,
             jwt_key: EcKey::generate(KeyUse::Jwt)?,
@@ -331,21 +345,40 @@ impl CaSet {
         if self.prepared_mut().is_none() {
             let active = self.active()?;
             let auth = &active.authority;
-            if auth.is_self_signed() && now >= share(auth.not_before(), auth.not_after(), RotationPolicy::PREPARE_AT) {
-                let activate_after = share(auth.not_before(), auth.not_after(), RotationPolicy::ACTIVATE_AT)
-                    .max(now + policy.propagation);
+            if auth.is_self_signed()
+                && now
+                    >= share(
+                        auth.not_before(),
+                        auth.not_after(),
+                        RotationPolicy::PREPARE_AT,
+                    )
+            {
+                let activate_after = share(
+                    auth.not_before(),
+                    auth.not_after(),
+                    RotationPolicy::ACTIVATE_AT,
+                )
+                .max(now + policy.propagation);
                 let number = self.prepare_self_signed(now, activate_after, policy)?;
                 events.push(RotationEvent::Prepared { number });
             }
         }
         events.extend(self.activate_due(now, policy));
-        let before: Vec<u64> = self.generations.iter().map(|g| g.lifecycle.number).collect();
+        let before: Vec<u64> = self
+            .generations
+            .iter()
+            .map(|g| g.lifecycle.number)
+            .collect();
         self.generations.retain(|g| {
             g.lifecycle.stage != Stage::Retired
                 || (now < g.lifecycle.signed_until && now < g.authority.not_after())
         });
         for number in before {
-            if !self.generations.iter().any(|g| g.lifecycle.number == number) {
+            if !self
+                .generations
+                .iter()
+                .any(|g| g.lifecycle.number == number)
+            {
                 events.push(RotationEvent::Dropped { number });
             }
         }
@@ -362,7 +395,11 @@ impl CaSet {
                 Stage::Retired => consider(g.lifecycle.signed_until.min(g.authority.not_after())),
                 Stage::Active => {
                     let auth = &g.authority;
-                    consider(share(auth.not_before(), auth.not_after(), RotationPolicy::PREPARE_AT));
+                    consider(share(
+                        auth.not_before(),
+                        auth.not_after(),
+                        RotationPolicy::PREPARE_AT,
+                    ));
                 }
             }
         }
@@ -494,22 +531,40 @@ mod tests {
         assert_eq!(stages(&set), [(1, Stage::Active)]);
         let (old_svid, moved) = set.issue_x509(&id(), t0(), HOUR).unwrap();
         assert!(moved, "the first SVID moves the high-water mark");
-        assert!(!set.issue_x509(&id(), t0(), HOUR).unwrap().1, "the next one does not");
+        assert!(
+            !set.issue_x509(&id(), t0(), HOUR).unwrap().1,
+            "the next one does not"
+        );
 
         let t1 = t0() + Duration::from_secs(60);
         let events = set.rotate(t1, false, &p).unwrap();
         assert_eq!(events, [RotationEvent::Prepared { number: 2 }]);
-        assert_eq!(set.x509_anchors().len(), 2, "the new CA is in the bundle first");
-        assert_eq!(set.active().unwrap().lifecycle.number, 1, "the old one still signs");
+        assert_eq!(
+            set.x509_anchors().len(),
+            2,
+            "the new CA is in the bundle first"
+        );
+        assert_eq!(
+            set.active().unwrap().lifecycle.number,
+            1,
+            "the old one still signs"
+        );
 
         let events = set.tick(t1 + p.propagation, &p).unwrap();
         assert_eq!(
             events,
-            [RotationEvent::Activated { number: 2, retired: Some(1) }]
+            [RotationEvent::Activated {
+                number: 2,
+                retired: Some(1)
+            }]
         );
         let (new_svid, _) = set.issue_x509(&id(), t1 + p.propagation, HOUR).unwrap();
         assert_ne!(new_svid.chain(), old_svid.chain());
-        assert_eq!(set.x509_anchors().len(), 2, "the old CA stays while its SVIDs live");
+        assert_eq!(
+            set.x509_anchors().len(),
+            2,
+            "the old CA stays while its SVIDs live"
+        );
 
         let events = set.tick(old_svid.not_after() + HOUR, &p).unwrap();
         assert_eq!(events, [RotationEvent::Dropped { number: 1 }]);
@@ -522,11 +577,23 @@ mod tests {
         let mut set = CaSet::bootstrap(TrustDomain::new("example.org").unwrap(), t0(), &p).unwrap();
         assert!(set.tick(t0() + 11 * HOUR, &p).unwrap().is_empty());
         let half = t0() + 12 * HOUR;
-        assert_eq!(set.tick(half, &p).unwrap(), [RotationEvent::Prepared { number: 2 }]);
-        assert!(set.tick(half + HOUR, &p).unwrap().is_empty(), "activates at 2/3");
+        assert_eq!(
+            set.tick(half, &p).unwrap(),
+            [RotationEvent::Prepared { number: 2 }]
+        );
+        assert!(
+            set.tick(half + HOUR, &p).unwrap().is_empty(),
+            "activates at 2/3"
+        );
         set.issue_x509(&id(), t0() + 15 * HOUR, HOUR).unwrap();
         let events = set.tick(t0() + 16 * HOUR, &p).unwrap();
-        assert_eq!(events, [RotationEvent::Activated { number: 2, retired: Some(1) }]);
+        assert_eq!(
+            events,
+            [RotationEvent::Activated {
+                number: 2,
+                retired: Some(1)
+            }]
+        );
         assert!(set.next_tick().is_some());
     }
 
@@ -539,7 +606,10 @@ mod tests {
             events,
             [
                 RotationEvent::Prepared { number: 2 },
-                RotationEvent::Activated { number: 2, retired: Some(1) }
+                RotationEvent::Activated {
+                    number: 2,
+                    retired: Some(1)
+                }
             ]
         );
         // Nothing was signed by generation 1, so it goes at the next tick.
@@ -551,9 +621,14 @@ mod tests {
 
     #[test]
     fn svids_never_outlive_their_ca() {
-        let p = RotationPolicy { ca_ttl: 2 * HOUR, ..policy() };
+        let p = RotationPolicy {
+            ca_ttl: 2 * HOUR,
+            ..policy()
+        };
         let mut set = CaSet::bootstrap(TrustDomain::new("example.org").unwrap(), t0(), &p).unwrap();
-        let (svid, _) = set.issue_x509(&id(), t0() + Duration::from_secs(90 * 60), HOUR).unwrap();
+        let (svid, _) = set
+            .issue_x509(&id(), t0() + Duration::from_secs(90 * 60), HOUR)
+            .unwrap();
         assert!(svid.not_after() <= set.active().unwrap().authority.not_after());
         assert!(matches!(
             set.issue_x509(&id(), t0() + 3 * HOUR, HOUR),

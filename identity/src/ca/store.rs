@@ -209,7 +209,10 @@ impl CaStore {
         for lifecycle in lifecycles {
             generations.push(self.load_generation(trust_domain, lifecycle)?);
         }
-        Ok(Some(CaSet::from_generations(trust_domain.clone(), generations)))
+        Ok(Some(CaSet::from_generations(
+            trust_domain.clone(),
+            generations,
+        )))
     }
 
     fn load_generation(
@@ -236,11 +239,12 @@ impl CaStore {
         let upstream = optional("upstream.pem")?;
         let anchors = optional("anchors.pem")?;
         let key = read_key_file(&dir.join("ca.key"))?;
-        let authority = Authority::from_parts(trust_domain, cert, upstream, anchors, key.secret_der())
-            .map_err(|source| StoreError::Authority {
-                path: dir.clone(),
-                source,
-            })?;
+        let authority =
+            Authority::from_parts(trust_domain, cert, upstream, anchors, key.secret_der())
+                .map_err(|source| StoreError::Authority {
+                    path: dir.clone(),
+                    source,
+                })?;
         let jwt_key = read_key_file(&dir.join("jwt.key"))?;
         let jwt_key = EcKey::from_pkcs8(jwt_key.secret_der(), KeyUse::Jwt).map_err(|source| {
             StoreError::Authority {
@@ -266,7 +270,11 @@ impl CaStore {
             }
             create_dir(&dir)?;
             let auth = &g.authority;
-            write_file(&dir.join("ca.pem"), pem::encode(pem::CERTIFICATE, auth.certificate()).as_bytes(), 0o644)?;
+            write_file(
+                &dir.join("ca.pem"),
+                pem::encode(pem::CERTIFICATE, auth.certificate()).as_bytes(),
+                0o644,
+            )?;
             if !auth.is_self_signed() {
                 let upstream = pem::encode_certificates(auth.upstream().iter().map(Vec::as_slice));
                 write_file(&dir.join("upstream.pem"), upstream.as_bytes(), 0o644)?;
@@ -298,7 +306,11 @@ impl CaStore {
             let Some(number) = name.to_str().and_then(|n| n.parse::<u64>().ok()) else {
                 continue;
             };
-            if set.generations().iter().all(|g| g.lifecycle.number != number) {
+            if set
+                .generations()
+                .iter()
+                .all(|g| g.lifecycle.number != number)
+            {
                 fs::remove_dir_all(entry.path()).map_err(|source| StoreError::Io {
                     op: "remove",
                     path: entry.path(),
