@@ -13,7 +13,7 @@ mod provider;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use palisade_api::{CaGenerationRecord, CaStatus, SvidRecord};
@@ -59,22 +59,35 @@ struct Held {
 pub type Revision = u64;
 
 /// The node's identity service.
+///
+/// Two locks: `ca` is held while signing (a rotation re-issues every SVID,
+/// 0.6 s for 10,000) and serializes every change; `view` is what the
+/// Workload API reads (endpoints, SVIDs, bundle snapshots) and is only ever
+/// held for a lookup or to swap in what was signed. Attestation never waits
+/// for a signature.
 pub struct IdentityService {
-    inner: Mutex<Inner>,
+    ca: Mutex<CaState>,
+    view: RwLock<View>,
+    config: IdentityConfig,
     /// Bumped after every change of SVIDs, bundles or endpoints.
     changes: watch::Sender<Revision>,
-    trust_domain: TrustDomain,
 }
 
-struct Inner {
-    config: IdentityConfig,
+struct CaState {
     policy: RotationPolicy,
     store: CaStore,
     cas: CaSet,
+}
+
+/// What readers see.
+struct View {
     endpoints: Vec<HostedEndpoint>,
     /// Every SVID held, by SPIFFE ID.
     held: BTreeMap<SpiffeId, Held>,
-    revision: Revision,
+    /// The X.509 bundle's trust anchors (DER).
+    anchors: Vec<Vec<u8>>,
+    /// The JWT bundle.
+    jwt_bundle: JwtBundle,
 }
 
 fn now() -> SystemTime {
@@ -121,34 +134,40 @@ impl IdentityService {
             key_id = %ca::hex(active.authority.key_id()),
             "CA ready"
         );
+        let view = View {
+            endpoints: Vec::new(),
+            held: BTreeMap::new(),
+            anchors: anchors_of(&cas),
+            jwt_bundle: jwt_bundle_of(&cas),
+        };
         let (changes, _) = watch::channel(0);
         Ok(Arc::new(Self {
-            inner: Mutex::new(Inner {
-                config: config.clone(),
-                policy,
-                store,
-                cas,
-                endpoints: Vec::new(),
-                held: BTreeMap::new(),
-                revision: 0,
-            }),
+            ca: Mutex::new(CaState { policy, store, cas }),
+            view: RwLock::new(view),
+            config: config.clone(),
             changes,
-            trust_domain: td,
         }))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_ca(&self) -> MutexGuard<'_, CaState> {
+        self.ca.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn publish(&self, inner: &mut Inner) {
-        inner.revision += 1;
-        self.changes.send_replace(inner.revision);
+    fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self) {
+        self.changes.send_modify(|revision| *revision += 1);
     }
 
     /// The trust domain.
     pub fn trust_domain(&self) -> &TrustDomain {
-        &self.trust_domain
+        &self.config.trust_domain
     }
 
     /// A receiver that changes whenever SVIDs, bundles or endpoints do.
@@ -159,44 +178,88 @@ impl IdentityService {
     /// Sets the endpoints this node hosts: issues the SVIDs they need and
     /// drops those nobody needs any more.
     pub fn set_endpoints(&self, endpoints: Vec<HostedEndpoint>) {
-        let mut inner = self.lock();
-        inner.endpoints = endpoints;
-        let t = now();
-        inner.sync_held(t);
-        self.publish(&mut inner);
+        let mut ca = self.lock_ca();
+        let wanted: BTreeSet<SpiffeId> = endpoints
+            .iter()
+            .flat_map(|e| e.workload_id.iter().chain(e.identity_id.iter()))
+            .cloned()
+            .collect();
+        let missing: Vec<SpiffeId> = {
+            let view = self.read();
+            wanted
+                .iter()
+                .filter(|id| !view.held.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        let issued = self.issue_all(&mut ca, &missing, now());
+        let mut view = self.write();
+        view.endpoints = endpoints;
+        view.held.retain(|id, _| wanted.contains(id));
+        view.held.extend(issued);
+        drop(view);
+        self.publish();
     }
 
     /// Advances rotation and renewal; returns when to call again.
     pub fn tick(&self) -> SystemTime {
-        let mut inner = self.lock();
+        let mut ca = self.lock_ca();
         let t = now();
-        let changed = inner.tick(t);
-        if changed {
-            self.publish(&mut inner);
+        let policy = ca.policy;
+        let events = ca.cas.tick(t, &policy).unwrap_or_else(|e| {
+            warn!(error = %e, "CA rotation failed");
+            Vec::new()
+        });
+        let rotated = self
+            .after_rotation(&mut ca, &events, t)
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot save the CA after a rotation");
+                true
+            });
+        let due: Vec<SpiffeId> = self
+            .read()
+            .held
+            .iter()
+            .filter(|(_, h)| h.renew_at <= t)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !due.is_empty() {
+            info!(count = due.len(), "renewing X.509-SVIDs");
+            let issued = self.issue_all(&mut ca, &due, t);
+            self.store_issued(issued);
         }
-        inner.next_tick(t)
+        if rotated || !due.is_empty() {
+            self.publish();
+        }
+        let renew = self.read().held.values().map(|h| h.renew_at).min();
+        let limit = t + Duration::from_secs(60);
+        [renew, ca.cas.next_tick()]
+            .into_iter()
+            .flatten()
+            .fold(limit, SystemTime::min)
+            .max(t + Duration::from_millis(100))
     }
 
     /// Starts a CA rotation (`immediately`: the new CA signs at once).
     pub fn rotate(&self, immediately: bool) -> Result<CaStatus, IdentityError> {
-        let mut inner = self.lock();
+        let mut ca = self.lock_ca();
         let t = now();
-        let policy = inner.policy;
-        let events = inner.cas.rotate(t, immediately, &policy)?;
-        inner.after_rotation(&events, t)?;
-        self.publish(&mut inner);
-        Ok(inner.ca_status())
+        let policy = ca.policy;
+        let events = ca.cas.rotate(t, immediately, &policy)?;
+        self.after_rotation(&mut ca, &events, t)?;
+        self.publish();
+        Ok(self.ca_status_of(&ca))
     }
 
     /// The CA's generations and bundle.
     pub fn ca_status(&self) -> CaStatus {
-        self.lock().ca_status()
+        self.ca_status_of(&self.lock_ca())
     }
 
     /// Every SVID the node holds.
     pub fn svid_list(&self) -> Vec<SvidRecord> {
-        let inner = self.lock();
-        inner.held.values().map(|h| inner.record(h)).collect()
+        let view = self.read();
+        view.held.values().map(|h| view.record(h)).collect()
     }
 
     /// One SVID, with its certificate chain (PEM, no key).
@@ -204,58 +267,66 @@ impl IdentityService {
         let id: SpiffeId = id
             .parse()
             .map_err(|e| IdentityError::Invalid(format!("{id:?} is not a SPIFFE ID: {e}")))?;
-        let inner = self.lock();
-        let held = inner
-            .held
-            .get(&id)
-            .ok_or_else(|| IdentityError::Invalid(format!("this node holds no SVID for {id}")))?;
+        let view = self.read();
+        let held = view.held.get(&id).ok_or_else(|| {
+            IdentityError::Invalid(format!(
+                "this node holds no SVID for {id} (`palisade svid list` shows those it holds)"
+            ))
+        })?;
         let chain = pem::encode_certificates(held.svid.chain().iter().map(Vec::as_slice));
-        Ok((inner.record(held), chain))
+        Ok((view.record(held), chain))
     }
 
     /// Finds the endpoint a caller belongs to.
     pub fn attest(&self, facts: &attest::CallerFacts) -> Result<Attested, attest::AttestError> {
-        let inner = self.lock();
-        attest::match_endpoint(facts, &inner.endpoints)
+        attest::match_endpoint(facts, &self.read().endpoints)
+    }
+
+    /// Whether the attested workload's endpoint is still hosted here.
+    pub fn hosts(&self, who: &Attested) -> bool {
+        self.read().endpoints.iter().any(|e| e.ep_id == who.ep_id)
     }
 
     /// The X.509-SVIDs of an attested workload (its default first) and the
     /// bundle's trust anchors; `None` if the endpoint is gone.
     pub fn x509_for(&self, who: &Attested) -> Option<(Vec<X509Svid>, Vec<Vec<u8>>)> {
-        let inner = self.lock();
-        let ep = inner.endpoints.iter().find(|e| e.ep_id == who.ep_id)?;
+        let view = self.read();
+        let ep = view.endpoints.iter().find(|e| e.ep_id == who.ep_id)?;
         let svids: Vec<X509Svid> = ep
             .workload_id
             .iter()
-            .filter_map(|id| inner.held.get(id).map(|h| h.svid.clone()))
+            .filter_map(|id| view.held.get(id).map(|h| h.svid.clone()))
             .collect();
-        Some((svids, inner.anchors()))
+        Some((svids, view.anchors.clone()))
     }
 
     /// The trust anchors of the X.509 bundle.
     pub fn x509_anchors(&self) -> Vec<Vec<u8>> {
-        self.lock().anchors()
+        self.read().anchors.clone()
     }
 
     /// The JWT bundle of the trust domain.
     pub fn jwt_bundle(&self) -> JwtBundle {
-        self.lock().jwt_bundle()
+        self.read().jwt_bundle.clone()
     }
 
-    /// Signs JWT-SVIDs for an attested workload.
+    /// Signs JWT-SVIDs for an attested workload (waits for a rotation in
+    /// progress: call it off the async workers).
     pub fn jwt_for(
         &self,
         who: &Attested,
         audience: &[String],
         requested: Option<&SpiffeId>,
     ) -> Result<Vec<JwtSvid>, IdentityError> {
-        let mut inner = self.lock();
-        let ep = inner
-            .endpoints
-            .iter()
-            .find(|e| e.ep_id == who.ep_id)
-            .ok_or_else(|| IdentityError::Invalid("the endpoint is gone".to_owned()))?;
-        let ids: Vec<SpiffeId> = ep.workload_id.iter().cloned().collect();
+        let ids: Vec<SpiffeId> = {
+            let view = self.read();
+            let ep = view
+                .endpoints
+                .iter()
+                .find(|e| e.ep_id == who.ep_id)
+                .ok_or_else(|| IdentityError::Invalid("the endpoint is gone".to_owned()))?;
+            ep.workload_id.iter().cloned().collect()
+        };
         let ids: Vec<SpiffeId> = match requested {
             Some(r) if ids.contains(r) => vec![r.clone()],
             Some(r) => {
@@ -266,166 +337,156 @@ impl IdentityService {
             None => ids,
         };
         let t = now();
-        let ttl = Duration::from_secs(inner.config.jwt_svid_ttl_secs);
+        let ttl = Duration::from_secs(self.config.jwt_svid_ttl_secs);
+        let mut ca = self.lock_ca();
         let mut out = Vec::with_capacity(ids.len());
         let mut persist = false;
         for id in &ids {
-            let active = inner.cas.active()?;
+            let active = ca.cas.active()?;
             let svid = jwt::sign(id, audience, &active.jwt_key, &active.jwt_key_id(), t, ttl)?;
-            persist |= inner.cas.note_jwt_signed(svid.expiry, ttl)?;
+            persist |= ca.cas.note_jwt_signed(svid.expiry, ttl)?;
             out.push(svid);
         }
         if persist {
-            inner.save();
+            ca.save();
         }
         Ok(out)
     }
 
     /// Validates a JWT-SVID against the trust domain's JWT bundle.
     pub fn validate_jwt(&self, token: &str, audience: &str) -> Result<ValidatedJwt, IdentityError> {
-        let bundle = self.jwt_bundle();
+        let view = self.read();
+        let bundle = &view.jwt_bundle;
         Ok(jwt::validate(
             token,
             audience,
-            |td| (td == bundle.trust_domain()).then_some(&bundle),
+            |td| (td == bundle.trust_domain()).then_some(bundle),
             now(),
         )?)
     }
-}
 
-impl Inner {
-    fn anchors(&self) -> Vec<Vec<u8>> {
-        self.cas
-            .x509_anchors()
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect()
-    }
-
-    fn jwt_bundle(&self) -> JwtBundle {
-        let mut bundle = JwtBundle::new(self.cas.trust_domain().clone());
-        for g in self.cas.generations() {
-            bundle.insert_p256(g.jwt_key_id(), g.jwt_key.public_point());
-        }
-        bundle
-    }
-
-    fn save(&self) {
-        if let Err(e) = self.store.save(&self.cas) {
-            warn!(error = %e, "cannot save the CA's lifecycle; it is kept in memory and saved at the next change");
-        }
-    }
-
-    /// The SPIFFE IDs the hosted endpoints need.
-    fn wanted(&self) -> BTreeSet<SpiffeId> {
-        self.endpoints
-            .iter()
-            .flat_map(|e| e.workload_id.iter().chain(e.identity_id.iter()))
-            .cloned()
-            .collect()
-    }
-
-    fn sync_held(&mut self, t: SystemTime) {
-        let wanted = self.wanted();
-        self.held.retain(|id, _| wanted.contains(id));
-        let missing: Vec<SpiffeId> = wanted
-            .into_iter()
-            .filter(|id| !self.held.contains_key(id))
-            .collect();
-        self.issue_all(&missing, t);
-    }
-
-    fn issue_all(&mut self, ids: &[SpiffeId], t: SystemTime) {
+    /// Issues X.509-SVIDs under the CA lock only; the caller puts them in
+    /// the view.
+    fn issue_all(
+        &self,
+        ca: &mut CaState,
+        ids: &[SpiffeId],
+        t: SystemTime,
+    ) -> Vec<(SpiffeId, Held)> {
         let ttl = Duration::from_secs(self.config.svid_ttl_secs);
         let mut persist = false;
+        let mut issued = Vec::with_capacity(ids.len());
         for id in ids {
-            match self.cas.issue_x509(id, t, ttl) {
+            match ca.cas.issue_x509(id, t, ttl) {
                 Ok((svid, moved)) => {
                     persist |= moved;
-                    let generation = self.cas.active().map_or(0, |g| g.lifecycle.number);
+                    let generation = ca.cas.active().map_or(0, |g| g.lifecycle.number);
                     let renew_at = renewal_time(svid.not_before(), svid.not_after());
-                    self.held.insert(
+                    issued.push((
                         id.clone(),
                         Held {
                             svid,
                             renew_at,
                             generation,
                         },
-                    );
+                    ));
                 }
                 Err(e) => warn!(spiffe_id = %id, error = %e, "cannot issue an X.509-SVID"),
             }
         }
         if persist {
-            self.save();
+            ca.save();
         }
+        issued
     }
 
-    fn tick(&mut self, t: SystemTime) -> bool {
-        let policy = self.policy;
-        let events = match self.cas.tick(t, &policy) {
-            Ok(events) => events,
-            Err(e) => {
-                warn!(error = %e, "CA rotation failed");
-                Vec::new()
+    /// Replaces SVIDs that are still wanted (an endpoint may have gone
+    /// while they were signed).
+    fn store_issued(&self, issued: Vec<(SpiffeId, Held)>) {
+        let mut view = self.write();
+        for (id, held) in issued {
+            if let Some(slot) = view.held.get_mut(&id) {
+                *slot = held;
             }
-        };
-        let mut changed = !events.is_empty();
-        if let Err(e) = self.after_rotation(&events, t) {
-            warn!(error = %e, "cannot save the CA after a rotation");
         }
-        let due: Vec<SpiffeId> = self
-            .held
-            .iter()
-            .filter(|(_, h)| h.renew_at <= t)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if !due.is_empty() {
-            info!(count = due.len(), "renewing X.509-SVIDs");
-            self.issue_all(&due, t);
-            changed = true;
-        }
-        changed
     }
 
+    /// Saves the CA after rotation events, refreshes the bundle snapshots
+    /// and, when a new generation became active, re-issues every SVID.
+    /// Returns whether anything changed.
     fn after_rotation(
-        &mut self,
+        &self,
+        ca: &mut CaState,
         events: &[RotationEvent],
         t: SystemTime,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<bool, IdentityError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         for event in events {
-            info!(?event, trust_domain = %self.cas.trust_domain(), "CA rotation");
+            info!(?event, trust_domain = %ca.cas.trust_domain(), "CA rotation");
         }
-        self.store.save(&self.cas)?;
+        ca.store.save(&ca.cas)?;
+        {
+            let mut view = self.write();
+            view.anchors = anchors_of(&ca.cas);
+            view.jwt_bundle = jwt_bundle_of(&ca.cas);
+        }
         if events
             .iter()
             .any(|e| matches!(e, RotationEvent::Activated { .. }))
         {
-            let all: Vec<SpiffeId> = self.held.keys().cloned().collect();
+            let all: Vec<SpiffeId> = self.read().held.keys().cloned().collect();
             info!(
                 count = all.len(),
                 "re-issuing every X.509-SVID under the new CA"
             );
-            self.issue_all(&all, t);
+            let issued = self.issue_all(ca, &all, t);
+            self.store_issued(issued);
         }
-        Ok(())
+        Ok(true)
     }
 
-    fn next_tick(&self, t: SystemTime) -> SystemTime {
-        let renew = self.held.values().map(|h| h.renew_at).min();
-        let ca = self.cas.next_tick();
-        [renew, ca]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(t + Duration::from_secs(60))
-            .min(t + Duration::from_secs(60))
-            .max(t + Duration::from_millis(100))
+    fn ca_status_of(&self, ca: &CaState) -> CaStatus {
+        let generations = ca
+            .cas
+            .generations()
+            .iter()
+            .map(|g| CaGenerationRecord {
+                number: g.lifecycle.number,
+                stage: g.lifecycle.stage.as_str().to_owned(),
+                key_id: ca::hex(g.authority.key_id()),
+                jwt_key_id: g.jwt_key_id(),
+                self_signed: g.authority.is_self_signed(),
+                not_before: unix(g.authority.not_before()),
+                not_after: unix(g.authority.not_after()),
+                activate_after: (g.lifecycle.stage == ca::Stage::Prepared)
+                    .then(|| unix(g.lifecycle.activate_after)),
+                retired_at: g.lifecycle.retired_at.map(unix),
+                dropped_after: (g.lifecycle.stage == ca::Stage::Retired)
+                    .then(|| unix(g.lifecycle.signed_until.min(g.authority.not_after()))),
+            })
+            .collect();
+        let view = self.read();
+        CaStatus {
+            trust_domain: ca.cas.trust_domain().to_string(),
+            generations,
+            bundle_pem: pem::encode_certificates(view.anchors.iter().map(Vec::as_slice)),
+            svids_held: view.held.len(),
+            workload_api_socket: self.config.workload_api_socket.display().to_string(),
+        }
     }
+}
 
+impl CaState {
+    fn save(&self) {
+        if let Err(e) = self.store.save(&self.cas) {
+            warn!(error = %e, "cannot save the CA's lifecycle; it is kept in memory and saved at the next change");
+        }
+    }
+}
+
+impl View {
     fn record(&self, h: &Held) -> SvidRecord {
         let id = h.svid.spiffe_id();
         let endpoints = self
@@ -448,36 +509,18 @@ impl Inner {
             ca_generation: h.generation,
         }
     }
+}
 
-    fn ca_status(&self) -> CaStatus {
-        let generations = self
-            .cas
-            .generations()
-            .iter()
-            .map(|g| CaGenerationRecord {
-                number: g.lifecycle.number,
-                stage: g.lifecycle.stage.as_str().to_owned(),
-                key_id: ca::hex(g.authority.key_id()),
-                jwt_key_id: g.jwt_key_id(),
-                self_signed: g.authority.is_self_signed(),
-                not_before: unix(g.authority.not_before()),
-                not_after: unix(g.authority.not_after()),
-                activate_after: (g.lifecycle.stage == ca::Stage::Prepared)
-                    .then(|| unix(g.lifecycle.activate_after)),
-                retired_at: g.lifecycle.retired_at.map(unix),
-                dropped_after: (g.lifecycle.stage == ca::Stage::Retired)
-                    .then(|| unix(g.lifecycle.signed_until.min(g.authority.not_after()))),
-            })
-            .collect();
-        let anchors = self.anchors();
-        CaStatus {
-            trust_domain: self.cas.trust_domain().to_string(),
-            generations,
-            bundle_pem: pem::encode_certificates(anchors.iter().map(Vec::as_slice)),
-            svids_held: self.held.len(),
-            workload_api_socket: self.config.workload_api_socket.display().to_string(),
-        }
+fn anchors_of(cas: &CaSet) -> Vec<Vec<u8>> {
+    cas.x509_anchors().into_iter().map(<[u8]>::to_vec).collect()
+}
+
+fn jwt_bundle_of(cas: &CaSet) -> JwtBundle {
+    let mut bundle = JwtBundle::new(cas.trust_domain().clone());
+    for g in cas.generations() {
+        bundle.insert_p256(g.jwt_key_id(), g.jwt_key.public_point());
     }
+    bundle
 }
 
 /// Renewal at a random point between 50% and 70% of the lifetime, so that
@@ -531,6 +574,73 @@ pub async fn run_renewal(service: Arc<IdentityService>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoint(ep_id: u16, td: &TrustDomain) -> HostedEndpoint {
+        HostedEndpoint {
+            ep_id,
+            container_id: format!("c{ep_id}"),
+            pod: format!("default/p{ep_id}"),
+            netns: Some((1, u64::from(ep_id))),
+            workload_id: td
+                .id_with_segments(["ns", "default", "sa", &format!("sa{ep_id}")])
+                .ok(),
+            identity_id: td
+                .id_with_segments(["identity".to_owned(), ep_id.to_string()])
+                .ok(),
+        }
+    }
+
+    #[test]
+    fn readers_do_not_wait_for_the_ca() {
+        let dir = std::env::temp_dir().join(format!("palisade-identity-{}", std::process::id()));
+        let service = IdentityService::start(&IdentityConfig::default(), &dir).unwrap();
+        let td = service.trust_domain().clone();
+        service.set_endpoints(vec![endpoint(1, &td), endpoint(2, &td)]);
+        assert_eq!(
+            service.svid_list().len(),
+            4,
+            "a workload and an identity SVID each"
+        );
+        let caller = attest::CallerFacts {
+            pid: 1,
+            netns: (1, 2),
+            cgroup: "/".to_owned(),
+        };
+        // While the CA is busy (a rotation re-signing everything holds it),
+        // attestation and the Workload API's reads go on.
+        let busy = service.lock_ca();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = service.clone();
+        std::thread::spawn(move || {
+            let who = reader.attest(&caller).unwrap();
+            let svids = reader.x509_for(&who).map(|(svids, _)| svids.len());
+            let _ = tx.send((who.ep_id, svids, reader.jwt_bundle().keys().len()));
+        });
+        let seen = rx.recv_timeout(Duration::from_secs(10));
+        drop(busy);
+        assert_eq!(seen.unwrap(), (2, Some(1), 1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_reissues_every_svid_and_extends_the_bundle() {
+        let dir =
+            std::env::temp_dir().join(format!("palisade-identity-rot-{}", std::process::id()));
+        let service = IdentityService::start(&IdentityConfig::default(), &dir).unwrap();
+        let td = service.trust_domain().clone();
+        service.set_endpoints(vec![endpoint(1, &td)]);
+        let status = service.rotate(true).unwrap();
+        assert_eq!(status.generations.len(), 2);
+        assert!(service.svid_list().iter().all(|s| s.ca_generation == 2));
+        assert_eq!(service.x509_anchors().len(), 2);
+        assert_eq!(service.jwt_bundle().keys().len(), 2);
+        service.set_endpoints(Vec::new());
+        assert!(
+            service.svid_list().is_empty(),
+            "SVIDs go with their endpoints"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn renewal_falls_between_half_and_seventy_percent() {

@@ -90,7 +90,7 @@ fn x509_context(service: &IdentityService, who: &Attested) -> Entitlement<X509Co
 }
 
 fn bundles(service: &IdentityService, who: &Attested) -> Entitlement<TrustBundles> {
-    if service.x509_for(who).is_none() {
+    if !service.hosts(who) {
         return Entitlement::Denied;
     }
     let td = service.trust_domain().clone();
@@ -123,16 +123,24 @@ impl WorkloadProvider for Provider {
         audience: &[String],
         spiffe_id: Option<&SpiffeId>,
     ) -> Result<Vec<JwtSvidToken>, ProviderError> {
-        let svids = self
-            .service
-            .jwt_for(workload, audience, spiffe_id)
-            .map_err(|e| match e {
-                IdentityError::Invalid(_) => denied(e),
-                other => ProviderError::Unavailable {
-                    reason: other.to_string(),
-                    source: None,
-                },
-            })?;
+        // Signing waits for a CA rotation in progress: not on an async worker.
+        let service = self.service.clone();
+        let (who, audience, requested) = (workload.clone(), audience.to_vec(), spiffe_id.cloned());
+        let signed = tokio::task::spawn_blocking(move || {
+            service.jwt_for(&who, &audience, requested.as_ref())
+        })
+        .await
+        .map_err(|e| ProviderError::Unavailable {
+            reason: format!("JWT-SVID signing failed: {e}"),
+            source: None,
+        })?;
+        let svids = signed.map_err(|e| match e {
+            IdentityError::Invalid(_) => denied(e),
+            other => ProviderError::Unavailable {
+                reason: other.to_string(),
+                source: None,
+            },
+        })?;
         svids
             .into_iter()
             .map(|s| JwtSvidToken::new(s.spiffe_id, s.token).map_err(denied))

@@ -11,6 +11,4 @@ pub use key::{EcKey, KeyError, KeyUse};
 pub use rotation::{
     jwt_key_id, CaSet, Generation, Lifecycle, RotationError, RotationEvent, RotationPolicy, Stage,
 };
-pub use store::{
-    read_key_file, read_pem, read_pem_file, read_supplied, write_file, CaStore, StoreError,
-};
+pub use store::{read_key_file, read_pem_file, read_supplied, write_file, CaStore, StoreError};

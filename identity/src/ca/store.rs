@@ -18,14 +18,13 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use x509_parser::pem::Pem;
 use zeroize::Zeroize as _;
 
 use super::authority::{Authority, AuthorityError};
 use super::key::{EcKey, KeyUse};
 use super::rotation::{CaSet, Generation, Lifecycle};
 use crate::pem;
-use crate::x509::PrivateKeyDer;
+use crate::x509::{pem_blocks, PrivateKeyDer};
 use crate::TrustDomain;
 
 const LIFECYCLE_FILE: &str = "generations.json";
@@ -74,31 +73,23 @@ pub enum StoreError {
     },
 }
 
-/// Reads PEM blocks with a given label from a file.
+/// Reads the PEM blocks with a given label from a file (other blocks are
+/// skipped, and zeroized: a file may also hold a key).
 pub fn read_pem_file(path: &Path, label: &str) -> Result<Vec<Vec<u8>>, StoreError> {
     let bytes = fs::read(path).map_err(|source| StoreError::Io {
         op: "read",
         path: path.to_owned(),
         source,
     })?;
-    read_pem(&bytes, label).map_err(|what| StoreError::Content {
+    let blocks = pem_blocks::decode(&bytes).map_err(|e| StoreError::Content {
         path: path.to_owned(),
-        what,
-    })
-}
-
-/// Reads the PEM blocks with a given label from bytes.
-pub fn read_pem(bytes: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    for block in Pem::iter_from_buffer(bytes) {
-        let mut block = block.map_err(|e| format!("not valid PEM: {e}"))?;
-        if block.label == label {
-            out.push(std::mem::take(&mut block.contents));
-        } else {
-            block.contents.zeroize();
-        }
-    }
-    Ok(out)
+        what: format!("not valid PEM: {e}"),
+    })?;
+    Ok(blocks
+        .into_iter()
+        .filter(|block| block.label == label)
+        .map(|mut block| std::mem::take(&mut *block.der))
+        .collect())
 }
 
 /// Reads a private key file: exactly one PKCS#8 `PRIVATE KEY` block, not

@@ -11,7 +11,7 @@ mod bundle;
 mod bundle_set;
 mod cert;
 mod key;
-mod pem_blocks;
+pub(crate) mod pem_blocks;
 mod svid;
 mod verify;
 
