@@ -17,7 +17,6 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use palisade_cluster::{
@@ -46,20 +45,6 @@ const USER: &str = "palisade";
 const PASSWORD: &str = "palisade-pw-91c2";
 /// Time limit of one session operation in these tests.
 const OP_LIMIT: Duration = Duration::from_secs(5);
-
-/// Whether `openssl` runs; prints why not otherwise.
-fn openssl_installed() -> bool {
-    let ok = Command::new(palisade_tests::etcd::OPENSSL_BIN)
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: no openssl (apt-get install openssl)");
-    }
-    ok
-}
 
 /// What a test body gets: the TLS etcd, its files, and a password file
 /// (mode 0600) per password.
@@ -117,7 +102,7 @@ where
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>
         + Send,
 {
-    if !common::netns_privileged() || !common::etcd_installed() || !openssl_installed() {
+    if !common::netns_privileged() || !common::etcd_installed() || !common::openssl_installed() {
         return;
     }
     let secrets = common::TempDir::new("etcd-secrets");

@@ -141,20 +141,6 @@ fn generation<'a>(status: &'a CaStatus, stage: &str) -> &'a CaGenerationRecord {
         .unwrap_or_else(|| panic!("no {stage} CA generation in {status:#?}"))
 }
 
-/// Whether `openssl` runs; prints why not otherwise.
-fn openssl_installed() -> bool {
-    let ok = Command::new("openssl")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: no openssl binary (apt-get install openssl)");
-    }
-    ok
-}
-
 /// `openssl verify -CAfile <anchors> [-untrusted <intermediates>] <leaf>`,
 /// with the PEM files written to `dir` under `name`; whether it succeeded
 /// and what it printed.
@@ -174,7 +160,7 @@ fn openssl_verify(
         pem::encode_certificates(anchors.iter().map(Vec::as_slice)),
     );
     let leaf = write("leaf.pem", pem::encode(pem::CERTIFICATE, &chain[0]));
-    let mut cmd = Command::new("openssl");
+    let mut cmd = Command::new(palisade_tests::etcd::OPENSSL_BIN);
     cmd.arg("verify").arg("-CAfile").arg(&bundle);
     if chain.len() > 1 {
         let intermediates = write(
@@ -194,7 +180,7 @@ fn openssl_verify(
 
 /// Runs `openssl ARGS` and returns stdout; panics on failure.
 fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
+    let out = Command::new(palisade_tests::etcd::OPENSSL_BIN)
         .args(args)
         .output()
         .expect("run openssl");

@@ -634,3 +634,17 @@ pub fn block_on_in<F: std::future::Future<Output = ()>>(
         .unwrap();
     });
 }
+
+/// Whether `openssl` runs; prints why not otherwise.
+pub fn openssl_installed() -> bool {
+    let ok = std::process::Command::new(palisade_tests::etcd::OPENSSL_BIN)
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: no openssl (apt-get install openssl)");
+    }
+    ok
+}
