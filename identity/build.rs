@@ -1,7 +1,10 @@
 //! Generates the SPIFFE Workload API messages and gRPC service from
 //! `proto/workload.proto` with `protoc` (which must be installed).
 //!
-//! Two outputs go to `OUT_DIR`:
+//! `proto/node_ca.proto`, the node CA service, is compiled with its server
+//! and client into the library (`node_ca::proto`).
+//!
+//! Two outputs of the Workload API go to `OUT_DIR`:
 //! - `_.rs`: the messages and the server, compiled into the library
 //!   (`workload_api::proto`). Messages that carry secrets (a private key,
 //!   a JWT-SVID) get no derived `Debug`; the library writes one that hides them.
@@ -27,6 +30,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(false)
         .skip_debug(SECRET_MESSAGES)
         .compile_protos(&[proto], &includes)?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&["proto/node_ca.proto"], &includes)?;
 
     let client_dir = PathBuf::from(env::var("OUT_DIR")?).join("client");
     fs::create_dir_all(&client_dir)?;

@@ -94,6 +94,21 @@ pub enum Request {
         /// Activate the new CA at once instead of after the propagation delay.
         immediately: bool,
     },
+    /// Create a single-use join token for a node (on the node serving the
+    /// node CA).
+    IdentityTokenCreate {
+        /// The node the token admits.
+        node: String,
+        /// How long the token is valid, in seconds.
+        ttl_secs: u64,
+    },
+    /// The nodes and join tokens the node CA knows.
+    IdentityNodeList,
+    /// Revoke a node: the node CA refuses it until it joins again.
+    IdentityNodeRevoke {
+        /// The node.
+        node: String,
+    },
     /// Every SVID this node holds.
     SvidList,
     /// One SVID, with its certificate chain.
@@ -221,6 +236,24 @@ pub enum Response {
     },
     /// See [`Request::IdentityCaShow`] and [`Request::IdentityCaRotate`].
     IdentityCa(Box<CaStatus>),
+    /// See [`Request::IdentityTokenCreate`].
+    JoinToken {
+        /// The token (shown once; the CA keeps only its hash).
+        token: String,
+        /// Its public id.
+        id: String,
+        /// The node it admits.
+        node: String,
+        /// When it expires (Unix seconds).
+        expires: u64,
+    },
+    /// See [`Request::IdentityNodeList`].
+    CaNodes {
+        /// Admitted and revoked nodes.
+        nodes: Vec<CaNodeRecord>,
+        /// Join tokens, outstanding and recently spent (never the secret).
+        tokens: Vec<JoinTokenRecord>,
+    },
     /// See [`Request::SvidList`].
     Svids {
         /// Every SVID held, by SPIFFE ID.
@@ -248,6 +281,33 @@ pub struct CaStatus {
     pub svids_held: usize,
     /// The Workload API socket.
     pub workload_api_socket: String,
+    /// The node CA: served here, or used at an address.
+    #[serde(default)]
+    pub node_ca: Option<String>,
+}
+
+/// A node the node CA knows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaNodeRecord {
+    /// Its name.
+    pub name: String,
+    /// When it last joined (Unix seconds).
+    pub joined: u64,
+    /// When it was revoked (Unix seconds).
+    pub revoked: Option<u64>,
+}
+
+/// A join token, without its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinTokenRecord {
+    /// Its public id.
+    pub id: String,
+    /// The node it admits.
+    pub node: String,
+    /// When it expires (Unix seconds).
+    pub expires: u64,
+    /// When it was used (Unix seconds).
+    pub used: Option<u64>,
 }
 
 /// One CA generation.

@@ -547,6 +547,17 @@ impl Session {
         self.state().view.clone()
     }
 
+    /// The endpoints the view places on `node`.
+    pub fn endpoints_on(&self, node: &str) -> Vec<EndpointRecord> {
+        self.state()
+            .view
+            .endpoints
+            .values()
+            .filter(|e| e.node == node)
+            .cloned()
+            .collect()
+    }
+
     /// The session's status.
     pub fn status(&self) -> SessionStatus {
         let st = self.state();

@@ -46,6 +46,10 @@ pub struct EndpointRecord {
     pub namespace: String,
     /// The pod's name.
     pub pod: String,
+    /// The pod's service account (the workload's SPIFFE ID is
+    /// `ns/<namespace>/sa/<service account>`); absent means `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
 }
 
 /// One thing the agent must change after the cluster changed.
@@ -321,6 +325,7 @@ mod tests {
             identity: NumericIdentity(id),
             namespace: "x".into(),
             pod: "a".into(),
+            service_account: None,
         }
     }
 

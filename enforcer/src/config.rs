@@ -1,6 +1,6 @@
 //! The agent's configuration file (YAML).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use palisade_cluster::{ClusterConfig, PodCidr};
@@ -137,6 +137,36 @@ pub struct IdentityConfig {
     /// The roots above an operator-supplied CA (PEM); absent if the CA is
     /// itself a root.
     pub ca_bundle_file: Option<PathBuf>,
+    /// In a cluster: this agent is the cluster's CA and serves the node CA
+    /// on this address; other nodes join it with join tokens and obtain
+    /// SVIDs only for the endpoints they host.
+    pub node_ca_listen: Option<SocketAddr>,
+    /// In a cluster: this node holds no CA key and obtains its SVIDs from
+    /// the cluster's node CA.
+    pub node_ca: Option<NodeCaClientConfig>,
+}
+
+/// How a node reaches the cluster's node CA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct NodeCaClientConfig {
+    /// Where the CA agent's `node_ca_listen` is.
+    pub address: SocketAddr,
+    /// The trust domain's bundle (PEM, `palisade identity ca show
+    /// --bundle` on the CA node): how this node recognizes the CA the
+    /// first time. The bundle is kept current from then on.
+    pub bundle_file: PathBuf,
+    /// A file holding this node's join token (`palisade identity ca token
+    /// create --node <name>` on the CA node). Read only while the node has
+    /// no valid node SVID.
+    pub join_token_file: PathBuf,
+    /// Time limit of one request, in milliseconds.
+    #[serde(default = "default_node_ca_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_node_ca_timeout() -> u64 {
+    5000
 }
 
 impl Default for IdentityConfig {
@@ -153,6 +183,8 @@ impl Default for IdentityConfig {
             ca_cert_file: None,
             ca_key_file: None,
             ca_bundle_file: None,
+            node_ca_listen: None,
+            node_ca: None,
         }
     }
 }
@@ -183,6 +215,28 @@ impl IdentityConfig {
                 field("ca_bundle_file"),
                 "needs ca_cert_file and ca_key_file".into(),
             ));
+        }
+        if let Some(remote) = &self.node_ca {
+            if self.node_ca_listen.is_some() {
+                return Err((
+                    field("node_ca"),
+                    "a node either is the node CA (node_ca_listen) or uses one (node_ca), not both"
+                        .into(),
+                ));
+            }
+            if self.ca_cert_file.is_some() {
+                return Err((
+                    field("node_ca"),
+                    "a node that uses the node CA holds no CA: drop ca_cert_file and ca_key_file"
+                        .into(),
+                ));
+            }
+            if remote.request_timeout_ms < 100 {
+                return Err((
+                    field("node_ca.request_timeout_ms"),
+                    "must be at least 100".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -291,6 +345,22 @@ impl AgentConfig {
             .identity
             .check()
             .map_err(|(field, message)| invalid(field, message))?;
+        if config.cluster.is_none() && config.identity.enabled {
+            for (set, field) in [
+                (
+                    config.identity.node_ca_listen.is_some(),
+                    "identity.node_ca_listen",
+                ),
+                (config.identity.node_ca.is_some(), "identity.node_ca"),
+            ] {
+                if set {
+                    return Err(invalid(
+                        field.into(),
+                        "needs a cluster (the node CA learns from the cluster store which node hosts which endpoint)".into(),
+                    ));
+                }
+            }
+        }
         if let Some(cluster) = &config.cluster {
             cluster
                 .check()
@@ -367,6 +437,33 @@ mod tests {
         let e =
             AgentConfig::parse("identity:\n  svid_ttl_secs: 5\n", Path::new("a.yaml")).unwrap_err();
         assert!(e.to_string().contains("identity.svid_ttl_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_node_ca_needs_a_cluster_and_one_role() {
+        let cluster = "cluster:\n  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n";
+        let client =
+            "  node_ca: {address: \"10.0.0.1:8444\", bundle_file: /b.pem, join_token_file: /t}\n";
+        let c = AgentConfig::parse(
+            &format!("{cluster}identity:\n{client}"),
+            Path::new("a.yaml"),
+        )
+        .unwrap();
+        let remote = c.identity.node_ca.unwrap();
+        assert_eq!(remote.request_timeout_ms, 5000);
+        let e =
+            AgentConfig::parse(&format!("identity:\n{client}"), Path::new("a.yaml")).unwrap_err();
+        assert!(e.to_string().contains("identity.node_ca"), "{e}");
+        assert!(e.to_string().contains("needs a cluster"), "{e}");
+        let both = format!("{cluster}identity:\n{client}  node_ca_listen: \"0.0.0.0:8444\"\n");
+        let e = AgentConfig::parse(&both, Path::new("a.yaml")).unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = AgentConfig::parse(
+            "identity:\n  node_ca_listen: \"0.0.0.0:8444\"\n",
+            Path::new("a.yaml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("identity.node_ca_listen"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! parses IDs, [`x509`] validates X.509-SVIDs and chains against bundles,
 //! [`ca`] is a certificate authority that issues X.509-SVIDs and rotates its
 //! keys, [`jwt`] issues and validates JWT-SVIDs, and [`workload_api`] serves
-//! the SPIFFE Workload API over gRPC. Everything but the Workload API server
+//! the SPIFFE Workload API over gRPC. In a cluster, [`node_ca`] lets node
+//! agents obtain SVIDs from the one CA over TLS 1.3 authenticated by
+//! SVIDs ([`tls`]), only for what they host. Everything but the Workload API server
 //! and the CA's key files is pure and takes time from a clock it is given.
 #![forbid(unsafe_code)]
 
@@ -18,9 +20,11 @@ pub mod allocator;
 pub mod ca;
 pub mod jwt;
 pub mod labels;
+pub mod node_ca;
 pub mod numeric;
 pub mod pem;
 pub mod spiffe_id;
+pub mod tls;
 pub mod workload_api;
 pub mod x509;
 

@@ -280,6 +280,7 @@ pub struct TopologyBuilder {
     namespaces: Vec<(String, BTreeMap<String, String>)>,
     pods: Vec<PodSpec>,
     agent_settings: serde_yaml::Mapping,
+    node_settings: BTreeMap<String, serde_yaml::Mapping>,
     cluster: bool,
     verbose: bool,
 }
@@ -323,6 +324,21 @@ impl TopologyBuilder {
         self
     }
 
+    /// Sets a top-level key of one node's configuration (over
+    /// [`TopologyBuilder::agent_setting`]).
+    pub fn node_setting(
+        mut self,
+        node: &str,
+        key: &str,
+        value: impl Into<serde_yaml::Value>,
+    ) -> Self {
+        self.node_settings
+            .entry(node.to_owned())
+            .or_default()
+            .insert(serde_yaml::Value::from(key), value.into());
+        self
+    }
+
     /// Makes a cluster even with one node: an underlay with etcd
     /// ([`Topology::add_underlay`]) and a `cluster` section in every
     /// agent's configuration. A topology with more than one node is always
@@ -343,6 +359,7 @@ impl TopologyBuilder {
         let mut topo = Topology::bare()?;
         topo.verbose = self.verbose;
         topo.agent_settings = self.agent_settings;
+        topo.node_settings = self.node_settings;
         topo.agent_bin = self.agent_bin.or_else(|| locate_binary("palisade-agent"));
         topo.cni_bin = self.cni_bin.or_else(|| locate_binary("palisade-cni"));
         let nodes = if self.nodes.is_empty() {
@@ -392,6 +409,8 @@ pub struct Topology {
     agent_bin: Option<PathBuf>,
     cni_bin: Option<PathBuf>,
     agent_settings: serde_yaml::Mapping,
+    /// Per node, over `agent_settings`.
+    node_settings: BTreeMap<String, serde_yaml::Mapping>,
     nodes: Vec<Node>,
     /// Index of the next node (its default pod CIDR `10.200.<index>.0/24`);
     /// never reused, also after [`Topology::remove_node`].
@@ -443,6 +462,7 @@ impl Topology {
             agent_bin: None,
             cni_bin: None,
             agent_settings: serde_yaml::Mapping::new(),
+            node_settings: BTreeMap::new(),
             nodes: Vec::new(),
             next_node_index: 0,
             pods: Vec::new(),
@@ -548,7 +568,8 @@ impl Topology {
         // with `agent_setting("runtime_enforcement", true)`.
         set("runtime_enforcement", false.into());
         set("runtime_events_log", path_value(&dir.join("events.jsonl")));
-        for (k, v) in &self.agent_settings {
+        let own = self.node_settings.get(name).into_iter().flatten();
+        for (k, v) in self.agent_settings.iter().chain(own) {
             config.insert(k.clone(), v.clone());
         }
         // Every node has its own Workload API socket, also when a test
@@ -576,6 +597,15 @@ impl Topology {
         self.nodes.push(node);
         let last = self.nodes.len() - 1;
         Ok(&self.nodes[last])
+    }
+
+    /// Sets a top-level key of the configuration of node `node`, for when
+    /// it is added ([`Topology::add_node`]).
+    pub fn set_node_setting(&mut self, node: &str, key: &str, value: impl Into<serde_yaml::Value>) {
+        self.node_settings
+            .entry(node.to_owned())
+            .or_default()
+            .insert(serde_yaml::Value::from(key), value.into());
     }
 
     /// Removes a node as if its machine vanished: kills its agent

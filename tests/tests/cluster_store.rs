@@ -68,6 +68,7 @@ fn endpoint(ip: Ipv4Addr, node: &str, id: NumericIdentity) -> EndpointRecord {
         identity: id,
         namespace: "x".into(),
         pod: format!("p{}", ip.octets()[3]),
+        service_account: None,
     }
 }
 

@@ -289,6 +289,7 @@ fn a_session_over_tls_with_a_client_certificate_and_a_password_registers_and_all
                 identity: id,
                 namespace: "x".into(),
                 pod: "p7".into(),
+                service_account: None,
             });
             until(Duration::from_secs(15), || {
                 let st = s.status();

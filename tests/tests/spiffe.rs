@@ -1414,3 +1414,226 @@ fn a_cgroup_naming_another_pods_container_is_refused() {
         }
     }
 }
+
+// Clusters: the node CA.
+
+/// The port of the node CA in the cluster test.
+const NODE_CA_PORT: u16 = 8444;
+
+/// `identity:` of a node that is the node CA.
+fn node_ca_settings() -> serde_yaml::Mapping {
+    let mut m = serde_yaml::Mapping::new();
+    m.insert("trust_domain".into(), TRUST_DOMAIN.into());
+    m.insert(
+        "node_ca_listen".into(),
+        format!("0.0.0.0:{NODE_CA_PORT}").into(),
+    );
+    m
+}
+
+/// `identity:` of a node that uses the node CA at `address`.
+fn node_ca_client_settings(address: &str, bundle: &Path, token: &Path) -> serde_yaml::Mapping {
+    let mut client = serde_yaml::Mapping::new();
+    client.insert("address".into(), address.into());
+    client.insert("bundle_file".into(), bundle.display().to_string().into());
+    client.insert("join_token_file".into(), token.display().to_string().into());
+    let mut m = serde_yaml::Mapping::new();
+    m.insert("trust_domain".into(), TRUST_DOMAIN.into());
+    m.insert("node_ca".into(), client.into());
+    m
+}
+
+/// What the node CA answers a node presenting the node SVID kept in
+/// `state_dir` for each of `ids` (from inside `netns`, as an attacker who
+/// owns that node would ask): the signed SPIFFE ID, or the gRPC code.
+fn ask_node_ca_as(
+    netns: &NetNs,
+    state_dir: &Path,
+    address: &str,
+    ids: &[String],
+) -> Vec<Result<String, tonic::Code>> {
+    use palisade_identity::node_ca::{ClientError, NodeCaClient};
+    use palisade_identity::tls::{FixedSvid, TrustBundle};
+    let dir = state_dir.join("node-identity").join(TRUST_DOMAIN);
+    let chain = std::fs::read(dir.join("node.pem")).unwrap();
+    let key = std::fs::read(dir.join("node.key")).unwrap();
+    let svid = PalisadeSvid::parse_pem(&chain, &key).unwrap();
+    let bundle = X509Bundle::from_pem(
+        trust_domain(),
+        &std::fs::read(dir.join("bundle.pem")).unwrap(),
+    )
+    .unwrap();
+    let address: std::net::SocketAddr = address.parse().unwrap();
+    let ids: Vec<palisade_identity::SpiffeId> = ids.iter().map(|i| i.parse().unwrap()).collect();
+    netns
+        .run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = NodeCaClient::new(
+                    address,
+                    &trust_domain(),
+                    TrustBundle::new(bundle),
+                    Some(Arc::new(FixedSvid::new(&svid).unwrap())),
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+                let mut out = Vec::new();
+                for id in &ids {
+                    out.push(match client.sign_x509(id).await {
+                        Ok(signed) => Ok(signed.svid.spiffe_id().to_string()),
+                        Err(ClientError::Status { status, .. }) => Err(status.code()),
+                        Err(e) => panic!("asking the node CA for {id}: {e}"),
+                    });
+                }
+                out
+            })
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_node_gets_svids_from_the_node_ca_only_for_what_it_hosts() {
+    if !privileged() || !etcd_installed() {
+        return;
+    }
+    // n1 is the cluster's CA; its pod x/a is in namespace y.
+    let mut topo = Topology::builder()
+        .cluster(true)
+        .node("n1")
+        .node_setting("n1", "identity", node_ca_settings())
+        .pod(pod("y", "a").on("n1"))
+        .build()
+        .expect("topology");
+    let n1 = topo.node("n1").unwrap();
+    let ca_address = format!("{}:{NODE_CA_PORT}", n1.underlay_address().unwrap());
+    let token = match call(
+        n1,
+        &Request::IdentityTokenCreate {
+            node: "n2".into(),
+            ttl_secs: 600,
+        },
+    ) {
+        Response::JoinToken { token, .. } => token,
+        other => panic!("token create: unexpected answer {other:?}"),
+    };
+    let ca_bundle = ca_status(n1).bundle_pem;
+    let join = topo.temp_dir().join("n2-join");
+    std::fs::create_dir_all(&join).unwrap();
+    let (token_file, bundle_file) = (join.join("token"), join.join("bundle.pem"));
+    std::fs::write(&token_file, &token).unwrap();
+    std::fs::write(&bundle_file, &ca_bundle).unwrap();
+
+    // n2 holds no CA: it joins n1's node CA with the token.
+    topo.set_node_setting(
+        "n2",
+        "identity",
+        node_ca_client_settings(&ca_address, &bundle_file, &token_file),
+    );
+    topo.add_node("n2").unwrap();
+    topo.add_pod(pod("x", "b").on("n2")).unwrap();
+    let n1 = topo.node("n1").unwrap();
+    let n2 = topo.node("n2").unwrap();
+    let n2_state = n2.dir().join("state");
+
+    // Its pod's workload gets an SVID signed by n1's CA, through n2's
+    // Workload API.
+    let b = topo.pod("x/b").unwrap();
+    let mut workload = Workload::start(Some(b.netns()), n2.workload_socket(), "in pod x/b on n2");
+    let got =
+        wait_for(Duration::from_secs(15), || workload.fetch_x509().ok()).unwrap_or_else(|| {
+            panic!(
+                "the workload on n2 got no SVID within 15 s: {:?}; n2's log ends:\n{}",
+                workload.fetch_x509(),
+                n2.log_tail(30)
+            )
+        });
+    assert_eq!(got.spiffe_ids[0], workload_id("x", "default"));
+    let n1_bundle = X509Bundle::from_pem(trust_domain(), ca_bundle.as_bytes()).unwrap();
+    n1_bundle
+        .verify(&got.chain, SystemTime::now())
+        .unwrap_or_else(|e| panic!("n2's SVID does not verify against n1's bundle: {e}"));
+    let (ok, why) = openssl_verify(&join, "n2-workload", &got.chain, &got.bundle);
+    assert!(ok, "openssl verify of n2's SVID: {why}");
+    assert!(
+        !n2_state.join("ca").exists(),
+        "n2 must hold no CA key: {} exists",
+        n2_state.join("ca").display()
+    );
+    let key_mode = std::fs::metadata(
+        n2_state
+            .join("node-identity")
+            .join(TRUST_DOMAIN)
+            .join("node.key"),
+    )
+    .unwrap()
+    .permissions()
+    .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let n2_ca = ca_status(n2);
+    assert!(
+        n2_ca
+            .node_ca
+            .as_deref()
+            .is_some_and(|s| s.contains(&ca_address) && s.contains("/palisade/node/n2")),
+        "{:?}",
+        n2_ca.node_ca
+    );
+    match n2
+        .client()
+        .call(&Request::IdentityCaRotate { immediately: true })
+    {
+        Err(e) => assert!(e.to_string().contains("holds no CA"), "{e}"),
+        Ok(other) => panic!("a rotation on n2 must be refused, got {other:?}"),
+    }
+    // The token was spent.
+    match call(n1, &Request::IdentityNodeList) {
+        Response::CaNodes { nodes, tokens } => {
+            assert_eq!(nodes.len(), 1, "{nodes:?}");
+            assert_eq!(nodes[0].name, "n2");
+            assert!(tokens.iter().all(|t| t.used.is_some()), "{tokens:?}");
+        }
+        other => panic!("node list: unexpected answer {other:?}"),
+    }
+
+    // Whoever owns n2 and its node SVID gets its own pod's identities and
+    // nothing else: not n1's pod's, not n1's node SVID, not the CA's.
+    let a_identity = identity_of(n1, "a");
+    let b_identity = identity_of(n2, "b");
+    let id = |path: &str| format!("spiffe://{TRUST_DOMAIN}/{path}");
+    let asks = [
+        workload_id("x", "default"),
+        id(&format!("identity/{b_identity}")),
+        workload_id("y", "default"),
+        id(&format!("identity/{a_identity}")),
+        id("palisade/node/n1"),
+        id("palisade/ca"),
+        "spiffe://other.org/ns/x/sa/default".to_owned(),
+    ];
+    let answers = ask_node_ca_as(n2.netns(), &n2_state, &ca_address, &asks);
+    let denied = || Err(tonic::Code::PermissionDenied);
+    assert_eq!(
+        answers,
+        vec![
+            Ok(asks[0].clone()),
+            Ok(asks[1].clone()),
+            denied(),
+            denied(),
+            denied(),
+            denied(),
+            denied()
+        ],
+        "what n2's node SVID obtains"
+    );
+
+    // A revoked node gets nothing, not even for its own pods.
+    match call(n1, &Request::IdentityNodeRevoke { node: "n2".into() }) {
+        Response::Done => {}
+        other => panic!("revoke: unexpected answer {other:?}"),
+    }
+    let answers = ask_node_ca_as(n2.netns(), &n2_state, &ca_address, &asks[..1]);
+    assert_eq!(answers, vec![denied()], "a revoked node");
+    drop(workload);
+}

@@ -51,6 +51,9 @@ pub trait ClusterStore: Send {
     fn withdraw_endpoint(&mut self, ip: Ipv4Addr);
     /// The view of the cluster as last seen (etcd store only).
     fn view(&self) -> Option<ClusterView>;
+    /// The etcd session, for readers that must not wait for the agent
+    /// (the node CA asks it where endpoints are).
+    fn session(&self) -> Option<Session>;
     /// Saves the last known view of the cluster.
     fn save_view(&self, state_dir: &Path) -> Result<(), StateError>;
     /// The store's health, for `palisade cluster status`.
@@ -112,6 +115,10 @@ impl ClusterStore for LocalStore {
     fn withdraw_endpoint(&mut self, _ip: Ipv4Addr) {}
 
     fn view(&self) -> Option<ClusterView> {
+        None
+    }
+
+    fn session(&self) -> Option<Session> {
         None
     }
 
@@ -280,6 +287,10 @@ impl ClusterStore for EtcdStore {
 
     fn view(&self) -> Option<ClusterView> {
         Some(self.session.view())
+    }
+
+    fn session(&self) -> Option<Session> {
+        Some(self.session.clone())
     }
 
     fn save_view(&self, state_dir: &Path) -> Result<(), StateError> {

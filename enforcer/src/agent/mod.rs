@@ -723,6 +723,7 @@ impl Agent {
             identity: NumericIdentity(ep.identity),
             namespace: ep.spec.pod_namespace.clone(),
             pod: ep.spec.pod_name.clone(),
+            service_account: ep.spec.service_account.clone(),
         }
     }
 

@@ -211,6 +211,11 @@ fn dispatch(agent: &mut Agent, request: Request) -> Response {
         Request::IdentityList => Ok(agent.identity_list()),
         Request::IdentityCaShow => agent.identity_ca_show(),
         Request::IdentityCaRotate { immediately } => agent.identity_ca_rotate(immediately),
+        Request::IdentityTokenCreate { node, ttl_secs } => {
+            agent.identity_token_create(&node, ttl_secs)
+        }
+        Request::IdentityNodeList => agent.identity_node_list(),
+        Request::IdentityNodeRevoke { node } => agent.identity_node_revoke(&node),
         Request::SvidList => agent.svid_list(),
         Request::SvidInspect { spiffe_id } => agent.svid_inspect(&spiffe_id),
         Request::NodeList => Ok(Response::Nodes {

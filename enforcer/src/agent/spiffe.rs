@@ -91,4 +91,65 @@ impl Agent {
             chain_pem,
         })
     }
+
+    /// Creates a join token for a node.
+    pub fn identity_token_create(&self, node: &str, ttl_secs: u64) -> Result<Response, AgentError> {
+        if !(60..=7 * 24 * 3600).contains(&ttl_secs) {
+            return Err(AgentError::Invalid(
+                "a join token's lifetime is between 60 seconds and 7 days".into(),
+            ));
+        }
+        let (token, record) = self
+            .identity_or_err()?
+            .create_join_token(node, std::time::Duration::from_secs(ttl_secs))
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        Ok(Response::JoinToken {
+            token,
+            id: record.id,
+            node: record.node,
+            expires: record.expires,
+        })
+    }
+
+    /// The node CA's nodes and tokens.
+    pub fn identity_node_list(&self) -> Result<Response, AgentError> {
+        let registry = self
+            .identity_or_err()?
+            .node_registry()
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        Ok(Response::CaNodes {
+            nodes: registry
+                .nodes
+                .into_iter()
+                .map(|(name, n)| palisade_api::CaNodeRecord {
+                    name,
+                    joined: n.joined,
+                    revoked: n.revoked,
+                })
+                .collect(),
+            tokens: registry
+                .tokens
+                .into_iter()
+                .map(|t| palisade_api::JoinTokenRecord {
+                    id: t.id,
+                    node: t.node,
+                    expires: t.expires,
+                    used: t.used,
+                })
+                .collect(),
+        })
+    }
+
+    /// Revokes a node of the node CA.
+    pub fn identity_node_revoke(&self, node: &str) -> Result<Response, AgentError> {
+        self.identity_or_err()?
+            .revoke_node(node)
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        Ok(Response::Done)
+    }
+
+    /// The cluster store's session, for the node CA.
+    pub fn cluster_session(&self) -> Option<palisade_cluster::Session> {
+        self.cluster.session()
+    }
 }

@@ -60,6 +60,8 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let cluster_changes = agent.take_cluster_changes();
     let identity = agent.identity();
     let workload_socket = agent.config().identity.workload_api_socket.clone();
+    let node_ca_listen = agent.config().identity.node_ca_listen;
+    let cluster_session = agent.cluster_session();
     let agent = Arc::new(Mutex::new(agent));
     if let Some(rx) = cluster_changes {
         tokio::spawn(apply_cluster_changes(rx, agent.clone()));
@@ -77,6 +79,27 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tokio::spawn(server::serve(listener, agent.clone(), flow_store));
     tokio::spawn(housekeeping(agent.clone(), poll));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let node_ca = match (&identity, node_ca_listen, cluster_session) {
+        (Some(service), Some(address), Some(session)) => {
+            let registry = service
+                .registry()
+                .context("the node CA has no node registry")?;
+            let mut stop = stop_rx.clone();
+            let shutdown = async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            };
+            let service = service.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) =
+                    identity::serve::serve_node_ca(service, session, registry, address, shutdown)
+                        .await
+                {
+                    error!(error = %e, "the node CA is not served");
+                }
+            }))
+        }
+        _ => None,
+    };
     let workload_api = match identity {
         Some(service) => {
             let listener = palisade_identity::workload_api::bind_socket(&workload_socket)
@@ -107,6 +130,9 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     stop_tx.send_replace(true);
+    if let Some(server) = node_ca {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
     if let Some(server) = workload_api {
         // Open streams end with Unavailable so that clients reconnect.
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use palisade_api::{CaStatus, Request, Response, SvidRecord};
+use palisade_api::{CaNodeRecord, CaStatus, JoinTokenRecord, Request, Response, SvidRecord};
 
 use super::output::{self, OutputFormat, Table};
 use super::{unexpected, CliError, Ctx};
@@ -24,6 +24,41 @@ pub enum CaCmd {
         /// Let the new CA sign at once instead of after the propagation delay.
         #[arg(long)]
         now: bool,
+    },
+    /// Join tokens of the node CA (on the node that serves it).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Nodes of the node CA (on the node that serves it).
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+/// `palisade identity ca token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a single-use join token for a node; it is printed once.
+    Create {
+        /// The node the token admits (its `node_name`).
+        #[arg(long)]
+        node: String,
+        /// How long the token is valid, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Outstanding and recently spent tokens (never their secrets).
+    List,
+}
+
+/// `palisade identity ca node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Nodes that joined, and whether they are revoked.
+    List,
+    /// Revoke a node: the node CA refuses it (renewal and every SVID) until
+    /// it joins again with a new token.
+    Revoke {
+        /// The node.
+        node: String,
     },
 }
 
@@ -47,6 +82,8 @@ pub fn ca(ctx: &mut Ctx<'_>, cmd: &CaCmd) -> Result<bool, CliError> {
             Request::IdentityCaRotate { immediately: *now },
             "identity ca rotate",
         ),
+        CaCmd::Token(cmd) => return token(ctx, cmd),
+        CaCmd::Node(cmd) => return node(ctx, cmd),
     };
     let status = match ctx.call(&request)? {
         Response::IdentityCa(status) => status,
@@ -59,6 +96,100 @@ pub fn ca(ctx: &mut Ctx<'_>, cmd: &CaCmd) -> Result<bool, CliError> {
     };
     ctx.print(&text)?;
     Ok(true)
+}
+
+fn token(ctx: &mut Ctx<'_>, cmd: &TokenCmd) -> Result<bool, CliError> {
+    let text = match cmd {
+        TokenCmd::Create { node, ttl } => {
+            let request = Request::IdentityTokenCreate {
+                node: node.clone(),
+                ttl_secs: *ttl,
+            };
+            match ctx.call(&request)? {
+                Response::JoinToken {
+                    token,
+                    id,
+                    node,
+                    expires,
+                } => match ctx.format {
+                    OutputFormat::Json => output::json(
+                        &serde_json::json!({"token": token, "id": id, "node": node, "expires": expires}),
+                    ),
+                    // The token alone on stdout, for `> join-token`.
+                    OutputFormat::Human => {
+                        eprintln!(
+                            "join token {id} for node {node}, single use, valid until {}",
+                            time(expires)
+                        );
+                        token
+                    }
+                },
+                other => return Err(unexpected("identity ca token create", other)),
+            }
+        }
+        TokenCmd::List => {
+            let (_, tokens) = ca_nodes(ctx)?;
+            match ctx.format {
+                OutputFormat::Json => output::json(&tokens),
+                OutputFormat::Human => render_tokens(&tokens),
+            }
+        }
+    };
+    ctx.print(&text)?;
+    Ok(true)
+}
+
+fn node(ctx: &mut Ctx<'_>, cmd: &NodeCmd) -> Result<bool, CliError> {
+    let text = match cmd {
+        NodeCmd::List => {
+            let (nodes, _) = ca_nodes(ctx)?;
+            match ctx.format {
+                OutputFormat::Json => output::json(&nodes),
+                OutputFormat::Human => render_nodes(&nodes),
+            }
+        }
+        NodeCmd::Revoke { node } => {
+            let request = Request::IdentityNodeRevoke { node: node.clone() };
+            match ctx.call(&request)? {
+                Response::Done => format!("node {node} revoked"),
+                other => return Err(unexpected("identity ca node revoke", other)),
+            }
+        }
+    };
+    ctx.print(&text)?;
+    Ok(true)
+}
+
+fn ca_nodes(ctx: &mut Ctx<'_>) -> Result<(Vec<CaNodeRecord>, Vec<JoinTokenRecord>), CliError> {
+    match ctx.call(&Request::IdentityNodeList)? {
+        Response::CaNodes { nodes, tokens } => Ok((nodes, tokens)),
+        other => Err(unexpected("identity ca node list", other)),
+    }
+}
+
+fn render_nodes(nodes: &[CaNodeRecord]) -> String {
+    let mut t = Table::new(&["NODE", "JOINED", "REVOKED"]);
+    for n in nodes {
+        t.row(vec![
+            n.name.clone(),
+            time(n.joined),
+            n.revoked.map(time).unwrap_or_default(),
+        ]);
+    }
+    t.render()
+}
+
+fn render_tokens(tokens: &[JoinTokenRecord]) -> String {
+    let mut t = Table::new(&["ID", "NODE", "EXPIRES", "USED"]);
+    for tok in tokens {
+        t.row(vec![
+            tok.id.clone(),
+            tok.node.clone(),
+            time(tok.expires),
+            tok.used.map(time).unwrap_or_default(),
+        ]);
+    }
+    t.render()
 }
 
 /// Runs `palisade svid ...`.
@@ -117,10 +248,11 @@ fn render_ca(status: &CaStatus) -> String {
         ]);
     }
     format!(
-        "trust domain:     {}\nWorkload API:     unix://{}\nSVIDs held:       {}\n\n{}",
+        "trust domain:     {}\nWorkload API:     unix://{}\nSVIDs held:       {}\nnode CA:          {}\n\n{}",
         status.trust_domain,
         status.workload_api_socket,
         status.svids_held,
+        status.node_ca.as_deref().unwrap_or("none (this node's CA signs for this node only)"),
         t.render()
     )
 }

@@ -1,7 +1,10 @@
 //! SPIFFE identity on this node: the CA, the SVIDs of the endpoints it
 //! hosts, their renewal, and what the Workload API hands out.
 //!
-//! The CA lives in the agent (`<state_dir>/ca`, keys 0600). Every endpoint
+//! The CA lives in the agent (`<state_dir>/ca`, keys 0600), or, on a node
+//! configured with `identity.node_ca`, in the cluster's CA agent, which
+//! signs for this node only what it hosts ([`remote`]; the CA agent's side
+//! is [`serve`]). Every endpoint
 //! gets the X.509-SVID of its workload, `spiffe://<td>/ns/<ns>/sa/<sa>`;
 //! the agent also holds `spiffe://<td>/identity/<n>` for every security
 //! identity it hosts (mutual authentication between nodes). SVIDs are
@@ -10,6 +13,8 @@
 
 pub mod attest;
 mod provider;
+mod remote;
+pub mod serve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,7 +24,9 @@ use std::time::{Duration, SystemTime};
 use palisade_api::{CaGenerationRecord, CaStatus, SvidRecord};
 use palisade_identity::ca::{self, CaSet, CaStore, RotationEvent, RotationPolicy};
 use palisade_identity::jwt::{self, JwtBundle, JwtSvid, ValidatedJwt};
-use palisade_identity::x509::X509Svid;
+use palisade_identity::node_ca::{self, proto, Registry, RegistryError};
+use palisade_identity::tls::TrustBundle;
+use palisade_identity::x509::{X509Bundle, X509Svid};
 use palisade_identity::{pem, SpiffeId, TrustDomain};
 use ring::rand::SecureRandom as _;
 use tokio::sync::watch;
@@ -45,6 +52,12 @@ pub enum IdentityError {
     /// The request names something unknown or not allowed.
     #[error("{0}")]
     Invalid(String),
+    /// The cluster's node CA refused or could not be reached.
+    #[error("node CA: {0}")]
+    NodeCa(String),
+    /// Join tokens and admitted nodes.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 /// An SVID this node holds, and when it is renewed.
@@ -66,11 +79,21 @@ pub type Revision = u64;
 /// held for a lookup or to swap in what was signed. Attestation never waits
 /// for a signature.
 pub struct IdentityService {
-    ca: Mutex<CaState>,
+    authority: Authority,
     view: RwLock<View>,
     config: IdentityConfig,
+    /// The X.509 bundle the node CA's TLS verifiers read.
+    trust: TrustBundle,
+    /// Join tokens and nodes, on the node serving the node CA.
+    registry: Option<Arc<Registry>>,
     /// Bumped after every change of SVIDs, bundles or endpoints.
     changes: watch::Sender<Revision>,
+}
+
+/// Who signs: this node's CA, or the cluster's node CA.
+enum Authority {
+    Local(Mutex<CaState>),
+    Remote(Box<remote::RemoteCa>),
 }
 
 struct CaState {
@@ -88,6 +111,8 @@ struct View {
     anchors: Vec<Vec<u8>>,
     /// The JWT bundle.
     jwt_bundle: JwtBundle,
+    /// The CA generation that signs now.
+    active_generation: u64,
 }
 
 fn now() -> SystemTime {
@@ -98,6 +123,9 @@ impl IdentityService {
     /// Loads the CA from `<state_dir>/ca` (or creates it: a self-signed CA,
     /// or the operator's).
     pub fn start(config: &IdentityConfig, state_dir: &Path) -> Result<Arc<Self>, IdentityError> {
+        if let Some(remote) = &config.node_ca {
+            return Self::start_remote(config, remote, state_dir);
+        }
         let policy = RotationPolicy {
             ca_ttl: Duration::from_secs(config.ca_ttl_secs),
             max_svid_ttl: Duration::from_secs(config.svid_ttl_secs.max(config.jwt_svid_ttl_secs)),
@@ -134,23 +162,63 @@ impl IdentityService {
             key_id = %ca::hex(active.authority.key_id()),
             "CA ready"
         );
+        let registry = match config.node_ca_listen {
+            Some(_) => Some(Arc::new(Registry::open(&store.dir().join("nodes.json"))?)),
+            None => None,
+        };
         let view = View {
             endpoints: Vec::new(),
             held: BTreeMap::new(),
             anchors: anchors_of(&cas),
             jwt_bundle: jwt_bundle_of(&cas),
+            active_generation: active.lifecycle.number,
         };
+        let trust = TrustBundle::new(x509_bundle_of(&td, &view.anchors));
         let (changes, _) = watch::channel(0);
         Ok(Arc::new(Self {
-            ca: Mutex::new(CaState { policy, store, cas }),
+            authority: Authority::Local(Mutex::new(CaState { policy, store, cas })),
             view: RwLock::new(view),
             config: config.clone(),
+            trust,
+            registry,
             changes,
         }))
     }
 
-    fn lock_ca(&self) -> MutexGuard<'_, CaState> {
-        self.ca.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A node without a CA: SVIDs come from the cluster's node CA.
+    fn start_remote(
+        config: &IdentityConfig,
+        remote: &crate::config::NodeCaClientConfig,
+        state_dir: &Path,
+    ) -> Result<Arc<Self>, IdentityError> {
+        let td = config.trust_domain.clone();
+        let (remote, bundle) = remote::RemoteCa::open(remote, &td, state_dir)?;
+        info!(trust_domain = %td, node_ca = %remote.address(), "SVIDs come from the node CA");
+        let view = View {
+            endpoints: Vec::new(),
+            held: BTreeMap::new(),
+            anchors: bundle.authorities().map(|(_, der)| der.to_vec()).collect(),
+            jwt_bundle: JwtBundle::new(td),
+            active_generation: 0,
+        };
+        let trust = remote.trust().clone();
+        let (changes, _) = watch::channel(0);
+        Ok(Arc::new(Self {
+            authority: Authority::Remote(Box::new(remote)),
+            view: RwLock::new(view),
+            config: config.clone(),
+            trust,
+            registry: None,
+            changes,
+        }))
+    }
+
+    /// This node's CA; an error on a node that uses the node CA.
+    fn lock_ca(&self) -> Result<MutexGuard<'_, CaState>, IdentityError> {
+        match &self.authority {
+            Authority::Local(ca) => Ok(ca.lock().unwrap_or_else(PoisonError::into_inner)),
+            Authority::Remote(remote) => Err(remote::no_ca(remote.address())),
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, View> {
@@ -177,13 +245,19 @@ impl IdentityService {
 
     /// Sets the endpoints this node hosts: issues the SVIDs they need and
     /// drops those nobody needs any more.
+    ///
+    /// On a node that uses the node CA, the SVIDs are requested by the
+    /// renewal task (woken by this change), never while the caller waits.
     pub fn set_endpoints(&self, endpoints: Vec<HostedEndpoint>) {
-        let mut ca = self.lock_ca();
-        let wanted: BTreeSet<SpiffeId> = endpoints
-            .iter()
-            .flat_map(|e| e.workload_id.iter().chain(e.identity_id.iter()))
-            .cloned()
-            .collect();
+        let wanted = wanted_ids(&endpoints);
+        let Ok(mut ca) = self.lock_ca() else {
+            let mut view = self.write();
+            view.endpoints = endpoints;
+            view.held.retain(|id, _| wanted.contains(id));
+            drop(view);
+            self.publish();
+            return;
+        };
         let missing: Vec<SpiffeId> = {
             let view = self.read();
             wanted
@@ -203,8 +277,11 @@ impl IdentityService {
 
     /// Advances rotation and renewal; returns when to call again.
     pub fn tick(&self) -> SystemTime {
-        let mut ca = self.lock_ca();
         let t = now();
+        let mut ca = match &self.authority {
+            Authority::Local(ca) => ca.lock().unwrap_or_else(PoisonError::into_inner),
+            Authority::Remote(remote) => return self.tick_remote(remote, t),
+        };
         let policy = ca.policy;
         let events = ca.cas.tick(t, &policy).unwrap_or_else(|e| {
             warn!(error = %e, "CA rotation failed");
@@ -242,7 +319,7 @@ impl IdentityService {
 
     /// Starts a CA rotation (`immediately`: the new CA signs at once).
     pub fn rotate(&self, immediately: bool) -> Result<CaStatus, IdentityError> {
-        let mut ca = self.lock_ca();
+        let mut ca = self.lock_ca()?;
         let t = now();
         let policy = ca.policy;
         let events = ca.cas.rotate(t, immediately, &policy)?;
@@ -253,7 +330,12 @@ impl IdentityService {
 
     /// The CA's generations and bundle.
     pub fn ca_status(&self) -> CaStatus {
-        self.ca_status_of(&self.lock_ca())
+        match &self.authority {
+            Authority::Local(ca) => {
+                self.ca_status_of(&ca.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+            Authority::Remote(remote) => self.remote_status(remote),
+        }
     }
 
     /// Every SVID the node holds.
@@ -300,6 +382,17 @@ impl IdentityService {
         Some((svids, view.anchors.clone()))
     }
 
+    /// Whether the attested workload is entitled to an X.509-SVID that is
+    /// still being signed.
+    pub fn awaits_svid(&self, who: &Attested) -> bool {
+        let view = self.read();
+        view.endpoints
+            .iter()
+            .find(|e| e.ep_id == who.ep_id)
+            .and_then(|e| e.workload_id.as_ref())
+            .is_some_and(|id| !view.held.contains_key(id))
+    }
+
     /// The trust anchors of the X.509 bundle.
     pub fn x509_anchors(&self) -> Vec<Vec<u8>> {
         self.read().anchors.clone()
@@ -336,21 +429,160 @@ impl IdentityService {
             }
             None => ids,
         };
-        let t = now();
-        let ttl = Duration::from_secs(self.config.jwt_svid_ttl_secs);
-        let mut ca = self.lock_ca();
-        let mut out = Vec::with_capacity(ids.len());
-        let mut persist = false;
-        for id in &ids {
-            let active = ca.cas.active()?;
-            let svid = jwt::sign(id, audience, &active.jwt_key, &active.jwt_key_id(), t, ttl)?;
-            persist |= ca.cas.note_jwt_signed(svid.expiry, ttl)?;
-            out.push(svid);
+        if let Authority::Remote(remote) = &self.authority {
+            return ids
+                .iter()
+                .map(|id| self.remote_jwt(remote, id, audience))
+                .collect();
         }
-        if persist {
+        ids.iter()
+            .map(|id| self.sign_jwt_local(id, audience))
+            .collect()
+    }
+
+    /// Signs a JWT-SVID with this node's CA.
+    pub fn sign_jwt_local(
+        &self,
+        id: &SpiffeId,
+        audience: &[String],
+    ) -> Result<JwtSvid, IdentityError> {
+        let ttl = Duration::from_secs(self.config.jwt_svid_ttl_secs);
+        let mut ca = self.lock_ca()?;
+        let active = ca.cas.active()?;
+        let svid = jwt::sign(
+            id,
+            audience,
+            &active.jwt_key,
+            &active.jwt_key_id(),
+            now(),
+            ttl,
+        )?;
+        if ca.cas.note_jwt_signed(svid.expiry, ttl)? {
             ca.save();
         }
-        Ok(out)
+        Ok(svid)
+    }
+
+    /// A JWT-SVID the node CA signed, checked against the JWT bundle.
+    fn remote_jwt(
+        &self,
+        remote: &remote::RemoteCa,
+        id: &SpiffeId,
+        audience: &[String],
+    ) -> Result<JwtSvid, IdentityError> {
+        let token = remote.sign_jwt(id, audience)?;
+        let first = audience.first().map(String::as_str).unwrap_or_default();
+        let checked = self.validate_jwt(&token, first).map_err(|e| {
+            IdentityError::NodeCa(format!(
+                "the node CA signed a JWT-SVID that does not validate: {e}"
+            ))
+        })?;
+        if &checked.spiffe_id != id {
+            return Err(IdentityError::NodeCa(format!(
+                "the node CA signed a JWT-SVID for {} (asked for {id})",
+                checked.spiffe_id
+            )));
+        }
+        let exp = checked
+            .claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        Ok(JwtSvid {
+            spiffe_id: checked.spiffe_id,
+            token,
+            audience: audience.to_vec(),
+            expiry: SystemTime::UNIX_EPOCH + Duration::from_secs(exp),
+        })
+    }
+
+    /// Signs an X.509-SVID with this node's CA for a key another node
+    /// generated (the node CA); returns the chain and the signing
+    /// generation.
+    pub fn sign_for_key(
+        &self,
+        id: &SpiffeId,
+        spki: &[u8],
+    ) -> Result<(Vec<Vec<u8>>, u64), IdentityError> {
+        let ttl = Duration::from_secs(self.config.svid_ttl_secs);
+        let mut ca = self.lock_ca()?;
+        let (chain, _, moved) = ca.cas.issue_x509_for_key(id, spki, now(), ttl)?;
+        let generation = ca.cas.active()?.lifecycle.number;
+        if moved {
+            ca.save();
+        }
+        Ok((chain, generation))
+    }
+
+    /// Issues an X.509-SVID with this node's CA (the node CA's own).
+    pub fn issue_local(&self, id: &SpiffeId) -> Result<X509Svid, IdentityError> {
+        let ttl = Duration::from_secs(self.config.svid_ttl_secs);
+        let mut ca = self.lock_ca()?;
+        let (svid, moved) = ca.cas.issue_x509(id, now(), ttl)?;
+        if moved {
+            ca.save();
+        }
+        Ok(svid)
+    }
+
+    /// The bundle as the node CA hands it out.
+    pub fn bundle_message(&self) -> proto::Bundle {
+        let view = self.read();
+        proto::Bundle {
+            trust_domain: self.config.trust_domain.to_string(),
+            x509_authorities: view.anchors.clone(),
+            jwt_authorities: view.jwt_bundle.to_jwks(),
+            active_generation: view.active_generation,
+        }
+    }
+
+    /// The CA generation that signs now.
+    pub fn active_generation(&self) -> u64 {
+        self.read().active_generation
+    }
+
+    /// The X.509 bundle the node CA's TLS verifiers read.
+    pub fn trust(&self) -> &TrustBundle {
+        &self.trust
+    }
+
+    /// Join tokens and admitted nodes, when this node serves the node CA.
+    pub fn registry(&self) -> Option<Arc<Registry>> {
+        self.registry.clone()
+    }
+
+    fn registry_or_err(&self) -> Result<&Registry, IdentityError> {
+        self.registry.as_deref().ok_or_else(|| {
+            IdentityError::Invalid(
+                "this node does not serve the node CA (identity.node_ca_listen is not set)".into(),
+            )
+        })
+    }
+
+    /// Creates a join token for `node`, valid for `ttl`.
+    pub fn create_join_token(
+        &self,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<(String, node_ca::TokenRecord), IdentityError> {
+        let (token, record) = self.registry_or_err()?.create_token(node, ttl, now())?;
+        info!(node, token_id = %record.id, "created a join token");
+        Ok((token, record))
+    }
+
+    /// Revokes a node: the node CA refuses it from now on.
+    pub fn revoke_node(&self, node: &str) -> Result<(), IdentityError> {
+        self.registry_or_err()?.revoke(node, now())?;
+        warn!(
+            node,
+            "revoked a node: the node CA refuses it until it joins again"
+        );
+        Ok(())
+    }
+
+    /// The nodes and tokens the node CA knows.
+    pub fn node_registry(&self) -> Result<node_ca::NodeRegistry, IdentityError> {
+        Ok(self.registry_or_err()?.snapshot())
     }
 
     /// Validates a JWT-SVID against the trust domain's JWT bundle.
@@ -431,6 +663,9 @@ impl IdentityService {
             let mut view = self.write();
             view.anchors = anchors_of(&ca.cas);
             view.jwt_bundle = jwt_bundle_of(&ca.cas);
+            view.active_generation = ca.cas.active().map_or(0, |g| g.lifecycle.number);
+            self.trust
+                .set(x509_bundle_of(ca.cas.trust_domain(), &view.anchors));
         }
         if events
             .iter()
@@ -474,8 +709,131 @@ impl IdentityService {
             bundle_pem: pem::encode_certificates(view.anchors.iter().map(Vec::as_slice)),
             svids_held: view.held.len(),
             workload_api_socket: self.config.workload_api_socket.display().to_string(),
+            node_ca: self
+                .config
+                .node_ca_listen
+                .map(|address| format!("serving the node CA on {address}")),
         }
     }
+
+    fn remote_status(&self, remote: &remote::RemoteCa) -> CaStatus {
+        let view = self.read();
+        let node = match remote.node_svid() {
+            Some((id, until)) => format!("node SVID {id} until {}", unix(until)),
+            None => "not joined yet".to_owned(),
+        };
+        CaStatus {
+            trust_domain: self.config.trust_domain.to_string(),
+            generations: Vec::new(),
+            bundle_pem: pem::encode_certificates(view.anchors.iter().map(Vec::as_slice)),
+            svids_held: view.held.len(),
+            workload_api_socket: self.config.workload_api_socket.display().to_string(),
+            node_ca: Some(format!(
+                "using the node CA at {} ({node})",
+                remote.address()
+            )),
+        }
+    }
+
+    /// Renewal on a node that uses the node CA: the node SVID and bundle,
+    /// then every SVID missing, due, or signed by a generation that is no
+    /// longer active. Failures are retried within seconds.
+    fn tick_remote(&self, remote: &remote::RemoteCa, t: SystemTime) -> SystemTime {
+        let retry = t + Duration::from_secs(5);
+        let bundle = match remote.refresh(t) {
+            Ok(bundle) => bundle,
+            Err(e) => {
+                warn!(error = %e, "cannot reach the node CA; SVIDs held stay in use");
+                return retry;
+            }
+        };
+        let mut changed = false;
+        let generation = bundle.active_generation;
+        {
+            let mut view = self.write();
+            let anchors: Vec<Vec<u8>> = bundle
+                .x509
+                .authorities()
+                .map(|(_, der)| der.to_vec())
+                .collect();
+            if view.anchors != anchors || view.jwt_bundle != bundle.jwt {
+                view.anchors = anchors;
+                view.jwt_bundle = bundle.jwt;
+                changed = true;
+            }
+            view.active_generation = generation;
+        }
+        let due: Vec<SpiffeId> = {
+            let view = self.read();
+            let missing = wanted_ids(&view.endpoints)
+                .into_iter()
+                .filter(|id| !view.held.contains_key(id));
+            let stale = view
+                .held
+                .iter()
+                .filter(|(_, h)| h.renew_at <= t || h.generation != generation)
+                .map(|(id, _)| id.clone());
+            missing.chain(stale).collect()
+        };
+        let mut failed = false;
+        for id in due {
+            match remote.sign_x509(&id) {
+                Ok(signed) => {
+                    let renew_at = renewal_time(signed.svid.not_before(), signed.svid.not_after());
+                    let mut view = self.write();
+                    if wanted_ids(&view.endpoints).contains(&id) {
+                        view.held.insert(
+                            id,
+                            Held {
+                                svid: signed.svid,
+                                renew_at,
+                                generation: signed.generation,
+                            },
+                        );
+                        changed = true;
+                    }
+                }
+                Err(e) => {
+                    warn!(spiffe_id = %id, error = %e, "the node CA did not sign an X.509-SVID");
+                    failed = true;
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+        if failed {
+            return retry;
+        }
+        let renew = self.read().held.values().map(|h| h.renew_at).min();
+        let node_renewal = remote
+            .node_svid()
+            .map(|(_, until)| t + until.duration_since(t).unwrap_or_default() / 2);
+        [renew, node_renewal]
+            .into_iter()
+            .flatten()
+            .fold(t + Duration::from_secs(30), SystemTime::min)
+            .max(t + Duration::from_millis(100))
+    }
+}
+
+/// Every SPIFFE ID the endpoints need.
+fn wanted_ids(endpoints: &[HostedEndpoint]) -> BTreeSet<SpiffeId> {
+    endpoints
+        .iter()
+        .flat_map(|e| e.workload_id.iter().chain(e.identity_id.iter()))
+        .cloned()
+        .collect()
+}
+
+fn x509_bundle_of(td: &TrustDomain, anchors: &[Vec<u8>]) -> X509Bundle {
+    let mut bundle = X509Bundle::new(td.clone());
+    for der in anchors {
+        if let Err(e) = bundle.add_authority(der) {
+            warn!(error = %e, "a CA certificate cannot be a trust anchor of the node CA's TLS");
+        }
+    }
+    bundle
 }
 
 impl CaState {
@@ -525,7 +883,7 @@ fn jwt_bundle_of(cas: &CaSet) -> JwtBundle {
 
 /// Renewal at a random point between 50% and 70% of the lifetime, so that
 /// SVIDs issued together are not all renewed together.
-fn renewal_time(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+pub(crate) fn renewal_time(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
     let life = not_after.duration_since(not_before).unwrap_or_default();
     let mut byte = [0u8; 2];
     // Without randomness the midpoint of the window is as good.
@@ -608,7 +966,7 @@ mod tests {
         };
         // While the CA is busy (a rotation re-signing everything holds it),
         // attestation and the Workload API's reads go on.
-        let busy = service.lock_ca();
+        let busy = service.lock_ca().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = service.clone();
         std::thread::spawn(move || {

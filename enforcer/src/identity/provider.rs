@@ -79,6 +79,10 @@ fn x509_context(service: &IdentityService, who: &Attested) -> Entitlement<X509Co
     let Some((svids, anchors)) = service.x509_for(who) else {
         return Entitlement::Denied;
     };
+    if svids.is_empty() && service.awaits_svid(who) {
+        // The node CA has not signed it yet: the stream waits for it.
+        return Entitlement::Pending;
+    }
     let bundles = BTreeMap::from([(service.trust_domain().clone(), anchors)]);
     match X509Context::new(svids, bundles) {
         Ok(context) => Entitlement::Granted(context),

@@ -61,6 +61,7 @@ const HANDLED_CRITICAL: [&Oid<'static>; 6] = [
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedSvid {
     id: SpiffeId,
+    not_before: SystemTime,
     not_after: SystemTime,
     anchor: KeyId,
 }
@@ -69,6 +70,11 @@ impl VerifiedSvid {
     /// The leaf's SPIFFE ID.
     pub fn spiffe_id(&self) -> &SpiffeId {
         &self.id
+    }
+
+    /// When the leaf became valid.
+    pub fn not_before(&self) -> SystemTime {
+        self.not_before
     }
 
     /// When the leaf expires.
@@ -336,7 +342,7 @@ fn verify_parsed(
     }
     check_path_len(&anchor.cert, anchor.at(), path.len().saturating_sub(1))?;
 
-    let (_, not_after) = cert::validity(leaf)?;
+    let (not_before, not_after) = cert::validity(leaf)?;
     tracing::debug!(
         spiffe_id = %id,
         anchor = %anchor.key_id,
@@ -345,6 +351,7 @@ fn verify_parsed(
     );
     Ok(VerifiedSvid {
         id,
+        not_before,
         not_after,
         anchor: anchor.key_id,
     })
