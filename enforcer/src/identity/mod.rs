@@ -18,7 +18,9 @@ pub mod serve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+};
 use std::time::{Duration, SystemTime};
 
 use palisade_api::{CaGenerationRecord, CaStatus, SvidRecord};
@@ -246,11 +248,22 @@ impl IdentityService {
     /// Sets the endpoints this node hosts: issues the SVIDs they need and
     /// drops those nobody needs any more.
     ///
-    /// On a node that uses the node CA, the SVIDs are requested by the
-    /// renewal task (woken by this change), never while the caller waits.
+    /// The caller (the agent, holding its own lock) never waits for a
+    /// signature: while the CA is busy (a rotation re-signing everything),
+    /// and on a node that uses the node CA, the SVIDs are issued by the
+    /// renewal task, which this change wakes. The Workload API holds a
+    /// workload's stream open until its SVID is there.
     pub fn set_endpoints(&self, endpoints: Vec<HostedEndpoint>) {
         let wanted = wanted_ids(&endpoints);
-        let Ok(mut ca) = self.lock_ca() else {
+        let ca = match &self.authority {
+            Authority::Local(ca) => match ca.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            },
+            Authority::Remote(_) => None,
+        };
+        let Some(mut ca) = ca else {
             let mut view = self.write();
             view.endpoints = endpoints;
             view.held.retain(|id, _| wanted.contains(id));
@@ -293,19 +306,30 @@ impl IdentityService {
                 warn!(error = %e, "cannot save the CA after a rotation");
                 true
             });
-        let due: Vec<SpiffeId> = self
-            .read()
-            .held
-            .iter()
-            .filter(|(_, h)| h.renew_at <= t)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let (due, missing): (Vec<SpiffeId>, Vec<SpiffeId>) = {
+            let view = self.read();
+            let due = view
+                .held
+                .iter()
+                .filter(|(_, h)| h.renew_at <= t)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let missing = wanted_ids(&view.endpoints)
+                .into_iter()
+                .filter(|id| !view.held.contains_key(id))
+                .collect();
+            (due, missing)
+        };
         if !due.is_empty() {
             info!(count = due.len(), "renewing X.509-SVIDs");
             let issued = self.issue_all(&mut ca, &due, t);
             self.store_issued(issued);
         }
-        if rotated || !due.is_empty() {
+        if !missing.is_empty() {
+            let issued = self.issue_all(&mut ca, &missing, t);
+            self.store_new(issued);
+        }
+        if rotated || !due.is_empty() || !missing.is_empty() {
             self.publish();
         }
         let renew = self.read().held.values().map(|h| h.renew_at).min();
@@ -643,6 +667,14 @@ impl IdentityService {
         }
     }
 
+    /// Adds SVIDs issued for endpoints that had none, if still wanted.
+    fn store_new(&self, issued: Vec<(SpiffeId, Held)>) {
+        let mut view = self.write();
+        let wanted = wanted_ids(&view.endpoints);
+        view.held
+            .extend(issued.into_iter().filter(|(id, _)| wanted.contains(id)));
+    }
+
     /// Saves the CA after rotation events, refreshes the bundle snapshots
     /// and, when a new generation became active, re-issues every SVID.
     /// Returns whether anything changed.
@@ -780,18 +812,13 @@ impl IdentityService {
             match remote.sign_x509(&id) {
                 Ok(signed) => {
                     let renew_at = renewal_time(signed.svid.not_before(), signed.svid.not_after());
-                    let mut view = self.write();
-                    if wanted_ids(&view.endpoints).contains(&id) {
-                        view.held.insert(
-                            id,
-                            Held {
-                                svid: signed.svid,
-                                renew_at,
-                                generation: signed.generation,
-                            },
-                        );
-                        changed = true;
-                    }
+                    let held = Held {
+                        svid: signed.svid,
+                        renew_at,
+                        generation: signed.generation,
+                    };
+                    self.store_new(vec![(id, held)]);
+                    changed = true;
                 }
                 Err(e) => {
                     warn!(spiffe_id = %id, error = %e, "the node CA did not sign an X.509-SVID");
@@ -977,6 +1004,35 @@ mod tests {
         let seen = rx.recv_timeout(Duration::from_secs(10));
         drop(busy);
         assert_eq!(seen.unwrap(), (2, Some(1), 1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn endpoints_added_while_the_ca_is_busy_get_their_svids_from_the_tick() {
+        let dir =
+            std::env::temp_dir().join(format!("palisade-identity-busy-{}", std::process::id()));
+        let service = IdentityService::start(&IdentityConfig::default(), &dir).unwrap();
+        let td = service.trust_domain().clone();
+        let busy = service.lock_ca().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let agent = service.clone();
+        let endpoints = vec![endpoint(1, &td)];
+        std::thread::spawn(move || {
+            agent.set_endpoints(endpoints);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("set_endpoints must not wait for a busy CA");
+        drop(busy);
+        assert!(service.svid_list().is_empty());
+        let who = Attested {
+            ep_id: 1,
+            pod: "default/p1".into(),
+        };
+        assert!(service.awaits_svid(&who));
+        service.tick();
+        assert_eq!(service.svid_list().len(), 2);
+        assert!(!service.awaits_svid(&who));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
