@@ -17,6 +17,12 @@
 //!   the container of another, or in the host namespace in that cgroup.
 //! - The CLI shows the bundle, the SVIDs and a chain, never a key; key files
 //!   are 0600 and no key reaches the agent's log.
+//! - In a cluster over a real etcd, n1 serves the node CA and n2 holds no
+//!   CA: n2 joins with a token, its pod's workload gets an SVID signed by
+//!   n1's CA through n2's Workload API; n2's node SVID obtains the
+//!   identities of n2's pod and nothing else (not n1's pod's, not n1's node
+//!   SVID, not the CA's, not another trust domain's), and nothing at all
+//!   once n2 is revoked.
 //!
 //! The workload is a separate process in the pod's namespace (this binary
 //! run again, see [`workload_process`]): the agent attests the process on
@@ -1594,9 +1600,27 @@ fn a_node_gets_svids_from_the_node_ca_only_for_what_it_hosts() {
             assert_eq!(nodes.len(), 1, "{nodes:?}");
             assert_eq!(nodes[0].name, "n2");
             assert!(tokens.iter().all(|t| t.used.is_some()), "{tokens:?}");
+            assert!(!format!("{tokens:?}").contains(&token), "no secret listed");
         }
         other => panic!("node list: unexpected answer {other:?}"),
     }
+
+    // The CLI: a token alone on stdout (for `> join-token`), the nodes,
+    // and where n2's SVIDs come from.
+    let token_out = palisade_ok(n1, &["identity", "ca", "token", "create", "--node", "n3"]);
+    assert!(
+        token_out.trim().starts_with("pjt1.") && token_out.trim().lines().count() == 1,
+        "{token_out}"
+    );
+    let listed = palisade_ok(n1, &["identity", "ca", "node", "list"]);
+    assert!(listed.contains("n2"), "{listed}");
+    let tokens = palisade_ok(n1, &["identity", "ca", "token", "list"]);
+    assert!(
+        tokens.contains("n3") && !tokens.contains(token_out.trim()),
+        "{tokens}"
+    );
+    let shown = palisade_ok(n2, &["identity", "ca", "show"]);
+    assert!(shown.contains("using the node CA at"), "{shown}");
 
     // Whoever owns n2 and its node SVID gets its own pod's identities and
     // nothing else: not n1's pod's, not n1's node SVID, not the CA's.
