@@ -1,5 +1,6 @@
 //! The shared Tetragon corpus (`shared/conformance/tracingpolicy`, checked
-//! out next to this repository, or `$PALISADE_CONFORMANCE_DIR`).
+//! out next to this repository, or `$PALISADE_CONFORMANCE_DIR/tracingpolicy`:
+//! the variable names the conformance root, as for the SPIFFE corpus).
 //!
 //! A checkout without it cannot run the corpus tests: they return early,
 //! and say so on the terminal even when cargo captures test output (as
@@ -14,12 +15,11 @@ pub const CORPUS_FILES: usize = 70;
 
 /// Where the corpus is.
 pub fn corpus_dir() -> PathBuf {
-    match std::env::var_os("PALISADE_CONFORMANCE_DIR") {
+    let root = match std::env::var_os("PALISADE_CONFORMANCE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/tracingpolicy")
-        }
-    }
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
+    };
+    root.join("tracingpolicy")
 }
 
 /// Every `*.yaml` file of the corpus as (file name, text), sorted by name;
