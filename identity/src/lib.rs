@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allocator;
+mod attached;
 pub mod ca;
 pub mod jwt;
 pub mod labels;

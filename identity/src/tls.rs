@@ -78,8 +78,34 @@ fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
-fn algorithms() -> WebPkiSupportedAlgorithms {
-    provider().signature_verification_algorithms
+/// How both verifiers check the handshake's signature: TLS 1.3 only, with
+/// ring's algorithms.
+#[derive(Debug)]
+struct Handshake(WebPkiSupportedAlgorithms);
+
+impl Handshake {
+    fn new() -> Self {
+        Self(provider().signature_verification_algorithms)
+    }
+
+    fn tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
 }
 
 fn system_time(now: UnixTime) -> SystemTime {
@@ -126,7 +152,7 @@ pub struct UnexpectedPeer {
 pub struct SpiffeServerVerifier {
     bundle: TrustBundle,
     expected: SpiffeId,
-    algorithms: WebPkiSupportedAlgorithms,
+    handshake: Handshake,
 }
 
 impl SpiffeServerVerifier {
@@ -135,7 +161,7 @@ impl SpiffeServerVerifier {
         Self {
             bundle,
             expected,
-            algorithms: algorithms(),
+            handshake: Handshake::new(),
         }
     }
 }
@@ -167,9 +193,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        Handshake::tls12()
     }
 
     fn verify_tls13_signature(
@@ -178,11 +202,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.handshake.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.handshake.schemes()
     }
 }
 
@@ -193,7 +217,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 pub struct SpiffeClientVerifier {
     bundle: TrustBundle,
     mandatory: bool,
-    algorithms: WebPkiSupportedAlgorithms,
+    handshake: Handshake,
 }
 
 impl SpiffeClientVerifier {
@@ -203,7 +227,7 @@ impl SpiffeClientVerifier {
         Self {
             bundle,
             mandatory,
-            algorithms: algorithms(),
+            handshake: Handshake::new(),
         }
     }
 }
@@ -237,9 +261,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        Handshake::tls12()
     }
 
     fn verify_tls13_signature(
@@ -248,11 +270,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.handshake.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.handshake.schemes()
     }
 }
 

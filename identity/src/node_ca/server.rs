@@ -15,17 +15,13 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
@@ -36,6 +32,7 @@ use super::proto::{
 };
 use super::registry::Registry;
 use super::{csr, is_reserved, node_id, node_name_of};
+use crate::attached::Attached;
 use crate::tls::TrustBundle;
 use crate::x509::VerifiedSvid;
 use crate::{SpiffeId, TrustDomain};
@@ -62,46 +59,7 @@ pub trait Signer: Send + Sync + 'static {
 pub struct PeerSvid(Option<VerifiedSvid>);
 
 /// A TLS connection with the client's verified SVID.
-pub struct PeerStream {
-    tls: TlsStream<TcpStream>,
-    peer: PeerSvid,
-}
-
-impl Connected for PeerStream {
-    type ConnectInfo = PeerSvid;
-
-    fn connect_info(&self) -> PeerSvid {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tls).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_shutdown(cx)
-    }
-}
+type PeerStream = Attached<TlsStream<TcpStream>, PeerSvid>;
 
 /// The service.
 pub struct NodeCaService<S> {
@@ -324,8 +282,5 @@ async fn handshake(
         .peer_certificates()
         .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect());
     let peer = chain.and_then(|chain| trust.verify(&chain, SystemTime::now()).ok());
-    Some(PeerStream {
-        tls,
-        peer: PeerSvid(peer),
-    })
+    Some(PeerStream::new(tls, PeerSvid(peer)))
 }

@@ -6,19 +6,16 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
 use nix::sys::socket::{getsockopt, sockopt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
 use super::provider::PeerCredentials;
+use crate::attached::Attached;
 
 /// The socket's mode: any local process may connect, because the Workload
 /// Endpoint must not require clients to authenticate (Workload Endpoint §5);
@@ -122,58 +119,7 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, SocketError> {
 
 /// An accepted connection with the credentials of the process that made it;
 /// tonic puts the credentials into every request's extensions.
-pub(crate) struct PeerStream {
-    stream: UnixStream,
-    peer: Arc<PeerCredentials>,
-}
-
-impl Connected for PeerStream {
-    type ConnectInfo = Arc<PeerCredentials>;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        Arc::clone(&self.peer)
-    }
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
+pub(crate) type PeerStream = Attached<UnixStream, Arc<PeerCredentials>>;
 
 /// The credentials the kernel recorded when the peer connected. Fails only
 /// if `SO_PEERCRED` fails; a missing pidfd (kernels before 6.5) is `None`.
@@ -212,7 +158,7 @@ pub(crate) fn incoming(
                             "accepted a Workload API connection"
                         );
                         let peer = Arc::new(peer);
-                        return Some((Ok(PeerStream { stream, peer }), listener));
+                        return Some((Ok(PeerStream::new(stream, peer)), listener));
                     }
                     Err(errno) => warn!(
                         %errno,
