@@ -830,7 +830,9 @@ impl IdentityService {
             self.publish();
         }
         if failed {
-            return retry;
+            // The node CA may not have seen a new endpoint in the cluster
+            // store yet: ask again soon.
+            return t + Duration::from_secs(1);
         }
         let renew = self.read().held.values().map(|h| h.renew_at).min();
         let node_renewal = remote

@@ -97,6 +97,13 @@ impl<S: Signer> NodeCaService<S> {
                     "no node SVID was presented; a node without one can only Join",
                 )
             })?;
+        // Verified at the handshake; a long-lived connection outlives it.
+        if peer.not_after() <= SystemTime::now() {
+            return Err(Status::unauthenticated(format!(
+                "the SVID of {} expired; reconnect with a current one",
+                peer.spiffe_id()
+            )));
+        }
         let node = node_name_of(&self.td, peer.spiffe_id()).ok_or_else(|| {
             Status::permission_denied(format!("{} is not a node's SPIFFE ID", peer.spiffe_id()))
         })?;
