@@ -1563,6 +1563,14 @@ fn a_node_gets_svids_from_the_node_ca_only_for_what_it_hosts() {
         .unwrap_or_else(|e| panic!("n2's SVID does not verify against n1's bundle: {e}"));
     let (ok, why) = openssl_verify(&join, "n2-workload", &got.chain, &got.bundle);
     assert!(ok, "openssl verify of n2's SVID: {why}");
+    // JWT-SVIDs too: signed by the node CA, validated by n2 against the JWT
+    // bundle it fetched from there.
+    let jwt = workload
+        .fetch_jwt(AUDIENCE)
+        .unwrap_or_else(|e| panic!("JWT-SVID on n2: {e:?}; n2's log ends:\n{}", n2.log_tail(30)));
+    assert_eq!(jwt.fetched_id, workload_id("x", "default"));
+    assert_eq!(jwt.validated_sub, workload_id("x", "default"));
+    assert!(jwt.tampered.is_err(), "a tampered token validated on n2");
     assert!(
         !n2_state.join("ca").exists(),
         "n2 must hold no CA key: {} exists",
