@@ -245,6 +245,11 @@ pub async fn serve<S: Signer>(
                     continue;
                 }
             };
+            // gRPC answers in several small writes: without this, Nagle
+            // holds each answer's tail for the client's delayed ACK (40 ms).
+            if let Err(e) = tcp.set_nodelay(true) {
+                debug!(peer = %addr, error = %e, "node CA: cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let trust = trust.clone();
             let tx = tx.clone();

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod compile;
 pub mod cross_node;
 pub mod datapath;
+pub mod node_ca;
 pub mod rss;
 pub mod runtime;
 pub mod spiffe;

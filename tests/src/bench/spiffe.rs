@@ -44,11 +44,11 @@ use tonic_prost::prost::Message;
 use super::{f, median, percentile, say, status_kib, Report, Table};
 
 /// The trust domain of the pure benchmarks.
-const TRUST_DOMAIN: &str = "bench.palisade.test";
+pub(super) const TRUST_DOMAIN: &str = "bench.palisade.test";
 /// X.509-SVID lifetime (the agent's default).
-const SVID_TTL: Duration = Duration::from_secs(3600);
+pub(super) const SVID_TTL: Duration = Duration::from_secs(3600);
 /// The rotation policy of the pure benchmarks (the agent's defaults).
-const POLICY: RotationPolicy = RotationPolicy {
+pub(super) const POLICY: RotationPolicy = RotationPolicy {
     ca_ttl: Duration::from_secs(30 * 24 * 3600),
     max_svid_ttl: Duration::from_secs(3600),
     propagation: Duration::from_secs(30),
@@ -60,12 +60,12 @@ const P256_SPKI_PREFIX: [u8; 26] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
-fn trust_domain() -> anyhow::Result<TrustDomain> {
+pub(super) fn trust_domain() -> anyhow::Result<TrustDomain> {
     TrustDomain::new(TRUST_DOMAIN).map_err(|e| anyhow!("trust domain {TRUST_DOMAIN}: {e}"))
 }
 
 /// `count` distinct workload SPIFFE IDs, as the agent names workloads.
-fn workload_ids(td: &TrustDomain, count: usize) -> anyhow::Result<Vec<SpiffeId>> {
+pub(super) fn workload_ids(td: &TrustDomain, count: usize) -> anyhow::Result<Vec<SpiffeId>> {
     (0..count)
         .map(|i| {
             SpiffeId::new(td.clone(), &format!("/ns/bench/sa/workload-{i}"))
@@ -85,7 +85,7 @@ fn pin(cpu: usize) -> anyhow::Result<()> {
 /// CPU time (user + system, every thread, exited ones too) process `pid`
 /// has used so far, in seconds, from its CPU-time clock (nanoseconds,
 /// unlike the 10 ms ticks of `/proc/<pid>/stat`); NaN if unreadable.
-fn cpu_secs(pid: u32) -> f64 {
+pub(super) fn cpu_secs(pid: u32) -> f64 {
     let Ok(pid) = i32::try_from(pid) else {
         return f64::NAN;
     };
@@ -97,7 +97,10 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 /// Seconds `n` calls of `f` take.
-fn time_n(n: usize, mut f: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+pub(super) fn time_n(
+    n: usize,
+    mut f: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     let t = Instant::now();
     for i in 0..n {
         f(i)?;
@@ -107,7 +110,7 @@ fn time_n(n: usize, mut f: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::R
 
 /// Checks `svids` against a bundle holding only `ca_cert`: every chain
 /// verifies and names the SVID's SPIFFE ID.
-fn verify_all<'a>(
+pub(super) fn verify_all<'a>(
     td: &TrustDomain,
     ca_cert: &[u8],
     svids: impl IntoIterator<Item = &'a X509Svid>,

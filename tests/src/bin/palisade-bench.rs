@@ -17,12 +17,14 @@
 //! palisade-bench svid-issuance [--count N] [--rounds N] [--cpu N | --no-pin]
 //! palisade-bench workload-api [--clients N] [--requests N] [--rounds N]
 //! palisade-bench rotation-burst [--svids N] [--rounds N]
+//! palisade-bench node-ca [--count N] [--concurrency N] [--rounds N]
 //! common: [--json] [--verbose]   (--json: JSON on stdout, tables on stderr)
 //! ```
 //!
 //! Needs root (network namespaces, eBPF) and the agent and CNI plugin built
-//! next to it (`cargo build --release --workspace --bins`); `svid-issuance`
-//! and `rotation-burst` measure the CA alone and need neither. Everything made
+//! next to it (`cargo build --release --workspace --bins`); `svid-issuance`,
+//! `rotation-burst` and `node-ca` (the node CA in this process, on
+//! loopback) measure the CA alone and need neither. Everything made
 //! is removed at the end, on failure and on SIGINT/SIGTERM.
 
 #[path = "../bench/mod.rs"]
@@ -46,7 +48,8 @@ const USAGE: &str = "usage: palisade-bench <benchmark> [options] [--json] [--ver
   runtime-procs     [--processes 100000] [--baseline 10000] [--batch 32] [--cache-size 65536] [--every 10000] [--max-seconds 900] [--bpf-stats N]
   svid-issuance     [--count 20000] [--rounds 3] [--cpu 1 | --no-pin]
   workload-api      [--clients 100] [--requests 10000] [--rounds 3]   (--requests: per phase, over all clients)
-  rotation-burst    [--svids 10000] [--rounds 3]";
+  rotation-burst    [--svids 10000] [--rounds 3]
+  node-ca           [--count 2000] [--concurrency 16] [--rounds 3]   (1 in flight: --count / 4 requests)";
 
 struct Args {
     words: Vec<String>,
@@ -374,6 +377,23 @@ fn real_main() -> anyhow::Result<()> {
                 bail!("--svids must be in 1..=1000000 and --rounds in 1..=20");
             }
             bench::spiffe::run_rotation(&opts)?
+        }
+        "node-ca" => {
+            let opts = bench::node_ca::Options {
+                count: args.value("--count", 2000)?,
+                concurrency: args.value("--concurrency", 16)?,
+                rounds: args.value("--rounds", 3)?,
+            };
+            args.done()?;
+            if !(4..=100_000).contains(&opts.count)
+                || !(1..=1024).contains(&opts.concurrency)
+                || !(1..=100).contains(&opts.rounds)
+            {
+                bail!(
+                    "--count must be in 4..=100000, --concurrency in 1..=1024, --rounds in 1..=100"
+                );
+            }
+            bench::node_ca::run(&opts)?
         }
         other => bail!("unknown benchmark {other:?}\n{USAGE}"),
     };
