@@ -192,6 +192,7 @@ impl Agent {
         let identity = if config.identity.enabled {
             Some(crate::identity::IdentityService::start(
                 &config.identity,
+                &config.node_name,
                 &config.state_dir,
             )?)
         } else {

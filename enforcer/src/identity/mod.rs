@@ -123,10 +123,15 @@ fn now() -> SystemTime {
 
 impl IdentityService {
     /// Loads the CA from `<state_dir>/ca` (or creates it: a self-signed CA,
-    /// or the operator's).
-    pub fn start(config: &IdentityConfig, state_dir: &Path) -> Result<Arc<Self>, IdentityError> {
+    /// or the operator's); on a node configured with `node_ca`, this node
+    /// (`node_name`) obtains its SVIDs from the node CA instead.
+    pub fn start(
+        config: &IdentityConfig,
+        node_name: &str,
+        state_dir: &Path,
+    ) -> Result<Arc<Self>, IdentityError> {
         if let Some(remote) = &config.node_ca {
-            return Self::start_remote(config, remote, state_dir);
+            return Self::start_remote(config, remote, node_name, state_dir);
         }
         let policy = RotationPolicy {
             ca_ttl: Duration::from_secs(config.ca_ttl_secs),
@@ -191,10 +196,11 @@ impl IdentityService {
     fn start_remote(
         config: &IdentityConfig,
         remote: &crate::config::NodeCaClientConfig,
+        node_name: &str,
         state_dir: &Path,
     ) -> Result<Arc<Self>, IdentityError> {
         let td = config.trust_domain.clone();
-        let (remote, bundle) = remote::RemoteCa::open(remote, &td, state_dir)?;
+        let (remote, bundle) = remote::RemoteCa::open(remote, &td, node_name, state_dir)?;
         info!(trust_domain = %td, node_ca = %remote.address(), "SVIDs come from the node CA");
         let view = View {
             endpoints: Vec::new(),
@@ -980,7 +986,7 @@ mod tests {
     #[test]
     fn readers_do_not_wait_for_the_ca() {
         let dir = std::env::temp_dir().join(format!("palisade-identity-{}", std::process::id()));
-        let service = IdentityService::start(&IdentityConfig::default(), &dir).unwrap();
+        let service = IdentityService::start(&IdentityConfig::default(), "n1", &dir).unwrap();
         let td = service.trust_domain().clone();
         service.set_endpoints(vec![endpoint(1, &td), endpoint(2, &td)]);
         assert_eq!(
@@ -1013,7 +1019,7 @@ mod tests {
     fn endpoints_added_while_the_ca_is_busy_get_their_svids_from_the_tick() {
         let dir =
             std::env::temp_dir().join(format!("palisade-identity-busy-{}", std::process::id()));
-        let service = IdentityService::start(&IdentityConfig::default(), &dir).unwrap();
+        let service = IdentityService::start(&IdentityConfig::default(), "n1", &dir).unwrap();
         let td = service.trust_domain().clone();
         let busy = service.lock_ca().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1042,7 +1048,7 @@ mod tests {
     fn a_rotation_reissues_every_svid_and_extends_the_bundle() {
         let dir =
             std::env::temp_dir().join(format!("palisade-identity-rot-{}", std::process::id()));
-        let service = IdentityService::start(&IdentityConfig::default(), &dir).unwrap();
+        let service = IdentityService::start(&IdentityConfig::default(), "n1", &dir).unwrap();
         let td = service.trust_domain().clone();
         service.set_endpoints(vec![endpoint(1, &td)]);
         let status = service.rotate(true).unwrap();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use palisade_identity::ca::{read_key_file, read_pem_file, write_file};
-use palisade_identity::node_ca::{DecodedBundle, NodeCaClient, SignedX509};
+use palisade_identity::node_ca::{self, DecodedBundle, NodeCaClient, SignedX509};
 use palisade_identity::tls::{FixedSvid, SvidSource, TrustBundle};
 use palisade_identity::x509::{X509Bundle, X509Svid};
 use palisade_identity::{pem, SpiffeId, TrustDomain};
@@ -26,6 +26,8 @@ pub(super) struct RemoteCa {
     handle: Handle,
     config: NodeCaClientConfig,
     td: TrustDomain,
+    /// This node's SPIFFE ID: the node SVID must name it.
+    node_id: SpiffeId,
     dir: PathBuf,
     trust: TrustBundle,
     node: Mutex<Option<NodeCredentials>>,
@@ -46,8 +48,12 @@ impl RemoteCa {
     pub(super) fn open(
         config: &NodeCaClientConfig,
         td: &TrustDomain,
+        node_name: &str,
         state_dir: &Path,
     ) -> Result<(Self, X509Bundle), IdentityError> {
+        let node_id = node_ca::node_id(td, node_name).map_err(|e| {
+            IdentityError::Invalid(format!("node name {node_name:?} makes no node SVID: {e}"))
+        })?;
         let handle = Handle::try_current().map_err(|_| {
             IdentityError::Invalid("the node CA client needs the agent's async runtime".into())
         })?;
@@ -66,6 +72,7 @@ impl RemoteCa {
             handle,
             config: config.clone(),
             td: td.clone(),
+            node_id,
             dir,
             trust,
             node: Mutex::new(None),
@@ -119,7 +126,7 @@ impl RemoteCa {
         let svid = X509Svid::parse_der(&chain.concat(), key.secret_der())
             .map_err(|e| warn!(error = %e, dir = %self.dir.display(), "the kept node SVID is not valid; joining again"))
             .ok()?;
-        (svid.not_after() > SystemTime::now()).then_some(svid)
+        (svid.not_after() > SystemTime::now() && svid.spiffe_id() == &self.node_id).then_some(svid)
     }
 
     fn save_node(&self, svid: &X509Svid, bundle: &X509Bundle) -> Result<(), IdentityError> {
@@ -164,10 +171,15 @@ impl RemoteCa {
             }
         }
         let (svid, bundle) = match client {
-            Some(client) => self
-                .handle
-                .block_on(client.renew_node())
-                .map_err(node_ca_error)?,
+            Some(client) => match self.handle.block_on(client.renew_node()) {
+                Ok(renewed) => renewed,
+                // The current SVID is still valid: go on with it and renew
+                // at the next call.
+                Err(e) => {
+                    warn!(error = %e, "cannot renew the node SVID yet");
+                    return Ok((client, None));
+                }
+            },
             None => {
                 let token = std::fs::read_to_string(&self.config.join_token_file).map_err(|e| {
                     IdentityError::NodeCa(format!(
@@ -181,6 +193,14 @@ impl RemoteCa {
                     .handle
                     .block_on(anonymous.join(&token))
                     .map_err(node_ca_error)?;
+                if joined.0.spiffe_id() != &self.node_id {
+                    return Err(IdentityError::NodeCa(format!(
+                        "the join token in {} is for {}, but this node is {}; create a token for this node",
+                        self.config.join_token_file.display(),
+                        joined.0.spiffe_id(),
+                        self.node_id
+                    )));
+                }
                 info!(spiffe_id = %joined.0.spiffe_id(), ca = %self.config.address, "joined the node CA");
                 joined
             }
