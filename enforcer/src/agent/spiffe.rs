@@ -8,7 +8,7 @@ use palisade_api::Response;
 use tracing::warn;
 
 use super::{Agent, AgentError};
-use crate::identity::{attest, HostedEndpoint, IdentityService};
+use crate::identity::{attest, endpoint_ids, HostedEndpoint, IdentityService};
 
 impl Agent {
     /// The identity service, when identity is enabled.
@@ -34,11 +34,15 @@ impl Agent {
             .endpoints
             .values()
             .map(|ep| {
-                let sa = ep.spec.service_account.as_deref().unwrap_or("default");
-                let workload_id = td
-                    .id_with_segments(["ns", ep.spec.pod_namespace.as_str(), "sa", sa])
+                let (workload_id, identity_id) = endpoint_ids(
+                    td,
+                    &ep.spec.pod_namespace,
+                    ep.spec.service_account.as_deref(),
+                    ep.identity,
+                );
+                let workload_id = workload_id
                     .map_err(|e| {
-                        warn!(ep_id = ep.ep_id, namespace = %ep.spec.pod_namespace, service_account = sa, error = %e,
+                        warn!(ep_id = ep.ep_id, namespace = %ep.spec.pod_namespace, service_account = ?ep.spec.service_account, error = %e,
                               "the endpoint's namespace or service account does not make a SPIFFE ID; it gets no workload SVID");
                     })
                     .ok();
@@ -48,9 +52,7 @@ impl Agent {
                     pod: format!("{}/{}", ep.spec.pod_namespace, ep.spec.pod_name),
                     netns: attest::netns_id(Path::new(&ep.spec.netns)),
                     workload_id,
-                    identity_id: td
-                        .id_with_segments(["identity".to_owned(), ep.identity.to_string()])
-                        .ok(),
+                    identity_id,
                 }
             })
             .collect();

@@ -852,6 +852,27 @@ impl IdentityService {
     }
 }
 
+/// The SPIFFE IDs of an endpoint: its workload's,
+/// `ns/<namespace>/sa/<service account>` (`default` when it names none),
+/// and its security identity's, `identity/<n>`. The node CA grants a node
+/// exactly these for the endpoints the cluster store places on it.
+pub fn endpoint_ids(
+    td: &TrustDomain,
+    namespace: &str,
+    service_account: Option<&str>,
+    identity: u32,
+) -> (
+    Result<SpiffeId, palisade_identity::SpiffeIdError>,
+    Option<SpiffeId>,
+) {
+    let sa = service_account.unwrap_or("default");
+    (
+        td.id_with_segments(["ns", namespace, "sa", sa]),
+        td.id_with_segments(["identity".to_owned(), identity.to_string()])
+            .ok(),
+    )
+}
+
 /// Every SPIFFE ID the endpoints need.
 fn wanted_ids(endpoints: &[HostedEndpoint]) -> BTreeSet<SpiffeId> {
     endpoints

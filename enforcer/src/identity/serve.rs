@@ -14,7 +14,7 @@ use palisade_identity::SpiffeId;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::{renewal_time, IdentityService};
+use super::{endpoint_ids, renewal_time, IdentityService};
 
 /// Signs for other nodes with this node's CA.
 pub struct CaSigner {
@@ -60,13 +60,13 @@ impl node_ca::Signer for CaSigner {
             .endpoints_on(node)
             .iter()
             .flat_map(|e| {
-                let sa = e.service_account.as_deref().unwrap_or("default");
-                [
-                    td.id_with_segments(["ns", e.namespace.as_str(), "sa", sa])
-                        .ok(),
-                    td.id_with_segments(["identity".to_owned(), e.identity.to_string()])
-                        .ok(),
-                ]
+                let (workload, identity) = endpoint_ids(
+                    td,
+                    &e.namespace,
+                    e.service_account.as_deref(),
+                    e.identity.get(),
+                );
+                [workload.ok(), identity]
             })
             .flatten()
             .collect()
