@@ -204,11 +204,26 @@ impl IdentityConfig {
                 "must be at least four times the longest SVID lifetime".into(),
             ));
         }
-        if self.ca_cert_file.is_some() != self.ca_key_file.is_some() {
+        if self.ca_ttl_secs < 6 * self.ca_propagation_secs {
             return Err((
-                field("ca_key_file"),
-                "ca_cert_file and ca_key_file go together".into(),
+                field("ca_propagation_secs"),
+                "must be at most a sixth of ca_ttl_secs (a new CA is prepared at half the active one's life and must sign before it expires)".into(),
             ));
+        }
+        match (&self.ca_cert_file, &self.ca_key_file) {
+            (Some(_), None) => {
+                return Err((
+                    field("ca_key_file"),
+                    "is missing: ca_cert_file needs the CA's key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    field("ca_cert_file"),
+                    "is missing: ca_key_file needs the CA's certificate".into(),
+                ))
+            }
+            _ => {}
         }
         if self.ca_bundle_file.is_some() && self.ca_cert_file.is_none() {
             return Err((

@@ -704,6 +704,7 @@ pub fn make_certs(
     let s = |p: &Path| p.display().to_string();
     let openssl = |args: &[String]| -> Result<(), EtcdError> {
         run_openssl(args)
+            .map(drop)
             .map_err(|detail| fail(format!("{OPENSSL_BIN} {}", args.join(" ")), detail))
     };
     let key = |name: &str| -> Result<PathBuf, EtcdError> {
@@ -812,9 +813,9 @@ pub fn make_certs(
     })
 }
 
-/// Runs `openssl ARGS...` (at most [`OPENSSL_TIMEOUT`]); the error says
-/// what went wrong, with openssl's stderr.
-fn run_openssl(args: &[String]) -> Result<(), String> {
+/// Runs `openssl ARGS...` (at most [`OPENSSL_TIMEOUT`]) and returns its
+/// stdout; the error says what went wrong, with openssl's output.
+pub fn run_openssl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<String, String> {
     let child = Command::new(OPENSSL_BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -842,12 +843,14 @@ fn run_openssl(args: &[String]) -> Result<(), String> {
             ));
         }
     };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if output.status.success() {
-        Ok(())
+        Ok(stdout)
     } else {
         Err(format!(
-            "{}: {}",
+            "{}: {}{}",
             output.status,
+            stdout,
             String::from_utf8_lossy(&output.stderr).trim()
         ))
     }

@@ -318,7 +318,9 @@ fn removed_node_takes_its_pods_along() {
     }
     for bin in ["palisade-agent", "palisade-cni"] {
         if palisade_tests::locate_binary(bin).is_none() {
-            eprintln!("skipped: no {bin} binary; build the workspace first (cargo build --workspace --bins)");
+            common::skip(&format!(
+                "no {bin} binary; build the workspace first (cargo build --workspace --bins)"
+            ));
             return;
         }
     }

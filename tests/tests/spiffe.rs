@@ -49,9 +49,11 @@ use common::*;
 use futures::stream::BoxStream;
 use futures::StreamExt as _;
 use palisade_api::{CaGenerationRecord, CaStatus, Request, Response, SvidRecord};
+use palisade_identity::ca::hex;
 use palisade_identity::pem;
 use palisade_identity::x509::{VerifyError, X509Bundle, X509Svid as PalisadeSvid};
 use palisade_identity::TrustDomain;
+use palisade_tests::etcd::run_openssl;
 use palisade_tests::{locate_binary, NetNs, Node, PodSpec, Topology};
 use serde::{Deserialize, Serialize};
 use spiffe::x509_source::{MetricsErrorKind, MetricsRecorder};
@@ -120,10 +122,6 @@ fn bundle_of(anchors: &[Vec<u8>]) -> X509Bundle {
         .unwrap_or_else(|e| panic!("the Workload API's bundle is not a valid X.509 bundle: {e}"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn ca_status(node: &Node) -> CaStatus {
     match call(node, &Request::IdentityCaShow) {
         Response::IdentityCa(status) => *status,
@@ -156,47 +154,34 @@ fn openssl_verify(
     chain: &[Vec<u8>],
     anchors: &[Vec<u8>],
 ) -> (bool, String) {
-    let write = |file: &str, text: String| -> PathBuf {
+    let write = |file: &str, text: String| -> String {
         let path = dir.join(format!("{name}-{file}"));
         std::fs::write(&path, text).unwrap();
-        path
+        path.display().to_string()
     };
     let bundle = write(
         "bundle.pem",
         pem::encode_certificates(anchors.iter().map(Vec::as_slice)),
     );
     let leaf = write("leaf.pem", pem::encode(pem::CERTIFICATE, &chain[0]));
-    let mut cmd = Command::new(palisade_tests::etcd::OPENSSL_BIN);
-    cmd.arg("verify").arg("-CAfile").arg(&bundle);
+    let mut args = vec!["verify".to_owned(), "-CAfile".to_owned(), bundle];
     if chain.len() > 1 {
-        let intermediates = write(
+        args.push("-untrusted".to_owned());
+        args.push(write(
             "intermediates.pem",
             pem::encode_certificates(chain[1..].iter().map(Vec::as_slice)),
-        );
-        cmd.arg("-untrusted").arg(intermediates);
+        ));
     }
-    let out = cmd.arg(&leaf).output().expect("run openssl verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    args.push(leaf);
+    match run_openssl(&args) {
+        Ok(out) => (true, out),
+        Err(out) => (false, out),
+    }
 }
 
 /// Runs `openssl ARGS` and returns stdout; panics on failure.
 fn openssl(args: &[&str]) -> String {
-    let out = Command::new(palisade_tests::etcd::OPENSSL_BIN)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_openssl(args).unwrap_or_else(|e| panic!("openssl {args:?}: {e}"))
 }
 
 // The workload process: protocol, its side, and this side.
@@ -589,6 +574,7 @@ async fn next_context(stream: &mut ContextStream, timeout: Duration) -> Result<M
 /// Not a test by itself: the workload process of the other tests (run with
 /// [`WORKLOAD_ENV`] set), one JSON command per line of stdin.
 #[test]
+#[ignore = "the workload process of the other tests, which run it"]
 fn workload_process() {
     let Some(socket) = std::env::var_os(WORKLOAD_ENV) else {
         eprintln!(
@@ -651,6 +637,7 @@ impl Workload {
         cmd.args([
             "workload_process",
             "--exact",
+            "--include-ignored",
             "--nocapture",
             "--test-threads=1",
             "--quiet",
@@ -1396,7 +1383,7 @@ fn a_cgroup_naming_another_pods_container_is_refused() {
         ContainerCgroup::create(a.container_id()),
         ContainerCgroup::create(b.container_id()),
     ) else {
-        eprintln!("skipped: no cgroup2 mount to make a container cgroup in");
+        common::skip("no cgroup2 mount to make a container cgroup in");
         return;
     };
     let (id_a, id_b) = (workload_id("x", "default"), workload_id("y", "default"));
@@ -1556,7 +1543,7 @@ fn a_node_gets_svids_from_the_node_ca_only_for_what_it_hosts() {
                 n2.log_tail(30)
             )
         });
-    assert_eq!(got.spiffe_ids[0], workload_id("x", "default"));
+    assert_eq!(got.spiffe_ids, vec![workload_id("x", "default")]);
     let n1_bundle = X509Bundle::from_pem(trust_domain(), ca_bundle.as_bytes()).unwrap();
     n1_bundle
         .verify(&got.chain, SystemTime::now())
@@ -1570,7 +1557,16 @@ fn a_node_gets_svids_from_the_node_ca_only_for_what_it_hosts() {
         .unwrap_or_else(|e| panic!("JWT-SVID on n2: {e:?}; n2's log ends:\n{}", n2.log_tail(30)));
     assert_eq!(jwt.fetched_id, workload_id("x", "default"));
     assert_eq!(jwt.validated_sub, workload_id("x", "default"));
-    assert!(jwt.tampered.is_err(), "a tampered token validated on n2");
+    assert!(
+        matches!(&jwt.wrong_audience, Err(e) if e.code == "InvalidArgument"),
+        "n2: a token validated for another audience: {:?}",
+        jwt.wrong_audience
+    );
+    assert!(
+        matches!(&jwt.tampered, Err(e) if e.code == "InvalidArgument"),
+        "n2: a token with an altered signature validated: {:?}",
+        jwt.tampered
+    );
     assert!(
         !n2_state.join("ca").exists(),
         "n2 must hold no CA key: {} exists",
@@ -1607,7 +1603,8 @@ fn a_node_gets_svids_from_the_node_ca_only_for_what_it_hosts() {
         Response::CaNodes { nodes, tokens } => {
             assert_eq!(nodes.len(), 1, "{nodes:?}");
             assert_eq!(nodes[0].name, "n2");
-            assert!(tokens.iter().all(|t| t.used.is_some()), "{tokens:?}");
+            assert_eq!(tokens.len(), 1, "{tokens:?}");
+            assert!(tokens[0].used.is_some(), "{tokens:?}");
             assert!(!format!("{tokens:?}").contains(&token), "no secret listed");
         }
         other => panic!("node list: unexpected answer {other:?}"),

@@ -189,6 +189,17 @@ impl Agent {
             documents.mark_all_api_unsaved();
         }
         documents.rescan_dir();
+        let own_ca_in_cluster = config.cluster.is_some()
+            && config.identity.node_ca_listen.is_none()
+            && config.identity.node_ca.is_none()
+            && config.identity.ca_cert_file.is_none();
+        if config.identity.enabled && own_ca_in_cluster {
+            warn!(
+                trust_domain = %config.identity.trust_domain,
+                "this node of a cluster runs a CA of its own: its SVIDs do not verify on other nodes; \
+                 set identity.node_ca_listen on one node and identity.node_ca on the others (docs/identity.md)"
+            );
+        }
         let identity = if config.identity.enabled {
             Some(crate::identity::IdentityService::start(
                 &config.identity,
@@ -532,6 +543,8 @@ impl Agent {
                     warn!(ep_id, error = %e, "cannot relabel endpoint");
                 }
             }
+            // A new identity number is a new `identity/<n>` SVID.
+            self.sync_identity();
         }
         let gone: Vec<PolicyRef> = self
             .policies

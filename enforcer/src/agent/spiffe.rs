@@ -68,10 +68,7 @@ impl Agent {
 
     /// Starts a CA rotation.
     pub fn identity_ca_rotate(&self, immediately: bool) -> Result<Response, AgentError> {
-        let status = self
-            .identity_or_err()?
-            .rotate(immediately)
-            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let status = self.identity_or_err()?.rotate(immediately)?;
         Ok(Response::IdentityCa(Box::new(status)))
     }
 
@@ -84,10 +81,7 @@ impl Agent {
 
     /// One SVID with its chain.
     pub fn svid_inspect(&self, spiffe_id: &str) -> Result<Response, AgentError> {
-        let (svid, chain_pem) = self
-            .identity_or_err()?
-            .svid_inspect(spiffe_id)
-            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let (svid, chain_pem) = self.identity_or_err()?.svid_inspect(spiffe_id)?;
         Ok(Response::Svid {
             svid: Box::new(svid),
             chain_pem,
@@ -103,8 +97,7 @@ impl Agent {
         }
         let (token, record) = self
             .identity_or_err()?
-            .create_join_token(node, std::time::Duration::from_secs(ttl_secs))
-            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+            .create_join_token(node, std::time::Duration::from_secs(ttl_secs))?;
         Ok(Response::JoinToken {
             token,
             id: record.id,
@@ -115,10 +108,7 @@ impl Agent {
 
     /// The node CA's nodes and tokens.
     pub fn identity_node_list(&self) -> Result<Response, AgentError> {
-        let registry = self
-            .identity_or_err()?
-            .node_registry()
-            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let registry = self.identity_or_err()?.node_registry()?;
         Ok(Response::CaNodes {
             nodes: registry
                 .nodes
@@ -144,9 +134,7 @@ impl Agent {
 
     /// Revokes a node of the node CA.
     pub fn identity_node_revoke(&self, node: &str) -> Result<Response, AgentError> {
-        self.identity_or_err()?
-            .revoke_node(node)
-            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        self.identity_or_err()?.revoke_node(node)?;
         Ok(Response::Done)
     }
 

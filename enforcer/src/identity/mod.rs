@@ -353,8 +353,9 @@ impl IdentityService {
         let t = now();
         let policy = ca.policy;
         let events = ca.cas.rotate(t, immediately, &policy)?;
-        self.after_rotation(&mut ca, &events, t)?;
+        let saved = self.after_rotation(&mut ca, &events, t);
         self.publish();
+        saved?;
         Ok(self.ca_status_of(&ca))
     }
 
@@ -471,7 +472,7 @@ impl IdentityService {
     }
 
     /// Signs a JWT-SVID with this node's CA.
-    pub fn sign_jwt_local(
+    pub(crate) fn sign_jwt_local(
         &self,
         id: &SpiffeId,
         audience: &[String],
@@ -529,7 +530,7 @@ impl IdentityService {
     /// Signs an X.509-SVID with this node's CA for a key another node
     /// generated (the node CA); returns the chain and the signing
     /// generation.
-    pub fn sign_for_key(
+    pub(crate) fn sign_for_key(
         &self,
         id: &SpiffeId,
         spki: &[u8],
@@ -545,7 +546,7 @@ impl IdentityService {
     }
 
     /// Issues an X.509-SVID with this node's CA (the node CA's own).
-    pub fn issue_local(&self, id: &SpiffeId) -> Result<X509Svid, IdentityError> {
+    pub(crate) fn issue_local(&self, id: &SpiffeId) -> Result<X509Svid, IdentityError> {
         let ttl = Duration::from_secs(self.config.svid_ttl_secs);
         let mut ca = self.lock_ca()?;
         let (svid, moved) = ca.cas.issue_x509(id, now(), ttl)?;
@@ -564,11 +565,6 @@ impl IdentityService {
             jwt_authorities: view.jwt_bundle.to_jwks(),
             active_generation: view.active_generation,
         }
-    }
-
-    /// The CA generation that signs now.
-    pub fn active_generation(&self) -> u64 {
-        self.read().active_generation
     }
 
     /// The X.509 bundle the node CA's TLS verifiers read.
@@ -681,8 +677,8 @@ impl IdentityService {
             .extend(issued.into_iter().filter(|(id, _)| wanted.contains(id)));
     }
 
-    /// Saves the CA after rotation events, refreshes the bundle snapshots
-    /// and, when a new generation became active, re-issues every SVID.
+    /// After rotation events: refreshes the bundle snapshots, re-issues
+    /// every SVID when a new generation became active, then saves the CA.
     /// Returns whether anything changed.
     fn after_rotation(
         &self,
@@ -696,7 +692,6 @@ impl IdentityService {
         for event in events {
             info!(?event, trust_domain = %ca.cas.trust_domain(), "CA rotation");
         }
-        ca.store.save(&ca.cas)?;
         {
             let mut view = self.write();
             view.anchors = anchors_of(&ca.cas);
@@ -717,6 +712,9 @@ impl IdentityService {
             let issued = self.issue_all(ca, &all, t);
             self.store_issued(issued);
         }
+        // Last: what is served follows the CA in memory even when its
+        // files cannot be written.
+        ca.store.save(&ca.cas)?;
         Ok(true)
     }
 
@@ -814,6 +812,7 @@ impl IdentityService {
             missing.chain(stale).collect()
         };
         let mut failed = false;
+        let mut issued = Vec::with_capacity(due.len());
         for id in due {
             match remote.sign_x509(&id) {
                 Ok(signed) => {
@@ -823,14 +822,17 @@ impl IdentityService {
                         renew_at,
                         generation: signed.generation,
                     };
-                    self.store_new(vec![(id, held)]);
-                    changed = true;
+                    issued.push((id, held));
                 }
                 Err(e) => {
                     warn!(spiffe_id = %id, error = %e, "the node CA did not sign an X.509-SVID");
                     failed = true;
                 }
             }
+        }
+        if !issued.is_empty() {
+            self.store_new(issued);
+            changed = true;
         }
         if changed {
             self.publish();
@@ -841,10 +843,7 @@ impl IdentityService {
             return t + Duration::from_secs(1);
         }
         let renew = self.read().held.values().map(|h| h.renew_at).min();
-        let node_renewal = remote
-            .node_svid()
-            .map(|(_, until)| t + until.duration_since(t).unwrap_or_default() / 2);
-        [renew, node_renewal]
+        [renew, remote.node_renew_at()]
             .into_iter()
             .flatten()
             .fold(t + Duration::from_secs(30), SystemTime::min)
@@ -962,6 +961,9 @@ fn unix(t: SystemTime) -> u64 {
 pub async fn run_renewal(service: Arc<IdentityService>) {
     let mut changes = service.subscribe();
     loop {
+        // Before the tick: a change published while it runs wakes the next
+        // one (the tick's own publish costs one tick that finds nothing).
+        changes.mark_unchanged();
         let next = {
             let service = service.clone();
             match tokio::task::spawn_blocking(move || service.tick()).await {
@@ -973,7 +975,6 @@ pub async fn run_renewal(service: Arc<IdentityService>) {
             }
         };
         let wait = next.duration_since(SystemTime::now()).unwrap_or_default();
-        changes.mark_unchanged();
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             changed = changes.changed() => {

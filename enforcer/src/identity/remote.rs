@@ -60,13 +60,17 @@ impl RemoteCa {
         let dir = state_dir.join("node-identity").join(td.to_string());
         std::fs::create_dir_all(&dir)
             .map_err(|e| IdentityError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        // The bundle kept from the node CA is newer than the configured
+        // one; an unreadable kept bundle falls back to the configured one.
         let kept = dir.join("bundle.pem");
-        let bundle_path = if kept.exists() {
-            kept
-        } else {
-            config.bundle_file.clone()
+        let bundle = match kept.exists().then(|| read_bundle(td, &kept)) {
+            Some(Ok(bundle)) => bundle,
+            Some(Err(e)) => {
+                warn!(error = %e, "the kept bundle is unusable; starting from identity.node_ca.bundle_file");
+                read_bundle(td, &config.bundle_file)?
+            }
+            None => read_bundle(td, &config.bundle_file)?,
         };
-        let bundle = read_bundle(td, &bundle_path)?;
         let trust = TrustBundle::new(bundle.clone());
         let remote = Self {
             handle,
@@ -103,6 +107,11 @@ impl RemoteCa {
         self.lock()
             .as_ref()
             .map(|n| (n.svid.spiffe_id().clone(), n.svid.not_after()))
+    }
+
+    /// When the node SVID is renewed: half-way through its lifetime.
+    pub(super) fn node_renew_at(&self) -> Option<SystemTime> {
+        self.lock().as_ref().map(|n| half_life(&n.svid))
     }
 
     fn client_with(&self, svid: Option<&X509Svid>) -> Result<NodeCaClient, IdentityError> {
@@ -153,15 +162,7 @@ impl RemoteCa {
         let mut node = self.lock();
         let (renew, client) = match node.as_ref() {
             Some(n) if n.svid.not_after() > now => {
-                let life = n
-                    .svid
-                    .not_after()
-                    .duration_since(n.svid.not_before())
-                    .unwrap_or_default();
-                (
-                    now >= n.svid.not_before() + life / 2,
-                    Some(n.client.clone()),
-                )
+                (now >= half_life(&n.svid), Some(n.client.clone()))
             }
             _ => (true, None),
         };
@@ -255,6 +256,15 @@ impl RemoteCa {
             .block_on(client.sign_jwt(id, audience))
             .map_err(node_ca_error)
     }
+}
+
+/// Half-way through an SVID's lifetime.
+fn half_life(svid: &X509Svid) -> SystemTime {
+    let life = svid
+        .not_after()
+        .duration_since(svid.not_before())
+        .unwrap_or_default();
+    svid.not_before() + life / 2
 }
 
 fn read_bundle(td: &TrustDomain, path: &Path) -> Result<X509Bundle, IdentityError> {

@@ -1451,7 +1451,10 @@ pub fn run_identities(opts: &IdentityOptions) -> anyhow::Result<Report> {
         })??
     };
     let synced = Instant::now() + Duration::from_secs(10);
-    while sessions.iter().any(|s| s.view().identities.len() < k) && Instant::now() < synced {
+    while sessions.iter().any(|s| s.view().identities.len() < k) {
+        if Instant::now() >= synced {
+            bail!("the {k} sessions did not see each other's warm-up identities within 10 s");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 

@@ -235,9 +235,10 @@ impl Server {
             .context("creating a join token")?;
         let anonymous = NodeCaClient::new(self.addr, td, self.trust()?, None, REQUEST_TIMEOUT)
             .context("the joining client")?;
-        let (node_svid, bundle) = anonymous.join(&token).await.context("joining")?;
+        // The client refuses an empty bundle itself.
+        let (node_svid, _) = anonymous.join(&token).await.context("joining")?;
         let expected = node_ca::node_id(td, NODE).map_err(|e| anyhow!("node ID: {e}"))?;
-        if node_svid.spiffe_id() != &expected || bundle.x509.is_empty() {
+        if node_svid.spiffe_id() != &expected {
             bail!(
                 "the join gave an SVID for {} (expected {expected})",
                 node_svid.spiffe_id()
@@ -342,10 +343,7 @@ fn local_phase(cas: &mut CaSet, ids: &[SpiffeId], count: usize) -> anyhow::Resul
         .authority
         .certificate()
         .to_vec();
-    let verified = verify_all(cas.trust_domain(), &ca_cert, &held, now)?;
-    if verified != count {
-        bail!("local issuance: {verified} of {count} SVIDs verified");
-    }
+    verify_all(cas.trust_domain(), &ca_cert, &held, now)?;
     lat_ns.sort_unstable();
     Ok(Phase {
         n: count,

@@ -34,11 +34,11 @@ pub const DENY_TIMEOUT: Duration = Duration::from_millis(700);
 /// prints why not otherwise.
 pub fn netns_privileged() -> bool {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root (network namespaces, eBPF)");
+        skip("needs root (network namespaces, eBPF)");
         return false;
     }
     if palisade_tests::netns::run_ip(&["-V"]).is_err() {
-        eprintln!("skipped: iproute2 (`ip`) is not installed");
+        skip("iproute2 (`ip`) is not installed");
         return false;
     }
     true
@@ -54,13 +54,23 @@ pub fn run_namespaces(run_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Says on the terminal that the calling test checks nothing here, and
+/// why. Not `eprintln!`: cargo test captures that and shows it only when
+/// the test fails, so a skipped test would look like a passed one.
+pub fn skip(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
 /// Whether Debian's etcd server and client are installed (`scripts/setup`
 /// installs them); prints why not otherwise.
 pub fn etcd_installed() -> bool {
     use palisade_tests::etcd::{ETCDCTL_BIN, ETCD_BIN};
     for bin in [ETCD_BIN, ETCDCTL_BIN] {
         if !Path::new(bin).is_file() {
-            eprintln!("skipped: no {bin} (apt-get install etcd-server etcd-client)");
+            skip(&format!(
+                "no {bin} (apt-get install etcd-server etcd-client)"
+            ));
             return false;
         }
     }
@@ -73,12 +83,14 @@ pub fn privileged() -> bool {
         return false;
     }
     if !Path::new("/sys/fs/bpf").is_dir() {
-        eprintln!("skipped: no bpf filesystem at /sys/fs/bpf");
+        skip("no bpf filesystem at /sys/fs/bpf");
         return false;
     }
     for bin in ["palisade-agent", "palisade-cni", "palisade"] {
         if palisade_tests::locate_binary(bin).is_none() {
-            eprintln!("skipped: no {bin} binary; build the workspace first (cargo build --workspace --bins)");
+            skip(&format!(
+                "no {bin} binary; build the workspace first (cargo build --workspace --bins)"
+            ));
             return false;
         }
     }
@@ -644,7 +656,7 @@ pub fn openssl_installed() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("skipped: no openssl (apt-get install openssl)");
+        skip("no openssl (apt-get install openssl)");
     }
     ok
 }
