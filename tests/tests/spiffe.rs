@@ -1657,6 +1657,26 @@ fn a_node_gets_svids_from_the_node_ca_only_for_what_it_hosts() {
         "what n2's node SVID obtains"
     );
 
+    // A rotation that takes effect at once: n2, restarted with only the
+    // old CA in its kept bundle, still recognizes the node CA (whose server
+    // SVID is not replaced at the rotation), fetches the new bundle and has
+    // every SVID re-signed by the new generation.
+    let rotated = match call(n1, &Request::IdentityCaRotate { immediately: true }) {
+        Response::IdentityCa(status) => generation(&status, "active").number,
+        other => panic!("rotate on n1: unexpected answer {other:?}"),
+    };
+    n2.restart_agent(false).unwrap();
+    let resigned = wait_for(Duration::from_secs(15), || {
+        let list = svids(n2);
+        (list.len() == 2 && list.iter().all(|s| s.ca_generation == rotated)).then_some(list)
+    });
+    assert!(
+        resigned.is_some(),
+        "n2 did not get SVIDs of generation {rotated} within 15 s after a rotation and a restart: {:?}; n2's log ends:\n{}",
+        svids(n2),
+        n2.log_tail(30)
+    );
+
     // A revoked node gets nothing, not even for its own pods.
     match call(n1, &Request::IdentityNodeRevoke { node: "n2".into() }) {
         Response::Done => {}
