@@ -15,6 +15,7 @@ use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::{json, Map, Value};
 
 use crate::ca::{EcKey, KeyError, KeyUse};
+use crate::timestamp::unix_seconds;
 use crate::{SpiffeId, TrustDomain};
 
 /// The longest token accepted, against hostile input.
@@ -38,8 +39,14 @@ pub enum JwtError {
         /// What is wrong.
         reason: String,
     },
-    /// The header's algorithm is missing, `none`, or not one the
-    /// specification allows.
+    /// The header lacks a parameter every JWT-SVID has (`alg`, `kid`).
+    #[error("the JWT-SVID's header has no {param}")]
+    MissingHeader {
+        /// The parameter.
+        param: &'static str,
+    },
+    /// The header's algorithm is `none` or not one the specification
+    /// allows.
     #[error("unsupported JWT algorithm {alg:?}")]
     Algorithm {
         /// The header's `alg`.
@@ -143,9 +150,9 @@ pub fn sign(
             reason: "the key signs X.509 certificates, not JWTs".to_owned(),
         });
     }
-    let iat = unix(now);
+    let iat = unix_seconds(now);
     let exp_time = now + ttl;
-    let exp = unix(exp_time);
+    let exp = unix_seconds(exp_time);
     let header = json!({"alg": "ES256", "kid": kid, "typ": "JWT"});
     let aud = if audience.len() == 1 {
         json!(audience[0])
@@ -386,7 +393,7 @@ pub fn validate<'b>(
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
-        .unwrap_or("")
+        .ok_or(JwtError::MissingHeader { param: "alg" })?
         .to_owned();
     let subject = claims
         .get("sub")
@@ -406,7 +413,7 @@ pub fn validate<'b>(
     let kid = header
         .get("kid")
         .and_then(Value::as_str)
-        .unwrap_or("")
+        .ok_or(JwtError::MissingHeader { param: "kid" })?
         .to_owned();
     let key = bundle.keys.get(&kid).ok_or_else(|| JwtError::UnknownKey {
         trust_domain: trust_domain.clone(),
@@ -424,7 +431,7 @@ pub fn validate<'b>(
         .get("exp")
         .and_then(Value::as_u64)
         .ok_or(JwtError::Claim { claim: "exp" })?;
-    if unix(now) >= exp {
+    if unix_seconds(now) >= exp {
         return Err(JwtError::Expired { exp });
     }
     let found: Vec<String> = match claims.get("aud") {
@@ -487,10 +494,6 @@ fn verify_signature(
     }
 }
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,41 +544,37 @@ mod tests {
         ));
     }
 
+    /// A JWT-SVID of `id` for audience `db`, valid 300 s from [`now`].
+    fn signed_for_db(id: &SpiffeId, key: &EcKey, kid: &str) -> JwtSvid {
+        sign(
+            id,
+            &["db".to_owned()],
+            key,
+            kid,
+            now(),
+            Duration::from_secs(300),
+        )
+        .unwrap()
+    }
+
+    /// `token` with its header replaced by `header` (JSON).
+    fn with_header(token: &str, header: &str) -> String {
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[0] = URL_SAFE_NO_PAD.encode(header);
+        parts.join(".")
+    }
+
     #[test]
     fn rejects_tampering_and_foreign_keys() {
         let (key, bundle, id) = setup();
-        let svid = sign(
-            &id,
-            &["db".to_owned()],
-            &key,
-            "k1",
-            now(),
-            Duration::from_secs(300),
-        )
-        .unwrap();
+        let svid = signed_for_db(&id, &key, "k1");
         let other = EcKey::generate(KeyUse::Jwt).unwrap();
-        let forged = sign(
-            &id,
-            &["db".to_owned()],
-            &other,
-            "k1",
-            now(),
-            Duration::from_secs(300),
-        )
-        .unwrap();
+        let forged = signed_for_db(&id, &other, "k1");
         assert!(matches!(
             validate(&forged.token, "db", |_| Some(&bundle), now()),
             Err(JwtError::Signature { .. })
         ));
-        let unknown = sign(
-            &id,
-            &["db".to_owned()],
-            &key,
-            "k2",
-            now(),
-            Duration::from_secs(300),
-        )
-        .unwrap();
+        let unknown = signed_for_db(&id, &key, "k2");
         assert!(matches!(
             validate(&unknown.token, "db", |_| Some(&bundle), now()),
             Err(JwtError::UnknownKey { .. })
@@ -587,6 +586,14 @@ mod tests {
             validate(&parts.join("."), "db", |_| Some(&bundle), now()),
             Err(JwtError::Algorithm { .. })
         ));
+        let no_kid = with_header(&svid.token, r#"{"alg":"ES256","typ":"JWT"}"#);
+        let err = validate(&no_kid, "db", |_| Some(&bundle), now()).unwrap_err();
+        assert_eq!(err, JwtError::MissingHeader { param: "kid" });
+        assert_eq!(err.to_string(), "the JWT-SVID's header has no kid");
+        let no_alg = with_header(&svid.token, r#"{"kid":"k1","typ":"JWT"}"#);
+        let err = validate(&no_alg, "db", |_| Some(&bundle), now()).unwrap_err();
+        assert_eq!(err, JwtError::MissingHeader { param: "alg" });
+        assert_eq!(err.to_string(), "the JWT-SVID's header has no alg");
         for garbage in ["", "a.b", "a.b.c.d", "!!.!!.!!"] {
             assert!(matches!(
                 validate(garbage, "db", |_| Some(&bundle), now()),

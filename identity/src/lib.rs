@@ -25,6 +25,7 @@ pub mod node_ca;
 pub mod numeric;
 pub mod pem;
 pub mod spiffe_id;
+mod timestamp;
 pub mod tls;
 pub mod workload_api;
 pub mod x509;

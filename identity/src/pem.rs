@@ -11,7 +11,30 @@ pub const PRIVATE_KEY: &str = "PRIVATE KEY";
 /// Encodes DER bytes as one PEM block with lines of 64 characters.
 pub fn encode(label: &str, der: &[u8]) -> String {
     let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::with_capacity(body.len() + body.len() / 64 + 2 * label.len() + 40);
+    let mut out = String::with_capacity(block_len(label, body.len()));
+    write_block(label, &body, &mut out);
+    out
+}
+
+/// Encodes a private key; the text, and the base64 body it is built from,
+/// are zeroized when dropped.
+pub fn encode_secret(label: &str, der: &[u8]) -> Zeroizing<String> {
+    let body = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
+    // Allocated once at its final size: a reallocation would leave a copy
+    // of the key behind that nothing zeroizes.
+    let mut out = Zeroizing::new(String::with_capacity(block_len(label, body.len())));
+    write_block(label, &body, &mut out);
+    out
+}
+
+/// The length of a PEM block with a base64 body of `body_len` characters.
+fn block_len(label: &str, body_len: usize) -> usize {
+    let lines = body_len.div_ceil(64);
+    "-----BEGIN -----\n".len() + "-----END -----\n".len() + 2 * label.len() + body_len + lines
+}
+
+/// Appends the block to `out`, which has room for it.
+fn write_block(label: &str, body: &str, out: &mut String) {
     out.push_str("-----BEGIN ");
     out.push_str(label);
     out.push_str("-----\n");
@@ -23,12 +46,6 @@ pub fn encode(label: &str, der: &[u8]) -> String {
     out.push_str("-----END ");
     out.push_str(label);
     out.push_str("-----\n");
-    out
-}
-
-/// Encodes a private key; the text is zeroized when dropped.
-pub fn encode_secret(label: &str, der: &[u8]) -> Zeroizing<String> {
-    Zeroizing::new(encode(label, der))
 }
 
 /// Encodes several certificates, one block each, in order.
@@ -52,5 +69,15 @@ mod tests {
         assert_eq!(lines[2].len(), 64);
         assert_eq!(lines[3].len(), 136 - 128);
         assert_eq!(lines[4], "-----END CERTIFICATE-----");
+    }
+
+    #[test]
+    fn blocks_fill_exactly_what_was_allocated() {
+        for len in [0, 1, 47, 48, 49, 96, 100, 121] {
+            let der = vec![0x5a; len];
+            let secret = encode_secret(PRIVATE_KEY, &der);
+            assert_eq!(secret.len(), secret.capacity(), "{len} bytes");
+            assert_eq!(*secret, encode(PRIVATE_KEY, &der));
+        }
     }
 }

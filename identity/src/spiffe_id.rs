@@ -95,18 +95,28 @@ impl TrustDomain {
         }
     }
 
-    /// A SPIFFE ID in this trust domain with the given path segments.
+    /// A SPIFFE ID in this trust domain with the given path segments. A
+    /// segment is one segment: one containing `/` is refused, so distinct
+    /// segment lists never give the same ID.
     pub fn id_with_segments<I, S>(&self, segments: I) -> Result<SpiffeId, SpiffeIdError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
         let mut path = String::new();
+        let mut slash = false;
         for segment in segments {
+            let segment = segment.as_ref();
+            slash |= segment.contains('/');
             path.push('/');
-            path.push_str(segment.as_ref());
+            path.push_str(segment);
         }
-        SpiffeId::new(self.clone(), &path)
+        // What else is wrong is reported first, as parsing would.
+        let id = SpiffeId::new(self.clone(), &path)?;
+        if slash {
+            return Err(SpiffeIdError::PathChar { found: '/' });
+        }
+        Ok(id)
     }
 }
 
@@ -306,6 +316,31 @@ mod tests {
             td.id_with_segments(["a/b~"]),
             Err(SpiffeIdError::PathChar { found: '~' })
         ));
+    }
+
+    #[test]
+    fn a_segment_cannot_smuggle_in_more_segments() {
+        let td = TrustDomain::new("td").unwrap();
+        // Without the check both would be spiffe://td/ns/x/sa/y/sa/z.
+        assert_eq!(
+            td.id_with_segments(["ns", "x/sa/y", "sa", "z"]),
+            Err(SpiffeIdError::PathChar { found: '/' })
+        );
+        assert_eq!(
+            td.id_with_segments(["ns", "x", "sa", "y/sa/z"]),
+            Err(SpiffeIdError::PathChar { found: '/' })
+        );
+        assert_eq!(
+            td.id_with_segments(["a/b"]),
+            Err(SpiffeIdError::PathChar { found: '/' })
+        );
+        assert!(td.id_with_segments(["/"]).is_err());
+        assert_eq!(
+            td.id_with_segments(["ns", "x", "sa", "y"])
+                .unwrap()
+                .to_string(),
+            "spiffe://td/ns/x/sa/y"
+        );
     }
 
     #[test]

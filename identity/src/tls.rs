@@ -22,7 +22,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::x509::{VerifiedSvid, X509Bundle, X509Svid};
+use crate::x509::{VerifiedSvid, VerifyError, X509Bundle, X509Svid};
 use crate::SpiffeId;
 
 pub use rustls::sign::CertifiedKey;
@@ -52,11 +52,7 @@ impl TrustBundle {
     }
 
     /// Verifies a presented chain (leaf first) at `now`.
-    pub fn verify(
-        &self,
-        chain: &[Vec<u8>],
-        now: SystemTime,
-    ) -> Result<VerifiedSvid, crate::x509::VerifyError> {
+    pub fn verify(&self, chain: &[Vec<u8>], now: SystemTime) -> Result<VerifiedSvid, VerifyError> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -212,7 +208,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 
 /// Checks a client's X.509-SVID (on the server side) against the bundle.
 /// Which SPIFFE IDs may do what is the server's business, after the
-/// handshake ([`peer_spiffe_id`]).
+/// handshake ([`peer_svid`]).
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
     bundle: TrustBundle,
@@ -278,24 +274,26 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 }
 
-/// The SPIFFE ID of a peer whose chain rustls accepted (through one of
-/// the verifiers above); `None` when it presented no certificate.
-pub fn peer_spiffe_id(
+/// The verified SVID of a peer whose chain rustls accepted (through one of
+/// the verifiers above), checked again against `bundle` now: `Ok(None)`
+/// when it presented no certificate, an error when the chain no longer
+/// verifies (the bundle changed or the SVID expired since the handshake).
+pub fn peer_svid(
     bundle: &TrustBundle,
     peer_chain: Option<&[CertificateDer<'_>]>,
-) -> Option<SpiffeId> {
-    let (leaf, rest) = peer_chain?.split_first()?;
-    let verified = bundle
+) -> Result<Option<VerifiedSvid>, VerifyError> {
+    let Some((leaf, rest)) = peer_chain.and_then(<[_]>::split_first) else {
+        return Ok(None);
+    };
+    bundle
         .verify(&chain_of(leaf, rest), SystemTime::now())
-        .ok()?;
-    Some(verified.spiffe_id().clone())
+        .map(Some)
 }
 
 /// An SVID as rustls presents it.
 pub fn certified_key(svid: &X509Svid) -> Result<Arc<CertifiedKey>, rustls::Error> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        svid.private_key().secret_der().to_vec(),
-    ));
+    // Borrowed: a copy would be a plain Vec that nothing zeroizes.
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.private_key().secret_der()));
     let signer = rustls::crypto::ring::sign::any_ecdsa_type(&key)?;
     let chain = svid
         .chain()

@@ -455,16 +455,139 @@ proptest! {
     }
 
     #[test]
-    fn near_valid_spiffe_ids_round_trip_when_accepted(
-        s in "spiffe://[a-zA-Z0-9._~%:@-]{0,12}(/[a-zA-Z0-9._~%?#-]{0,5}){0,4}/?"
-    ) {
-        match SpiffeId::from_str(&s) {
-            Ok(id) => {
-                prop_assert_eq!(id.to_string(), s.clone());
-                let reparsed = SpiffeId::from_str(&id.to_string());
-                prop_assert_eq!(reparsed, Ok(id));
-            }
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
+    fn the_parser_agrees_with_an_independent_oracle(s in spiffe_id_candidate()) {
+        let parsed = SpiffeId::from_str(&s);
+        prop_assert_eq!(
+            parsed.is_ok(),
+            oracle_accepts(&s),
+            "{:?}: the parser says {:?}",
+            s,
+            parsed
+        );
+        if let Ok(id) = parsed {
+            prop_assert_eq!(id.to_string(), s.clone());
+            prop_assert_eq!(SpiffeId::from_str(&id.to_string()), Ok(id));
         }
     }
+}
+
+/// The SPIFFE-ID rules, written apart from the parser: `spiffe://`, a
+/// non-empty trust domain of `[a-z0-9._-]` of at most 255 bytes, then an
+/// optional path of `/segment`s, each non-empty, not `.` or `..`, of
+/// `[A-Za-z0-9._-]` (so no trailing `/`); at most 2048 bytes in all.
+fn oracle_accepts(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("spiffe://") else {
+        return false;
+    };
+    if s.len() > 2048 {
+        return false;
+    }
+    let (domain, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let domain_ok = !domain.is_empty()
+        && domain.len() <= 255
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    let path_ok = path.is_empty()
+        || path[1..].split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    domain_ok && path_ok
+}
+
+/// Strings near the SPIFFE-ID grammar, valid about half of the time: a
+/// scheme (mostly right), a trust domain (mostly of allowed characters,
+/// sometimes with uppercase, `%`, `:` or `@`, sometimes at the length
+/// limit), path segments (mostly allowed, sometimes empty, `.`, `..` or
+/// with `%`, `~`, `?`, `#` or a non-ASCII letter) and maybe a trailing `/`.
+fn spiffe_id_candidate() -> impl Strategy<Value = String> {
+    let scheme = prop_oneof![
+        12 => Just("spiffe://"),
+        1 => Just("SPIFFE://"),
+        1 => Just("spiffe:/"),
+        1 => Just("https://"),
+        1 => Just(""),
+    ];
+    let domain = prop_oneof![
+        10 => "[a-z0-9._-]{0,10}",
+        2 => "[a-zA-Z0-9._%:@-]{1,10}",
+        1 => "[a-z]{254,256}",
+    ];
+    let segment = prop_oneof![
+        12 => "[A-Za-z0-9._-]{1,6}",
+        1 => Just(String::new()),
+        1 => Just(".".to_owned()),
+        1 => Just("..".to_owned()),
+        1 => "[A-Za-z0-9%~?#é]{1,4}",
+    ];
+    let trailing_slash = prop::bool::weighted(0.1);
+    (
+        scheme,
+        domain,
+        prop::collection::vec(segment, 0..5),
+        trailing_slash,
+    )
+        .prop_map(|(scheme, domain, segments, trailing_slash)| {
+            let mut s = format!("{scheme}{domain}");
+            for segment in segments {
+                s.push('/');
+                s.push_str(&segment);
+            }
+            if trailing_slash {
+                s.push('/');
+            }
+            s
+        })
+}
+
+#[test]
+fn the_candidates_are_both_valid_and_invalid() {
+    use proptest::strategy::ValueTree as _;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = spiffe_id_candidate();
+    let samples = 1000;
+    let valid = (0..samples)
+        .filter(|_| oracle_accepts(&strategy.new_tree(&mut runner).unwrap().current()))
+        .count();
+    assert!(
+        (samples / 5..=samples * 4 / 5).contains(&valid),
+        "{valid} of {samples} candidates are valid"
+    );
+}
+
+#[test]
+fn the_oracle_knows_the_rules() {
+    for ok in [
+        "spiffe://td",
+        "spiffe://a.b-c_d/Path/x.y/-_",
+        "spiffe://td/..a",
+    ] {
+        assert!(oracle_accepts(ok), "{ok}");
+    }
+    for bad in [
+        "spiffe://",
+        "spiffe://TD",
+        "spiffe://td/",
+        "spiffe://td//x",
+        "spiffe://td/.",
+        "spiffe://td/x/..",
+        "spiffe://td/a%20b",
+        "spiffe://td:80/x",
+        "spiffe://user@td",
+        "SPIFFE://td",
+        &format!("spiffe://{}", "a".repeat(256)),
+        &format!("spiffe://td/{}", "p".repeat(2037)),
+    ] {
+        assert!(!oracle_accepts(bad), "{bad}");
+    }
+    assert!(oracle_accepts(&format!("spiffe://td/{}", "p".repeat(2036))));
 }

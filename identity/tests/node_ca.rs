@@ -24,7 +24,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hyper_util::rt::TokioIo;
 use palisade_identity::ca::{CaSet, EcKey, KeyUse, RotationPolicy};
-use palisade_identity::jwt::{self, JwtBundle};
+use palisade_identity::jwt;
 use palisade_identity::node_ca::proto::node_ca_client::NodeCaClient as RawClient;
 use palisade_identity::node_ca::proto::{
     Bundle, JoinRequest, SignJwtSvidRequest, SignX509SvidRequest,
@@ -74,22 +74,6 @@ fn policy() -> RotationPolicy {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn x509_bundle_of(cas: &CaSet) -> X509Bundle {
-    let mut bundle = X509Bundle::new(cas.trust_domain().clone());
-    for anchor in cas.x509_anchors() {
-        bundle.add_authority(anchor).unwrap();
-    }
-    bundle
-}
-
-fn jwt_bundle_of(cas: &CaSet) -> JwtBundle {
-    let mut bundle = JwtBundle::new(cas.trust_domain().clone());
-    for g in cas.generations() {
-        bundle.insert_p256(g.jwt_key_id(), g.jwt_key.public_point());
-    }
-    bundle
 }
 
 // ------------------------------------------------------------- fixtures ----
@@ -148,7 +132,7 @@ impl TestSigner {
     }
 
     fn x509_bundle(&self) -> X509Bundle {
-        x509_bundle_of(&lock(&self.ca))
+        lock(&self.ca).x509_bundle()
     }
 
     fn active_generation(&self) -> u64 {
@@ -192,7 +176,7 @@ impl Signer for TestSigner {
         Bundle {
             trust_domain: ca.trust_domain().to_string(),
             x509_authorities: ca.x509_anchors().iter().map(|a| a.to_vec()).collect(),
-            jwt_authorities: jwt_bundle_of(&ca).to_jwks(),
+            jwt_authorities: ca.jwt_bundle().to_jwks(),
             active_generation: ca.active().map_or(0, |g| g.lifecycle.number),
         }
     }
@@ -753,7 +737,7 @@ async fn tls_refuses_other_cas_and_the_wrong_server() {
 
     // A client that trusts another bundle refuses the real server: nothing
     // reaches it, the token stays unspent.
-    let elsewhere = TrustBundle::new(x509_bundle_of(&rogue_ca));
+    let elsewhere = TrustBundle::new(rogue_ca.x509_bundle());
     let misled = client_trusting(ca.addr, elsewhere, None);
     let status = refusal(misled.join(&token).await);
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

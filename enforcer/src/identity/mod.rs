@@ -28,7 +28,7 @@ use palisade_identity::ca::{self, CaSet, CaStore, RotationEvent, RotationPolicy}
 use palisade_identity::jwt::{self, JwtBundle, JwtSvid, ValidatedJwt};
 use palisade_identity::node_ca::{self, proto, Registry, RegistryError};
 use palisade_identity::tls::TrustBundle;
-use palisade_identity::x509::{X509Bundle, X509Svid};
+use palisade_identity::x509::X509Svid;
 use palisade_identity::{pem, SpiffeId, TrustDomain};
 use ring::rand::SecureRandom as _;
 use tokio::sync::watch;
@@ -177,10 +177,10 @@ impl IdentityService {
             endpoints: Vec::new(),
             held: BTreeMap::new(),
             anchors: anchors_of(&cas),
-            jwt_bundle: jwt_bundle_of(&cas),
+            jwt_bundle: cas.jwt_bundle(),
             active_generation: active.lifecycle.number,
         };
-        let trust = TrustBundle::new(x509_bundle_of(&td, &view.anchors));
+        let trust = TrustBundle::new(cas.x509_bundle());
         let (changes, _) = watch::channel(0);
         Ok(Arc::new(Self {
             authority: Authority::Local(Mutex::new(CaState { policy, store, cas })),
@@ -695,10 +695,9 @@ impl IdentityService {
         {
             let mut view = self.write();
             view.anchors = anchors_of(&ca.cas);
-            view.jwt_bundle = jwt_bundle_of(&ca.cas);
+            view.jwt_bundle = ca.cas.jwt_bundle();
             view.active_generation = ca.cas.active().map_or(0, |g| g.lifecycle.number);
-            self.trust
-                .set(x509_bundle_of(ca.cas.trust_domain(), &view.anchors));
+            self.trust.set(ca.cas.x509_bundle());
         }
         if events
             .iter()
@@ -881,16 +880,6 @@ fn wanted_ids(endpoints: &[HostedEndpoint]) -> BTreeSet<SpiffeId> {
         .collect()
 }
 
-fn x509_bundle_of(td: &TrustDomain, anchors: &[Vec<u8>]) -> X509Bundle {
-    let mut bundle = X509Bundle::new(td.clone());
-    for der in anchors {
-        if let Err(e) = bundle.add_authority(der) {
-            warn!(error = %e, "a CA certificate cannot be a trust anchor of the node CA's TLS");
-        }
-    }
-    bundle
-}
-
 impl CaState {
     fn save(&self) {
         if let Err(e) = self.store.save(&self.cas) {
@@ -926,14 +915,6 @@ impl View {
 
 fn anchors_of(cas: &CaSet) -> Vec<Vec<u8>> {
     cas.x509_anchors().into_iter().map(<[u8]>::to_vec).collect()
-}
-
-fn jwt_bundle_of(cas: &CaSet) -> JwtBundle {
-    let mut bundle = JwtBundle::new(cas.trust_domain().clone());
-    for g in cas.generations() {
-        bundle.insert_p256(g.jwt_key_id(), g.jwt_key.public_point());
-    }
-    bundle
 }
 
 /// Renewal at a random point between 50% and 70% of the lifetime, so that

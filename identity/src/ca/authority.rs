@@ -60,10 +60,22 @@ pub enum AuthorityError {
         id: SpiffeId,
     },
     /// The CA has expired (or expires within the backdating margin).
-    #[error("the CA certificate expired at {not_after:?}")]
+    #[error("the CA certificate expired at {}", crate::timestamp::rfc3339(*not_after))]
     Expired {
         /// Its expiry.
         not_after: SystemTime,
+    },
+    /// A CA certificate given without trust anchors is not self-signed, so
+    /// it cannot be its own anchor.
+    #[error(
+        "the CA certificate (subject \"{subject}\", issuer \"{issuer}\") is not self-signed, \
+         and no trust anchors (the roots above it) were given"
+    )]
+    NotSelfSigned {
+        /// Its subject.
+        subject: String,
+        /// Its issuer.
+        issuer: String,
     },
 }
 
@@ -149,7 +161,15 @@ impl Authority {
                 )));
             }
         }
-        if !anchors.is_empty() {
+        if anchors.is_empty() {
+            // Without anchors the certificate is its own: it must be a root.
+            if !facts.self_signed {
+                return Err(AuthorityError::NotSelfSigned {
+                    subject: facts.subject,
+                    issuer: facts.issuer,
+                });
+            }
+        } else {
             check_chain(&cert, &upstream, &anchors)?;
         }
         let issuer = Issuer::from_ca_cert_der(&cert.as_slice().into(), key).map_err(|source| {
@@ -377,22 +397,31 @@ fn check_chain(
             ))
         })
     }
-    let mut child = parse(cert, "the CA certificate")?;
+    // Upstream certificate N is the certificate file's certificate N + 1
+    // (the CA certificate comes first).
+    let name = |i: usize| match i {
+        0 => "the CA certificate".to_owned(),
+        i => format!(
+            "upstream certificate {i} (certificate {} of the file)",
+            i + 1
+        ),
+    };
+    let mut child = parse(cert, &name(0))?;
     for (i, der) in upstream.iter().enumerate() {
-        let parent = parse(der, &format!("intermediate {}", i + 1))?;
+        let parent = parse(der, &name(i + 1))?;
         child
             .verify_signature(Some(parent.public_key()))
             .map_err(|_| {
                 upstream_err(&format!(
-                    "chain: certificate {} is not signed by intermediate {}",
-                    i,
-                    i + 1
+                    "chain: {} is not signed by {}, the certificate after it",
+                    name(i),
+                    name(i + 1)
                 ))
             })?;
         child = parent;
     }
     for der in anchors {
-        let anchor = parse(der, "a root")?;
+        let anchor = parse(der, "a certificate of the bundle file")?;
         if child.verify_signature(Some(anchor.public_key())).is_ok() {
             return Ok(());
         }
@@ -415,6 +444,11 @@ struct CaFacts {
     uri: Option<String>,
     not_before: SystemTime,
     not_after: SystemTime,
+    /// Issuer and subject are the same name and the signature verifies
+    /// with the certificate's own key.
+    self_signed: bool,
+    subject: String,
+    issuer: String,
 }
 
 impl CaFacts {
@@ -478,12 +512,17 @@ impl CaFacts {
                 SystemTime::UNIX_EPOCH
             }
         };
+        let self_signed = cert.issuer().as_raw() == cert.subject().as_raw()
+            && cert.verify_signature(None).is_ok();
         Ok(Self {
             spki_point,
             key_id,
             uri,
             not_before: to_time(&cert.validity().not_before),
             not_after: to_time(&cert.validity().not_after),
+            self_signed,
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
         })
     }
 }

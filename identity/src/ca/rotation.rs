@@ -13,10 +13,12 @@
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use super::authority::{Authority, AuthorityError};
 use super::key::{EcKey, KeyError, KeyUse};
-use crate::x509::X509Svid;
+use crate::jwt::JwtBundle;
+use crate::x509::{X509Bundle, X509Svid};
 use crate::{SpiffeId, TrustDomain};
 
 /// Where a generation is in its life.
@@ -154,6 +156,22 @@ pub enum RotationError {
         /// The trust domain.
         trust_domain: TrustDomain,
     },
+    /// An operator-supplied CA expires before an SVID it signs now would.
+    #[error(
+        "the supplied CA certificate expires at {}, sooner than the longest SVID lifetime \
+         ({} s) from now ({}): supply a CA certificate valid for longer",
+        crate::timestamp::rfc3339(*not_after),
+        max_svid_ttl.as_secs(),
+        crate::timestamp::rfc3339(*now)
+    )]
+    SuppliedExpiresSoon {
+        /// The CA certificate's notAfter.
+        not_after: SystemTime,
+        /// When it was supplied.
+        now: SystemTime,
+        /// The policy's longest SVID lifetime.
+        max_svid_ttl: Duration,
+    },
 }
 
 /// All CA generations of one trust domain.
@@ -232,6 +250,33 @@ impl CaSet {
         anchors
     }
 
+    /// The X.509 bundle of the trust domain: the anchors of every
+    /// generation ([`CaSet::x509_anchors`]). An anchor that cannot go into
+    /// a bundle (another anchor has its key id) is left out with a warning.
+    pub fn x509_bundle(&self) -> X509Bundle {
+        let mut bundle = X509Bundle::new(self.trust_domain.clone());
+        for anchor in self.x509_anchors() {
+            if let Err(e) = bundle.add_authority(anchor) {
+                warn!(
+                    trust_domain = %self.trust_domain,
+                    error = %e,
+                    "a CA certificate is left out of the X.509 bundle"
+                );
+            }
+        }
+        bundle
+    }
+
+    /// The JWT bundle of the trust domain: the JWT key of every generation,
+    /// by [`Generation::jwt_key_id`].
+    pub fn jwt_bundle(&self) -> JwtBundle {
+        let mut bundle = JwtBundle::new(self.trust_domain.clone());
+        for g in &self.generations {
+            bundle.insert_p256(g.jwt_key_id(), g.jwt_key.public_point());
+        }
+        bundle
+    }
+
     /// Issues an X.509-SVID from the active generation. Returns the SVID and
     /// whether the lifecycle records must be persisted (the high-water mark
     /// moved).
@@ -307,7 +352,8 @@ impl CaSet {
     }
 
     /// Adds an operator-supplied generation as prepared; it activates after
-    /// the propagation delay (or at once with `immediately`).
+    /// the propagation delay (or at once with `immediately`). A CA that
+    /// expires within the longest SVID lifetime from `now` is refused.
     pub fn prepare_supplied(
         &mut self,
         authority: Authority,
@@ -315,6 +361,13 @@ impl CaSet {
         immediately: bool,
         policy: &RotationPolicy,
     ) -> Result<Vec<RotationEvent>, RotationError> {
+        if authority.not_after() <= now + policy.max_svid_ttl {
+            return Err(RotationError::SuppliedExpiresSoon {
+                not_after: authority.not_after(),
+                now,
+                max_svid_ttl: policy.max_svid_ttl,
+            });
+        }
         let number = self.next_number();
         let activate_after = if immediately {
             now
@@ -386,20 +439,32 @@ impl CaSet {
     }
 
     /// When [`CaSet::tick`] next has something to do (at the latest).
+    ///
+    /// The active generation's half-life counts only when `tick` would
+    /// prepare a successor then: while a generation is already prepared, or
+    /// for an operator-supplied CA, nothing happens at that point (counting
+    /// it would leave the answer in the past and the caller ticking in a
+    /// loop).
     pub fn next_tick(&self) -> Option<SystemTime> {
         let mut next: Option<SystemTime> = None;
         let mut consider = |t: SystemTime| next = Some(next.map_or(t, |n| n.min(t)));
+        let has_prepared = self
+            .generations
+            .iter()
+            .any(|g| g.lifecycle.stage == Stage::Prepared);
         for g in &self.generations {
             match g.lifecycle.stage {
                 Stage::Prepared => consider(g.lifecycle.activate_after),
                 Stage::Retired => consider(g.lifecycle.signed_until.min(g.authority.not_after())),
                 Stage::Active => {
                     let auth = &g.authority;
-                    consider(share(
-                        auth.not_before(),
-                        auth.not_after(),
-                        RotationPolicy::PREPARE_AT,
-                    ));
+                    if !has_prepared && auth.is_self_signed() {
+                        consider(share(
+                            auth.not_before(),
+                            auth.not_after(),
+                            RotationPolicy::PREPARE_AT,
+                        ));
+                    }
                 }
             }
         }
@@ -544,6 +609,17 @@ mod tests {
             2,
             "the new CA is in the bundle first"
         );
+        assert_eq!(set.x509_bundle().len(), 2);
+        let kids: Vec<String> = set
+            .generations()
+            .iter()
+            .map(Generation::jwt_key_id)
+            .collect();
+        assert_eq!(
+            set.jwt_bundle().keys().keys().cloned().collect::<Vec<_>>(),
+            kids,
+            "every generation's JWT key is in the bundle"
+        );
         assert_eq!(
             set.active().unwrap().lifecycle.number,
             1,
@@ -616,6 +692,102 @@ mod tests {
         assert_eq!(
             set.tick(t0() + Duration::from_secs(1), &p).unwrap(),
             [RotationEvent::Dropped { number: 1 }]
+        );
+    }
+
+    /// An intermediate CA valid from `not_before` to `not_after` under a
+    /// fresh operator root, as `read_supplied` would load it.
+    fn supplied(not_before: SystemTime, not_after: SystemTime) -> Authority {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_params = || {
+            let mut params = CertificateParams::new(Vec::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            params.not_before = not_before.into();
+            params.not_after = not_after.into();
+            params
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params();
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = rcgen::Issuer::new(root_params, &root_key);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params().signed_by(&ca_key, &root_issuer).unwrap();
+        Authority::from_parts(
+            &TrustDomain::new("example.org").unwrap(),
+            ca.der().to_vec(),
+            Vec::new(),
+            vec![root.der().to_vec()],
+            &ca_key.serialize_der(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn next_tick_is_ahead_when_half_life_prepares_nothing() {
+        let p = policy();
+        let td = TrustDomain::new("example.org").unwrap();
+
+        // Self-signed, past half-life, with the successor already prepared.
+        let mut set = CaSet::bootstrap(td.clone(), t0(), &p).unwrap();
+        let half = t0() + 12 * HOUR;
+        assert_eq!(
+            set.tick(half, &p).unwrap(),
+            [RotationEvent::Prepared { number: 2 }]
+        );
+        let now = half + HOUR;
+        assert!(set.tick(now, &p).unwrap().is_empty());
+        let next = set.next_tick().expect("the prepared generation activates");
+        assert!(next > now, "next tick {next:?} is not after {now:?}");
+
+        // An operator-supplied CA past half-life: tick never prepares.
+        let mut set = CaSet::bootstrap(td, t0(), &p).unwrap();
+        set.issue_x509(&id(), t0(), HOUR).unwrap();
+        set.prepare_supplied(supplied(t0(), t0() + 24 * HOUR), t0(), true, &p)
+            .unwrap();
+        let now = t0() + 13 * HOUR;
+        let early = t0() + HOUR / 2;
+        let events = set.tick(early, &p).unwrap();
+        assert!(events.is_empty(), "{events:?}");
+        let next = set.next_tick().expect("the retired generation drops");
+        assert!(next > early, "next tick {next:?} is in the past");
+        assert_eq!(
+            set.tick(now, &p).unwrap(),
+            [RotationEvent::Dropped { number: 1 }]
+        );
+        assert!(
+            set.next_tick().is_none_or(|next| next > now),
+            "next tick {:?} is not after {now:?}",
+            set.next_tick()
+        );
+        assert!(set.tick(now, &p).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_supplied_ca_must_outlive_the_longest_svid() {
+        let p = policy();
+        let mut set = CaSet::bootstrap(TrustDomain::new("example.org").unwrap(), t0(), &p).unwrap();
+        let short = supplied(t0(), t0() + p.max_svid_ttl);
+        let err = set.prepare_supplied(short, t0(), true, &p).unwrap_err();
+        assert!(
+            matches!(err, RotationError::SuppliedExpiresSoon { .. }),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("2027-01-15T09:00:00Z"), "{message}");
+        assert!(message.contains("valid for longer"), "{message}");
+        assert_eq!(stages(&set), [(1, Stage::Active)], "nothing changed");
+        let long = supplied(t0(), t0() + p.max_svid_ttl + HOUR);
+        set.prepare_supplied(long, t0(), true, &p).unwrap();
+        assert_eq!(set.active().unwrap().lifecycle.number, 2);
+    }
+
+    #[test]
+    fn an_expired_ca_says_when_in_rfc3339() {
+        let err = AuthorityError::Expired { not_after: t0() };
+        assert_eq!(
+            err.to_string(),
+            "the CA certificate expired at 2027-01-15T08:00:00Z"
         );
     }
 

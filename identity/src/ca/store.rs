@@ -345,9 +345,22 @@ pub fn read_supplied(
     };
     let key = read_key_file(key_file)?;
     Authority::from_parts(trust_domain, cert, certs, anchors, key.secret_der()).map_err(|source| {
-        StoreError::Authority {
-            path: cert_file.to_owned(),
-            source,
+        match source {
+            // Without a bundle the CA is taken to be its own root.
+            AuthorityError::NotSelfSigned { subject, issuer } if bundle_file.is_none() => {
+                StoreError::Content {
+                    path: cert_file.to_owned(),
+                    what: format!(
+                        "the CA certificate (subject \"{subject}\") is issued by \"{issuer}\", \
+                         not self-signed: pass the roots above it in ca_bundle_file \
+                         (--bundle FILE for palisade identity ca rotate)"
+                    ),
+                }
+            }
+            source => StoreError::Authority {
+                path: cert_file.to_owned(),
+                source,
+            },
         }
     })
 }

@@ -21,7 +21,7 @@ use super::{csr, server_id};
 use crate::ca::{EcKey, KeyUse};
 use crate::jwt::JwtBundle;
 use crate::tls::{self, SvidSource, TrustBundle};
-use crate::x509::{X509Bundle, X509Svid};
+use crate::x509::{VerifiedSvid, VerifyError, X509Bundle, X509Svid};
 use crate::{SpiffeId, TrustDomain};
 
 /// Why a request to the node CA failed.
@@ -176,7 +176,7 @@ impl NodeCaClient {
         bundle: Option<Bundle>,
     ) -> Result<(X509Svid, DecodedBundle), ClientError> {
         let bundle = self.decode_bundle(bundle.ok_or_else(|| self.bad("no bundle"))?)?;
-        let svid = self.checked_svid(&key, chain, &bundle.x509)?;
+        let svid = self.checked_svid(&key, chain, |c, now| bundle.x509.verify(c, now))?;
         if svid.spiffe_id().to_string() != id
             || super::node_name_of(&self.td, svid.spiffe_id()).is_none()
         {
@@ -198,7 +198,7 @@ impl NodeCaClient {
             .await
             .map_err(|s| self.status(s))?
             .into_inner();
-        let svid = self.checked_svid(&key, response.chain, &self.trust.get())?;
+        let svid = self.checked_svid(&key, response.chain, |c, now| self.trust.verify(c, now))?;
         if svid.spiffe_id() != id {
             return Err(self.bad(format!("an SVID for {} (asked for {id})", svid.spiffe_id())));
         }
@@ -263,22 +263,23 @@ impl NodeCaClient {
         })
     }
 
+    /// Parses an SVID the CA signed for `key` and checks it with `verify`
+    /// (a bundle's `verify`: the shared [`TrustBundle`] is read in place,
+    /// not cloned per request).
     fn checked_svid(
         &self,
         key: &EcKey,
         chain: Vec<Vec<u8>>,
-        bundle: &X509Bundle,
+        verify: impl FnOnce(&[Vec<u8>], SystemTime) -> Result<VerifiedSvid, VerifyError>,
     ) -> Result<X509Svid, ClientError> {
         let concatenated: Vec<u8> = chain.concat();
         let svid = X509Svid::parse_der(&concatenated, key.pkcs8().secret_der())
             .map_err(|e| self.bad(format!("an SVID that is not valid: {e}")))?;
-        bundle
-            .verify(svid.chain(), SystemTime::now())
-            .map_err(|e| {
-                self.bad(format!(
-                    "an SVID that does not verify against the bundle: {e}"
-                ))
-            })?;
+        verify(svid.chain(), SystemTime::now()).map_err(|e| {
+            self.bad(format!(
+                "an SVID that does not verify against the bundle: {e}"
+            ))
+        })?;
         Ok(svid)
     }
 }

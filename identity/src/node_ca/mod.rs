@@ -49,7 +49,8 @@ pub fn node_name_of<'a>(td: &TrustDomain, id: &'a SpiffeId) -> Option<&'a str> {
         return None;
     }
     let name = id.path().strip_prefix("/palisade/node/")?;
-    (!name.contains('/') && registry::valid_node_name(name)).then_some(name)
+    // A valid node name has no '/', so it is the path's last segment.
+    registry::valid_node_name(name).then_some(name)
 }
 
 /// Whether an ID is reserved for palisade itself (nodes and the CA

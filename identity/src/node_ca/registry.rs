@@ -17,6 +17,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, BACKDATE};
+use crate::timestamp::unix_seconds;
 
 /// The prefix of every join token (the format's version).
 pub const TOKEN_PREFIX: &str = "pjt1";
@@ -116,11 +117,6 @@ pub struct NodeRegistry {
     pub nodes: BTreeMap<String, NodeRecord>,
 }
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn hex_digest(secret: &[u8]) -> String {
     ca::hex(digest(&SHA256, secret).as_ref())
 }
@@ -158,8 +154,8 @@ impl NodeRegistry {
             id: ca::hex(&id),
             node: node.to_owned(),
             digest: hex_digest(secret.as_ref()),
-            created: unix(now),
-            expires: unix(now + ttl),
+            created: unix_seconds(now),
+            expires: unix_seconds(now + ttl),
             used: None,
         };
         self.prune(now);
@@ -202,7 +198,7 @@ impl NodeRegistry {
                 id: record.id.clone(),
             });
         }
-        let t = unix(now);
+        let t = unix_seconds(now);
         if t >= record.expires {
             return Err(RegistryError::Expired {
                 id: record.id.clone(),
@@ -235,7 +231,7 @@ impl NodeRegistry {
         }
         // SVIDs are backdated by BACKDATE: one issued at the join starts
         // BACKDATE before it.
-        if unix(not_before) + BACKDATE.as_secs() < record.joined {
+        if unix_seconds(not_before) + BACKDATE.as_secs() < record.joined {
             return Err(RegistryError::Superseded {
                 node: node.to_owned(),
             });
@@ -252,15 +248,15 @@ impl NodeRegistry {
             .ok_or_else(|| RegistryError::NotJoined {
                 node: node.to_owned(),
             })?;
-        record.revoked = Some(unix(now));
+        record.revoked = Some(unix_seconds(now));
         self.tokens
-            .retain(|t| t.node != node || t.used.is_some() || unix(now) >= t.expires);
+            .retain(|t| t.node != node || t.used.is_some() || unix_seconds(now) >= t.expires);
         Ok(())
     }
 
     /// Drops tokens used or expired more than a day ago.
     fn prune(&mut self, now: SystemTime) {
-        let horizon = unix(now).saturating_sub(KEEP_SPENT.as_secs());
+        let horizon = unix_seconds(now).saturating_sub(KEEP_SPENT.as_secs());
         self.tokens
             .retain(|t| t.used.map_or(t.expires, |u| u.min(t.expires)) > horizon);
     }

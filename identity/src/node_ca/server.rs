@@ -33,7 +33,7 @@ use super::proto::{
 use super::registry::Registry;
 use super::{csr, is_reserved, node_id, node_name_of};
 use crate::attached::Attached;
-use crate::tls::TrustBundle;
+use crate::tls::{self, TrustBundle};
 use crate::x509::VerifiedSvid;
 use crate::{SpiffeId, TrustDomain};
 
@@ -133,9 +133,9 @@ impl<S: Signer> NodeCaService<S> {
         Ok(id)
     }
 
-    async fn sign_x509(&self, id: SpiffeId, csr_der: &[u8]) -> Result<(Vec<Vec<u8>>, u64), Status> {
-        let spki =
-            csr::verified_key(csr_der).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    /// Signs for `spki`, a key [`verified_key`] returned: each RPC checks
+    /// its request once.
+    async fn sign_x509(&self, id: SpiffeId, spki: Vec<u8>) -> Result<(Vec<Vec<u8>>, u64), Status> {
         let signer = self.signer.clone();
         tokio::task::spawn_blocking(move || signer.sign_x509(&id, &spki))
             .await
@@ -143,10 +143,10 @@ impl<S: Signer> NodeCaService<S> {
             .map_err(Status::internal)
     }
 
-    async fn node_svid(&self, node: &str, csr_der: &[u8]) -> Result<NodeSvidResponse, Status> {
+    async fn node_svid(&self, node: &str, spki: Vec<u8>) -> Result<NodeSvidResponse, Status> {
         let id = node_id(&self.td, node)
             .map_err(|e| Status::invalid_argument(format!("node {node:?}: {e}")))?;
-        let (chain, _) = self.sign_x509(id.clone(), csr_der).await?;
+        let (chain, _) = self.sign_x509(id.clone(), spki).await?;
         Ok(NodeSvidResponse {
             spiffe_id: id.to_string(),
             chain,
@@ -163,7 +163,7 @@ impl<S: Signer> NodeCa for NodeCaService<S> {
     ) -> Result<Response<NodeSvidResponse>, Status> {
         let request = request.into_inner();
         // The key is checked before the token is spent.
-        csr::verified_key(&request.csr).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spki = verified_key(&request.csr)?;
         let node = self
             .registry
             .redeem(&request.token, SystemTime::now())
@@ -171,7 +171,7 @@ impl<S: Signer> NodeCa for NodeCaService<S> {
                 warn!(error = %e, "refused a join");
                 Status::unauthenticated(e.to_string())
             })?;
-        let response = self.node_svid(&node, &request.csr).await?;
+        let response = self.node_svid(&node, spki).await?;
         info!(node, "a node joined");
         Ok(Response::new(response))
     }
@@ -181,7 +181,8 @@ impl<S: Signer> NodeCa for NodeCaService<S> {
         request: Request<RenewNodeRequest>,
     ) -> Result<Response<NodeSvidResponse>, Status> {
         let node = self.caller(&request)?;
-        let response = self.node_svid(&node, &request.into_inner().csr).await?;
+        let spki = verified_key(&request.into_inner().csr)?;
+        let response = self.node_svid(&node, spki).await?;
         debug!(node, "renewed a node SVID");
         Ok(Response::new(response))
     }
@@ -193,7 +194,8 @@ impl<S: Signer> NodeCa for NodeCaService<S> {
         let node = self.caller(&request)?;
         let request = request.into_inner();
         let id = self.check_hosted(&node, &request.spiffe_id)?;
-        let (chain, generation) = self.sign_x509(id, &request.csr).await?;
+        let spki = verified_key(&request.csr)?;
+        let (chain, generation) = self.sign_x509(id, spki).await?;
         Ok(Response::new(SignX509SvidResponse { chain, generation }))
     }
 
@@ -222,6 +224,11 @@ impl<S: Signer> NodeCa for NodeCaService<S> {
         self.caller(&request)?;
         Ok(Response::new(self.signer.bundle()))
     }
+}
+
+/// The key a certificate request proves possession of (DER SPKI).
+fn verified_key(csr_der: &[u8]) -> Result<Vec<u8>, Status> {
+    csr::verified_key(csr_der).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Accepts TLS connections on `listener` (handshakes concurrently, each
@@ -288,11 +295,18 @@ async fn handshake(
             return None;
         }
     };
-    let chain: Option<Vec<Vec<u8>>> = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect());
-    let peer = chain.and_then(|chain| trust.verify(&chain, SystemTime::now()).ok());
+    let peer = match tls::peer_svid(&trust, tls.get_ref().1.peer_certificates()) {
+        Ok(peer) => peer,
+        Err(e) => {
+            // The handshake accepted the chain, so the bundle changed (or
+            // the SVID expired) in between: the client may still Join.
+            warn!(
+                peer = %addr,
+                error = %e,
+                "node CA: the client's SVID no longer verifies after the handshake; serving it as anonymous"
+            );
+            None
+        }
+    };
     Some(PeerStream::new(tls, PeerSvid(peer)))
 }

@@ -263,14 +263,6 @@ pub(crate) fn validity(cert: &X509Certificate<'_>) -> Result<(SystemTime, System
     }
 }
 
-/// Seconds since the Unix epoch, negative before it, saturating.
-pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
-    }
-}
-
 fn system_time(t: ASN1Time) -> Option<SystemTime> {
     let secs = t.timestamp();
     let magnitude = Duration::from_secs(secs.unsigned_abs());

@@ -297,7 +297,9 @@ fn verify_parsed(
             id,
         });
     }
-    let now = cert::unix_seconds(now);
+    // Compared with certificate times, which are signed; an instant before
+    // the epoch counts as the epoch.
+    let now = i64::try_from(crate::timestamp::unix_seconds(now)).unwrap_or(i64::MAX);
     // The path is the chain up to (not including) the first certificate
     // that is an anchor; the leaf is never one (anchors are CAs).
     let identical = chain

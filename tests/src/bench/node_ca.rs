@@ -30,11 +30,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 use palisade_identity::ca::{CaSet, EcKey, KeyUse};
-use palisade_identity::jwt::JwtBundle;
 use palisade_identity::node_ca::proto::Bundle;
 use palisade_identity::node_ca::{self, csr, NodeCaClient, NodeCaService, Registry, Signer};
 use palisade_identity::tls::{self, FixedSvid, SvidSource, TrustBundle};
-use palisade_identity::x509::{X509Bundle, X509Svid};
+use palisade_identity::x509::X509Svid;
 use palisade_identity::{SpiffeId, TrustDomain};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -97,16 +96,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn x509_bundle_of(cas: &CaSet) -> anyhow::Result<X509Bundle> {
-    let mut bundle = X509Bundle::new(cas.trust_domain().clone());
-    for anchor in cas.x509_anchors() {
-        bundle
-            .add_authority(anchor)
-            .map_err(|e| anyhow!("a CA certificate does not go into a bundle: {e}"))?;
-    }
-    Ok(bundle)
-}
-
 /// The CA's owner as the service sees it: a real `CaSet` (signing under a
 /// mutex, as the agent's `IdentityService` does) and a fixed set of
 /// identities on the one node.
@@ -134,14 +123,10 @@ impl Signer for BenchSigner {
 
     fn bundle(&self) -> Bundle {
         let ca = lock(&self.ca);
-        let mut jwt = JwtBundle::new(ca.trust_domain().clone());
-        for g in ca.generations() {
-            jwt.insert_p256(g.jwt_key_id(), g.jwt_key.public_point());
-        }
         Bundle {
             trust_domain: ca.trust_domain().to_string(),
             x509_authorities: ca.x509_anchors().iter().map(|a| a.to_vec()).collect(),
-            jwt_authorities: jwt.to_jwks(),
+            jwt_authorities: ca.jwt_bundle().to_jwks(),
             active_generation: ca.active().map_or(0, |g| g.lifecycle.number),
         }
     }
@@ -185,7 +170,7 @@ impl Server {
             Registry::open(registry_path)
                 .with_context(|| format!("opening the registry {}", registry_path.display()))?,
         );
-        let trust = TrustBundle::new(x509_bundle_of(&lock(&signer.ca))?);
+        let trust = TrustBundle::new(lock(&signer.ca).x509_bundle());
         let server_id = node_ca::server_id(td).map_err(|e| anyhow!("the server's ID: {e}"))?;
         let (server_svid, _) = lock(&signer.ca)
             .issue_x509(&server_id, SystemTime::now(), SVID_TTL)
@@ -219,7 +204,7 @@ impl Server {
 
     /// The bundle a node trusts (its own copy, not the server's).
     fn trust(&self) -> anyhow::Result<TrustBundle> {
-        Ok(TrustBundle::new(x509_bundle_of(&lock(&self.signer.ca))?))
+        Ok(TrustBundle::new(lock(&self.signer.ca).x509_bundle()))
     }
 
     fn signed(&self) -> u64 {
@@ -535,7 +520,7 @@ fn parts(td: &TrustDomain, ids: &[SpiffeId], n: usize) -> anyhow::Result<Vec<(&'
     let now = SystemTime::now();
     let mut cas =
         CaSet::bootstrap(td.clone(), now, &POLICY).context("bootstrapping the parts' CA")?;
-    let bundle = x509_bundle_of(&cas)?;
+    let bundle = cas.x509_bundle();
     let keys: Vec<EcKey> = (0..n)
         .map(|_| EcKey::generate(KeyUse::X509))
         .collect::<Result<_, _>>()?;
