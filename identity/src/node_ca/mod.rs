@@ -8,8 +8,10 @@
 //!   renews itself and asks for workload and identity SVIDs. The CA signs
 //!   one only when the cluster store places an endpoint with that identity
 //!   on the calling node ([`Signer::hosted`]); a compromised node gets
-//!   nothing for identities it does not host, and never another node's
-//!   SVID or the CA's key.
+//!   nothing for identities the store does not place on it, and never
+//!   another node's SVID or the CA's key. (Nodes publish their own
+//!   endpoints, so such a node can claim an identity, visibly: see
+//!   `docs/identity.md`, "What the CA trusts".)
 //! - The server presents `spiffe://<td>/palisade/ca`; nodes accept no
 //!   other.
 //!
