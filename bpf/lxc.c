@@ -13,7 +13,10 @@
  * on pal_events. Conntrack and revocation: lib/conntrack.h; fragments:
  * lib/frag.h; policy lookup: lib/policy.h. A packet that came from another
  * node through the overlay carries its source identity (lib/tunnel.h),
- * which wins over the ipcache.
+ * which wins over the ipcache. An allowing entry that requires mutual
+ * authentication admits a connection only once the agents authenticated
+ * the pair (lib/auth.h); until then its packets are dropped with
+ * AUTH_REQUIRED, and each drop event is the agent's signal to authenticate.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -27,6 +30,7 @@
 #include "frag.h"
 #include "events.h"
 #include "tunnel.h"
+#include "auth.h"
 #include "verdict.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -40,8 +44,26 @@ static __always_inline __u32 pal_policy_rev(void)
 }
 
 /*
+ * The authentication an allowed connection of endpoint ep with remote
+ * (at peer_addr) still needs: PAL_REASON_FORWARDED when its entry requires
+ * none or the pair is authenticated, else PAL_REASON_AUTH_REQUIRED. The
+ * event carries the pair's auth type and node, for the agent.
+ */
+static __always_inline int pal_authenticated(const struct pal_endpoint_info *ep, __u32 remote,
+					     __be32 peer_addr, __u8 auth_type,
+					     struct pal_event *ev)
+{
+	if (!auth_type)
+		return PAL_REASON_FORWARDED;
+	ev->auth_type = auth_type;
+	ev->remote_node = pal_auth_node(peer_addr);
+	return pal_auth_check(ep->identity, remote, ev->remote_node, auth_type);
+}
+
+/*
  * Re-evaluates a CT entry admitted at an older policy revision (see
- * lib/conntrack.h): sets or clears PAL_CT_REVOKED (or, in audit mode,
+ * lib/conntrack.h), or one waiting for authentication: sets or clears
+ * PAL_CT_REVOKED and PAL_CT_AUTH_PENDING (or, in audit mode,
  * PAL_CT_AUDITED) and stamps the current revision.
  */
 static __always_inline void pal_ct_reevaluate(const struct __sk_buff *skb,
@@ -51,6 +73,7 @@ static __always_inline void pal_ct_reevaluate(const struct __sk_buff *skb,
 					      __u32 rev)
 {
 	__u32 identity, rule_id = 0;
+	__u8 auth_type = 0;
 	int verdict = PAL_REASON_FORWARDED;
 
 	if (ep->flags & pal_enforce_flag(key->dir)) {
@@ -63,7 +86,12 @@ static __always_inline void pal_ct_reevaluate(const struct __sk_buff *skb,
 			identity = pal_ipcache_identity(key->dir == PAL_DIR_EGRESS ? key->daddr
 										  : key->saddr);
 		verdict = pal_policy_verdict(ct->ep_id, key->dir, identity, key->protocol,
-					     key->dport, &rule_id);
+					     key->dport, &rule_id, &auth_type);
+		if (verdict == PAL_REASON_FORWARDED)
+			verdict = pal_authenticated(ep, identity,
+						    key->dir == PAL_DIR_EGRESS ? key->daddr
+									       : key->saddr,
+						    auth_type, ev);
 		ct->remote_identity = identity;
 		if (ev->observation == PAL_OBS_FROM_ENDPOINT)
 			ev->dst_identity = identity;
@@ -74,21 +102,27 @@ static __always_inline void pal_ct_reevaluate(const struct __sk_buff *skb,
 	ct->policy_rev = rev;
 	if (verdict < 0) {
 		if (ep->flags & pal_audit_flag(key->dir)) {
-			pal_emit(ev, PAL_EVENT_AUDIT, PAL_REASON_POLICY_REVOKED);
-			ct->flags = (ct->flags | PAL_CT_AUDITED) & ~PAL_CT_REVOKED;
+			pal_emit(ev, PAL_EVENT_AUDIT,
+				 verdict == PAL_REASON_AUTH_REQUIRED ? verdict
+								     : PAL_REASON_POLICY_REVOKED);
+			ct->flags = (ct->flags | PAL_CT_AUDITED) &
+				    ~(PAL_CT_REVOKED | PAL_CT_AUTH_PENDING);
+		} else if (verdict == PAL_REASON_AUTH_REQUIRED) {
+			ct->flags |= PAL_CT_REVOKED | PAL_CT_AUTH_PENDING;
 		} else {
-			ct->flags |= PAL_CT_REVOKED;
+			ct->flags = (ct->flags | PAL_CT_REVOKED) & ~PAL_CT_AUTH_PENDING;
 		}
 		return;
 	}
-	ct->flags &= ~(PAL_CT_AUDITED | PAL_CT_REVOKED);
+	ct->flags &= ~(PAL_CT_AUDITED | PAL_CT_REVOKED | PAL_CT_AUTH_PENDING);
 	ct->rule_id = rule_id;
 }
 
 /*
- * An established entry was hit: brings it to the current revision, then
- * passes the packet or, if the connection is revoked, drops it. The common
- * case (current revision, not revoked) is two flag checks and the counters.
+ * An established entry was hit: brings it to the current revision (or,
+ * while it waits for authentication, checks again), then passes the packet
+ * or, if the connection is revoked, drops it. The common case (current
+ * revision, not revoked) is two flag checks and the counters.
  */
 static __always_inline int pal_ct_established(struct __sk_buff *skb,
 					      const struct pal_endpoint_info *ep,
@@ -99,11 +133,13 @@ static __always_inline int pal_ct_established(struct __sk_buff *skb,
 {
 	if (ct->policy_rev != rev || (ct->flags & PAL_CT_REVOKED)) {
 		pal_event_init(ev, skb, obs, pkt, ep, ct->remote_identity, now, rev);
-		if (ct->policy_rev != rev)
+		if (ct->policy_rev != rev || (ct->flags & PAL_CT_AUTH_PENDING))
 			pal_ct_reevaluate(skb, ep, key, ct, ev, rev);
 		if (ct->flags & PAL_CT_REVOKED) {
 			ct->last_seen_ns = now;
-			return pal_drop(skb, ev, PAL_REASON_POLICY_REVOKED);
+			return pal_drop(skb, ev,
+					(ct->flags & PAL_CT_AUTH_PENDING) ? PAL_REASON_AUTH_REQUIRED
+									  : PAL_REASON_POLICY_REVOKED);
 		}
 	}
 	pal_ct_account(ct, skb->len, pkt->tcp_flags, reply, now);
@@ -123,6 +159,7 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 	struct pal_ct_value *ct;
 	struct pal_ct_value new_ct = {};
 	__u32 remote, rule_id = 0, rev;
+	__u8 auth_type = 0;
 	__u64 now;
 	int ret, verdict;
 
@@ -188,9 +225,15 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 		remote = pal_ipcache_identity(obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr : pkt.saddr);
 	pal_event_init(&ev, skb, obs, &pkt, ep, remote, now, rev);
 	verdict = PAL_REASON_FORWARDED;
-	if (ep->flags & pal_enforce_flag(dir))
+	if (ep->flags & pal_enforce_flag(dir)) {
 		verdict = pal_policy_verdict(ep->ep_id, dir, remote, pkt.protocol, pkt.dport,
-					     &rule_id);
+					     &rule_id, &auth_type);
+		if (verdict == PAL_REASON_FORWARDED)
+			verdict = pal_authenticated(ep, remote,
+						    obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr
+										 : pkt.saddr,
+						    auth_type, &ev);
+	}
 	ev.rule_id = rule_id;
 	if (verdict < 0) {
 		if (!(ep->flags & pal_audit_flag(dir)))

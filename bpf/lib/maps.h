@@ -10,6 +10,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "abi/auth.h"
 #include "abi/conntrack.h"
 #include "abi/endpoint.h"
 #include "abi/event.h"
@@ -25,6 +26,7 @@
 #define PAL_MAX_CT 262144
 #define PAL_MAX_FRAGS 8192
 #define PAL_MAX_TUNNEL 16384
+#define PAL_MAX_AUTH 65536
 #define PAL_EVENTS_BYTES (4 << 20)
 
 /* Indexes of pal_counters. */
@@ -66,6 +68,15 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pal_tunnel SEC(".maps");
+
+/* Authenticated identity pairs (abi/auth.h); written only by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct pal_auth_key);
+	__type(value, struct pal_auth_value);
+	__uint(max_entries, PAL_MAX_AUTH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pal_auth SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

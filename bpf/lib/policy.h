@@ -21,10 +21,12 @@ static __always_inline __u16 pal_audit_flag(__u8 dir)
  * this exact by copying wildcard denies into exact-identity entries).
  * Returns PAL_REASON_FORWARDED (allowed), PAL_REASON_POLICY_DENY_RULE (a deny
  * entry matched) or PAL_REASON_POLICY_DENIED (no entry). *rule_id is set to
- * the matching entry's rule (0 on a miss).
+ * the matching entry's rule (0 on a miss), *auth_type to the authentication
+ * an allowing entry requires (0 for none; see lib/auth.h).
  */
 static __always_inline int pal_policy_verdict(__u16 ep_id, __u8 dir, __u32 identity,
-					      __u8 protocol, __be16 dport, __u32 *rule_id)
+					      __u8 protocol, __be16 dport, __u32 *rule_id,
+					      __u8 *auth_type)
 {
 	struct pal_policy_key key = {
 		.prefixlen = PAL_POLICY_FULL_PREFIX,
@@ -40,6 +42,7 @@ static __always_inline int pal_policy_verdict(__u16 ep_id, __u8 dir, __u32 ident
 		key.identity = 0;
 		val = bpf_map_lookup_elem(&pal_policy, &key);
 	}
+	*auth_type = 0;
 	if (!val) {
 		*rule_id = 0;
 		return PAL_REASON_POLICY_DENIED;
@@ -47,6 +50,7 @@ static __always_inline int pal_policy_verdict(__u16 ep_id, __u8 dir, __u32 ident
 	*rule_id = val->rule_id;
 	if (val->flags & PAL_POLICY_DENY)
 		return PAL_REASON_POLICY_DENY_RULE;
+	*auth_type = val->auth_type;
 	return PAL_REASON_FORWARDED;
 }
 

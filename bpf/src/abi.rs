@@ -435,7 +435,8 @@ impl PolicyKey {
 pub struct PolicyValue {
     /// `POLICY_*` flags.
     pub flags: u8,
-    /// 0 = none (mutual authentication comes later).
+    /// 0 = none, else `AUTH_TYPE_*`: the mutual authentication an allowed
+    /// connection needs.
     pub auth_type: u8,
     /// Padding, zero.
     pub pad: u16,
@@ -484,6 +485,61 @@ pub const CT_CLOSING: u8 = 1 << 2;
 pub const CT_REVOKED: u8 = 1 << 3;
 /// `PAL_CT_TUNNEL_IDENTITY`: the remote identity came from the overlay.
 pub const CT_TUNNEL_IDENTITY: u8 = 1 << 4;
+/// `PAL_CT_AUTH_PENDING`: with [`CT_REVOKED`], the connection waits for
+/// mutual authentication (its packets are dropped with `AUTH_REQUIRED`).
+pub const CT_AUTH_PENDING: u8 = 1 << 5;
+
+// ------------------------------------------------------------------ auth ---
+
+/// `PAL_AUTH_TYPE_SPIFFE`: mutual TLS with SPIFFE SVIDs between the nodes.
+pub const AUTH_TYPE_SPIFFE: u8 = 1;
+/// `PAL_AUTH_TYPE_ALWAYS_FAIL`: authentication that always fails (tests).
+pub const AUTH_TYPE_ALWAYS_FAIL: u8 = 2;
+
+/// `struct pal_auth_key`: an authenticated pair, from this node's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(C)]
+pub struct AuthKey {
+    /// Identity of the endpoint on this node.
+    pub local_identity: u32,
+    /// Identity of its peer.
+    pub remote_identity: u32,
+    /// Network byte order: the underlay address of the peer's node; 0 = this node.
+    pub remote_node: u32,
+    /// `AUTH_TYPE_*`.
+    pub auth_type: u8,
+    /// Padding, zero.
+    pub pad: [u8; 3],
+}
+const _: () = assert!(size_of::<AuthKey>() == 16);
+
+impl AuthKey {
+    /// The key of a pair; `remote_node` `None` is this node.
+    pub fn new(local: u32, remote: u32, remote_node: Option<Ipv4Addr>, auth_type: u8) -> Self {
+        Self {
+            local_identity: local,
+            remote_identity: remote,
+            remote_node: remote_node.map_or(0, be32),
+            auth_type,
+            pad: [0; 3],
+        }
+    }
+
+    /// The peer's node, `None` for this node.
+    pub fn remote_node(&self) -> Option<Ipv4Addr> {
+        (self.remote_node != 0).then(|| addr(self.remote_node))
+    }
+}
+
+/// `struct pal_auth_value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct AuthValue {
+    /// `bpf_ktime_get_boot_ns()` (CLOCK_BOOTTIME) after which the entry no
+    /// longer counts.
+    pub expires_ns: u64,
+}
+const _: () = assert!(size_of::<AuthValue>() == 8);
 
 /// `struct pal_ct_key`: the tuple of the packet that created the entry and
 /// the direction whose policy admitted it.
@@ -697,8 +753,8 @@ pub struct Event {
     pub observation: u8,
     /// IP protocol, 0 when not IPv4.
     pub protocol: u8,
-    /// Padding.
-    pub pad: u8,
+    /// Authentication the verdict needed (`AUTH_TYPE_*`), 0 if none.
+    pub auth_type: u8,
     /// [`Reason`] code.
     pub reason: i32,
     /// Interface.
@@ -723,8 +779,9 @@ pub struct Event {
     pub rule_id: u32,
     /// Policy revision the verdict was taken at.
     pub policy_rev: u32,
-    /// Padding.
-    pub pad2: u32,
+    /// Network byte order; with `auth_type`: the peer's node as the auth
+    /// map names it (0 = this node).
+    pub remote_node: u32,
 }
 const _: () = assert!(size_of::<Event>() == 56);
 
@@ -759,7 +816,7 @@ impl Event {
             r#type: b[offset_of!(Event, r#type)],
             observation: b[offset_of!(Event, observation)],
             protocol: b[offset_of!(Event, protocol)],
-            pad: b[offset_of!(Event, pad)],
+            auth_type: b[offset_of!(Event, auth_type)],
             reason: u32_at(offset_of!(Event, reason)) as i32,
             ifindex: u32_at(offset_of!(Event, ifindex)),
             ep_id: u16_at(offset_of!(Event, ep_id)),
@@ -772,7 +829,7 @@ impl Event {
             dport: u16_at(offset_of!(Event, dport)),
             rule_id: u32_at(offset_of!(Event, rule_id)),
             policy_rev: u32_at(offset_of!(Event, policy_rev)),
-            pad2: u32_at(offset_of!(Event, pad2)),
+            remote_node: u32_at(offset_of!(Event, remote_node)),
         })
     }
 
@@ -804,6 +861,26 @@ impl Event {
     /// Ethertype (host order).
     pub const fn ethertype(&self) -> u16 {
         u16::from_be(self.ethertype)
+    }
+
+    /// The authenticated pair this event's verdict needed (from the side of
+    /// the endpoint it was taken at), if it needed one.
+    pub fn auth_key(&self) -> Option<AuthKey> {
+        if self.auth_type == 0 {
+            return None;
+        }
+        let (local, remote) = if self.observation == OBS_FROM_ENDPOINT {
+            (self.src_identity, self.dst_identity)
+        } else {
+            (self.dst_identity, self.src_identity)
+        };
+        Some(AuthKey {
+            local_identity: local,
+            remote_identity: remote,
+            remote_node: self.remote_node,
+            auth_type: self.auth_type,
+            pad: [0; 3],
+        })
     }
 }
 
@@ -841,6 +918,8 @@ pod!(
     PolicyValue,
     CtKey,
     CtValue,
+    AuthKey,
+    AuthValue,
     FragKey,
     FragValue,
     State,

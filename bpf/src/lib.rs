@@ -159,6 +159,9 @@ pub mod names {
     pub const POLICY: &str = "pal_policy";
     /// LRU hash: [`crate::abi::CtKey`] -> [`crate::abi::CtValue`].
     pub const CT: &str = "pal_ct";
+    /// Hash: [`crate::abi::AuthKey`] -> [`crate::abi::AuthValue`]
+    /// (authenticated identity pairs).
+    pub const AUTH: &str = "pal_auth";
     /// LRU hash: [`crate::abi::FragKey`] -> [`crate::abi::FragValue`].
     pub const FRAG: &str = "pal_frag";
     /// Array of one [`crate::abi::State`].
@@ -172,7 +175,7 @@ pub mod names {
 
     /// Every map of the datapath.
     pub const MAPS: &[&str] = &[
-        ENDPOINTS, IPCACHE, TUNNEL, POLICY, CT, FRAG, STATE, EVENTS, METRICS, COUNTERS,
+        ENDPOINTS, IPCACHE, TUNNEL, POLICY, CT, AUTH, FRAG, STATE, EVENTS, METRICS, COUNTERS,
     ];
     /// Every program of the datapath.
     pub const PROGRAMS: &[&str] = &[FROM_ENDPOINT, TO_ENDPOINT];

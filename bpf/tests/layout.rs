@@ -166,6 +166,12 @@ fn rust_structs_match_btf_of_the_object() {
                 rule_id
             ]
         ),
+        rust_layout!(
+            "pal_auth_key",
+            AuthKey,
+            [local_identity, remote_identity, remote_node, auth_type, pad]
+        ),
+        rust_layout!("pal_auth_value", AuthValue, [expires_ns]),
         rust_layout!("pal_frag_key", FragKey, [saddr, daddr, id, protocol, pad]),
         rust_layout!("pal_frag_value", FragValue, [sport, dport]),
         rust_layout!("pal_state", State, [policy_rev, pad]),
@@ -177,7 +183,7 @@ fn rust_structs_match_btf_of_the_object() {
                 r#type,
                 observation,
                 protocol,
-                pad,
+                auth_type,
                 reason,
                 ifindex,
                 ep_id,
@@ -190,7 +196,7 @@ fn rust_structs_match_btf_of_the_object() {
                 dport,
                 rule_id,
                 policy_rev,
-                pad2
+                remote_node
             ]
         ),
         rust_layout!("pal_metrics_value", MetricsValue, [packets, bytes]),

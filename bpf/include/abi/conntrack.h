@@ -39,6 +39,13 @@ PAL_ABI_ASSERT_SIZE(struct pal_ct_key, 16);
  * unless a newer packet carries another.
  */
 #define PAL_CT_TUNNEL_IDENTITY (1 << 4)
+/*
+ * With PAL_CT_REVOKED: policy allows the connection but requires mutual
+ * authentication that is missing (AUTH_REQUIRED). Every packet checks
+ * again, so that the connection resumes as soon as the agents have
+ * authenticated the pair.
+ */
+#define PAL_CT_AUTH_PENDING (1 << 5)
 
 struct pal_ct_value {
 	__u64 created_ns;   /* bpf_ktime_get_ns() when created */

@@ -22,7 +22,7 @@ struct pal_event {
 	__u8 type;             /* PAL_EVENT_* */
 	__u8 observation;      /* PAL_OBS_* */
 	__u8 protocol;         /* IPPROTO_*, 0 when not IPv4 */
-	__u8 pad;
+	__u8 auth_type;        /* authentication the verdict needed (PAL_AUTH_TYPE_*), 0 if none */
 	__s32 reason;          /* enum pal_reason */
 	__u32 ifindex;
 	__u16 ep_id;
@@ -35,7 +35,7 @@ struct pal_event {
 	__be16 dport;
 	__u32 rule_id;         /* rule that allowed (or, for deny rules, denied) it; 0 if none */
 	__u32 policy_rev;      /* policy revision the verdict was taken at */
-	__u32 pad2;
+	__be32 remote_node;    /* with auth_type: the peer's node as the auth map names it (0 = this node) */
 };
 PAL_ABI_ASSERT_SIZE(struct pal_event, 56);
 

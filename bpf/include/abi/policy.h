@@ -40,7 +40,7 @@ PAL_ABI_ASSERT_SIZE(struct pal_policy_key, 16);
 
 struct pal_policy_value {
 	__u8 flags;     /* PAL_POLICY_* */
-	__u8 auth_type; /* 0 = none; mutual authentication arrives in a later issue */
+	__u8 auth_type; /* 0 = none, else PAL_AUTH_TYPE_* (abi/auth.h) */
 	__u16 pad;
 	__u32 rule_id;  /* agent-side index of the rule that produced the entry, for flow events */
 };

@@ -17,7 +17,7 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader};
 use palisade_bpf::abi::{
-    CtKey, CtValue, EndpointInfo, EndpointKey, Event, FragKey, FragValue, IpcacheKey, IpcacheValue,
+    AuthKey, AuthValue, CtKey, CtValue, EndpointInfo, EndpointKey, Event, FragKey, FragValue, IpcacheKey, IpcacheValue,
     MetricsValue, PolicyKey, PolicyKeyData, PolicyValue, Reason, State, TunnelValue,
     COUNTER_EVENTS_LOST,
 };
@@ -93,6 +93,7 @@ impl Datapath {
                 .map_max_entries(names::IPCACHE, 256)
                 .map_max_entries(names::TUNNEL, 64)
                 .map_max_entries(names::POLICY, 1024)
+                .map_max_entries(names::AUTH, 64)
                 .map_max_entries(names::EVENTS, 1 << 16)
                 .load(object)
         };
@@ -170,6 +171,12 @@ impl Datapath {
         let mut m: LpmTrie<_, PolicyKeyData, PolicyValue> =
             LpmTrie::try_from(self.map(names::POLICY)?)?;
         m.remove(&key.lpm_key())?;
+        Ok(())
+    }
+
+    pub fn set_auth(&mut self, key: AuthKey, expires_ns: u64) -> Result<()> {
+        let mut m: HashMap<_, AuthKey, AuthValue> = HashMap::try_from(self.map(names::AUTH)?)?;
+        m.insert(key, AuthValue { expires_ns }, 0)?;
         Ok(())
     }
 
