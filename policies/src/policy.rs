@@ -289,6 +289,18 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether any allow rule requires mutual authentication (or is in the
+    /// test-always-fail mode).
+    pub fn requires_authentication(&self) -> bool {
+        self.parts.iter().any(|p| {
+            p.ingress
+                .rules
+                .iter()
+                .chain(p.egress.rules.iter())
+                .any(|r| r.auth != AuthMode::Disabled)
+        })
+    }
+
     /// Every peer of every rule.
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
         self.parts.iter().flat_map(|p| {
@@ -987,6 +999,17 @@ fn cilium_rule(
                         Peer::Entity(Entity::Host) => Some("the host entity"),
                         Peer::Entity(Entity::World) => Some("the world entity"),
                         Peer::Entity(Entity::All) => Some("the all entity (which includes world)"),
+                        Peer::Entity(Entity::Cluster) => {
+                            Some("the cluster entity (which includes the host and other nodes)")
+                        }
+                        Peer::Entity(Entity::RemoteNode) => Some("the remote-node entity"),
+                        Peer::Entity(
+                            Entity::Health
+                            | Entity::Init
+                            | Entity::Unmanaged
+                            | Entity::KubeApiServer
+                            | Entity::Ingress,
+                        ) => Some("reserved entities"),
                         Peer::Cidr(_) => Some("CIDR peers (outside the cluster)"),
                         Peer::Any => Some("every peer (an L4-only rule includes world)"),
                         _ => None,

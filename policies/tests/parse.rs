@@ -88,6 +88,8 @@ fn semantic_errors_carry_paths() {
         (cnp("  endpointSelector: {}\n  ingress:\n    - fromEntities: [mars]\n"), "spec.ingress[0].fromEntities[0]", &["unknown entity", "remote-node"]),
         (cnp("  endpointSelector: {}\n  ingress:\n    - fromEntities: [world]\n      authentication: {mode: required}\n"), "spec.ingress[0].authentication.mode", &["world"]),
         (cnp("  endpointSelector: {}\n  egress:\n    - toEntities: [host]\n      authentication: {mode: required}\n"), "spec.egress[0].authentication.mode", &["host"]),
+        (cnp("  endpointSelector: {}\n  egress:\n    - toEndpoints: [{}]\n    - toEntities: [cluster]\n      authentication: {mode: required}\n"), "spec.egress[1].authentication.mode", &["cluster entity", "only cluster endpoints"]),
+        (cnp("  endpointSelector: {}\n  ingress:\n    - fromEntities: [remote-node]\n      authentication: {mode: required}\n"), "spec.ingress[0].authentication.mode", &["remote-node"]),
         (cnp("  endpointSelector: {}\n  ingressDeny:\n    - fromEntities: [cluster]\n      authentication: {mode: required}\n"), "spec.ingressDeny[0].authentication", &["deny"]),
         (cnp("  endpointSelector: {}\n  ingress:\n    - fromEntities: [cluster]\n      authentication: {mode: maybe}\n"), "spec.ingress[0].authentication.mode", &["required, disabled"]),
         (cnp("  endpointSelector: {}\n  ingress:\n    - toPorts: [{ports: [{port: '80', protocol: ICMP}]}]\n"), "spec.ingress[0].toPorts[0].ports[0].protocol", &["not supported"]),
@@ -124,7 +126,7 @@ fn np_semantics_are_normalised() {
 #[test]
 fn cnp_semantics_are_normalised() {
     let text = cnp(
-        "  endpointSelector: {}\n  enableDefaultDeny: {ingress: false}\n  ingress:\n    - {}\n    - toPorts: [{ports: [{port: '53', protocol: UDP}]}]\n    - fromEntities: [cluster]\n      authentication: {mode: required}\n  egress:\n    - toCIDRSet: [{cidr: 0.0.0.0/0, except: [10.0.0.0/8]}]\n",
+        "  endpointSelector: {}\n  enableDefaultDeny: {ingress: false}\n  ingress:\n    - {}\n    - toPorts: [{ports: [{port: '53', protocol: UDP}]}]\n    - fromEntities: [cluster]\n      authentication: {mode: test-always-fail}\n  egress:\n    - toCIDRSet: [{cidr: 0.0.0.0/0, except: [10.0.0.0/8]}]\n",
     );
     let ps = parse_policies(&text, "t").unwrap();
     let part = &ps[0].parts[0];
@@ -143,7 +145,7 @@ fn cnp_semantics_are_normalised() {
         part.ingress.rules[2].peers,
         vec![Peer::Entity(Entity::Cluster)]
     );
-    assert_eq!(part.ingress.rules[2].auth, AuthMode::Required);
+    assert_eq!(part.ingress.rules[2].auth, AuthMode::TestAlwaysFail);
     let ccnp = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: c}\nspecs:\n  - endpointSelector: {}\n    egress: [{toEndpoints: [{}]}]\n  - endpointSelector: {}\n    egress: [{toEntities: [world]}]\n";
     let ps = parse_policies(ccnp, "t").unwrap();
     assert_eq!(ps[0].key.kind, PolicyKind::CiliumClusterwideNetworkPolicy);
