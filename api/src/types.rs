@@ -120,6 +120,9 @@ pub enum Request {
     NodeList,
     /// The cluster store: health, sync state, last error.
     ClusterStatus,
+    /// Mutual authentication: every pair this node authenticated or needs,
+    /// and the handshake counters.
+    AuthList,
     /// Every policy in force, with its source.
     PolicyList,
     /// Validate and apply a YAML stream of policies and namespaces. Nothing
@@ -259,6 +262,8 @@ pub enum Response {
         /// Every SVID held, by SPIFFE ID.
         svids: Vec<SvidRecord>,
     },
+    /// See [`Request::AuthList`].
+    Auth(Box<AuthReport>),
     /// See [`Request::SvidInspect`].
     Svid {
         /// The SVID.
@@ -352,6 +357,77 @@ pub struct SvidRecord {
     pub renew_at: u64,
     /// The CA generation that signed it.
     pub ca_generation: u64,
+}
+
+/// Mutual authentication on this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuthReport {
+    /// Whether the auth manager runs (see `auth.enabled`), and why not.
+    pub enabled: bool,
+    /// Why authentication does not run, when it does not.
+    pub disabled_reason: Option<String>,
+    /// Where this node's agent accepts handshakes.
+    pub listen: Option<String>,
+    /// Every pair, by local identity, remote identity, node, type.
+    pub pairs: Vec<AuthRecord>,
+    /// Counters.
+    pub stats: AuthStats,
+}
+
+/// One authenticated (or wanted) pair of identities, from this node's side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthRecord {
+    /// Identity of the endpoint on this node.
+    pub local_identity: u32,
+    /// Identity of its peer.
+    pub remote_identity: u32,
+    /// The peer's node: its name, or `local` for this node.
+    pub remote_node: String,
+    /// The peer node's underlay address (none for this node).
+    pub remote_node_address: Option<String>,
+    /// `spiffe` or `test-always-fail`.
+    pub auth_type: String,
+    /// `authenticated`, `pending` (wanted, not yet), `failing` or `expired`.
+    pub state: String,
+    /// Whether this node's policy requires the pair now.
+    pub needed: bool,
+    /// Who ran the last handshake: `client` (this node dialled), `server`
+    /// (the peer dialled), `restored` (from the pinned map after a restart).
+    pub origin: String,
+    /// When the authentication expires (Unix seconds).
+    pub expires: Option<u64>,
+    /// When the last successful handshake finished (Unix seconds).
+    pub last_handshake: Option<u64>,
+    /// The SPIFFE ID the peer presented in it.
+    pub peer_spiffe_id: Option<String>,
+    /// Failed handshakes since the last success.
+    pub failures: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the next attempt is due (Unix seconds), while failing.
+    pub next_attempt: Option<u64>,
+}
+
+/// Handshake counters since the agent started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuthStats {
+    /// Handshakes this node ran as a client that succeeded.
+    pub handshakes: u64,
+    /// Handshakes this node ran as a client that failed, by kind
+    /// (`connect`, `timeout`, `untrusted`, `expired`, `wrong-identity`, ...).
+    pub failures: BTreeMap<String, u64>,
+    /// Handshakes other nodes ran with this node that succeeded.
+    pub accepted: u64,
+    /// Handshakes other nodes ran with this node that failed, by kind.
+    pub refused: BTreeMap<String, u64>,
+    /// Signals from the datapath (drops for missing authentication).
+    pub signals: u64,
+    /// Client handshake latency, connect included: median, milliseconds.
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile, milliseconds.
+    pub latency_p99_ms: Option<f64>,
+    /// Entries in the datapath's auth map.
+    pub map_entries: usize,
 }
 
 /// A tracing policy in force.
@@ -623,6 +699,15 @@ pub struct FlowRecord {
     pub ep_id: u16,
     /// The policy rule that decided, if any (`kind ns/name ingress[0]`).
     pub rule: Option<String>,
+    /// The mutual authentication the rule requires (`spiffe`,
+    /// `test-always-fail`): on an admitted flow, it was authenticated; on a
+    /// drop or audit event with reason `authentication required`, it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// With `auth`: the node of the peer whose identity needed
+    /// authenticating (its underlay address; none for this node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_node: Option<String>,
 }
 
 /// A node of the cluster (`palisade node list`).

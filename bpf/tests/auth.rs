@@ -87,9 +87,16 @@ fn a_new_connection_waits_for_authentication() -> Result<()> {
     assert_eq!(out(&mut dp, &syn)?, TC_ACT_SHOT);
     assert_eq!(dp.ct_len()?, 0, "no connection before authentication");
     let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
-    assert_eq!(ev.auth_key(), Some(pair), "the drop names the pair: {ev:#?}");
+    assert_eq!(
+        ev.auth_key(),
+        Some(pair),
+        "the drop names the pair: {ev:#?}"
+    );
     assert_eq!(ev.rule_id, 5);
-    assert_eq!(dp.metric(Reason::AuthRequired, OBS_FROM_ENDPOINT)?.packets, 1);
+    assert_eq!(
+        dp.metric(Reason::AuthRequired, OBS_FROM_ENDPOINT)?.packets,
+        1
+    );
 
     // Entries for another type or identity, or an expired one, do not count.
     dp.set_auth(AuthKey::new(ID_A, ID_B, None, AUTH_TYPE_ALWAYS_FAIL), NEVER)?;
@@ -101,7 +108,11 @@ fn a_new_connection_waits_for_authentication() -> Result<()> {
     dp.set_auth(pair, NEVER)?;
     assert_eq!(out(&mut dp, &syn)?, TC_ACT_OK);
     let ev = one_event(&mut dp, EVENT_FLOW_NEW, Reason::Forwarded)?;
-    assert_eq!(ev.auth_key(), Some(pair), "the flow says it was authenticated");
+    assert_eq!(
+        ev.auth_key(),
+        Some(pair),
+        "the flow says it was authenticated"
+    );
     assert!(dp
         .ct(CtKey::new(A, B, 40000, 80, IPPROTO_TCP, Direction::Egress))?
         .is_some_and(|ct| ct.flags == 0));

@@ -105,6 +105,61 @@ pub struct AgentConfig {
     /// SPIFFE workload identity: the CA, SVIDs and the Workload API.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Mutual authentication between node agents (`authentication.mode:
+    /// required` in policies).
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Mutual authentication between node agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct AuthConfig {
+    /// Authenticate pairs that policy requires authentication for (needs
+    /// `identity.enabled`). Without it such traffic stays dropped.
+    pub enabled: bool,
+    /// The TCP port every node's agent listens on and dials.
+    pub port: u16,
+    /// The address to listen on; default: every address in a cluster,
+    /// loopback on a standalone node (which only authenticates with itself).
+    pub listen: Option<std::net::IpAddr>,
+    /// How long one handshake (connect included) may take, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Handshakes this node runs at once as a client.
+    pub max_concurrent_handshakes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: palisade_identity::mutual_auth::DEFAULT_PORT,
+            listen: None,
+            handshake_timeout_ms: 2000,
+            max_concurrent_handshakes: 16,
+        }
+    }
+}
+
+impl AuthConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        if self.port == 0 {
+            return Err(("auth.port".into(), "must not be 0".into()));
+        }
+        if !(100..=60_000).contains(&self.handshake_timeout_ms) {
+            return Err((
+                "auth.handshake_timeout_ms".into(),
+                "must be between 100 and 60000".into(),
+            ));
+        }
+        if !(1..=1024).contains(&self.max_concurrent_handshakes) {
+            return Err((
+                "auth.max_concurrent_handshakes".into(),
+                "must be between 1 and 1024".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Default Workload API socket (`SPIFFE_ENDPOINT_SOCKET=unix:///run/palisade/spiffe/workload.sock`).
@@ -321,6 +376,7 @@ impl Default for AgentConfig {
             allow_monitoring_fallback: false,
             keep_runtime_enforcement: true,
             identity: IdentityConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -358,6 +414,10 @@ impl AgentConfig {
         }
         config
             .identity
+            .check()
+            .map_err(|(field, message)| invalid(field, message))?;
+        config
+            .auth
             .check()
             .map_err(|(field, message)| invalid(field, message))?;
         if config.cluster.is_none() && config.identity.enabled {

@@ -3,6 +3,7 @@
 //! serves the local API; plus the CNI plugin and the CLI built on it.
 
 pub mod agent;
+pub mod auth;
 pub mod cli;
 pub mod cni;
 pub mod config;

@@ -5,12 +5,44 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Nanoseconds of CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns()`.
 pub fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+    clock_ns(nix::time::ClockId::CLOCK_MONOTONIC)
+}
+
+/// Nanoseconds of CLOCK_BOOTTIME, the clock of `bpf_ktime_get_boot_ns()`
+/// (it goes on while the machine is suspended, as wall time does).
+pub fn boottime_ns() -> u64 {
+    clock_ns(nix::time::ClockId::CLOCK_BOOTTIME)
+}
+
+fn clock_ns(clock: nix::time::ClockId) -> u64 {
+    nix::time::clock_gettime(clock)
         .map(|t| {
             u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
                 + u64::try_from(t.tv_nsec()).unwrap_or(0)
         })
         .unwrap_or(0)
+}
+
+/// A wall-clock time as `bpf_ktime_get_boot_ns()` will read it then (0 for
+/// a time before boot).
+pub fn boottime_of(t: SystemTime) -> u64 {
+    let now = SystemTime::now();
+    let boot = boottime_ns();
+    match t.duration_since(now) {
+        Ok(ahead) => boot.saturating_add(u64::try_from(ahead.as_nanos()).unwrap_or(u64::MAX)),
+        Err(e) => boot.saturating_sub(u64::try_from(e.duration().as_nanos()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// The wall-clock time of a `bpf_ktime_get_boot_ns()` reading.
+pub fn wall_time_of_boottime(boot_ns: u64) -> SystemTime {
+    let now = SystemTime::now();
+    let boot = boottime_ns();
+    if boot_ns >= boot {
+        now + Duration::from_nanos(boot_ns - boot)
+    } else {
+        now - Duration::from_nanos(boot - boot_ns)
+    }
 }
 
 /// The wall-clock time of a `bpf_ktime_get_ns()` timestamp.

@@ -12,8 +12,11 @@
 //! keys, [`jwt`] issues and validates JWT-SVIDs, and [`workload_api`] serves
 //! the SPIFFE Workload API over gRPC. In a cluster, [`node_ca`] lets node
 //! agents obtain SVIDs from the one CA over TLS 1.3 authenticated by
-//! SVIDs ([`tls`]), only for what they host. Everything but the Workload API server
-//! and the CA's key files is pure and takes time from a clock it is given.
+//! SVIDs ([`tls`]), only for what they host, and [`mutual_auth`] lets two
+//! node agents prove to each other that they hold the SVIDs of two numeric
+//! identities. Everything but the network endpoints (the Workload API
+//! server, the node CA, mutual authentication) and the CA's key files is
+//! pure and takes time from a clock it is given.
 #![forbid(unsafe_code)]
 
 pub mod allocator;
@@ -21,6 +24,7 @@ mod attached;
 pub mod ca;
 pub mod jwt;
 pub mod labels;
+pub mod mutual_auth;
 pub mod node_ca;
 pub mod numeric;
 pub mod pem;

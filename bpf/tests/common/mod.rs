@@ -17,9 +17,9 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader};
 use palisade_bpf::abi::{
-    AuthKey, AuthValue, CtKey, CtValue, EndpointInfo, EndpointKey, Event, FragKey, FragValue, IpcacheKey, IpcacheValue,
-    MetricsValue, PolicyKey, PolicyKeyData, PolicyValue, Reason, State, TunnelValue,
-    COUNTER_EVENTS_LOST,
+    AuthKey, AuthValue, CtKey, CtValue, EndpointInfo, EndpointKey, Event, FragKey, FragValue,
+    IpcacheKey, IpcacheValue, MetricsValue, PolicyKey, PolicyKeyData, PolicyValue, Reason, State,
+    TunnelValue, COUNTER_EVENTS_LOST,
 };
 use palisade_bpf::{names, DATAPATH_OBJECT, OVERLAY_OBJECT};
 

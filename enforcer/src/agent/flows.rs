@@ -142,6 +142,7 @@ pub async fn run_reader(ring: RingBuf<MapData>, agent: Arc<Mutex<Agent>>, store:
     // outlives its registration.
     #[allow(deprecated)]
     let fd = AsyncFd::new(ring);
+    let auth = agent.lock().unwrap_or_else(PoisonError::into_inner).auth();
     let mut fd = match fd {
         Ok(fd) => fd,
         Err(e) => {
@@ -175,6 +176,15 @@ pub async fn run_reader(ring: RingBuf<MapData>, agent: Arc<Mutex<Agent>>, store:
         }
         if events.is_empty() {
             continue;
+        }
+        if let Some(auth) = &auth {
+            for key in events
+                .iter()
+                .filter(|e| e.reason == Reason::AuthRequired.code())
+                .filter_map(Event::auth_key)
+            {
+                auth.signal(key);
+            }
         }
         let records: Vec<FlowRecord> = {
             let agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
@@ -233,6 +243,13 @@ impl Agent {
             rule: (ev.rule_id != 0)
                 .then(|| self.engine.rule(ev.rule_id).map(describe_rule))
                 .flatten(),
+            auth: ev
+                .auth_key()
+                .map(|k| crate::auth::table::auth_type_name(k.auth_type).to_owned()),
+            auth_node: ev
+                .auth_key()
+                .and_then(|k| k.remote_node())
+                .map(|a| a.to_string()),
         }
     }
 }

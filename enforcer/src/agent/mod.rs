@@ -6,6 +6,7 @@
 //! enforcement flag turns on, the flag off before entries go), then publish
 //! a new policy revision so that established connections are checked again.
 
+mod auth;
 pub mod cluster;
 mod documents;
 mod endpoints;
@@ -105,6 +106,10 @@ pub struct Agent {
     tracing: Option<tracing_policies::TracingState>,
     /// SPIFFE identity: the CA and the SVIDs of hosted endpoints.
     identity: Option<Arc<crate::identity::IdentityService>>,
+    /// Mutual authentication, when it runs.
+    auth: Option<Arc<crate::auth::Auth>>,
+    /// Why mutual authentication does not run, when it does not.
+    auth_off: Option<String>,
 }
 
 impl Agent {
@@ -164,7 +169,7 @@ impl Agent {
                 config.state_dir.display()
             )));
         }
-        let (mut datapath, maps) = Datapath::load(&config.bpf_root)?;
+        let (mut datapath, mut maps) = Datapath::load(&config.bpf_root)?;
         let overlay = match (&config.cluster, node_address) {
             (Some(cc), Some(address)) => {
                 let device = crate::overlay::ensure_device(cc.tunnel_port, address)?;
@@ -209,6 +214,27 @@ impl Agent {
         } else {
             None
         };
+        let (auth, auth_off) = match (config.auth.enabled, &identity, maps.auth.take()) {
+            (false, _, _) => (None, Some("auth.enabled is false".to_owned())),
+            (true, None, _) => (
+                None,
+                Some(
+                    "identity.enabled is false: there are no SVIDs to authenticate with".to_owned(),
+                ),
+            ),
+            (true, Some(_), None) => (None, Some("the auth map is taken".to_owned())),
+            (true, Some(_), Some(map)) => (
+                Some(crate::auth::Auth::new(
+                    &config.auth,
+                    config.cluster.is_some(),
+                    map,
+                )),
+                None,
+            ),
+        };
+        if let Some(why) = &auth_off {
+            warn!(reason = %why, "mutual authentication is off: traffic that policy requires authentication for stays dropped");
+        }
         let mut agent = Self {
             started: Instant::now(),
             datapath,
@@ -233,6 +259,8 @@ impl Agent {
             host_addrs: BTreeSet::new(),
             tracing: None,
             identity,
+            auth,
+            auth_off,
             config,
         };
         agent.policy_rev = agent.maps.state.policy_rev()?;
@@ -450,10 +478,12 @@ impl Agent {
         Ok(())
     }
 
-    /// Publishes a new policy revision.
+    /// Publishes a new policy revision, and tells the auth manager what
+    /// policy and endpoints now require.
     fn publish_revision(&mut self) -> Result<(), AgentError> {
         self.policy_rev = self.policy_rev.wrapping_add(1).max(1);
         self.maps.state.set_policy_rev(self.policy_rev)?;
+        self.sync_auth();
         Ok(())
     }
 

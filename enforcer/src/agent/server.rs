@@ -182,6 +182,7 @@ async fn handle(
 fn dispatch(agent: &mut Agent, request: Request) -> Response {
     let result = match request {
         Request::Status => Ok(agent.status()),
+        Request::AuthList => Ok(agent.auth_list()),
         Request::TracingPolicyApply { source, yaml } => agent.tracing_apply(&source, &yaml),
         Request::TracingPolicyValidate { source, yaml } => agent.tracing_validate(&source, &yaml),
         Request::TracingPolicyList => agent.tracing_list(),

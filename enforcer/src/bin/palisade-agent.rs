@@ -62,6 +62,8 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let workload_socket = agent.config().identity.workload_api_socket.clone();
     let node_ca_listen = agent.config().identity.node_ca_listen;
     let cluster_session = agent.cluster_session();
+    let auth = agent.auth();
+    let node_address = agent.node_address();
     let agent = Arc::new(Mutex::new(agent));
     if let Some(rx) = cluster_changes {
         tokio::spawn(apply_cluster_changes(rx, agent.clone()));
@@ -100,6 +102,30 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let auth_listener = match (&identity, auth) {
+        (Some(service), Some(auth)) => {
+            let svids = palisade_enforcer::auth::NodeSvids::new(service.clone());
+            tokio::spawn(palisade_enforcer::auth::run(
+                auth.clone(),
+                service.clone(),
+                svids.clone(),
+                node_address,
+            ));
+            let mut stop = stop_rx.clone();
+            let service = service.clone();
+            Some(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                };
+                let listen = auth.listen_address();
+                if let Err(e) = palisade_enforcer::auth::serve(auth, service, svids, shutdown).await
+                {
+                    error!(error = %e, %listen, "mutual authentication cannot listen; other nodes cannot authenticate with this one");
+                }
+            }))
+        }
+        _ => None,
+    };
     let workload_api = match identity {
         Some(service) => {
             let listener = palisade_identity::workload_api::bind_socket(&workload_socket)
@@ -132,6 +158,9 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     stop_tx.send_replace(true);
     if let Some(server) = node_ca {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
+    if let Some(listener) = auth_listener {
+        let _ = tokio::time::timeout(Duration::from_secs(2), listener).await;
     }
     if let Some(server) = workload_api {
         // Open streams end with Unavailable so that clients reconnect.

@@ -2,6 +2,7 @@
 //! `palisade_api`), plus offline commands (`probe`, `policy validate`,
 //! `scenario run`).
 
+mod auth;
 mod demo;
 pub mod output;
 mod policy;
@@ -114,6 +115,10 @@ pub enum Cmd {
     /// SPIFFE SVIDs this node holds.
     #[command(subcommand)]
     Svid(spiffe::SvidCmd),
+    /// Mutual authentication between node agents (policies with
+    /// `authentication.mode: required`).
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
     /// Network policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -344,6 +349,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<bool, CliError> {
         Cmd::Identity(IdentityCmd::List) => identity_list(&mut ctx),
         Cmd::Identity(IdentityCmd::Ca(cmd)) => spiffe::ca(&mut ctx, cmd),
         Cmd::Svid(cmd) => spiffe::svid(&mut ctx, cmd),
+        Cmd::Auth(cmd) => auth::run(&mut ctx, cmd),
         Cmd::Node(NodeCmd::List) => node_list(&mut ctx),
         Cmd::Cluster(ClusterCmd::Status) => cluster_status(&mut ctx),
         Cmd::Policy(PolicyCmd::Validate { files }) => policy::validate(&mut ctx, files),

@@ -433,6 +433,14 @@ pub fn flow_line(f: &FlowRecord) -> String {
     if let Some(rule) = &f.rule {
         let _ = write!(line, " rule={rule}");
     }
+    if let Some(auth) = &f.auth {
+        let state = if f.kind == FlowKind::Flow {
+            "authenticated"
+        } else {
+            "not authenticated"
+        };
+        let _ = write!(line, " auth={auth} ({state})");
+    }
     line
 }
 
@@ -473,6 +481,8 @@ mod tests {
             },
             ep_id: 2,
             rule: Some("CiliumNetworkPolicy default/deny ingress[0]".into()),
+            auth: None,
+            auth_node: None,
         }
     }
 

@@ -7,8 +7,8 @@ use aya::maps::lpm_trie::{self, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::Ebpf;
 use palisade_bpf::abi::{
-    CtKey, CtValue, EndpointInfo, EndpointKey, IpcacheKey, IpcacheValue, MetricsValue, PolicyKey,
-    PolicyKeyData, PolicyValue, State, TunnelValue,
+    AuthKey, AuthValue, CtKey, CtValue, EndpointInfo, EndpointKey, IpcacheKey, IpcacheValue,
+    MetricsValue, PolicyKey, PolicyKeyData, PolicyValue, State, TunnelValue,
 };
 use palisade_bpf::names;
 
@@ -67,6 +67,8 @@ pub struct Maps {
     pub policy: PolicyMap,
     /// Connection tracking.
     pub ct: CtMap,
+    /// Authenticated identity pairs, until the auth manager takes them.
+    pub auth: Option<AuthMap>,
     /// Datapath-wide state (the policy revision).
     pub state: StateMap,
     /// Per-reason counters.
@@ -85,6 +87,7 @@ impl Maps {
             tunnel: TunnelMap(PrefixTrie::take(ebpf, names::TUNNEL)?),
             policy: PolicyMap(take_map(ebpf, names::POLICY)?),
             ct: CtMap(take_map(ebpf, names::CT)?),
+            auth: Some(AuthMap(take_map(ebpf, names::AUTH)?)),
             state: StateMap(take_map(ebpf, names::STATE)?),
             metrics: MetricsMap(take_map(ebpf, names::METRICS)?),
             counters: CountersMap(take_map(ebpf, names::COUNTERS)?),
@@ -273,6 +276,35 @@ impl CtMap {
             Err(e) if !is_not_found(&e) => Err(op_err(names::CT, "delete")(e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// `pal_auth`: authenticated identity pairs and their expiry (boot-time ns).
+pub struct AuthMap(HashMap<MapData, AuthKey, AuthValue>);
+
+impl AuthMap {
+    /// Sets a pair's expiry (`CLOCK_BOOTTIME` nanoseconds).
+    pub fn set(&mut self, key: &AuthKey, expires_ns: u64) -> Result<(), MapOpError> {
+        self.0
+            .insert(key, AuthValue { expires_ns }, 0)
+            .map_err(op_err(names::AUTH, "insert"))
+    }
+
+    /// Removes a pair (a missing one is fine).
+    pub fn remove(&mut self, key: &AuthKey) -> Result<(), MapOpError> {
+        match self.0.remove(key) {
+            Err(e) if !is_not_found(&e) => Err(op_err(names::AUTH, "delete")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> Vec<(AuthKey, u64)> {
+        self.0
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.expires_ns))
+            .collect()
     }
 }
 

@@ -241,6 +241,17 @@ impl IdentityService {
         self.changes.send_modify(|revision| *revision += 1);
     }
 
+    /// The SVID this node holds for `spiffe://<td>/identity/<id>`: what it
+    /// presents in mutual authentication for endpoints of that identity.
+    pub fn identity_svid(&self, id: u32) -> Option<X509Svid> {
+        let spiffe_id = self
+            .config
+            .trust_domain
+            .id_with_segments(["identity".to_owned(), id.to_string()])
+            .ok()?;
+        self.read().held.get(&spiffe_id).map(|h| h.svid.clone())
+    }
+
     /// The trust domain.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.config.trust_domain

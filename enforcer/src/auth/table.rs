@@ -1,0 +1,533 @@
+//! The auth manager's bookkeeping, pure (time is an argument): which pairs
+//! are authenticated until when, which are due for a handshake, what failed
+//! and when to retry, and what is garbage.
+//!
+//! A pair is *wanted* while this node's policy requires it (the view's
+//! `needed`) or while the datapath dropped a packet for it and it has not
+//! been authenticated since (a signal). A wanted pair is (re-)authenticated
+//! when it has no valid entry, when less than a third of its authenticated
+//! lifetime is left, or when this node's SVID of its local identity changed
+//! since (a rotation). Failures back off exponentially from 200 ms to 30 s;
+//! an authenticated entry stays in force until it expires, whatever later
+//! attempts do.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palisade_api::AuthRecord;
+use palisade_bpf::abi::{AuthKey, AUTH_TYPE_ALWAYS_FAIL};
+
+use super::view::AuthView;
+
+/// First retry after a failure; doubled per failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+/// Longest wait between attempts.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a signalled or freshly authenticated pair is kept while the
+/// view does not (yet) show both of its ends or a policy requiring it (a
+/// new pod or policy the cluster store or the agent has not spread yet).
+const GRACE: Duration = Duration::from_secs(30);
+
+/// Who ran the handshake behind an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This node dialled.
+    Client,
+    /// The peer dialled.
+    Server,
+    /// Found in the pinned map when the agent started.
+    Restored,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+            Self::Restored => "restored",
+        }
+    }
+}
+
+/// A successful handshake, from this node's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Success {
+    /// The earlier NotAfter of the two SVIDs.
+    pub expires: SystemTime,
+    /// NotAfter of the SVID this node presented.
+    pub local_not_after: SystemTime,
+    /// The SPIFFE ID the peer presented.
+    pub peer_id: String,
+}
+
+/// A change of the datapath's auth map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapOp {
+    /// The pair is authenticated until then.
+    Set(AuthKey, SystemTime),
+    /// The pair is no longer authenticated.
+    Delete(AuthKey),
+}
+
+#[derive(Debug, Clone)]
+struct Authenticated {
+    expires: SystemTime,
+    at: SystemTime,
+    origin: Origin,
+    local_not_after: Option<SystemTime>,
+    peer_id: Option<String>,
+}
+
+impl Authenticated {
+    /// When the pair is re-authenticated: two thirds into its lifetime.
+    fn renew_at(&self) -> SystemTime {
+        let life = self.expires.duration_since(self.at).unwrap_or_default();
+        self.at + life * 2 / 3
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    authenticated: Option<Authenticated>,
+    /// The last drop the datapath reported for the pair, while it is not
+    /// authenticated.
+    signalled_at: Option<SystemTime>,
+    in_flight: bool,
+    failures: u32,
+    last_error: Option<String>,
+    retry_at: Option<SystemTime>,
+}
+
+/// Every pair this node authenticated or wants authenticated.
+#[derive(Debug, Default)]
+pub struct AuthTable {
+    entries: BTreeMap<AuthKey, Entry>,
+    view: AuthView,
+}
+
+fn backoff(failures: u32) -> Duration {
+    let shift = failures.saturating_sub(1).min(16);
+    (RETRY_FIRST * (1u32 << shift)).min(RETRY_MAX)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl AuthTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the entries of the pinned map, left by the previous agent.
+    pub fn restore(
+        &mut self,
+        entries: impl IntoIterator<Item = (AuthKey, SystemTime)>,
+        now: SystemTime,
+    ) {
+        for (key, expires) in entries {
+            self.entries.entry(key).or_default().authenticated = Some(Authenticated {
+                expires,
+                at: now,
+                origin: Origin::Restored,
+                local_not_after: None,
+                peer_id: None,
+            });
+        }
+    }
+
+    /// Replaces the view of the cluster.
+    pub fn set_view(&mut self, view: AuthView) {
+        self.view = view;
+    }
+
+    /// The view of the cluster.
+    pub fn view(&self) -> &AuthView {
+        &self.view
+    }
+
+    fn wanted(&self, key: &AuthKey, e: &Entry) -> bool {
+        self.view.needed.contains(key) || e.signalled_at.is_some()
+    }
+
+    /// The datapath dropped a packet for want of this pair. Returns whether
+    /// that is news (the pair is not authenticated and not being worked on).
+    pub fn signal(&mut self, key: AuthKey, now: SystemTime) -> bool {
+        let e = self.entries.entry(key).or_default();
+        if e.authenticated.as_ref().is_some_and(|a| a.expires > now) {
+            return false;
+        }
+        let news = e.signalled_at.is_none() && !e.in_flight;
+        e.signalled_at = Some(now);
+        news
+    }
+
+    /// The pairs due for a handshake now (at most `limit`), marked in
+    /// flight. `local_svid(id)` is the NotAfter of the SVID this node holds
+    /// for identity `id`, if any. Test-always-fail pairs fail here.
+    pub fn due(
+        &mut self,
+        now: SystemTime,
+        local_svid: impl Fn(u32) -> Option<SystemTime>,
+        limit: usize,
+    ) -> Vec<AuthKey> {
+        for key in &self.view.needed {
+            self.entries.entry(*key).or_default();
+        }
+        let mut due = Vec::new();
+        let keys: Vec<AuthKey> = self.entries.keys().copied().collect();
+        for key in keys {
+            if due.len() >= limit {
+                break;
+            }
+            let wanted = self.entries.get(&key).is_some_and(|e| self.wanted(&key, e));
+            let Some(e) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            if !wanted || e.in_flight || e.retry_at.is_some_and(|r| r > now) {
+                continue;
+            }
+            if key.auth_type == AUTH_TYPE_ALWAYS_FAIL {
+                fail(
+                    e,
+                    "test-always-fail: this mode never authenticates".into(),
+                    now,
+                );
+                continue;
+            }
+            let Some(svid) = local_svid(key.local_identity) else {
+                e.last_error = Some(format!(
+                    "this node holds no SVID for identity/{} yet",
+                    key.local_identity
+                ));
+                continue;
+            };
+            let stale = match &e.authenticated {
+                None => true,
+                Some(a) => {
+                    a.expires <= now
+                        || now >= a.renew_at()
+                        || a.local_not_after.is_some_and(|na| na != svid)
+                }
+            };
+            if stale {
+                e.in_flight = true;
+                due.push(key);
+            }
+        }
+        due
+    }
+
+    /// A handshake for `key` succeeded (`origin`: who dialled). Returns the
+    /// map write.
+    pub fn succeeded(
+        &mut self,
+        key: AuthKey,
+        s: Success,
+        origin: Origin,
+        now: SystemTime,
+    ) -> MapOp {
+        let e = self.entries.entry(key).or_default();
+        if origin == Origin::Client {
+            e.in_flight = false;
+        }
+        e.failures = 0;
+        e.last_error = None;
+        e.retry_at = None;
+        e.signalled_at = None;
+        e.authenticated = Some(Authenticated {
+            expires: s.expires,
+            at: now,
+            origin,
+            local_not_after: Some(s.local_not_after),
+            peer_id: Some(s.peer_id),
+        });
+        MapOp::Set(key, s.expires)
+    }
+
+    /// A handshake this node ran for `key` failed.
+    pub fn failed(&mut self, key: AuthKey, error: String, now: SystemTime) {
+        let e = self.entries.entry(key).or_default();
+        e.in_flight = false;
+        fail(e, error, now);
+    }
+
+    /// Removes what is garbage and returns the map deletes: pairs whose
+    /// local identity left this node, whose peer is no longer on its node
+    /// or whose node is gone; pairs this node authenticated for a policy
+    /// that no longer requires them; expired pairs nobody wants. Entries the
+    /// peer authenticated (or that were restored) stay until they expire;
+    /// anything authenticated or signalled in the last 30 s stays too.
+    /// Nothing is collected before the view is complete.
+    pub fn gc(&mut self, now: SystemTime) -> Vec<MapOp> {
+        if !self.view.complete {
+            return Vec::new();
+        }
+        let mut ops = Vec::new();
+        let view = &self.view;
+        let recent = |t: SystemTime| now.duration_since(t).unwrap_or_default() < GRACE;
+        self.entries.retain(|key, e| {
+            if e.in_flight {
+                return true;
+            }
+            let wanted = view.needed.contains(key) || e.signalled_at.is_some();
+            let keep = match &e.authenticated {
+                None => view.needed.contains(key) || e.signalled_at.is_some_and(recent),
+                Some(a) if recent(a.at) => true,
+                Some(a) => {
+                    view.plausible(key)
+                        && (wanted || (a.origin != Origin::Client && a.expires > now))
+                }
+            };
+            if !keep && e.authenticated.is_some() {
+                ops.push(MapOp::Delete(*key));
+            }
+            keep
+        });
+        ops
+    }
+
+    /// When something next falls due (a retry, a renewal, an expiry).
+    pub fn next_wakeup(&self, now: SystemTime) -> Option<SystemTime> {
+        self.entries
+            .iter()
+            .filter(|(k, e)| !e.in_flight && self.wanted(k, e))
+            .map(|(_, e)| match (&e.authenticated, e.retry_at) {
+                (_, Some(r)) => r,
+                (Some(a), None) => a.renew_at().min(a.expires),
+                (None, None) => now,
+            })
+            .min()
+    }
+
+    /// Handshakes running as a client.
+    pub fn in_flight(&self) -> usize {
+        self.entries.values().filter(|e| e.in_flight).count()
+    }
+
+    /// Every pair, for `palisade auth list`.
+    pub fn records(&self, now: SystemTime) -> Vec<AuthRecord> {
+        self.entries
+            .iter()
+            .map(|(key, e)| {
+                let valid = e.authenticated.as_ref().is_some_and(|a| a.expires > now);
+                let state = if valid {
+                    "authenticated"
+                } else if e.failures > 0 {
+                    "failing"
+                } else if e.authenticated.is_some() {
+                    "expired"
+                } else {
+                    "pending"
+                };
+                let a = e.authenticated.as_ref();
+                AuthRecord {
+                    local_identity: key.local_identity,
+                    remote_identity: key.remote_identity,
+                    remote_node: self.view.node_name(key.remote_node()),
+                    remote_node_address: key.remote_node().map(|a| a.to_string()),
+                    auth_type: auth_type_name(key.auth_type).to_owned(),
+                    state: state.to_owned(),
+                    needed: self.view.needed.contains(key),
+                    origin: a.map_or("none", |a| a.origin.as_str()).to_owned(),
+                    expires: a.map(|a| unix(a.expires)),
+                    last_handshake: a
+                        .filter(|a| a.origin != Origin::Restored)
+                        .map(|a| unix(a.at)),
+                    peer_spiffe_id: a.and_then(|a| a.peer_id.clone()),
+                    failures: e.failures,
+                    last_error: e.last_error.clone(),
+                    next_attempt: e.retry_at.filter(|_| e.failures > 0).map(unix),
+                }
+            })
+            .collect()
+    }
+}
+
+fn fail(e: &mut Entry, error: String, now: SystemTime) {
+    e.failures = e.failures.saturating_add(1);
+    e.last_error = Some(error);
+    e.retry_at = Some(now + backoff(e.failures));
+}
+
+/// The name of an auth type in listings and policies.
+pub fn auth_type_name(auth_type: u8) -> &'static str {
+    match auth_type {
+        palisade_bpf::abi::AUTH_TYPE_SPIFFE => "spiffe",
+        AUTH_TYPE_ALWAYS_FAIL => "test-always-fail",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::net::Ipv4Addr;
+
+    use palisade_bpf::abi::AUTH_TYPE_SPIFFE;
+
+    use super::*;
+
+    const N2: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+    }
+
+    fn key() -> AuthKey {
+        AuthKey::new(100, 200, Some(N2), AUTH_TYPE_SPIFFE)
+    }
+
+    fn view(needed: &[AuthKey]) -> AuthView {
+        AuthView {
+            local: [100].into(),
+            addresses: BTreeSet::new(),
+            nodes: [(N2, "n2".to_owned())].into(),
+            remote: [(200, [N2].into())].into(),
+            needed: needed.iter().copied().collect::<BTreeSet<_>>(),
+            complete: true,
+        }
+    }
+
+    fn svid(_: u32) -> Option<SystemTime> {
+        Some(t(3600))
+    }
+
+    fn success(expires: u64) -> Success {
+        Success {
+            expires: t(expires),
+            local_not_after: t(3600),
+            peer_id: "spiffe://td/identity/200".into(),
+        }
+    }
+
+    #[test]
+    fn a_needed_pair_is_authenticated_once_and_renewed_at_two_thirds() {
+        let mut table = AuthTable::new();
+        table.set_view(view(&[key()]));
+        assert_eq!(table.due(t(0), svid, 16), vec![key()]);
+        assert!(table.due(t(0), svid, 16).is_empty(), "in flight: not twice");
+        let op = table.succeeded(key(), success(300), Origin::Client, t(0));
+        assert_eq!(op, MapOp::Set(key(), t(300)));
+        assert!(table.due(t(199), svid, 16).is_empty());
+        assert_eq!(table.next_wakeup(t(1)), Some(t(200)));
+        assert_eq!(table.due(t(200), svid, 16), vec![key()]);
+    }
+
+    #[test]
+    fn a_rotated_local_svid_means_a_new_handshake() {
+        let mut table = AuthTable::new();
+        table.set_view(view(&[key()]));
+        table.due(t(0), svid, 16);
+        table.succeeded(key(), success(3000), Origin::Client, t(0));
+        assert!(table.due(t(10), svid, 16).is_empty());
+        assert_eq!(table.due(t(10), |_| Some(t(7200)), 16), vec![key()]);
+    }
+
+    #[test]
+    fn failures_back_off_and_keep_the_entry_until_it_expires() {
+        let mut table = AuthTable::new();
+        table.set_view(view(&[key()]));
+        table.due(t(0), svid, 16);
+        table.succeeded(key(), success(30), Origin::Client, t(0));
+        assert_eq!(table.due(t(20), svid, 16), vec![key()]);
+        table.failed(key(), "connect: refused".into(), t(20));
+        let r = &table.records(t(20))[0];
+        assert_eq!((r.state.as_str(), r.failures), ("authenticated", 1));
+        assert!(table.due(t(20), svid, 16).is_empty(), "backing off");
+        let retry = t(20) + Duration::from_millis(200);
+        assert_eq!(table.next_wakeup(t(20)), Some(retry));
+        assert_eq!(table.due(retry, svid, 16), vec![key()]);
+        table.failed(key(), "connect: refused".into(), retry);
+        assert!(table
+            .due(retry + Duration::from_millis(399), svid, 16)
+            .is_empty());
+        let r = &table.records(t(31))[0];
+        assert_eq!(r.state, "failing");
+        assert_eq!(r.last_error.as_deref(), Some("connect: refused"));
+        assert_eq!(backoff(40), RETRY_MAX);
+    }
+
+    #[test]
+    fn test_always_fail_never_dials() {
+        let mut table = AuthTable::new();
+        let k = AuthKey::new(100, 200, Some(N2), AUTH_TYPE_ALWAYS_FAIL);
+        table.set_view(view(&[k]));
+        assert!(table.due(t(0), svid, 16).is_empty());
+        let r = &table.records(t(0))[0];
+        assert_eq!(
+            (r.state.as_str(), r.auth_type.as_str()),
+            ("failing", "test-always-fail")
+        );
+    }
+
+    #[test]
+    fn without_a_local_svid_nothing_is_dialled() {
+        let mut table = AuthTable::new();
+        table.set_view(view(&[key()]));
+        assert!(table.due(t(0), |_| None, 16).is_empty());
+        let r = &table.records(t(0))[0];
+        assert_eq!(r.state, "pending");
+        assert!(r
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("identity/100")));
+    }
+
+    #[test]
+    fn signals_are_deduplicated_and_wanted_until_authenticated() {
+        let mut table = AuthTable::new();
+        table.set_view(view(&[]));
+        assert!(table.signal(key(), t(0)));
+        assert!(!table.signal(key(), t(0)), "known already");
+        assert_eq!(table.due(t(0), svid, 16), vec![key()]);
+        assert!(!table.signal(key(), t(0)), "in flight");
+        table.succeeded(key(), success(300), Origin::Client, t(1));
+        assert!(!table.signal(key(), t(2)), "authenticated");
+        // Not needed by policy: a client entry is garbage, after a grace
+        // period for a view that lags.
+        assert!(table.gc(t(2)).is_empty());
+        assert_eq!(table.gc(t(40)), vec![MapOp::Delete(key())]);
+    }
+
+    #[test]
+    fn garbage_collection() {
+        let mut table = AuthTable::new();
+        table.set_view(AuthView {
+            complete: false,
+            ..view(&[key()])
+        });
+        table.due(t(0), svid, 16);
+        table.succeeded(key(), success(300), Origin::Client, t(0));
+        let peer = AuthKey::new(100, 200, None, AUTH_TYPE_SPIFFE);
+        table.succeeded(peer, success(300), Origin::Server, t(0));
+        table.restore([(AuthKey::new(100, 200, Some(N2), 9), t(50))], t(0));
+        table.set_view(AuthView {
+            complete: false,
+            ..view(&[])
+        });
+        assert!(table.gc(t(1)).is_empty(), "not before the view is complete");
+
+        table.set_view(view(&[]));
+        assert!(table.gc(t(1)).is_empty(), "all recent");
+        let mut ops = table.gc(t(31));
+        ops.sort_by_key(|op| format!("{op:?}"));
+        // The client pair lost its policy; the server pair's peer (200 on
+        // this node) does not exist here; the restored pair stays.
+        assert_eq!(ops, vec![MapOp::Delete(peer), MapOp::Delete(key())]);
+        assert_eq!(table.records(t(31)).len(), 1);
+        assert_eq!(
+            table.gc(t(51)),
+            vec![MapOp::Delete(AuthKey::new(100, 200, Some(N2), 9))]
+        );
+
+        // A signal for a pod the view does not show yet is kept for a while.
+        let new_pod = AuthKey::new(100, 300, Some(N2), AUTH_TYPE_SPIFFE);
+        table.signal(new_pod, t(60));
+        assert!(table.gc(t(61)).is_empty());
+        assert_eq!(table.records(t(61)).len(), 1);
+        table.gc(t(91));
+        assert!(table.records(t(91)).is_empty());
+    }
+}
