@@ -86,7 +86,7 @@ impl Auth {
         let restored: Vec<(AuthKey, SystemTime)> = map
             .entries()
             .into_iter()
-            .map(|(k, boot_ns)| (k, wall_time_of_boottime(boot_ns)))
+            .map(|(k, boot_ns)| (k, nearest_second(wall_time_of_boottime(boot_ns))))
             .collect();
         if !restored.is_empty() {
             info!(
@@ -188,6 +188,13 @@ pub fn disabled_report(reason: &str) -> AuthReport {
         pairs: Vec::new(),
         stats: AuthStats::default(),
     }
+}
+
+/// Expiries are whole seconds (certificate times); a trip through the
+/// boot clock blurs them by the clocks' drift.
+fn nearest_second(t: SystemTime) -> SystemTime {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs() + u64::from(d.subsec_millis() >= 500))
 }
 
 fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
@@ -505,6 +512,13 @@ fn accepted(auth: &Auth, peer: SocketAddr, result: Result<Authenticated, AuthErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiries_come_back_to_their_second() {
+        let at = |s: u64, ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
+        assert_eq!(nearest_second(at(100, 999)), at(101, 0));
+        assert_eq!(nearest_second(at(101, 2)), at(101, 0));
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {

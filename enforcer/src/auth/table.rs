@@ -203,6 +203,11 @@ impl AuthTable {
                 ));
                 continue;
             };
+            if let Some(a) = e.authenticated.as_mut() {
+                // A restored entry does not say which SVID it was made
+                // with: the one held now is the baseline for a rotation.
+                a.local_not_after.get_or_insert(svid);
+            }
             let stale = match &e.authenticated {
                 None => true,
                 Some(a) => {
@@ -423,6 +428,15 @@ mod tests {
         table.succeeded(key(), success(3000), Origin::Client, t(0));
         assert!(table.due(t(10), svid, 16).is_empty());
         assert_eq!(table.due(t(10), |_| Some(t(7200)), 16), vec![key()]);
+    }
+
+    #[test]
+    fn a_restored_pair_is_re_authenticated_when_the_svid_rotates() {
+        let mut table = AuthTable::new();
+        table.set_view(view(&[key()]));
+        table.restore([(key(), t(3000))], t(0));
+        assert!(table.due(t(1), svid, 16).is_empty(), "restored and valid");
+        assert_eq!(table.due(t(2), |_| Some(t(7200)), 16), vec![key()]);
     }
 
     #[test]
