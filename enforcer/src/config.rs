@@ -127,6 +127,11 @@ pub struct AuthConfig {
     pub handshake_timeout_ms: u64,
     /// Handshakes this node runs at once as a client.
     pub max_concurrent_handshakes: usize,
+    /// Authenticate every pair that policy and endpoints make possible
+    /// ahead of time, so that the first connection does not wait. Off: only
+    /// pairs the datapath dropped a packet for (Cilium's way; the first
+    /// connection then waits for a TCP retransmission).
+    pub pre_authenticate: bool,
 }
 
 impl Default for AuthConfig {
@@ -137,6 +142,7 @@ impl Default for AuthConfig {
             listen: None,
             handshake_timeout_ms: 2000,
             max_concurrent_handshakes: 16,
+            pre_authenticate: true,
         }
     }
 }

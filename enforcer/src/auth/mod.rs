@@ -41,7 +41,7 @@ use crate::config::AuthConfig;
 use crate::datapath::maps::AuthMap;
 use crate::identity::IdentityService;
 use crate::util::{boottime_of, wall_time_of_boottime};
-use table::{AuthTable, MapOp, Origin, Success};
+use table::{AuthTable, MapOp, Origin, Signal, Success};
 pub use view::{AuthView, Requirement};
 
 /// Client latencies kept for the percentiles.
@@ -82,7 +82,7 @@ impl Auth {
     /// pairs go on through a restart).
     pub fn new(config: &AuthConfig, clustered: bool, map: AuthMap) -> Arc<Self> {
         let now = SystemTime::now();
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(config.pre_authenticate);
         let restored: Vec<(AuthKey, SystemTime)> = map
             .entries()
             .into_iter()
@@ -135,9 +135,13 @@ impl Auth {
     pub fn signal(&self, key: AuthKey) {
         let mut state = self.lock();
         state.stats.signals += 1;
-        if state.table.signal(key, SystemTime::now()) {
-            drop(state);
-            self.wake.notify_one();
+        match state.table.signal(key, SystemTime::now()) {
+            Signal::New => {
+                drop(state);
+                self.wake.notify_one();
+            }
+            Signal::Known => {}
+            Signal::Rewrite(op) => apply(&mut state.map, op),
         }
     }
 

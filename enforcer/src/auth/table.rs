@@ -60,6 +60,17 @@ pub struct Success {
     pub peer_id: String,
 }
 
+/// What a signal from the datapath calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Work: the pair is neither authenticated nor being worked on.
+    New,
+    /// Nothing: the pair is already in flight, backing off or signalled.
+    Known,
+    /// The pair is authenticated: its map entry is written again.
+    Rewrite(MapOp),
+}
+
 /// A change of the datapath's auth map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapOp {
@@ -103,6 +114,9 @@ struct Entry {
 pub struct AuthTable {
     entries: BTreeMap<AuthKey, Entry>,
     view: AuthView,
+    /// Whether pairs policy makes possible are authenticated before any
+    /// packet (otherwise only signalled ones, and renewals).
+    ahead: bool,
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -115,9 +129,12 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl AuthTable {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty table; `pre_authenticate`: see [`AuthTable::due`].
+    pub fn new(pre_authenticate: bool) -> Self {
+        Self {
+            ahead: pre_authenticate,
+            ..Self::default()
+        }
     }
 
     /// Takes the entries of the pinned map, left by the previous agent.
@@ -147,25 +164,36 @@ impl AuthTable {
         &self.view
     }
 
+    /// Whether a handshake is wanted: the pair is signalled, or needed and
+    /// either pre-authentication is on or it was authenticated before
+    /// (renewal).
     fn wanted(&self, key: &AuthKey, e: &Entry) -> bool {
-        self.view.needed.contains(key) || e.signalled_at.is_some()
+        e.signalled_at.is_some()
+            || (self.view.needed.contains(key) && (self.ahead || e.authenticated.is_some()))
     }
 
-    /// The datapath dropped a packet for want of this pair. Returns whether
-    /// that is news (the pair is not authenticated and not being worked on).
-    pub fn signal(&mut self, key: AuthKey, now: SystemTime) -> bool {
+    /// The datapath dropped a packet for want of this pair.
+    pub fn signal(&mut self, key: AuthKey, now: SystemTime) -> Signal {
         let e = self.entries.entry(key).or_default();
-        if e.authenticated.as_ref().is_some_and(|a| a.expires > now) {
-            return false;
+        if let Some(a) = e.authenticated.as_ref().filter(|a| a.expires > now) {
+            // The datapath disagrees (the drop raced the map write, or the
+            // entry was deleted behind the agent's back): write it again.
+            return Signal::Rewrite(MapOp::Set(key, a.expires));
         }
         let news = e.signalled_at.is_none() && !e.in_flight;
         e.signalled_at = Some(now);
-        news
+        if news {
+            Signal::New
+        } else {
+            Signal::Known
+        }
     }
 
     /// The pairs due for a handshake now (at most `limit`), marked in
-    /// flight. `local_svid(id)` is the NotAfter of the SVID this node holds
-    /// for identity `id`, if any. Test-always-fail pairs fail here.
+    /// flight: needed pairs (with pre-authentication) and signalled ones
+    /// without a valid entry, and entries due for renewal or made with a
+    /// rotated SVID. `local_svid(id)` is the NotAfter of the SVID this node
+    /// holds for identity `id`, if any. Test-always-fail pairs fail here.
     pub fn due(
         &mut self,
         now: SystemTime,
@@ -409,7 +437,7 @@ mod tests {
 
     #[test]
     fn a_needed_pair_is_authenticated_once_and_renewed_at_two_thirds() {
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(true);
         table.set_view(view(&[key()]));
         assert_eq!(table.due(t(0), svid, 16), vec![key()]);
         assert!(table.due(t(0), svid, 16).is_empty(), "in flight: not twice");
@@ -422,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_rotated_local_svid_means_a_new_handshake() {
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(true);
         table.set_view(view(&[key()]));
         table.due(t(0), svid, 16);
         table.succeeded(key(), success(3000), Origin::Client, t(0));
@@ -432,7 +460,7 @@ mod tests {
 
     #[test]
     fn a_restored_pair_is_re_authenticated_when_the_svid_rotates() {
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(true);
         table.set_view(view(&[key()]));
         table.restore([(key(), t(3000))], t(0));
         assert!(table.due(t(1), svid, 16).is_empty(), "restored and valid");
@@ -441,7 +469,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_and_keep_the_entry_until_it_expires() {
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(true);
         table.set_view(view(&[key()]));
         table.due(t(0), svid, 16);
         table.succeeded(key(), success(30), Origin::Client, t(0));
@@ -464,8 +492,19 @@ mod tests {
     }
 
     #[test]
+    fn without_pre_authentication_only_signals_start_handshakes() {
+        let mut table = AuthTable::new(false);
+        table.set_view(view(&[key()]));
+        assert!(table.due(t(0), svid, 16).is_empty(), "needed, not signalled");
+        table.signal(key(), t(1));
+        assert_eq!(table.due(t(1), svid, 16), vec![key()]);
+        table.succeeded(key(), success(300), Origin::Client, t(1));
+        assert_eq!(table.due(t(201), svid, 16), vec![key()], "renewed");
+    }
+
+    #[test]
     fn test_always_fail_never_dials() {
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(true);
         let k = AuthKey::new(100, 200, Some(N2), AUTH_TYPE_ALWAYS_FAIL);
         table.set_view(view(&[k]));
         assert!(table.due(t(0), svid, 16).is_empty());
@@ -478,7 +517,7 @@ mod tests {
 
     #[test]
     fn without_a_local_svid_nothing_is_dialled() {
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(true);
         table.set_view(view(&[key()]));
         assert!(table.due(t(0), |_| None, 16).is_empty());
         let r = &table.records(t(0))[0];
@@ -491,14 +530,18 @@ mod tests {
 
     #[test]
     fn signals_are_deduplicated_and_wanted_until_authenticated() {
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(true);
         table.set_view(view(&[]));
-        assert!(table.signal(key(), t(0)));
-        assert!(!table.signal(key(), t(0)), "known already");
+        assert_eq!(table.signal(key(), t(0)), Signal::New);
+        assert_eq!(table.signal(key(), t(0)), Signal::Known);
         assert_eq!(table.due(t(0), svid, 16), vec![key()]);
-        assert!(!table.signal(key(), t(0)), "in flight");
+        assert_eq!(table.signal(key(), t(0)), Signal::Known, "in flight");
         table.succeeded(key(), success(300), Origin::Client, t(1));
-        assert!(!table.signal(key(), t(2)), "authenticated");
+        assert_eq!(
+            table.signal(key(), t(2)),
+            Signal::Rewrite(MapOp::Set(key(), t(300))),
+            "authenticated: the datapath lost the entry"
+        );
         // Not needed by policy: a client entry is garbage, after a grace
         // period for a view that lags.
         assert!(table.gc(t(2)).is_empty());
@@ -507,7 +550,7 @@ mod tests {
 
     #[test]
     fn garbage_collection() {
-        let mut table = AuthTable::new();
+        let mut table = AuthTable::new(true);
         table.set_view(AuthView {
             complete: false,
             ..view(&[key()])
