@@ -14,6 +14,8 @@ use super::{Agent, AgentError};
 
 /// Largest request accepted (a policy stream), in bytes.
 const MAX_REQUEST: usize = 16 << 20;
+/// How long adding an endpoint waits for its pairs' pre-authentication.
+const ENDPOINT_AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Binds the API socket (replacing a stale one), root-only.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -168,14 +170,27 @@ async fn handle(
         )
         .await;
     }
-    let response = tokio::task::spawn_blocking(move || {
+    let adds_endpoint = matches!(request, Request::EndpointAdd(_));
+    let (response, auth) = tokio::task::spawn_blocking(move || {
         let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
-        dispatch(&mut agent, request)
+        (dispatch(&mut agent, request), agent.auth())
     })
     .await
-    .unwrap_or_else(|e| Response::Error {
-        message: format!("internal error: {e}"),
+    .unwrap_or_else(|e| {
+        let message = format!("internal error: {e}");
+        (Response::Error { message }, None)
     });
+    // A new pod's pairs are pre-authenticated before its CNI ADD returns,
+    // so that its first connection does not wait for a retransmission.
+    if let (true, Response::Endpoint(ep), Some(auth)) = (adds_endpoint, &response, auth) {
+        if !auth.settled(ep.identity, ENDPOINT_AUTH_WAIT).await {
+            warn!(
+                ep_id = ep.ep_id,
+                identity = ep.identity,
+                "the new endpoint's pairs are not authenticated yet; its first connections may wait (palisade auth list)"
+            );
+        }
+    }
     write(&mut write_half, &response).await
 }
 

@@ -33,7 +33,7 @@ use palisade_identity::mutual_auth::{
 use palisade_identity::tls::{certified_key, CertifiedKey};
 use palisade_identity::NumericIdentity;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -56,6 +56,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 pub struct Auth {
     state: Mutex<State>,
     wake: Notify,
+    /// Bumped after every handshake outcome and view change.
+    progress: watch::Sender<u64>,
     config: AuthConfig,
     listen: SocketAddr,
 }
@@ -107,6 +109,7 @@ impl Auth {
                 stats: Stats::default(),
             }),
             wake: Notify::new(),
+            progress: watch::channel(0).0,
             config: config.clone(),
             listen: SocketAddr::new(ip, config.port),
         })
@@ -128,6 +131,7 @@ impl Auth {
             state.table.set_view(view);
             drop(state);
             self.wake.notify_one();
+            self.progress.send_modify(|n| *n += 1);
         }
     }
 
@@ -180,6 +184,27 @@ impl Auth {
             }
             Err(e) => state.table.failed(key, e, now),
         }
+        drop(state);
+        self.progress.send_modify(|n| *n += 1);
+    }
+
+    /// Waits (at most `limit`) until every pair this node needs for an
+    /// endpoint of `identity` was tried once: authenticated, or failed.
+    /// The API waits so before it answers the CNI plugin for a new pod,
+    /// whose first connection then does not race its pre-authentication.
+    pub async fn settled(&self, identity: u32, limit: Duration) -> bool {
+        let mut progress = self.progress.subscribe();
+        let wait = async {
+            loop {
+                if self.lock().table.settled(identity, SystemTime::now()) {
+                    return;
+                }
+                if progress.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 }
 

@@ -334,6 +334,27 @@ impl AuthTable {
             .min()
     }
 
+    /// Whether every needed pair that involves `identity` on this node was
+    /// tried: authenticated, or failed at least once. Without
+    /// pre-authentication there is nothing to wait for.
+    pub fn settled(&self, identity: u32, now: SystemTime) -> bool {
+        if !self.ahead {
+            return true;
+        }
+        self.view
+            .needed
+            .iter()
+            .filter(|k| {
+                k.local_identity == identity
+                    || (k.remote_node().is_none() && k.remote_identity == identity)
+            })
+            .all(|k| {
+                self.entries.get(k).is_some_and(|e| {
+                    e.failures > 0 || e.authenticated.as_ref().is_some_and(|a| a.expires > now)
+                })
+            })
+    }
+
     /// Handshakes running as a client.
     pub fn in_flight(&self) -> usize {
         self.entries.values().filter(|e| e.in_flight).count()
@@ -495,11 +516,29 @@ mod tests {
     fn without_pre_authentication_only_signals_start_handshakes() {
         let mut table = AuthTable::new(false);
         table.set_view(view(&[key()]));
-        assert!(table.due(t(0), svid, 16).is_empty(), "needed, not signalled");
+        assert!(
+            table.due(t(0), svid, 16).is_empty(),
+            "needed, not signalled"
+        );
         table.signal(key(), t(1));
         assert_eq!(table.due(t(1), svid, 16), vec![key()]);
         table.succeeded(key(), success(300), Origin::Client, t(1));
         assert_eq!(table.due(t(201), svid, 16), vec![key()], "renewed");
+    }
+
+    #[test]
+    fn a_new_identity_is_settled_once_its_pairs_were_tried() {
+        let mut table = AuthTable::new(true);
+        table.set_view(view(&[key()]));
+        assert!(table.settled(300, t(0)), "nothing needed for 300");
+        assert!(!table.settled(100, t(0)));
+        table.due(t(0), svid, 16);
+        table.failed(key(), "connect: refused".into(), t(0));
+        assert!(table.settled(100, t(0)), "tried: the caller need not wait");
+        table.due(t(1), svid, 16);
+        table.succeeded(key(), success(300), Origin::Client, t(1));
+        assert!(table.settled(100, t(1)));
+        assert!(AuthTable::new(false).settled(100, t(0)));
     }
 
     #[test]
