@@ -3,7 +3,7 @@
 //! etcd server, one veth per node), and the record that removes all of it.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,15 @@ pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const CLUSTER_LEASE_TTL_SECS: u64 = 5;
 /// `cluster.identity_gc_grace_secs` of every agent of a cluster.
 pub const CLUSTER_IDENTITY_GC_GRACE_SECS: u64 = 10;
+/// With a shared identity ([`TopologyBuilder::shared_identity`]): the port
+/// on which the first node serves the node CA, on its underlay address.
+pub const NODE_CA_PORT: u16 = 8444;
+/// With a shared identity: the lifetime of the join token made for each
+/// joining node.
+pub const JOIN_TOKEN_TTL_SECS: u64 = 600;
+/// With a shared identity: how long a node may take, once its agent
+/// answers, to join the node CA (spend its token).
+pub const NODE_CA_JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why building or using a topology failed.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +158,15 @@ pub enum TopologyError {
     /// A signal arrived; the run is being removed.
     #[error(transparent)]
     Interrupted(#[from] cleanup::Interrupted),
+    /// A node could not serve or join the shared node CA
+    /// ([`TopologyBuilder::shared_identity`]).
+    #[error("node {node}: shared identity: {what}")]
+    SharedIdentity {
+        /// The node being added.
+        node: String,
+        /// What failed, and what would fix it.
+        what: String,
+    },
     /// Cleanup left things behind.
     #[error("cleanup of run {run_id} left problems: {}", problems.join("; "))]
     Cleanup {
@@ -282,6 +300,7 @@ pub struct TopologyBuilder {
     agent_settings: serde_yaml::Mapping,
     node_settings: BTreeMap<String, serde_yaml::Mapping>,
     cluster: bool,
+    shared_identity: bool,
     verbose: bool,
 }
 
@@ -348,6 +367,24 @@ impl TopologyBuilder {
         self
     }
 
+    /// Gives the nodes one trust domain and one CA, as a real cluster has:
+    /// the first node added serves the node CA (`identity.node_ca_listen`
+    /// on its underlay address, port [`NODE_CA_PORT`]); every later node,
+    /// in [`TopologyBuilder::build`] and in [`Topology::add_node`], joins it
+    /// (`identity.node_ca`) with a join token made for it on the CA node and
+    /// the CA's bundle, both written to `<temp dir>/<node>/node-ca/`, and
+    /// is added once it has spent the token ([`NODE_CA_JOIN_TIMEOUT`]).
+    /// A joining node takes the CA's trust domain unless its own settings
+    /// name one (which must then be the same). A node whose settings already
+    /// have `identity.node_ca` or `identity.node_ca_listen`, or
+    /// `identity.enabled: false`, is left as the test set it (a CA node's
+    /// own `node_ca_listen` is used). Implies [`TopologyBuilder::cluster`]:
+    /// the node CA needs the cluster store.
+    pub fn shared_identity(mut self, shared: bool) -> Self {
+        self.shared_identity = shared;
+        self
+    }
+
     /// Prints setup steps on stderr.
     pub fn verbose(mut self, verbose: bool) -> Self {
         self.verbose = verbose;
@@ -362,12 +399,13 @@ impl TopologyBuilder {
         topo.node_settings = self.node_settings;
         topo.agent_bin = self.agent_bin.or_else(|| locate_binary("palisade-agent"));
         topo.cni_bin = self.cni_bin.or_else(|| locate_binary("palisade-cni"));
+        topo.shared_identity = self.shared_identity;
         let nodes = if self.nodes.is_empty() {
             vec!["n1".to_owned()]
         } else {
             self.nodes
         };
-        if self.cluster || nodes.len() > 1 {
+        if self.cluster || self.shared_identity || nodes.len() > 1 {
             topo.add_underlay()?;
         }
         for n in &nodes {
@@ -418,7 +456,55 @@ pub struct Topology {
     pods: Vec<Pod>,
     underlay: Option<Underlay>,
     etcd: Option<EtcdServer>,
+    /// Whether nodes share one node CA ([`TopologyBuilder::shared_identity`]).
+    shared_identity: bool,
+    /// The node CA, once its node was added.
+    node_ca: Option<NodeCa>,
+    /// The nodes that joined it, by name.
+    node_ca_joins: BTreeMap<String, NodeCaJoin>,
     verbose: bool,
+}
+
+/// The node CA of a topology with a shared identity
+/// ([`TopologyBuilder::shared_identity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCa {
+    /// The node that serves it (the first node added).
+    pub node: String,
+    /// Where the other nodes reach it.
+    pub address: SocketAddr,
+    /// The cluster's trust domain (as the CA reports it).
+    pub trust_domain: String,
+}
+
+/// How a node joined the shared node CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCaJoin {
+    /// The public id of its join token (in `identity ca token list`).
+    pub token_id: String,
+    /// The file holding the token (`identity.node_ca.join_token_file`).
+    pub token_file: PathBuf,
+    /// The CA's bundle it started from (`identity.node_ca.bundle_file`).
+    pub bundle_file: PathBuf,
+}
+
+/// What [`Topology::add_node`] does about the shared identity for one node.
+#[derive(Debug)]
+enum IdentityPlan {
+    /// No shared identity, or the node's settings decide for themselves.
+    AsConfigured,
+    /// The node serves the node CA: on the address its own settings give
+    /// (`identity.node_ca_listen`), else on its underlay address.
+    ServeCa(Option<SocketAddr>),
+    /// The node joins the node CA.
+    Join {
+        /// Where the CA is.
+        ca: NodeCa,
+        /// The token and bundle files.
+        join: NodeCaJoin,
+        /// The trust domain to set (the node names none).
+        trust_domain: Option<String>,
+    },
 }
 
 /// The underlay of a cluster: a namespace with bridge [`UNDERLAY_BRIDGE`]
@@ -468,6 +554,9 @@ impl Topology {
             pods: Vec::new(),
             underlay: None,
             etcd: None,
+            shared_identity: false,
+            node_ca: None,
+            node_ca_joins: BTreeMap::new(),
             verbose: false,
         };
         topo.record(|r| r.dirs.push(dir.clone()));
@@ -526,6 +615,15 @@ impl Topology {
             what: "palisade-agent",
             hint: "give it to the builder, or set PALISADE_BIN_DIR, or build the workspace (`cargo build`) so it is next to this executable".into(),
         })?;
+        let settings: serde_yaml::Mapping = self
+            .agent_settings
+            .iter()
+            .chain(self.node_settings.get(name).into_iter().flatten())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // A node joining the shared node CA gets its token first: when the
+        // CA cannot make one, nothing of the node exists yet.
+        let plan = self.identity_plan(name, &settings)?;
         let index = self.next_node_index;
         self.next_node_index += 1;
         let netns = self.add_netns(name)?;
@@ -568,19 +666,53 @@ impl Topology {
         // with `agent_setting("runtime_enforcement", true)`.
         set("runtime_enforcement", false.into());
         set("runtime_events_log", path_value(&dir.join("events.jsonl")));
-        let own = self.node_settings.get(name).into_iter().flatten();
-        for (k, v) in self.agent_settings.iter().chain(own) {
-            config.insert(k.clone(), v.clone());
-        }
+        config.extend(settings);
         // Every node has its own Workload API socket, also when a test
         // sets other identity settings.
         let identity = config
             .entry(serde_yaml::Value::from("identity"))
             .or_insert_with(|| serde_yaml::Mapping::new().into());
+        let serves_ca = match &plan {
+            IdentityPlan::ServeCa(own) => Some(match (own, underlay) {
+                (Some(listen), _) if !listen.ip().is_unspecified() => *listen,
+                (Some(listen), Some(address)) => SocketAddr::new(address.into(), listen.port()),
+                (None, Some(address)) => SocketAddr::new(address.into(), NODE_CA_PORT),
+                (_, None) => {
+                    return Err(TopologyError::SharedIdentity {
+                        node: name.to_owned(),
+                        what: "serving the node CA needs a cluster (an underlay with etcd): build the topology with `shared_identity(true)` or `cluster(true)`".into(),
+                    })
+                }
+            }),
+            _ => None,
+        };
         if let Some(identity) = identity.as_mapping_mut() {
             identity
                 .entry(serde_yaml::Value::from("workload_api_socket"))
                 .or_insert_with(|| path_value(&paths.workload_socket));
+            match (&plan, serves_ca) {
+                (IdentityPlan::ServeCa(None), Some(listen)) => {
+                    identity.insert("node_ca_listen".into(), listen.to_string().into());
+                }
+                (
+                    IdentityPlan::Join {
+                        ca,
+                        join,
+                        trust_domain,
+                    },
+                    _,
+                ) => {
+                    let mut client = serde_yaml::Mapping::new();
+                    client.insert("address".into(), ca.address.to_string().into());
+                    client.insert("bundle_file".into(), path_value(&join.bundle_file));
+                    client.insert("join_token_file".into(), path_value(&join.token_file));
+                    identity.insert("node_ca".into(), client.into());
+                    if let Some(td) = trust_domain {
+                        identity.insert("trust_domain".into(), td.as_str().into());
+                    }
+                }
+                _ => {}
+            }
         }
         let slot = Arc::new(Mutex::new(None));
         self.record(|r| r.agents.push(Arc::clone(&slot)));
@@ -594,9 +726,196 @@ impl Topology {
                 node.api_socket().display()
             )
         });
+        match (plan, serves_ca) {
+            (IdentityPlan::ServeCa(_), Some(address)) => {
+                let ca = node_ca_serving(&node, address)?;
+                self.say(|| {
+                    format!(
+                        "node {name}: serves the node CA of trust domain {} on {address}",
+                        ca.trust_domain
+                    )
+                });
+                self.node_ca = Some(ca);
+            }
+            (IdentityPlan::Join { ca, join, .. }, _) => {
+                self.wait_joined(&node, &ca, &join)?;
+                self.say(|| format!("node {name}: joined the node CA on {}", ca.address));
+                self.node_ca_joins.insert(name.to_owned(), join);
+            }
+            _ => {}
+        }
         self.nodes.push(node);
         let last = self.nodes.len() - 1;
         Ok(&self.nodes[last])
+    }
+
+    /// The shared node CA ([`TopologyBuilder::shared_identity`]), once its
+    /// node was added.
+    pub fn node_ca(&self) -> Option<&NodeCa> {
+        self.node_ca.as_ref()
+    }
+
+    /// How node `name` joined the shared node CA, if it did.
+    pub fn node_ca_join(&self, name: &str) -> Option<&NodeCaJoin> {
+        self.node_ca_joins.get(name)
+    }
+
+    /// What `add_node(name)` does about the shared identity, given the
+    /// node's settings; for a joining node, makes its token on the CA node
+    /// and writes the token and bundle files.
+    fn identity_plan(
+        &self,
+        name: &str,
+        settings: &serde_yaml::Mapping,
+    ) -> Result<IdentityPlan, TopologyError> {
+        if !self.shared_identity {
+            return Ok(IdentityPlan::AsConfigured);
+        }
+        let fail = |what: String| TopologyError::SharedIdentity {
+            node: name.to_owned(),
+            what,
+        };
+        let (ca, trust_domain) = match shared_identity_role(settings, self.node_ca.as_ref())
+            .map_err(fail)?
+        {
+            Role::ServeCa(own) => return Ok(IdentityPlan::ServeCa(own)),
+            Role::OwnSettings => {
+                self.say(|| {
+                    format!("node {name}: identity settings of its own, not joining the node CA")
+                });
+                return Ok(IdentityPlan::AsConfigured);
+            }
+            Role::Join { ca, trust_domain } => (ca, trust_domain),
+        };
+        if self.underlay.is_none() {
+            return Err(fail(
+                "joining the node CA needs a cluster (an underlay with etcd)".into(),
+            ));
+        }
+        let ca_node = self.node(&ca.node).map_err(|_| {
+            fail(format!(
+                "cannot join the node CA: node {} that serves it is no longer in this topology",
+                ca.node
+            ))
+        })?;
+        let call = |request: &Request, what: &str| {
+            ca_node.client().call(request).map_err(|e| {
+                fail(format!(
+                    "{what} on node {} (the node CA) failed: {e}",
+                    ca.node
+                ))
+            })
+        };
+        let (token, token_id) = match call(
+            &Request::IdentityTokenCreate {
+                node: name.to_owned(),
+                ttl_secs: JOIN_TOKEN_TTL_SECS,
+            },
+            "creating its join token",
+        )? {
+            Response::JoinToken { token, id, .. } => (token, id),
+            other => {
+                return Err(fail(format!(
+                    "creating its join token on node {} (the node CA): unexpected answer {other:?}",
+                    ca.node
+                )))
+            }
+        };
+        let bundle = match call(&Request::IdentityCaShow, "reading the CA's bundle")? {
+            Response::IdentityCa(status) if !status.bundle_pem.trim().is_empty() => {
+                status.bundle_pem
+            }
+            other => {
+                return Err(fail(format!(
+                    "reading the CA's bundle on node {} (the node CA): unexpected answer {other:?}",
+                    ca.node
+                )))
+            }
+        };
+        let dir = self.dir.join(name).join("node-ca");
+        let join = NodeCaJoin {
+            token_id,
+            token_file: dir.join("join-token"),
+            bundle_file: dir.join("bundle.pem"),
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TopologyError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        write_private(&join.token_file, token.as_bytes()).map_err(io(&join.token_file))?;
+        std::fs::write(&join.bundle_file, bundle).map_err(io(&join.bundle_file))?;
+        Ok(IdentityPlan::Join {
+            ca,
+            join,
+            trust_domain,
+        })
+    }
+
+    /// Waits until `node` (started, not yet in `self.nodes`) has spent its
+    /// join token at the node CA.
+    fn wait_joined(
+        &self,
+        node: &Node,
+        ca: &NodeCa,
+        join: &NodeCaJoin,
+    ) -> Result<(), TopologyError> {
+        let fail = |what: String| TopologyError::SharedIdentity {
+            node: node.name().to_owned(),
+            what,
+        };
+        let ca_node = self.node(&ca.node).map_err(|_| {
+            fail(format!(
+                "node {} that serves the node CA is no longer in this topology",
+                ca.node
+            ))
+        })?;
+        let deadline = Instant::now() + NODE_CA_JOIN_TIMEOUT;
+        loop {
+            let spent = match ca_node.client().call(&Request::IdentityNodeList) {
+                Ok(Response::CaNodes { tokens, .. }) => tokens
+                    .iter()
+                    .any(|t| t.id == join.token_id && t.used.is_some()),
+                Ok(other) => {
+                    return Err(fail(format!(
+                        "listing the joined nodes on node {} (the node CA): unexpected answer {other:?}",
+                        ca.node
+                    )))
+                }
+                Err(e) => {
+                    return Err(fail(format!(
+                        "listing the joined nodes on node {} (the node CA) failed: {e}",
+                        ca.node
+                    )))
+                }
+            };
+            if spent {
+                return Ok(());
+            }
+            if !node.agent_running() || Instant::now() >= deadline {
+                let state = match node.client().call(&Request::IdentityCaShow) {
+                    Ok(Response::IdentityCa(status)) => status
+                        .node_ca
+                        .unwrap_or_else(|| "no node CA configured".into()),
+                    Ok(other) => format!("unexpected answer {other:?}"),
+                    Err(e) => e.to_string(),
+                };
+                let why = if node.agent_running() {
+                    format!("within {NODE_CA_JOIN_TIMEOUT:?}")
+                } else {
+                    "before its agent exited".to_owned()
+                };
+                return Err(fail(format!(
+                    "it did not join the node CA on {} (node {}) {why}: its token {} is unspent; its identity status: {state}; last lines of {}:\n{}",
+                    ca.address,
+                    ca.node,
+                    join.token_id,
+                    node.agent_log().display(),
+                    node.log_tail(20)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sets a top-level key of the configuration of node `node`, for when
@@ -623,6 +942,7 @@ impl Topology {
             })?;
         self.nodes[pos].stop_agent(true)?;
         let node = self.nodes.remove(pos);
+        self.node_ca_joins.remove(name);
         let node_netns = node.netns().clone();
         self.pods.retain(|p| p.spec.node != name);
         // Every pod ADDed on the node, also those whose ADD failed.
@@ -1079,6 +1399,129 @@ impl Drop for Topology {
     }
 }
 
+/// What a node does about a shared identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// It serves the node CA: on its own `identity.node_ca_listen`, else on
+    /// its underlay address.
+    ServeCa(Option<SocketAddr>),
+    /// It joins the node CA.
+    Join {
+        /// The node CA.
+        ca: NodeCa,
+        /// The trust domain to set: the CA's, when the node's settings
+        /// name none.
+        trust_domain: Option<String>,
+    },
+    /// Its settings decide (identity off, or a node CA of their own).
+    OwnSettings,
+}
+
+/// The role of a node with `settings` (the top-level keys of its agent
+/// configuration) in a topology with a shared identity whose node CA is
+/// `ca` (`None`: this node is the first and serves it); the error says what
+/// is wrong with the settings and what would fix it.
+fn shared_identity_role(
+    settings: &serde_yaml::Mapping,
+    ca: Option<&NodeCa>,
+) -> Result<Role, String> {
+    let identity = match settings.get("identity") {
+        None => None,
+        Some(v) => Some(v.as_mapping().ok_or_else(|| {
+            format!(
+                "its `identity` setting is not a mapping ({v:?}); write `identity: {{key: value}}`"
+            )
+        })?),
+    };
+    let get = |key: &str| identity.and_then(|m| m.get(key));
+    let enabled = match get("enabled") {
+        None => true,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| format!("identity.enabled is {v:?}, not true or false"))?,
+    };
+    let text = |key: &str| -> Result<Option<&str>, String> {
+        get(key)
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| format!("identity.{key} is {v:?}, not a string"))
+            })
+            .transpose()
+    };
+    let Some(ca) = ca else {
+        if !enabled {
+            return Err("it is the first node of a topology with a shared identity, so it serves the node CA, but its settings have identity.enabled: false; enable identity on it or add another node first".into());
+        }
+        if get("node_ca").is_some() {
+            return Err("it is the first node of a topology with a shared identity, so it serves the node CA, but its settings make it a client of a node CA (identity.node_ca); drop that setting or build without shared_identity".into());
+        }
+        let own = text("node_ca_listen")?
+            .map(|listen| {
+                listen.parse::<SocketAddr>().map_err(|e| {
+                    format!("its identity.node_ca_listen {listen:?} is not an address:port: {e}")
+                })
+            })
+            .transpose()?;
+        return Ok(Role::ServeCa(own));
+    };
+    if !enabled || get("node_ca").is_some() || get("node_ca_listen").is_some() {
+        return Ok(Role::OwnSettings);
+    }
+    match text("trust_domain")? {
+        None => Ok(Role::Join {
+            ca: ca.clone(),
+            trust_domain: Some(ca.trust_domain.clone()),
+        }),
+        Some(td) if td == ca.trust_domain => Ok(Role::Join {
+            ca: ca.clone(),
+            trust_domain: None,
+        }),
+        Some(td) => Err(format!(
+            "its identity.trust_domain {td} is not the one of the node CA on node {} ({}): nodes that share an identity have one trust domain; drop the setting or make it the same",
+            ca.node, ca.trust_domain
+        )),
+    }
+}
+
+/// The node CA that `node`, just started to serve it on `address`, runs.
+fn node_ca_serving(node: &Node, address: SocketAddr) -> Result<NodeCa, TopologyError> {
+    let fail = |what: String| TopologyError::SharedIdentity {
+        node: node.name().to_owned(),
+        what,
+    };
+    match node.client().call(&Request::IdentityCaShow) {
+        Ok(Response::IdentityCa(status)) if status.node_ca.is_some() => Ok(NodeCa {
+            node: node.name().to_owned(),
+            address,
+            trust_domain: status.trust_domain,
+        }),
+        Ok(Response::IdentityCa(_)) => Err(fail(format!(
+            "it was configured to serve the node CA on {address} but its agent says it serves none; last lines of {}:\n{}",
+            node.agent_log().display(),
+            node.log_tail(20)
+        ))),
+        Ok(other) => Err(fail(format!(
+            "identity ca show: unexpected answer {other:?}"
+        ))),
+        Err(e) => Err(fail(format!(
+            "identity ca show failed: {e} (is identity enabled on the node that serves the node CA?)"
+        ))),
+    }
+}
+
+/// Writes a file only its owner can read (a secret).
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(data)
+}
+
 /// The `cluster` section of an agent's configuration.
 fn cluster_config(endpoints: &[String], node_address: Ipv4Addr) -> serde_yaml::Value {
     let mut etcd = serde_yaml::Mapping::new();
@@ -1137,6 +1580,72 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v, want);
+    }
+
+    #[test]
+    fn shared_identity_roles() {
+        let settings = |yaml: &str| -> serde_yaml::Mapping { serde_yaml::from_str(yaml).unwrap() };
+        let ca = NodeCa {
+            node: "n1".into(),
+            address: "10.199.0.1:8444".parse().unwrap(),
+            trust_domain: "palisade.local".into(),
+        };
+        let role = |yaml: &str, ca: Option<&NodeCa>| shared_identity_role(&settings(yaml), ca);
+        // The first node serves the CA, on its own listen address if set.
+        assert_eq!(role("{}", None), Ok(Role::ServeCa(None)));
+        assert_eq!(
+            role("identity: {trust_domain: example.org}", None),
+            Ok(Role::ServeCa(None))
+        );
+        assert_eq!(
+            role("identity: {node_ca_listen: \"0.0.0.0:9000\"}", None),
+            Ok(Role::ServeCa(Some("0.0.0.0:9000".parse().unwrap())))
+        );
+        for (yaml, want) in [
+            ("identity: {enabled: false}", "identity.enabled: false"),
+            (
+                "identity: {node_ca: {address: \"1.2.3.4:1\"}}",
+                "identity.node_ca",
+            ),
+            ("identity: {node_ca_listen: nowhere}", "not an address:port"),
+            ("identity: 3", "not a mapping"),
+            ("identity: {enabled: maybe}", "identity.enabled"),
+        ] {
+            let e = role(yaml, None).unwrap_err();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+        // Later nodes join, taking the CA's trust domain unless they name
+        // the same one.
+        assert_eq!(
+            role("{}", Some(&ca)),
+            Ok(Role::Join {
+                ca: ca.clone(),
+                trust_domain: Some("palisade.local".into())
+            })
+        );
+        assert_eq!(
+            role(
+                "identity: {trust_domain: palisade.local, svid_ttl_secs: 600}",
+                Some(&ca)
+            ),
+            Ok(Role::Join {
+                ca: ca.clone(),
+                trust_domain: None
+            })
+        );
+        let e = role("identity: {trust_domain: example.org}", Some(&ca)).unwrap_err();
+        assert!(
+            e.contains("example.org") && e.contains("palisade.local") && e.contains("n1"),
+            "{e}"
+        );
+        // A node's own identity arrangements are left alone.
+        for yaml in [
+            "identity: {enabled: false}",
+            "identity: {node_ca: {address: \"1.2.3.4:1\"}}",
+            "identity: {node_ca_listen: \"0.0.0.0:9000\"}",
+        ] {
+            assert_eq!(role(yaml, Some(&ca)), Ok(Role::OwnSettings), "{yaml}");
+        }
     }
 
     use serde::Deserialize;

@@ -1410,32 +1410,6 @@ fn a_cgroup_naming_another_pods_container_is_refused() {
 
 // Clusters: the node CA.
 
-/// The port of the node CA in the cluster test.
-const NODE_CA_PORT: u16 = 8444;
-
-/// `identity:` of a node that is the node CA.
-fn node_ca_settings() -> serde_yaml::Mapping {
-    let mut m = serde_yaml::Mapping::new();
-    m.insert("trust_domain".into(), TRUST_DOMAIN.into());
-    m.insert(
-        "node_ca_listen".into(),
-        format!("0.0.0.0:{NODE_CA_PORT}").into(),
-    );
-    m
-}
-
-/// `identity:` of a node that uses the node CA at `address`.
-fn node_ca_client_settings(address: &str, bundle: &Path, token: &Path) -> serde_yaml::Mapping {
-    let mut client = serde_yaml::Mapping::new();
-    client.insert("address".into(), address.into());
-    client.insert("bundle_file".into(), bundle.display().to_string().into());
-    client.insert("join_token_file".into(), token.display().to_string().into());
-    let mut m = serde_yaml::Mapping::new();
-    m.insert("trust_domain".into(), TRUST_DOMAIN.into());
-    m.insert("node_ca".into(), client.into());
-    m
-}
-
 /// What the node CA answers a node presenting the node SVID kept in
 /// `state_dir` for each of `ids` (from inside `netns`, as an attacker who
 /// owns that node would ask): the signed SPIFFE ID, or the gRPC code.
@@ -1492,41 +1466,27 @@ fn a_node_gets_svids_from_the_node_ca_only_for_what_it_hosts() {
     if !privileged() || !etcd_installed() {
         return;
     }
-    // n1 is the cluster's CA; its pod x/a is in namespace y.
+    // n1 is the cluster's CA (the harness's shared identity); its pod x/a
+    // is in namespace y.
     let mut topo = Topology::builder()
-        .cluster(true)
+        .shared_identity(true)
         .node("n1")
-        .node_setting("n1", "identity", node_ca_settings())
+        .agent_setting("identity", identity_settings())
         .pod(pod("y", "a").on("n1"))
         .build()
         .expect("topology");
-    let n1 = topo.node("n1").unwrap();
-    let ca_address = format!("{}:{NODE_CA_PORT}", n1.underlay_address().unwrap());
-    let token = match call(
-        n1,
-        &Request::IdentityTokenCreate {
-            node: "n2".into(),
-            ttl_secs: 600,
-        },
-    ) {
-        Response::JoinToken { token, .. } => token,
-        other => panic!("token create: unexpected answer {other:?}"),
-    };
-    let ca_bundle = ca_status(n1).bundle_pem;
-    let join = topo.temp_dir().join("n2-join");
-    std::fs::create_dir_all(&join).unwrap();
-    let (token_file, bundle_file) = (join.join("token"), join.join("bundle.pem"));
-    std::fs::write(&token_file, &token).unwrap();
-    std::fs::write(&bundle_file, &ca_bundle).unwrap();
-
-    // n2 holds no CA: it joins n1's node CA with the token.
-    topo.set_node_setting(
-        "n2",
-        "identity",
-        node_ca_client_settings(&ca_address, &bundle_file, &token_file),
-    );
+    // n2 holds no CA: it joins n1's node CA with a token the harness made
+    // on n1, given as a file with n1's bundle.
     topo.add_node("n2").unwrap();
     topo.add_pod(pod("x", "b").on("n2")).unwrap();
+    let ca = topo.node_ca().expect("n1 serves the node CA").clone();
+    assert_eq!(ca.node, "n1");
+    assert_eq!(ca.trust_domain, TRUST_DOMAIN);
+    let ca_address = ca.address.to_string();
+    let joined = topo.node_ca_join("n2").expect("n2 joined").clone();
+    let token = std::fs::read_to_string(&joined.token_file).unwrap();
+    let ca_bundle = std::fs::read_to_string(&joined.bundle_file).unwrap();
+    let join = joined.token_file.parent().unwrap().to_owned();
     let n1 = topo.node("n1").unwrap();
     let n2 = topo.node("n2").unwrap();
     let n2_state = n2.dir().join("state");

@@ -4,19 +4,30 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{ProbeKey, Verdict};
 use crate::probe::PortProto;
 
-/// What a probe observed, judged with the agent's drop events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What a probe observed, judged with the agent's flow events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "detail")]
 pub enum Observed {
     /// The connection completed.
     Allow,
-    /// It did not complete and the agent recorded a drop for it.
+    /// It did not complete and the agent recorded a drop for it that
+    /// authenticating would not lift.
     Deny,
+    /// It needed mutual authentication and completed once the pair was
+    /// authenticated: at once (authenticated beforehand) or on a retry
+    /// (see [`ProbeResult::auth_ms`]).
+    AuthRequired,
+    /// It was dropped because the pair was not authenticated yet (reason
+    /// `authentication required`), and no retry completed (or it was not
+    /// retried: only `auth-required` probes are).
+    AuthPending(String),
+    /// It completed, but no flow event says it was authenticated.
+    CompletedWithoutAuth(String),
     /// It did not complete but no drop was recorded (blocked elsewhere:
     /// refused, no route, lost...).
     BlockedWithoutDrop(String),
@@ -29,14 +40,19 @@ impl std::fmt::Display for Observed {
         match self {
             Self::Allow => f.write_str("allow"),
             Self::Deny => f.write_str("deny"),
+            Self::AuthRequired => f.write_str("auth-required"),
+            Self::AuthPending(d) => write!(f, "dropped until authenticated ({d})"),
+            Self::CompletedWithoutAuth(d) => write!(f, "completed without authentication ({d})"),
             Self::BlockedWithoutDrop(d) => write!(f, "blocked without a recorded drop ({d})"),
             Self::Error(e) => write!(f, "probe error ({e})"),
         }
     }
 }
 
-/// One probe and its judgement.
-#[derive(Debug, Clone, Serialize)]
+/// One probe and its judgement. `client_port`, `completed`,
+/// `drop_recorded` and `elapsed_ms` are of the first connection; the
+/// `auth*` fields and `attempts` tell about authentication and retries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeResult {
     /// Source pod.
     pub from: String,
@@ -60,8 +76,30 @@ pub struct ProbeResult {
     pub drop_recorded: bool,
     /// Milliseconds until completion or giving up.
     pub elapsed_ms: u64,
+    /// Connections made: 1, more when an `auth-required` probe was retried.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub attempts: u32,
+    /// For a connection that needed mutual authentication and completed:
+    /// the authentication its flow event names (`spiffe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// For an `auth-required` probe that completed authenticated:
+    /// milliseconds from the start of its first connection to the end of
+    /// the one that completed (0: the pair was authenticated beforehand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_ms: Option<u64>,
     /// Expected and observed agree.
     pub ok: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+// serde's `skip_serializing_if` passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl ProbeResult {
@@ -69,7 +107,9 @@ impl ProbeResult {
     pub fn judge(expected: Verdict, observed: &Observed) -> bool {
         matches!(
             (expected, observed),
-            (Verdict::Allow, Observed::Allow) | (Verdict::Deny, Observed::Deny)
+            (Verdict::Allow, Observed::Allow)
+                | (Verdict::Deny, Observed::Deny)
+                | (Verdict::AuthRequired, Observed::AuthRequired)
         )
     }
 
@@ -83,7 +123,7 @@ impl ProbeResult {
 }
 
 /// The result of one scenario file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioReport {
     /// The file.
     pub file: String,
@@ -184,6 +224,26 @@ impl ScenarioReport {
                     let _ = write!(out, " {cell:>width$}");
                 }
                 out.push('\n');
+            }
+        }
+        let auth: Vec<&ProbeResult> = self
+            .probes
+            .iter()
+            .filter(|p| p.expected == Verdict::AuthRequired)
+            .collect();
+        if !auth.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nauth-required (from the first connection to one that completed authenticated, at most {} s of retries):",
+                super::AUTH_RETRY_WINDOW.as_secs()
+            );
+            for p in auth {
+                let how = match (p.ok, p.auth_ms) {
+                    (true, Some(0)) => "authenticated before the first connection".to_owned(),
+                    (true, Some(ms)) => format!("{ms} ms, {} connection(s)", p.attempts),
+                    _ => format!("X {}, {} connection(s)", p.observed, p.attempts),
+                };
+                let _ = writeln!(out, "  {} -> {} {}: {how}", p.from, p.to, p.port);
             }
         }
         let bad: Vec<&ProbeResult> = self.probes.iter().filter(|p| !p.ok).collect();
