@@ -14,8 +14,9 @@ use super::{Agent, AgentError};
 
 /// Largest request accepted (a policy stream), in bytes.
 const MAX_REQUEST: usize = 16 << 20;
-/// How long adding an endpoint waits for its pairs' pre-authentication.
-const ENDPOINT_AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long adding an endpoint or applying a policy waits for the
+/// pre-authentication of the pairs it makes needed.
+const AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Binds the API socket (replacing a stale one), root-only.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -171,6 +172,7 @@ async fn handle(
         .await;
     }
     let adds_endpoint = matches!(request, Request::EndpointAdd(_));
+    let applies_policy = matches!(request, Request::PolicyApply { .. });
     let (response, auth) = tokio::task::spawn_blocking(move || {
         let mut agent = agent.lock().unwrap_or_else(PoisonError::into_inner);
         (dispatch(&mut agent, request), agent.auth())
@@ -182,14 +184,23 @@ async fn handle(
     });
     // A new pod's pairs are pre-authenticated before its CNI ADD returns,
     // so that its first connection does not wait for a retransmission.
-    if let (true, Response::Endpoint(ep), Some(auth)) = (adds_endpoint, &response, auth) {
-        if !auth.settled(ep.identity, ENDPOINT_AUTH_WAIT).await {
-            warn!(
-                ep_id = ep.ep_id,
-                identity = ep.identity,
-                "the new endpoint's pairs are not authenticated yet; its first connections may wait (palisade auth list)"
-            );
+    // Likewise, a policy apply answers once the pairs it requires were.
+    match (&response, auth) {
+        (Response::Endpoint(ep), Some(auth)) if adds_endpoint => {
+            if !auth.settled(Some(ep.identity), AUTH_WAIT).await {
+                warn!(
+                    ep_id = ep.ep_id,
+                    identity = ep.identity,
+                    "the new endpoint's pairs are not authenticated yet; its first connections may wait (palisade auth list)"
+                );
+            }
         }
+        (Response::Applied { .. }, Some(auth)) if applies_policy => {
+            if !auth.settled(None, AUTH_WAIT).await {
+                warn!("the pairs the applied policy requires are not authenticated yet; first connections may wait (palisade auth list)");
+            }
+        }
+        _ => {}
     }
     write(&mut write_half, &response).await
 }

@@ -188,11 +188,12 @@ impl Auth {
         self.progress.send_modify(|n| *n += 1);
     }
 
-    /// Waits (at most `limit`) until every pair this node needs for an
-    /// endpoint of `identity` was tried once: authenticated, or failed.
-    /// The API waits so before it answers the CNI plugin for a new pod,
-    /// whose first connection then does not race its pre-authentication.
-    pub async fn settled(&self, identity: u32, limit: Duration) -> bool {
+    /// Waits (at most `limit`) until every pair this node needs (`None`),
+    /// or needs for an endpoint of `identity`, was tried once:
+    /// authenticated, or failed. The API waits so before it answers the CNI
+    /// plugin for a new pod, or a policy apply, so that first connections
+    /// do not race pre-authentication. Returns whether they were.
+    pub async fn settled(&self, identity: Option<u32>, limit: Duration) -> bool {
         let mut progress = self.progress.subscribe();
         let wait = async {
             loop {

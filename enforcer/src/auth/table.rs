@@ -334,10 +334,10 @@ impl AuthTable {
             .min()
     }
 
-    /// Whether every needed pair that involves `identity` on this node was
-    /// tried: authenticated, or failed at least once. Without
-    /// pre-authentication there is nothing to wait for.
-    pub fn settled(&self, identity: u32, now: SystemTime) -> bool {
+    /// Whether every needed pair (that involves `identity` on this node,
+    /// when given) was tried: authenticated, or failed at least once.
+    /// Without pre-authentication there is nothing to wait for.
+    pub fn settled(&self, identity: Option<u32>, now: SystemTime) -> bool {
         if !self.ahead {
             return true;
         }
@@ -345,8 +345,9 @@ impl AuthTable {
             .needed
             .iter()
             .filter(|k| {
-                k.local_identity == identity
-                    || (k.remote_node().is_none() && k.remote_identity == identity)
+                identity.is_none_or(|id| {
+                    k.local_identity == id || (k.remote_node().is_none() && k.remote_identity == id)
+                })
             })
             .all(|k| {
                 self.entries.get(k).is_some_and(|e| {
@@ -530,15 +531,20 @@ mod tests {
     fn a_new_identity_is_settled_once_its_pairs_were_tried() {
         let mut table = AuthTable::new(true);
         table.set_view(view(&[key()]));
-        assert!(table.settled(300, t(0)), "nothing needed for 300");
-        assert!(!table.settled(100, t(0)));
+        assert!(table.settled(Some(300), t(0)), "nothing needed for 300");
+        assert!(!table.settled(Some(100), t(0)));
+        assert!(!table.settled(None, t(0)));
         table.due(t(0), svid, 16);
         table.failed(key(), "connect: refused".into(), t(0));
-        assert!(table.settled(100, t(0)), "tried: the caller need not wait");
+        assert!(
+            table.settled(Some(100), t(0)),
+            "tried: the caller need not wait"
+        );
         table.due(t(1), svid, 16);
         table.succeeded(key(), success(300), Origin::Client, t(1));
-        assert!(table.settled(100, t(1)));
-        assert!(AuthTable::new(false).settled(100, t(0)));
+        assert!(table.settled(Some(100), t(1)));
+        assert!(table.settled(None, t(1)));
+        assert!(AuthTable::new(false).settled(Some(100), t(0)));
     }
 
     #[test]

@@ -287,9 +287,8 @@ pub struct ScenarioRunArgs {
     /// Print setup steps on stderr.
     #[arg(short, long)]
     pub verbose: bool,
-    /// Report scenarios that need what this build lacks (several nodes,
-    /// encryption, authentication) as skipped, with the reason, instead of
-    /// failed.
+    /// Report scenarios that need what this build lacks (node-to-node
+    /// encryption) as skipped, with the reason, instead of failed.
     #[arg(long)]
     pub skip_unsupported: bool,
 }
