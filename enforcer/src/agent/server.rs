@@ -185,22 +185,17 @@ async fn handle(
     // A new pod's pairs are pre-authenticated before its CNI ADD returns,
     // so that its first connection does not wait for a retransmission.
     // Likewise, a policy apply answers once the pairs it requires were.
-    match (&response, auth) {
+    let waited = match (&response, auth) {
         (Response::Endpoint(ep), Some(auth)) if adds_endpoint => {
-            if !auth.settled(Some(ep.identity), AUTH_WAIT).await {
-                warn!(
-                    ep_id = ep.ep_id,
-                    identity = ep.identity,
-                    "the new endpoint's pairs are not authenticated yet; its first connections may wait (palisade auth list)"
-                );
-            }
+            Some(auth.settled(Some(ep.identity), AUTH_WAIT).await)
         }
         (Response::Applied { .. }, Some(auth)) if applies_policy => {
-            if !auth.settled(None, AUTH_WAIT).await {
-                warn!("the pairs the applied policy requires are not authenticated yet; first connections may wait (palisade auth list)");
-            }
+            Some(auth.settled(None, AUTH_WAIT).await)
         }
-        _ => {}
+        _ => None,
+    };
+    if waited == Some(false) {
+        warn!("pairs that policy requires are not authenticated yet; first connections may wait (palisade auth list)");
     }
     write(&mut write_half, &response).await
 }
