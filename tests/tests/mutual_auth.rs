@@ -5,8 +5,9 @@
 //!   pair is authenticated (ahead of time: the first connection does not
 //!   stall) and its flow event says so; `palisade auth list` shows both
 //!   sides' entries. Under `test-always-fail` it is dropped with reason
-//!   `auth_required` and the listing says why. Rules without
-//!   authentication behave as before.
+//!   `auth_required` and the listing says why; in audit mode it passes with
+//!   an audit event of that reason. Rules without authentication behave as
+//!   before.
 //! - An established authenticated connection is not interrupted by an
 //!   agent restart (the entries are restored from the pinned map) nor by
 //!   an SVID rotation (the pair is re-authenticated, new SVIDs).
@@ -172,6 +173,31 @@ fn required_authenticates_ahead_and_test_always_fail_drops() {
             .is_some_and(|e| e.contains("test-always-fail")),
         "{failing:?}"
     );
+
+    // Audit mode lets it through but says, as its own reason, that
+    // authentication is missing.
+    let ep = endpoint_of(&topo, "x/b");
+    match call(
+        node,
+        &Request::EndpointSetAudit {
+            ep_id: ep.ep_id,
+            audit: true,
+        },
+    ) {
+        Response::Done | Response::Endpoint(_) => {}
+        other => panic!("set audit: unexpected answer {other:?}"),
+    }
+    assert_allowed(&topo, "x/c", "x/b", PortProto::tcp(80), "audit mode");
+    let audit = wait_for(Duration::from_secs(2), || {
+        events(&topo, FlowKind::Audit, "x/c", "x/b", 80).pop()
+    })
+    .expect("an audit event c -> b:80");
+    assert_eq!(
+        (audit.reason.as_str(), audit.auth.as_deref()),
+        ("auth_required", Some("test-always-fail")),
+        "{audit:?}"
+    );
+
     let report = auth_report(node);
     assert!(report.stats.handshakes >= 1, "{:?}", report.stats);
     assert!(report.stats.accepted >= 1, "{:?}", report.stats);
