@@ -617,6 +617,21 @@ pub struct AgentStatus {
     /// Runtime enforcement, when running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeStatus>,
+    /// Mutual authentication, when running: authenticated pairs and the
+    /// handshake counters (`palisade auth list` has every pair).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSummary>,
+}
+
+/// Mutual authentication in `palisade status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuthSummary {
+    /// Pairs authenticated now.
+    pub authenticated: usize,
+    /// Pairs wanted but not authenticated (pending or failing).
+    pub unauthenticated: usize,
+    /// The counters.
+    pub stats: AuthStats,
 }
 
 /// A per-reason counter.

@@ -52,6 +52,7 @@ impl Agent {
             },
             mechanisms: self.mechanisms.clone(),
             runtime: self.runtime_status(),
+            auth: self.auth.as_ref().map(|a| a.summary()),
         }))
     }
 

@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use palisade_api::{AuthReport, AuthStats};
+use palisade_api::{AuthReport, AuthStats, AuthSummary};
 use palisade_bpf::abi::{AuthKey, AUTH_TYPE_SPIFFE};
 use palisade_identity::mutual_auth::{
     Admission, AuthError, Authenticated, Client, IdentitySvids, LocalSvid, Server,
@@ -146,6 +146,21 @@ impl Auth {
             }
             Signal::Known => {}
             Signal::Rewrite(op) => apply(&mut state.map, op),
+        }
+    }
+
+    /// `palisade status`: counts and counters.
+    pub fn summary(&self) -> AuthSummary {
+        let report = self.report();
+        let authenticated = report
+            .pairs
+            .iter()
+            .filter(|p| p.state == "authenticated")
+            .count();
+        AuthSummary {
+            authenticated,
+            unauthenticated: report.pairs.len() - authenticated,
+            stats: report.stats,
         }
     }
 

@@ -116,6 +116,21 @@ pub fn status(s: &AgentStatus) -> String {
     );
     let _ = writeln!(out, "Conntrack:    {} entries", s.conntrack_entries);
     let _ = writeln!(out, "Events lost:  {}", s.events_lost);
+    if let Some(a) = &s.auth {
+        let failed: u64 = a.stats.failures.values().sum();
+        let _ = writeln!(
+            out,
+            "Auth:         {} pairs authenticated, {} not (yet); handshakes {} ok, {} failed, {} accepted; p99 {}",
+            a.authenticated,
+            a.unauthenticated,
+            a.stats.handshakes,
+            failed,
+            a.stats.accepted,
+            a.stats
+                .latency_p99_ms
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"))
+        );
+    }
     if let Some(r) = &s.runtime {
         let _ = writeln!(
             out,
