@@ -381,6 +381,12 @@ pub struct AuthRecord {
     pub local_identity: u32,
     /// Identity of its peer.
     pub remote_identity: u32,
+    /// The local identity's labels, short (`shop app=db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_labels: Option<String>,
+    /// The remote identity's labels, short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_labels: Option<String>,
     /// The peer's node: its name, or `local` for this node.
     pub remote_node: String,
     /// The peer node's underlay address (none for this node).

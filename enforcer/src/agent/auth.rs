@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use palisade_api::Response;
+use palisade_identity::labels::{CLUSTER, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE, SERVICE_ACCOUNT};
+use palisade_identity::Labels;
 use palisade_policies::Direction;
 
 use super::Agent;
@@ -87,12 +89,41 @@ impl Agent {
         view
     }
 
-    /// `palisade auth list`.
+    /// `palisade auth list`, the identities named by their labels.
     pub fn auth_list(&self) -> Response {
-        let report = match (&self.auth, &self.auth_off) {
+        let mut report = match (&self.auth, &self.auth_off) {
             (Some(auth), _) => auth.report(),
             (None, reason) => auth::disabled_report(reason.as_deref().unwrap_or("disabled")),
         };
+        let names: BTreeMap<u32, String> = self
+            .cluster
+            .identities()
+            .into_iter()
+            .map(|(id, labels, _)| (id.get(), short_labels(&labels)))
+            .collect();
+        for p in &mut report.pairs {
+            p.local_labels = names.get(&p.local_identity).cloned();
+            p.remote_labels = names.get(&p.remote_identity).cloned();
+        }
         Response::Auth(Box::new(report))
+    }
+}
+
+/// An identity's labels in short: its namespace, then the pod's own
+/// labels (`shop app=db`); namespace labels, the service account and the
+/// cluster are left out.
+fn short_labels(labels: &Labels) -> String {
+    let own: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| {
+            ![POD_NAMESPACE, SERVICE_ACCOUNT, CLUSTER].contains(k)
+                && !k.starts_with(NAMESPACE_LABELS_PREFIX)
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    match labels.get(POD_NAMESPACE) {
+        Some(ns) if own.is_empty() => ns.to_owned(),
+        Some(ns) => format!("{ns} {}", own.join(",")),
+        None => own.join(","),
     }
 }

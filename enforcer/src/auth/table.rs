@@ -380,6 +380,8 @@ impl AuthTable {
                 AuthRecord {
                     local_identity: key.local_identity,
                     remote_identity: key.remote_identity,
+                    local_labels: None,
+                    remote_labels: None,
                     remote_node: self.view.node_name(key.remote_node()),
                     remote_node_address: key.remote_node().map(|a| a.to_string()),
                     auth_type: auth_type_name(key.auth_type).to_owned(),

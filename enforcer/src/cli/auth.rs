@@ -51,7 +51,8 @@ fn relative(unix: u64, now: SystemTime) -> String {
     }
 }
 
-fn render(report: &AuthReport, now: SystemTime) -> String {
+/// The listing, as `palisade auth list` prints it.
+pub(super) fn render(report: &AuthReport, now: SystemTime) -> String {
     if !report.enabled {
         return format!(
             "mutual authentication is off: {}\n",
@@ -80,9 +81,13 @@ fn render(report: &AuthReport, now: SystemTime) -> String {
             (Some(e), None) => e.clone(),
             (None, _) => String::new(),
         };
+        let named = |id: u32, labels: &Option<String>| match labels {
+            Some(l) => format!("{id} ({l})"),
+            None => id.to_string(),
+        };
         t.row(vec![
-            p.local_identity.to_string(),
-            p.remote_identity.to_string(),
+            named(p.local_identity, &p.local_labels),
+            named(p.remote_identity, &p.remote_labels),
             p.remote_node.clone(),
             p.auth_type.clone(),
             if p.needed {
@@ -139,6 +144,8 @@ mod tests {
             pairs: vec![AuthRecord {
                 local_identity: 256,
                 remote_identity: 300,
+                local_labels: Some("shop app=db".into()),
+                remote_labels: None,
                 remote_node: "n2".into(),
                 remote_node_address: Some("192.168.0.2".into()),
                 auth_type: "spiffe".into(),
@@ -156,6 +163,7 @@ mod tests {
         };
         let text = render(&report, now);
         assert!(text.contains("failing"), "{text}");
+        assert!(text.contains("256 (shop app=db)"), "{text}");
         assert!(
             text.contains("untrusted: other trust domain (retry in 2s)"),
             "{text}"

@@ -34,6 +34,7 @@ spec:
   ingress:
     - fromEndpoints: [{matchLabels: {app: backend}}]
       toPorts: [{ports: [{port: \"5432\", protocol: TCP}]}]
+      authentication: {mode: required}
   ingressDeny:
     - fromEndpoints: [{matchLabels: {app: frontend}}]
 ";
@@ -189,11 +190,21 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<bool, CliError> {
         )?;
     }
 
+    if let Ok(Response::Auth(report)) = node.client().call(&Request::AuthList) {
+        w(
+            out,
+            "\nMutual authentication (`palisade auth list`): the agents proved, with mutual TLS and\nSPIFFE SVIDs, that they hold both identities before backend -> db could connect:".into(),
+        )?;
+        for line in super::auth::render(&report, std::time::SystemTime::now()).lines() {
+            w(out, format!("  {line}"))?;
+        }
+    }
+
     if args.keep {
         w(
             out,
             format!(
-                "\nThe demo keeps running. Try:\n  palisade --socket {sock} endpoint list\n  palisade --socket {sock} flows --follow\n  palisade --socket {sock} policy list\nPress Ctrl-C to remove everything.",
+                "\nThe demo keeps running. Try:\n  palisade --socket {sock} endpoint list\n  palisade --socket {sock} flows --follow\n  palisade --socket {sock} policy list\n  palisade --socket {sock} auth list\nPress Ctrl-C to remove everything.",
                 sock = node.api_socket().display()
             ),
         )?;
