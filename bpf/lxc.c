@@ -47,16 +47,19 @@ static __always_inline __u32 pal_policy_rev(void)
  * The authentication an allowed connection of endpoint ep with remote
  * (at peer_addr) still needs: PAL_REASON_FORWARDED when its entry requires
  * none or the pair is authenticated, else PAL_REASON_AUTH_REQUIRED. The
- * event carries the pair's auth type and node, for the agent.
+ * event carries the pair's auth type and node, for the agent. via_tunnel:
+ * the packet goes into the overlay (egress) or its identity came through
+ * it; an ingress packet from another node's address that did not come
+ * through the overlay is never authenticated.
  */
 static __always_inline int pal_authenticated(const struct pal_endpoint_info *ep, __u32 remote,
-					     __be32 peer_addr, __u8 auth_type,
+					     __be32 peer_addr, __u8 auth_type, int via_tunnel,
 					     struct pal_event *ev)
 {
 	if (!auth_type)
 		return PAL_REASON_FORWARDED;
 	ev->auth_type = auth_type;
-	ev->remote_node = pal_auth_node(peer_addr);
+	ev->remote_node = pal_auth_node(peer_addr, via_tunnel);
 	return pal_auth_check(ep->identity, remote, ev->remote_node, auth_type);
 }
 
@@ -91,7 +94,10 @@ static __always_inline void pal_ct_reevaluate(const struct __sk_buff *skb,
 			verdict = pal_authenticated(ep, identity,
 						    key->dir == PAL_DIR_EGRESS ? key->daddr
 									       : key->saddr,
-						    auth_type, ev);
+						    auth_type,
+						    key->dir == PAL_DIR_EGRESS ||
+							    (ct->flags & PAL_CT_TUNNEL_IDENTITY),
+						    ev);
 		ct->remote_identity = identity;
 		if (ev->observation == PAL_OBS_FROM_ENDPOINT)
 			ev->dst_identity = identity;
@@ -232,7 +238,10 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 			verdict = pal_authenticated(ep, remote,
 						    obs == PAL_OBS_FROM_ENDPOINT ? pkt.daddr
 										 : pkt.saddr,
-						    auth_type, &ev);
+						    auth_type,
+						    obs == PAL_OBS_FROM_ENDPOINT ||
+							    (new_ct.flags & PAL_CT_TUNNEL_IDENTITY),
+						    &ev);
 	}
 	ev.rule_id = rule_id;
 	if (verdict < 0) {

@@ -5,12 +5,24 @@
 #include "maps.h"
 #include "tunnel.h"
 
-/* The node hosting addr as the auth map names it: its underlay address, 0 for this node. */
-static __always_inline __be32 pal_auth_node(__be32 addr)
+/*
+ * The node hosting addr as the auth map names it: the underlay address of
+ * the node pal_tunnel routes it to (when the packet came through the
+ * overlay, or is going into it: via_tunnel), 0 for an endpoint of this
+ * node, else PAL_AUTH_NODE_UNKNOWN (never authenticated).
+ */
+static __always_inline __be32 pal_auth_node(__be32 addr, int via_tunnel)
 {
 	const struct pal_tunnel_value *node = pal_tunnel_lookup(addr);
+	struct pal_ipcache_key key = { .prefixlen = 32, .addr = addr };
+	const struct pal_ipcache_value *local;
 
-	return node ? node->endpoint : 0;
+	if (node)
+		return via_tunnel ? node->endpoint : PAL_AUTH_NODE_UNKNOWN;
+	local = bpf_map_lookup_elem(&pal_ipcache, &key);
+	if (local && (local->flags & PAL_IPCACHE_LOCAL_ENDPOINT))
+		return 0;
+	return PAL_AUTH_NODE_UNKNOWN;
 }
 
 /*

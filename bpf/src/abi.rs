@@ -220,13 +220,16 @@ impl IpcacheKey {
     }
 }
 
+/// `PAL_IPCACHE_LOCAL_ENDPOINT`: the address is an endpoint on this node.
+pub const IPCACHE_LOCAL_ENDPOINT: u32 = 1 << 0;
+
 /// `struct pal_ipcache_value`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(C)]
 pub struct IpcacheValue {
     /// Security identity of the prefix.
     pub identity: u32,
-    /// Reserved (tunnel endpoint, encryption key), zero.
+    /// `IPCACHE_*` flags.
     pub flags: u32,
 }
 const _: () = assert!(size_of::<IpcacheValue>() == 8);
@@ -235,6 +238,14 @@ impl IpcacheValue {
     /// A prefix with this identity.
     pub const fn new(identity: u32) -> Self {
         Self { identity, flags: 0 }
+    }
+
+    /// The address of an endpoint on this node.
+    pub const fn local_endpoint(identity: u32) -> Self {
+        Self {
+            identity,
+            flags: IPCACHE_LOCAL_ENDPOINT,
+        }
     }
 }
 
@@ -495,6 +506,10 @@ pub const CT_AUTH_PENDING: u8 = 1 << 5;
 pub const AUTH_TYPE_SPIFFE: u8 = 1;
 /// `PAL_AUTH_TYPE_ALWAYS_FAIL`: authentication that always fails (tests).
 pub const AUTH_TYPE_ALWAYS_FAIL: u8 = 2;
+/// `PAL_AUTH_NODE_UNKNOWN` (network byte order, all ones): the remote node
+/// of a peer that is neither local nor behind a known node; never
+/// authenticated.
+pub const AUTH_NODE_UNKNOWN: u32 = u32::MAX;
 
 /// `struct pal_auth_key`: an authenticated pair, from this node's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -528,6 +543,11 @@ impl AuthKey {
     /// The peer's node, `None` for this node.
     pub fn remote_node(&self) -> Option<Ipv4Addr> {
         (self.remote_node != 0).then(|| addr(self.remote_node))
+    }
+
+    /// Whether the datapath knew the peer's node (see [`AUTH_NODE_UNKNOWN`]).
+    pub fn node_known(&self) -> bool {
+        self.remote_node != AUTH_NODE_UNKNOWN
     }
 }
 

@@ -18,6 +18,7 @@ use palisade_bpf::names::{FROM_ENDPOINT, TO_ENDPOINT};
 const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1); // the endpoint
 const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2); // a local peer, identity ID_B
 const C: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 5); // on node N, identity ID_C
+const D: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 9); // identity ID_C, on no known node
 const N: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2); // the node hosting 10.0.1.0/24
 const ID_A: u32 = 1001;
 const ID_B: u32 = 1002;
@@ -31,7 +32,9 @@ const EXPIRED: u64 = 1;
 fn setup(flags: u16) -> Result<Datapath> {
     let mut dp = Datapath::load()?;
     dp.set_endpoint(LO_IFINDEX, EndpointInfo::new(ID_A, A, EP, flags))?;
-    dp.set_ipcache(B, 32, ID_B)?;
+    dp.set_local_endpoint_ip(A, ID_A)?;
+    dp.set_local_endpoint_ip(B, ID_B)?;
+    dp.set_ipcache(D, 32, ID_C)?;
     dp.set_ipcache(Ipv4Addr::new(10, 0, 1, 0), 24, ID_C)?;
     dp.set_tunnel(Ipv4Addr::new(10, 0, 1, 0), 24, N)?;
     dp.set_policy_rev(1)?;
@@ -64,6 +67,16 @@ fn out(dp: &mut Datapath, p: &Ipv4) -> Result<u32> {
 
 fn inn(dp: &mut Datapath, p: &Ipv4) -> Result<u32> {
     dp.run(TO_ENDPOINT, LO_IFINDEX, &p.frame())
+}
+
+/// Into the endpoint from the overlay: from_overlay left the identity in the mark.
+fn inn_from(dp: &mut Datapath, identity: u32, p: &Ipv4) -> Result<u32> {
+    dp.run_marked(
+        TO_ENDPOINT,
+        LO_IFINDEX,
+        MARK_IDENTITY | identity,
+        &p.frame(),
+    )
 }
 
 fn one_event(dp: &mut Datapath, ty: u8, reason: Reason) -> Result<Event> {
@@ -133,7 +146,7 @@ fn the_pair_names_the_peers_node() -> Result<()> {
     let mut dp = setup(ENFORCE)?;
     allow_auth(&mut dp, Direction::Ingress, ID_C, 8080, AUTH_TYPE_SPIFFE)?;
     let syn = Ipv4::tcp(C, 50000, A, 8080, TCP_SYN);
-    assert_eq!(inn(&mut dp, &syn)?, TC_ACT_SHOT);
+    assert_eq!(inn_from(&mut dp, ID_C, &syn)?, TC_ACT_SHOT);
     let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
     let pair = AuthKey::new(ID_A, ID_C, Some(N), AUTH_TYPE_SPIFFE);
     assert_eq!(ev.auth_key(), Some(pair));
@@ -142,17 +155,41 @@ fn the_pair_names_the_peers_node() -> Result<()> {
     // Authenticated with the identity on another node (here: this one) is
     // not authenticated with this node.
     dp.set_auth(AuthKey::new(ID_A, ID_C, None, AUTH_TYPE_SPIFFE), NEVER)?;
-    assert_eq!(inn(&mut dp, &syn)?, TC_ACT_SHOT);
+    assert_eq!(inn_from(&mut dp, ID_C, &syn)?, TC_ACT_SHOT);
     one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
 
     dp.set_auth(pair, NEVER)?;
-    assert_eq!(inn(&mut dp, &syn)?, TC_ACT_OK);
+    // The same packet without the overlay's identity claims N's address
+    // without coming from N: never authenticated.
+    assert_eq!(inn(&mut dp, &syn)?, TC_ACT_SHOT);
+    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    assert_eq!(ev.remote_node, AUTH_NODE_UNKNOWN, "{ev:#?}");
+    assert!(!ev.auth_key().is_some_and(|k| k.node_known()));
+
+    assert_eq!(inn_from(&mut dp, ID_C, &syn)?, TC_ACT_OK);
     one_event(&mut dp, EVENT_FLOW_NEW, Reason::Forwarded)?;
     // The reply is part of the admitted connection.
     assert_eq!(
         out(&mut dp, &Ipv4::tcp(A, 8080, C, 50000, TCP_SYN | TCP_ACK))?,
         TC_ACT_OK
     );
+    Ok(())
+}
+
+/// A peer that is neither an endpoint of this node nor behind a known node
+/// has no node the agent could authenticate with: node 0 (this node) must
+/// not stand in for it.
+#[test]
+fn a_peer_on_no_known_node_is_never_authenticated() -> Result<()> {
+    let mut dp = setup(ENFORCE)?;
+    allow_auth(&mut dp, Direction::Egress, ID_C, 80, AUTH_TYPE_SPIFFE)?;
+    dp.set_auth(AuthKey::new(ID_A, ID_C, None, AUTH_TYPE_SPIFFE), NEVER)?;
+    assert_eq!(
+        out(&mut dp, &Ipv4::tcp(A, 40000, D, 80, TCP_SYN))?,
+        TC_ACT_SHOT
+    );
+    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    assert_eq!(ev.remote_node, AUTH_NODE_UNKNOWN, "{ev:#?}");
     Ok(())
 }
 

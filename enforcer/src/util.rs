@@ -52,6 +52,11 @@ pub fn wall_time_of(ktime_ns: u64) -> SystemTime {
     now - Duration::from_nanos(now_mono.saturating_sub(ktime_ns))
 }
 
+/// Whole seconds since the Unix epoch (0 before it).
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// RFC 3339 (UTC, microseconds) of a time.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -18,10 +18,19 @@
 /* pal_policy_value.auth_type: always fails (tests). */
 #define PAL_AUTH_TYPE_ALWAYS_FAIL 2
 
+/*
+ * pal_auth_key.remote_node of a peer that is neither an endpoint of this
+ * node nor behind a known node (or whose packet claims another node's
+ * address without coming through the overlay): the agent never installs
+ * it, so such a peer is never authenticated.
+ */
+#define PAL_AUTH_NODE_UNKNOWN 0xffffffff
+
 struct pal_auth_key {
 	__u32 local_identity;  /* identity of the endpoint on this node */
 	__u32 remote_identity; /* identity of its peer */
-	__be32 remote_node;    /* underlay address of the peer's node (pal_tunnel); 0 = this node */
+	__be32 remote_node;    /* underlay address of the peer's node (pal_tunnel); 0 = this node;
+				* PAL_AUTH_NODE_UNKNOWN */
 	__u8 auth_type;        /* PAL_AUTH_TYPE_* */
 	__u8 pad[3];
 };

@@ -28,8 +28,9 @@ PAL_ABI_ASSERT_SIZE(struct pal_ct_key, 16);
 #define PAL_CT_CLOSING (1 << 2)
 /*
  * Policy no longer allows the connection: every packet of it, in either
- * direction, is dropped (POLICY_REVOKED) until a later policy revision
- * allows it again. The entry is kept (not deleted) so that a retransmission
+ * direction, is dropped (POLICY_REVOKED; AUTH_REQUIRED with
+ * PAL_CT_AUTH_PENDING) until a later policy revision allows it again (or,
+ * pending, until the pair is authenticated). The entry is kept (not deleted) so that a retransmission
  * from the side that does not enforce cannot start the connection afresh.
  */
 #define PAL_CT_REVOKED (1 << 3)

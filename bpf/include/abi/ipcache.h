@@ -9,9 +9,12 @@ struct pal_ipcache_key {
 };
 PAL_ABI_ASSERT_SIZE(struct pal_ipcache_key, 8);
 
+/* The address is an endpoint on this node (the auth map's node 0). */
+#define PAL_IPCACHE_LOCAL_ENDPOINT (1 << 0)
+
 struct pal_ipcache_value {
 	__u32 identity;
-	__u32 flags; /* reserved for the tunnel endpoint and encryption key (later issues) */
+	__u32 flags; /* PAL_IPCACHE_* */
 };
 PAL_ABI_ASSERT_SIZE(struct pal_ipcache_value, 8);
 

@@ -150,6 +150,17 @@ impl Datapath {
         Ok(())
     }
 
+    /// Like [`Self::set_ipcache`] for a /32 endpoint of this node.
+    pub fn set_local_endpoint_ip(&mut self, addr: Ipv4Addr, identity: u32) -> Result<()> {
+        let mut m: LpmTrie<_, u32, IpcacheValue> = LpmTrie::try_from(self.map(names::IPCACHE)?)?;
+        m.insert(
+            &IpcacheKey::new(addr, 32)?.lpm_key(),
+            IpcacheValue::local_endpoint(identity),
+            0,
+        )?;
+        Ok(())
+    }
+
     pub fn set_tunnel(&mut self, addr: Ipv4Addr, prefix_len: u8, node: Ipv4Addr) -> Result<()> {
         let mut m: LpmTrie<_, u32, TunnelValue> = LpmTrie::try_from(self.map(names::TUNNEL)?)?;
         m.insert(

@@ -57,7 +57,9 @@ impl Agent {
             nodes: addr_of.iter().map(|(n, a)| (*a, (*n).to_owned())).collect(),
             remote,
             needed: BTreeSet::new(),
-            complete: true,
+            // Until the cluster store synced once, other nodes' pods may be
+            // missing: nothing is collected as garbage for want of them.
+            complete: self.config.cluster.is_none() || self.cluster.status().synced_revision > 0,
         };
         if self.engine.policies().any(|p| p.requires_authentication()) {
             let mut requirements = Vec::new();

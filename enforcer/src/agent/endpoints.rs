@@ -145,7 +145,7 @@ impl Agent {
         let diff = self.engine.compute();
         self.apply_diff(&diff)?;
         self.write_endpoint(ep_id)?;
-        self.maps.ipcache.set(ip, 32, identity.get())?;
+        self.maps.ipcache.set_local_endpoint(ip, identity.get())?;
         if let Err(e) = self.datapath.attach(&ifname, ifindex) {
             self.remove_endpoint(ep_id, false)?;
             return Err(e.into());

@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use palisade_api::{ApplySummary, Response};
 use palisade_bpf::abi::{
-    Direction as BpfDirection, EndpointInfo, L4Prefix, PolicyKey, PolicyValue, EP_AUDIT_EGRESS,
-    EP_AUDIT_INGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, POLICY_DENY,
+    Direction as BpfDirection, EndpointInfo, IpcacheValue, L4Prefix, PolicyKey, PolicyValue,
+    EP_AUDIT_EGRESS, EP_AUDIT_INGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, POLICY_DENY,
 };
 use palisade_cluster::{Change, NodeRecord, PodCidr};
 use palisade_identity::{Labels, NumericIdentity, ReservedIdentity};
@@ -369,28 +369,34 @@ impl Agent {
     /// writes every wanted entry, then removes every other one.
     fn reconcile_maps(&mut self, full: &MapDiff) -> Result<(), AgentError> {
         // ipcache: world, this node's addresses, endpoints, CIDR identities.
-        let mut ipcache: BTreeMap<(Ipv4Addr, u8), u32> = BTreeMap::new();
+        let mut ipcache: BTreeMap<(Ipv4Addr, u8), IpcacheValue> = BTreeMap::new();
         ipcache.insert(
             (Ipv4Addr::UNSPECIFIED, 0),
-            ReservedIdentity::World.id().get(),
+            IpcacheValue::new(ReservedIdentity::World.id().get()),
         );
         self.host_addrs = local_addresses();
         for addr in &self.host_addrs {
-            ipcache.insert((*addr, 32), ReservedIdentity::Host.id().get());
+            ipcache.insert(
+                (*addr, 32),
+                IpcacheValue::new(ReservedIdentity::Host.id().get()),
+            );
         }
         for (addr, id) in self.remote.ipcache() {
-            ipcache.insert((addr, 32), id);
+            ipcache.insert((addr, 32), IpcacheValue::new(id));
         }
         for ep in self.endpoints.values() {
-            ipcache.insert((ep.spec.ipv4, 32), ep.identity);
+            ipcache.insert(
+                (ep.spec.ipv4, 32),
+                IpcacheValue::local_endpoint(ep.identity),
+            );
         }
         for (cidr, id) in &full.ipcache_upserts {
             if let std::net::IpAddr::V4(a) = cidr.addr() {
-                ipcache.insert((a, cidr.prefix_len()), id.get());
+                ipcache.insert((a, cidr.prefix_len()), IpcacheValue::new(id.get()));
             }
         }
-        for ((addr, len), id) in &ipcache {
-            self.maps.ipcache.set(*addr, *len, *id)?;
+        for ((addr, len), value) in &ipcache {
+            self.maps.ipcache.set_value(*addr, *len, *value)?;
         }
         for (addr, len, _) in self.maps.ipcache.entries() {
             if !ipcache.contains_key(&(addr, len)) {
@@ -751,7 +757,9 @@ impl Agent {
         ep.labels = labels;
         ep.identity = id.get();
         self.engine.upsert_endpoint(endpoints::view(&ep));
-        self.maps.ipcache.set(ep.spec.ipv4, 32, ep.identity)?;
+        self.maps
+            .ipcache
+            .set_local_endpoint(ep.spec.ipv4, ep.identity)?;
         let record = self.endpoint_record(&ep);
         self.endpoints.insert(ep_id, ep);
         self.write_endpoint(ep_id)?;

@@ -145,7 +145,9 @@ impl Auth {
                 self.wake.notify_one();
             }
             Signal::Known => {}
-            Signal::Rewrite(op) => apply(&mut state.map, op),
+            Signal::Rewrite(op) => {
+                let _ = apply(&mut state.map, op);
+            }
         }
     }
 
@@ -188,18 +190,32 @@ impl Auth {
         }
     }
 
-    /// Records a handshake's outcome and writes the map.
-    fn record(&self, key: AuthKey, outcome: Result<Success, String>, origin: Origin) {
+    /// Records a handshake's outcome (an error as its kind and message)
+    /// and writes the map.
+    fn record(&self, key: AuthKey, outcome: Result<Success, (&str, String)>, origin: Origin) {
         let now = SystemTime::now();
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         match outcome {
             Ok(success) => {
                 let op = state.table.succeeded(key, success, origin, now);
-                apply(&mut state.map, op);
+                if let Err(e) = apply(&mut state.map, op) {
+                    // The datapath would go on dropping: say so where
+                    // operators look, and try again later.
+                    state.table.failed(key, "map", e, now);
+                }
             }
-            Err(e) => state.table.failed(key, e, now),
+            Err((kind, message)) => {
+                if let Some(op) = state.table.failed(key, kind, message, now) {
+                    warn!(
+                        ?key,
+                        kind, "authentication withdrawn: the peer's answer contradicts it"
+                    );
+                    let _ = apply(&mut state.map, op);
+                }
+            }
         }
-        drop(state);
+        drop(guard);
         self.progress.send_modify(|n| *n += 1);
     }
 
@@ -222,6 +238,10 @@ impl Auth {
         };
         tokio::time::timeout(limit, wait).await.is_ok()
     }
+}
+
+fn count(counters: &mut BTreeMap<String, u64>, kind: &str) {
+    *counters.entry(kind.to_owned()).or_default() += 1;
 }
 
 /// The report of an agent that does not authenticate, saying why.
@@ -251,14 +271,16 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
-fn apply(map: &mut AuthMap, op: MapOp) {
+/// Writes one change to the auth map; an error is logged and returned.
+fn apply(map: &mut AuthMap, op: MapOp) -> Result<(), String> {
     let result = match op {
         MapOp::Set(key, expires) => map.set(&key, boottime_of(expires)),
         MapOp::Delete(key) => map.remove(&key),
     };
-    if let Err(e) = result {
+    result.map_err(|e| {
         warn!(error = %e, ?op, "auth map update failed");
-    }
+        format!("map: {e}")
+    })
 }
 
 fn success(a: &Authenticated) -> Success {
@@ -288,6 +310,14 @@ impl NodeSvids {
     /// NotAfter of the SVID held for `id`.
     fn not_after(&self, id: u32) -> Option<SystemTime> {
         self.identity.identity_svid(id).map(|s| s.not_after())
+    }
+
+    /// Forgets the keys of identities no longer on this node.
+    fn retain(&self, local: &std::collections::BTreeSet<u32>) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, _| local.contains(id));
     }
 }
 
@@ -338,11 +368,21 @@ pub async fn run(
         let (due, wake_at) = {
             let mut state = auth.lock();
             for op in state.table.gc(now) {
-                apply(&mut state.map, op);
+                let _ = apply(&mut state.map, op);
             }
+            svids.retain(&state.table.view().local);
             let free = max.saturating_sub(state.table.in_flight());
             let due = state.table.due(now, |id| svids.not_after(id), free);
-            (due, state.table.next_wakeup(now))
+            // With every slot taken, a finished handshake wakes the loop.
+            let busy = state.table.in_flight() >= max;
+            (
+                due,
+                if busy {
+                    None
+                } else {
+                    state.table.next_wakeup(now)
+                },
+            )
         };
         for key in due {
             let target = target(&auth, key);
@@ -390,8 +430,11 @@ fn target(auth: &Auth, key: AuthKey) -> SocketAddr {
     match key.remote_node() {
         Some(node) => SocketAddr::new(IpAddr::V4(node), port),
         None => match auth.listen.ip() {
-            ip if ip.is_unspecified() || ip.is_loopback() => {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), port)
             }
             ip => SocketAddr::new(ip, port),
         },
@@ -420,7 +463,7 @@ fn finish(auth: &Auth, key: AuthKey, result: Result<Authenticated, AuthError>, t
                 error = %e,
                 "authentication failed"
             );
-            Err(format!("{}: {e}", e.kind()))
+            Err((e.kind(), format!("{}: {e}", e.kind())))
         }
     };
     {
@@ -434,7 +477,7 @@ fn finish(auth: &Auth, key: AuthKey, result: Result<Authenticated, AuthError>, t
                 }
                 s.latencies_ms.push_back(took.as_secs_f64() * 1000.0);
             }
-            Err(e) => *s.failures.entry(e.kind().to_owned()).or_default() += 1,
+            Err(e) => count(&mut s.failures, e.kind()),
         }
     }
     auth.record(key, outcome, Origin::Client);
@@ -504,14 +547,16 @@ pub async fn serve(
                 }
             },
         };
+        // Only nodes of the cluster (and this one) get a TLS handshake.
+        let not_a_node = auth.lock().table.view().node_of(peer.ip()).is_err();
+        if not_a_node {
+            debug!(%peer, "a handshake from an address that is no node; refused");
+            count(&mut auth.lock().stats.refused, "not-a-node");
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "too many handshakes at once; refusing one");
-            auth.lock()
-                .stats
-                .refused
-                .entry("busy".to_owned())
-                .and_modify(|n| *n += 1)
-                .or_insert(1);
+            count(&mut auth.lock().stats.refused, "busy");
             continue;
         };
         let (auth, server) = (auth.clone(), server.clone());
@@ -544,12 +589,7 @@ fn accepted(auth: &Auth, peer: SocketAddr, result: Result<Authenticated, AuthErr
         }
         Err(e) => {
             debug!(%peer, kind = e.kind(), error = %e, "refused a handshake");
-            *auth
-                .lock()
-                .stats
-                .refused
-                .entry(e.kind().to_owned())
-                .or_default() += 1;
+            count(&mut auth.lock().stats.refused, e.kind());
         }
     }
 }

@@ -12,12 +12,13 @@
 //! attempts do.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use palisade_api::AuthRecord;
 use palisade_bpf::abi::{AuthKey, AUTH_TYPE_ALWAYS_FAIL};
 
 use super::view::AuthView;
+use crate::util::unix_seconds as unix;
 
 /// First retry after a failure; doubled per failure up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(200);
@@ -27,6 +28,14 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// view does not (yet) show both of its ends or a policy requiring it (a
 /// new pod or policy the cluster store or the agent has not spread yet).
 const GRACE: Duration = Duration::from_secs(30);
+/// Signalled pairs kept whose ends the view does not show: a hostile peer
+/// (or a stream of packets from unknown addresses) cannot grow the table
+/// beyond this.
+const MAX_IMPLAUSIBLE: usize = 1024;
+/// Failure kinds that contradict an earlier authentication (the peer no
+/// longer holds a valid SVID of the identity, or refuses the pair): the
+/// entry in force is withdrawn at once instead of running out.
+const AUTHORITATIVE: [&str; 4] = ["untrusted", "expired", "wrong-identity", "refused"];
 
 /// Who ran the handshake behind an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +113,9 @@ struct Entry {
     /// authenticated.
     signalled_at: Option<SystemTime>,
     in_flight: bool,
+    /// The last look found no SVID of the local identity: the identity
+    /// service's next change wakes the manager, not a timer.
+    waiting_svid: bool,
     failures: u32,
     last_error: Option<String>,
     retry_at: Option<SystemTime>,
@@ -122,10 +134,6 @@ pub struct AuthTable {
 fn backoff(failures: u32) -> Duration {
     let shift = failures.saturating_sub(1).min(16);
     (RETRY_FIRST * (1u32 << shift)).min(RETRY_MAX)
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl AuthTable {
@@ -174,6 +182,16 @@ impl AuthTable {
 
     /// The datapath dropped a packet for want of this pair.
     pub fn signal(&mut self, key: AuthKey, now: SystemTime) -> Signal {
+        if !self.entries.contains_key(&key) && !self.view.plausible(&key) {
+            let implausible = self
+                .entries
+                .iter()
+                .filter(|(k, e)| e.signalled_at.is_some() && !self.view.plausible(k))
+                .count();
+            if implausible >= MAX_IMPLAUSIBLE {
+                return Signal::Known;
+            }
+        }
         let e = self.entries.entry(key).or_default();
         if let Some(a) = e.authenticated.as_ref().filter(|a| a.expires > now) {
             // The datapath disagrees (the drop raced the map write, or the
@@ -209,7 +227,11 @@ impl AuthTable {
             if due.len() >= limit {
                 break;
             }
-            let wanted = self.entries.get(&key).is_some_and(|e| self.wanted(&key, e));
+            // A pair is dialled only once the view shows both of its ends
+            // (a signal may name a pod the cluster store has not spread yet,
+            // or an address no node hosts).
+            let wanted = self.entries.get(&key).is_some_and(|e| self.wanted(&key, e))
+                && self.view.plausible(&key);
             let Some(e) = self.entries.get_mut(&key) else {
                 continue;
             };
@@ -229,8 +251,10 @@ impl AuthTable {
                     "this node holds no SVID for identity/{} yet",
                     key.local_identity
                 ));
+                e.waiting_svid = true;
                 continue;
             };
+            e.waiting_svid = false;
             if let Some(a) = e.authenticated.as_mut() {
                 // A restored entry does not say which SVID it was made
                 // with: the one held now is the baseline for a rotation.
@@ -279,19 +303,30 @@ impl AuthTable {
         MapOp::Set(key, s.expires)
     }
 
-    /// A handshake this node ran for `key` failed.
-    pub fn failed(&mut self, key: AuthKey, error: String, now: SystemTime) {
+    /// A handshake this node ran for `key` failed (`kind`: the failure's
+    /// label). A failure that contradicts the authentication in force
+    /// withdraws it: returns the map delete.
+    pub fn failed(
+        &mut self,
+        key: AuthKey,
+        kind: &str,
+        error: String,
+        now: SystemTime,
+    ) -> Option<MapOp> {
         let e = self.entries.entry(key).or_default();
         e.in_flight = false;
         fail(e, error, now);
+        let withdrawn = AUTHORITATIVE.contains(&kind) && e.authenticated.take().is_some();
+        withdrawn.then_some(MapOp::Delete(key))
     }
 
-    /// Removes what is garbage and returns the map deletes: pairs whose
-    /// local identity left this node, whose peer is no longer on its node
-    /// or whose node is gone; pairs this node authenticated for a policy
-    /// that no longer requires them; expired pairs nobody wants. Entries the
-    /// peer authenticated (or that were restored) stay until they expire;
-    /// anything authenticated or signalled in the last 30 s stays too.
+    /// Removes what is garbage and returns the map deletes: expired
+    /// entries (the row stays while the pair is wanted); pairs whose local
+    /// identity left this node, whose peer is no longer on its node or whose
+    /// node is gone; pairs this node authenticated for a policy that no
+    /// longer requires them. Entries the peer authenticated (or that were
+    /// restored) stay until they expire; anything authenticated or
+    /// signalled in the last 30 s stays too.
     /// Nothing is collected before the view is complete.
     pub fn gc(&mut self, now: SystemTime) -> Vec<MapOp> {
         if !self.view.complete {
@@ -304,14 +339,18 @@ impl AuthTable {
             if e.in_flight {
                 return true;
             }
+            if e.authenticated.as_ref().is_some_and(|a| a.expires <= now) {
+                // Expired: out of the map (its boot-time expiry may outlast
+                // the wall clock's after a clock step); the row stays while
+                // the pair is wanted.
+                e.authenticated = None;
+                ops.push(MapOp::Delete(*key));
+            }
             let wanted = view.needed.contains(key) || e.signalled_at.is_some();
             let keep = match &e.authenticated {
                 None => view.needed.contains(key) || e.signalled_at.is_some_and(recent),
                 Some(a) if recent(a.at) => true,
-                Some(a) => {
-                    view.plausible(key)
-                        && (wanted || (a.origin != Origin::Client && a.expires > now))
-                }
+                Some(a) => view.plausible(key) && (wanted || a.origin != Origin::Client),
             };
             if !keep && e.authenticated.is_some() {
                 ops.push(MapOp::Delete(*key));
@@ -325,7 +364,9 @@ impl AuthTable {
     pub fn next_wakeup(&self, now: SystemTime) -> Option<SystemTime> {
         self.entries
             .iter()
-            .filter(|(k, e)| !e.in_flight && self.wanted(k, e))
+            .filter(|(k, e)| {
+                !e.in_flight && !e.waiting_svid && self.wanted(k, e) && self.view.plausible(k)
+            })
             .map(|(_, e)| match (&e.authenticated, e.retry_at) {
                 (_, Some(r)) => r,
                 (Some(a), None) => a.renew_at().min(a.expires),
@@ -424,6 +465,8 @@ mod tests {
 
     use palisade_bpf::abi::AUTH_TYPE_SPIFFE;
 
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     const N2: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
@@ -498,14 +541,14 @@ mod tests {
         table.due(t(0), svid, 16);
         table.succeeded(key(), success(30), Origin::Client, t(0));
         assert_eq!(table.due(t(20), svid, 16), vec![key()]);
-        table.failed(key(), "connect: refused".into(), t(20));
+        table.failed(key(), "connect", "connect: refused".into(), t(20));
         let r = &table.records(t(20))[0];
         assert_eq!((r.state.as_str(), r.failures), ("authenticated", 1));
         assert!(table.due(t(20), svid, 16).is_empty(), "backing off");
         let retry = t(20) + Duration::from_millis(200);
         assert_eq!(table.next_wakeup(t(20)), Some(retry));
         assert_eq!(table.due(retry, svid, 16), vec![key()]);
-        table.failed(key(), "connect: refused".into(), retry);
+        table.failed(key(), "connect", "connect: refused".into(), retry);
         assert!(table
             .due(retry + Duration::from_millis(399), svid, 16)
             .is_empty());
@@ -537,7 +580,7 @@ mod tests {
         assert!(!table.settled(Some(100), t(0)));
         assert!(!table.settled(None, t(0)));
         table.due(t(0), svid, 16);
-        table.failed(key(), "connect: refused".into(), t(0));
+        table.failed(key(), "connect", "connect: refused".into(), t(0));
         assert!(
             table.settled(Some(100), t(0)),
             "tried: the caller need not wait"
@@ -547,6 +590,81 @@ mod tests {
         assert!(table.settled(Some(100), t(1)));
         assert!(table.settled(None, t(1)));
         assert!(AuthTable::new(false).settled(Some(100), t(0)));
+    }
+
+    #[test]
+    fn nothing_to_wait_for_while_the_svid_is_missing() {
+        let mut table = AuthTable::new(true);
+        table.set_view(view(&[key()]));
+        assert!(table.due(t(0), |_| None, 16).is_empty());
+        assert_eq!(
+            table.next_wakeup(t(0)),
+            None,
+            "no timer: the identity service's change wakes the manager"
+        );
+        assert_eq!(table.due(t(1), svid, 16), vec![key()]);
+    }
+
+    #[test]
+    fn a_contradicting_failure_withdraws_the_entry() {
+        let mut table = AuthTable::new(true);
+        table.set_view(view(&[key()]));
+        table.due(t(0), svid, 16);
+        table.succeeded(key(), success(3000), Origin::Client, t(0));
+        table.due(t(10), |_| Some(t(7200)), 16);
+        assert_eq!(
+            table.failed(key(), "timeout", "timeout: ...".into(), t(10)),
+            None
+        );
+        table.due(t(11), |_| Some(t(7200)), 16);
+        assert_eq!(
+            table.failed(key(), "untrusted", "untrusted: ...".into(), t(11)),
+            Some(MapOp::Delete(key()))
+        );
+        assert_eq!(table.records(t(11))[0].state, "failing");
+    }
+
+    #[test]
+    fn signals_for_pairs_the_view_does_not_show_are_not_dialled_and_bounded() {
+        let mut table = AuthTable::new(true);
+        table.set_view(view(&[]));
+        let unknown_node = AuthKey {
+            remote_node: palisade_bpf::abi::AUTH_NODE_UNKNOWN,
+            ..key()
+        };
+        assert_eq!(table.signal(unknown_node, t(0)), Signal::New);
+        assert!(table.due(t(0), svid, 16).is_empty(), "never dialled");
+        assert_eq!(table.next_wakeup(t(0)), None);
+        for id in 0..2000u32 {
+            table.signal(
+                AuthKey::new(100, 10_000 + id, Some(N2), AUTH_TYPE_SPIFFE),
+                t(0),
+            );
+        }
+        assert_eq!(table.records(t(0)).len(), MAX_IMPLAUSIBLE);
+        // Once the view shows the pod, the signalled pair is dialled.
+        table.set_view(AuthView {
+            remote: [(200, [N2].into()), (10_000, [N2].into())].into(),
+            ..view(&[])
+        });
+        assert_eq!(
+            table.due(t(1), svid, 16),
+            vec![AuthKey::new(100, 10_000, Some(N2), AUTH_TYPE_SPIFFE)]
+        );
+    }
+
+    #[test]
+    fn an_expired_entry_leaves_the_map_but_a_wanted_row_stays() {
+        let mut table = AuthTable::new(true);
+        table.set_view(view(&[key()]));
+        table.due(t(0), svid, 16);
+        table.succeeded(key(), success(60), Origin::Client, t(0));
+        table.due(t(40), svid, 16);
+        table.failed(key(), "connect", "connect: ...".into(), t(40));
+        assert_eq!(table.gc(t(61)), vec![MapOp::Delete(key())]);
+        let r = &table.records(t(61))[0];
+        assert_eq!((r.state.as_str(), r.expires), ("failing", None));
+        assert!(table.gc(t(62)).is_empty());
     }
 
     #[test]

@@ -188,6 +188,21 @@ impl IpcacheMap {
         self.0.set(addr, prefix_len, IpcacheValue::new(identity))
     }
 
+    /// Maps a prefix to a value (identity and flags).
+    pub fn set_value(
+        &mut self,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        value: IpcacheValue,
+    ) -> Result<(), MapOpError> {
+        self.0.set(addr, prefix_len, value)
+    }
+
+    /// Maps the address of an endpoint of this node to its identity.
+    pub fn set_local_endpoint(&mut self, addr: Ipv4Addr, identity: u32) -> Result<(), MapOpError> {
+        self.0.set(addr, 32, IpcacheValue::local_endpoint(identity))
+    }
+
     /// Removes a prefix (a missing one is fine).
     pub fn remove(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<(), MapOpError> {
         self.0.remove(addr, prefix_len)

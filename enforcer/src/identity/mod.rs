@@ -38,6 +38,7 @@ pub use attest::{Attested, HostedEndpoint};
 pub use provider::Provider;
 
 use crate::config::IdentityConfig;
+use crate::util::unix_seconds as unix;
 
 /// Why identity could not start or carry out a request.
 #[derive(Debug, thiserror::Error)]
@@ -940,11 +941,6 @@ pub(crate) fn renewal_time(not_before: SystemTime, not_after: SystemTime) -> Sys
         0.5
     };
     not_before + life.mul_f64(0.5 + 0.2 * jitter)
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Runs rotation and renewal for as long as the agent runs. It wakes at
