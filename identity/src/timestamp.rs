@@ -1,13 +1,25 @@
 //! Instants as the crate writes them: Unix seconds (JWT claims, the node
 //! registry, certificate validity checks) and RFC 3339 (error messages).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
 /// Whole seconds since the Unix epoch; 0 for an instant before it.
 pub(crate) fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The instant `secs` seconds from the Unix epoch (before it when
+/// negative), as certificates and JWTs write instants; `None` when this
+/// platform's `SystemTime` cannot hold it.
+pub(crate) fn from_unix_seconds(secs: i64) -> Option<SystemTime> {
+    let magnitude = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude)
+    }
 }
 
 /// `t` in UTC as RFC 3339 to the second, such as `2027-01-15T08:00:00Z`
@@ -33,8 +45,6 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -44,6 +54,11 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(unix_seconds(t), 1_800_000_000);
         assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_secs(5)), 0);
+        assert_eq!(from_unix_seconds(1_800_000_000), Some(t));
+        assert_eq!(
+            from_unix_seconds(-5),
+            Some(UNIX_EPOCH - Duration::from_secs(5))
+        );
         let far = UNIX_EPOCH + Duration::from_secs(1 << 40);
         assert_eq!(rfc3339(far), format!("{} (Unix seconds)", 1_u64 << 40));
     }

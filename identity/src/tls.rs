@@ -7,6 +7,7 @@
 //! rotates, so a running server or client follows a rotation without being
 //! rebuilt.
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -124,11 +125,25 @@ fn verify_chain(
 ) -> Result<VerifiedSvid, rustls::Error> {
     bundle
         .verify(&chain_of(end_entity, intermediates), system_time(now))
-        .map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
-                Arc::new(e),
-            )))
-        })
+        .map_err(invalid_certificate)
+}
+
+/// A refused certificate as rustls reports it, carrying why: the verifiers'
+/// errors ([`VerifyError`], [`UnexpectedPeer`]) are its source.
+pub(crate) fn invalid_certificate(why: impl StdError + Send + Sync + 'static) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(why))))
+}
+
+/// `verified` when it names `expected`; the refusal otherwise.
+fn expect_id(verified: &VerifiedSvid, expected: &SpiffeId) -> Result<(), rustls::Error> {
+    if verified.spiffe_id() == expected {
+        Ok(())
+    } else {
+        Err(invalid_certificate(UnexpectedPeer {
+            expected: expected.clone(),
+            presented: verified.spiffe_id().clone(),
+        }))
+    }
 }
 
 /// Why a verified peer is still refused.
@@ -172,14 +187,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let verified = verify_chain(&self.bundle, end_entity, intermediates, now)?;
-        if verified.spiffe_id() != &self.expected {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(UnexpectedPeer {
-                    expected: self.expected.clone(),
-                    presented: verified.spiffe_id().clone(),
-                })),
-            )));
-        }
+        expect_id(&verified, &self.expected)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -207,12 +215,15 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 }
 
 /// Checks a client's X.509-SVID (on the server side) against the bundle.
-/// Which SPIFFE IDs may do what is the server's business, after the
-/// handshake ([`peer_svid`]).
+/// Built by [`new`](Self::new), it accepts any SPIFFE ID of the trust
+/// domain: which ones may do what is the server's business, after the
+/// handshake ([`peer_svid`]). Built by [`expecting`](Self::expecting), it
+/// accepts exactly one, as [`SpiffeServerVerifier`] does for servers.
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
     bundle: TrustBundle,
     mandatory: bool,
+    expected: Option<SpiffeId>,
     handshake: Handshake,
 }
 
@@ -223,6 +234,18 @@ impl SpiffeClientVerifier {
         Self {
             bundle,
             mandatory,
+            expected: None,
+            handshake: Handshake::new(),
+        }
+    }
+
+    /// Accepts only a client holding an SVID for `expected`; a client
+    /// without a certificate is refused.
+    pub fn expecting(bundle: TrustBundle, expected: SpiffeId) -> Self {
+        Self {
+            bundle,
+            mandatory: true,
+            expected: Some(expected),
             handshake: Handshake::new(),
         }
     }
@@ -247,7 +270,10 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        verify_chain(&self.bundle, end_entity, intermediates, now)?;
+        let verified = verify_chain(&self.bundle, end_entity, intermediates, now)?;
+        if let Some(expected) = &self.expected {
+            expect_id(&verified, expected)?;
+        }
         Ok(ClientCertVerified::assertion())
     }
 
@@ -347,14 +373,25 @@ pub fn server_config(
     bundle: TrustBundle,
     client_auth_mandatory: bool,
 ) -> Result<ServerConfig, rustls::Error> {
+    server_config_with(
+        Arc::new(SpiffeClientVerifier::new(bundle, client_auth_mandatory)),
+        svid,
+        H2,
+    )
+}
+
+/// A TLS 1.3 server configuration checking clients with `verifier`,
+/// presenting `svid` and agreeing on the one ALPN protocol `alpn`.
+pub(crate) fn server_config_with(
+    verifier: Arc<SpiffeClientVerifier>,
+    svid: Arc<dyn SvidSource>,
+    alpn: &[u8],
+) -> Result<ServerConfig, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(
-            bundle,
-            client_auth_mandatory,
-        )))
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(Presenter(svid)));
-    config.alpn_protocols = vec![H2.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 
@@ -384,6 +421,11 @@ impl FixedSvid {
     /// Presents `svid`.
     pub fn new(svid: &X509Svid) -> Result<Self, rustls::Error> {
         Ok(Self(certified_key(svid)?))
+    }
+
+    /// Presents `key`, an SVID already converted ([`certified_key`]).
+    pub fn from_key(key: Arc<CertifiedKey>) -> Self {
+        Self(key)
     }
 }
 

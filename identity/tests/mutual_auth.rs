@@ -2,33 +2,39 @@
 //! `mutual_auth::Client` over loopback TCP, with SVIDs issued by real
 //! `CaSet`s.
 //!
-//! Covered: a successful handshake seen from both sides; a server without
-//! the SVID asked for; either side presenting another identity's valid
-//! SVID; SVIDs of another trust domain and of a rogue CA of the same trust
-//! domain; expired SVIDs; a refusal by the admission; nothing listening and
-//! a peer that never answers; hostile clients (garbage, TLS 1.2, no client
-//! certificate, bad or missing server name, no ALPN, a stalled client) and
-//! hostile servers (bad response lines). Every failure is asserted on the
-//! side that detects it, by kind, and the other side must fail too.
+//! Covered: a successful handshake seen from both sides; a server holding
+//! several identities, and one without the SVID asked for; either side
+//! presenting another identity's valid SVID; SVIDs of another trust domain
+//! and of a rogue CA of the same trust domain; expired SVIDs and SVIDs not
+//! valid yet; a trust bundle replaced while server and client run; a
+//! refusal by the admission; nothing listening and a peer that never
+//! answers; a client that resets the connection once it has its `ok`;
+//! hostile clients (garbage, TLS 1.2, no client certificate, bad or missing
+//! server name, another or no ALPN, a stalled client) and hostile servers
+//! (bad response lines). Every failure is asserted on the side that detects
+//! it, by kind, and the other side must fail too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use palisade_identity::ca::{CaSet, RotationPolicy};
 use palisade_identity::mutual_auth::{
-    Admission, AuthError, Authenticated, Client, IdentitySvids, LocalSvid, Pair, Server, WireError,
-    ALPN,
+    Admission, AuthError, Authenticated, CertificateProblem, Client, IdentitySvids, LocalSvid,
+    Pair, Server, WireError, ALPN,
 };
-use palisade_identity::tls::{self, FixedSvid, SvidSource, TrustBundle};
-use palisade_identity::x509::X509Svid;
+use palisade_identity::tls::{self, CertifiedKey, FixedSvid, SvidSource, TrustBundle};
+use palisade_identity::x509::{ChainError, X509Svid};
 use palisade_identity::{NumericIdentity, SpiffeId, TrustDomain};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -97,21 +103,26 @@ impl Ca {
 }
 
 fn local(svid: &X509Svid) -> LocalSvid {
-    LocalSvid {
-        key: tls::certified_key(svid).unwrap(),
-        not_after: svid.not_after(),
-    }
+    LocalSvid::new(tls::certified_key(svid).unwrap()).unwrap()
 }
 
 /// The SVIDs a side holds, by the identity they are asked for: a lying
-/// side maps an identity to another identity's SVID.
+/// side maps an identity to another identity's SVID. They can be replaced
+/// while a server or client uses them.
 #[derive(Default)]
-struct Svids(BTreeMap<NumericIdentity, LocalSvid>);
+struct Svids(Mutex<BTreeMap<NumericIdentity, LocalSvid>>);
 
 impl Svids {
-    fn with(mut self, id: NumericIdentity, svid: &X509Svid) -> Self {
-        self.0.insert(id, local(svid));
+    fn with(self, id: NumericIdentity, svid: &X509Svid) -> Self {
+        self.set(id, svid);
         self
+    }
+
+    fn set(&self, id: NumericIdentity, svid: &X509Svid) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, local(svid));
     }
 
     fn arc(self) -> Arc<dyn IdentitySvids> {
@@ -121,7 +132,11 @@ impl Svids {
 
 impl IdentitySvids for Svids {
     fn svid(&self, id: NumericIdentity) -> Option<LocalSvid> {
-        self.0.get(&id).cloned()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
     }
 }
 
@@ -282,7 +297,12 @@ async fn both_sides_authenticate_the_pair() {
     let c = c.unwrap();
     let s = s.unwrap();
 
-    let (server_end, client_end) = (p.server_svid.not_after(), p.client_svid.not_after());
+    // Both sides read both NotAfters from the certificates (the
+    // `X509Svid`s the CA returned keep a fraction of a second).
+    let (server_end, client_end) = (
+        whole_seconds(p.server_svid.not_after()),
+        whole_seconds(p.client_svid.not_after()),
+    );
     assert!(server_end < client_end, "the two SVIDs differ in lifetime");
     assert_eq!(
         c,
@@ -291,8 +311,8 @@ async fn both_sides_authenticate_the_pair() {
             remote: S,
             peer_id: identity_id(TD, S),
             local_not_after: client_end,
-            peer_not_after: whole_seconds(server_end),
-            expires: whole_seconds(server_end),
+            peer_not_after: server_end,
+            expires: server_end,
         }
     );
     assert_eq!(
@@ -302,8 +322,8 @@ async fn both_sides_authenticate_the_pair() {
             remote: C,
             peer_id: identity_id(TD, C),
             local_not_after: server_end,
-            peer_not_after: whole_seconds(client_end),
-            expires: whole_seconds(server_end),
+            peer_not_after: client_end,
+            expires: server_end,
         }
     );
     let asked = admit.asked();
@@ -332,6 +352,8 @@ async fn expires_is_the_earlier_not_after_on_either_side() {
     let (c, s) = (c.unwrap(), s.unwrap());
     assert_eq!(c.expires, whole_seconds(client_svid.not_after()));
     assert_eq!(s.expires, c.expires);
+    assert_eq!(c.local_not_after, c.expires);
+    assert_eq!(s.local_not_after, whole_seconds(server_svid.not_after()));
     assert_eq!(c.peer_not_after, whole_seconds(server_svid.not_after()));
     assert_eq!(s.peer_not_after, whole_seconds(client_svid.not_after()));
 }
@@ -359,6 +381,77 @@ async fn any_stream_will_do_and_both_futures_can_be_spawned() {
     assert_eq!((c.local, c.remote, s.local, s.remote), (C, S, S, C));
     assert_eq!(c.expires, s.expires);
     assert_eq!(admit.asked(), vec![(peer, S, C)]);
+}
+
+#[test]
+fn a_local_svid_takes_its_not_after_from_the_leaf() {
+    let mut ca = Ca::new(TD);
+    let svid = ca.svid(S, HOUR);
+    let key = tls::certified_key(&svid).unwrap();
+    let local = LocalSvid::new(key.clone()).unwrap();
+    assert_eq!(local.not_after(), whole_seconds(svid.not_after()));
+    assert_ne!(
+        local.not_after(),
+        svid.not_after(),
+        "the CA's X509Svid keeps the fraction of a second its certificate lost"
+    );
+    assert!(Arc::ptr_eq(local.key(), &key));
+
+    let with_chain = |chain: Vec<Vec<u8>>| {
+        let chain = chain.into_iter().map(CertificateDer::from).collect();
+        LocalSvid::new(Arc::new(CertifiedKey::new(chain, key.key.clone())))
+    };
+    let e = with_chain(Vec::new()).unwrap_err();
+    assert!(matches!(e, ChainError::Empty), "{e:?}");
+    let e = with_chain(vec![b"not a certificate".to_vec()]).unwrap_err();
+    assert!(
+        matches!(e, ChainError::Malformed { position: 1, .. }),
+        "{e:?}"
+    );
+    let mut trailing = svid.leaf().to_vec();
+    trailing.push(0);
+    let e = with_chain(vec![trailing]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ChainError::TrailingData {
+                position: 1,
+                trailing: 1
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_of_two_identities_presents_the_one_asked_for() {
+    let mut p = Pairing::new();
+    let six = NumericIdentity(6);
+    let svid_6 = p.ca.svid(six, 3 * HOUR);
+    let admit = Admit::answering(Ok(()));
+    let server = Listening::new(
+        p.ca.trust(),
+        Svids::default()
+            .with(S, &p.server_svid)
+            .with(six, &svid_6)
+            .arc(),
+        admit.clone(),
+    )
+    .await;
+    for (remote, svid) in [(S, &p.server_svid), (six, &svid_6), (S, &p.server_svid)] {
+        let (c, s) = server
+            .exchange(p.client().dial(server.addr, None, C, remote, TIMEOUT))
+            .await;
+        let (c, s) = (c.unwrap(), s.unwrap());
+        assert_eq!(c.peer_id, identity_id(TD, remote));
+        assert_eq!(c.peer_not_after, whole_seconds(svid.not_after()));
+        assert_eq!((c.local, c.remote), (C, remote));
+        assert_eq!((s.local, s.remote), (remote, C));
+        assert_eq!(s.peer_id, identity_id(TD, C));
+        assert_eq!(s.local_not_after, c.peer_not_after);
+    }
+    let asked: Vec<_> = admit.asked().iter().map(|a| (a.1, a.2)).collect();
+    assert_eq!(asked, vec![(S, C), (six, C), (S, C)]);
 }
 
 #[tokio::test]
@@ -429,10 +522,23 @@ async fn a_client_presenting_another_identity_is_refused_by_the_server() {
     let (c, s) = server
         .exchange(liar.dial(server.addr, None, C, S, TIMEOUT))
         .await;
+    // The server refuses it in the handshake, as any other certificate
+    // problem: the client learns it through an alert.
     assert_fails(&s, "wrong-identity", &c);
     assert!(
-        matches!(&c, Err(AuthError::Refused { reason })
-            if reason.contains("presented spiffe://example.org/identity/9")),
+        s.as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("presented spiffe://example.org/identity/9"),
+        "{s:?}"
+    );
+    assert!(
+        matches!(
+            &c,
+            Err(AuthError::Tls {
+                source: rustls::Error::AlertReceived(_)
+            })
+        ),
         "{c:?}"
     );
     assert!(admit.asked().is_empty(), "admission was asked");
@@ -529,6 +635,162 @@ async fn an_expired_svid_is_refused_on_either_side() {
         .exchange(stale.dial(server.addr, None, C, S, TIMEOUT))
         .await;
     assert_fails(&s, "expired", &c);
+}
+
+#[tokio::test]
+async fn an_svid_not_yet_valid_is_refused_on_either_side() {
+    let now = SystemTime::now();
+    let mut ca = Ca::new(TD);
+    let early_server = ca.svid_at(S, now + HOUR, HOUR);
+    let early_client = ca.svid_at(C, now + HOUR, HOUR);
+    assert!(early_server.not_before() > now);
+    let server_svid = ca.svid(S, HOUR);
+    let client_svid = ca.svid(C, HOUR);
+    let not_yet_valid = |r: &Result<Authenticated, AuthError>| {
+        let e = r.as_ref().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AuthError::PeerCertificate {
+                    problem: CertificateProblem::NotYetValid,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("certificate 1 of the chain is not valid before"),
+            "{e}"
+        );
+    };
+
+    let server = Listening::new(
+        ca.trust(),
+        Svids::default().with(S, &early_server).arc(),
+        Admit::answering(Ok(())),
+    )
+    .await;
+    let on_time = client(ca.trust(), Svids::default().with(C, &client_svid).arc());
+    let (c, s) = server
+        .exchange(on_time.dial(server.addr, None, C, S, TIMEOUT))
+        .await;
+    assert_fails(&c, "expired", &s);
+    not_yet_valid(&c);
+
+    let server = Listening::new(
+        ca.trust(),
+        Svids::default().with(S, &server_svid).arc(),
+        Admit::answering(Ok(())),
+    )
+    .await;
+    let early = client(ca.trust(), Svids::default().with(C, &early_client).arc());
+    let (c, s) = server
+        .exchange(early.dial(server.addr, None, C, S, TIMEOUT))
+        .await;
+    assert_fails(&s, "expired", &c);
+    not_yet_valid(&s);
+}
+
+#[tokio::test]
+async fn a_new_trust_bundle_applies_without_rebuilding_anything() {
+    let mut old = Ca::new(TD);
+    // Another CA of the same trust domain: a rotation to an unrelated root.
+    let mut new = Ca::new(TD);
+    let trust = old.trust();
+    let server_svids = Arc::new(Svids::default().with(S, &old.svid(S, HOUR)));
+    let client_svids = Arc::new(Svids::default().with(C, &old.svid(C, HOUR)));
+    let server = Listening::new(
+        trust.clone(),
+        server_svids.clone(),
+        Admit::answering(Ok(())),
+    )
+    .await;
+    let client = client(trust.clone(), client_svids.clone());
+    let (c, s) = server
+        .exchange(client.dial(server.addr, None, C, S, TIMEOUT))
+        .await;
+    c.unwrap();
+    s.unwrap();
+
+    trust.set(new.set.x509_bundle());
+
+    // The old CA's server SVID is refused by the client...
+    let (c, s) = server
+        .exchange(client.dial(server.addr, None, C, S, TIMEOUT))
+        .await;
+    assert_fails(&c, "untrusted", &s);
+    // ... and, once the server has its new SVID, the old CA's client SVID
+    // by the server.
+    server_svids.set(S, &new.svid(S, HOUR));
+    let (c, s) = server
+        .exchange(client.dial(server.addr, None, C, S, TIMEOUT))
+        .await;
+    assert_fails(&s, "untrusted", &c);
+    // The new CA's SVIDs pass.
+    client_svids.set(C, &new.svid(C, HOUR));
+    let (c, s) = server
+        .exchange(client.dial(server.addr, None, C, S, TIMEOUT))
+        .await;
+    assert_eq!(c.unwrap().peer_id, identity_id(TD, S));
+    assert_eq!(s.unwrap().peer_id, identity_id(TD, C));
+}
+
+/// A stream whose shutdown fails as on a connection the peer has reset.
+struct ResetOnShutdown<S>(S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for ResetOnShutdown<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ResetOnShutdown<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_close_after_ok_is_still_a_success() {
+    let p = Pairing::new();
+    let server = Server::new(
+        td(TD),
+        p.ca.trust(),
+        Svids::default().with(S, &p.server_svid).arc(),
+        Admit::answering(Ok(())),
+    )
+    .unwrap();
+    let client = p.client();
+    let (client_end, server_end) = tokio::io::duplex(4096);
+    let peer: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+    let (c, s) = tokio::time::timeout(TIMEOUT, async {
+        tokio::join!(
+            client.authenticate(client_end, C, S),
+            server.accept(ResetOnShutdown(server_end), peer)
+        )
+    })
+    .await
+    .unwrap();
+    let (c, s) = (c.unwrap(), s.unwrap());
+    assert_eq!(c.expires, s.expires);
+    assert_eq!(s.peer_id, identity_id(TD, C));
 }
 
 #[tokio::test]
@@ -709,17 +971,18 @@ async fn garbage_and_tls_1_2_fail_without_panic() {
 
 /// A TLS client that is not a `mutual_auth::Client`: trusts the bundle and
 /// expects identity/5, presents `svid` (if any), sends `name` (no SNI for
-/// an IP address) and offers `alpn`.
+/// an IP address) and offers the protocols `alpn` (no ALPN extension when
+/// empty).
 async fn raw_tls_client(
     addr: SocketAddr,
     trust: TrustBundle,
     svid: Option<&X509Svid>,
     name: ServerName<'static>,
-    alpn: &[u8],
+    alpn: &[&[u8]],
 ) -> std::io::Result<()> {
     let source = svid.map(|s| Arc::new(FixedSvid::new(s).unwrap()) as Arc<dyn SvidSource>);
     let mut config = tls::client_config(identity_id(TD, S), trust, source).unwrap();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(addr).await?;
     let mut stream = TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
@@ -747,7 +1010,7 @@ async fn tls_clients_that_break_the_protocol_are_refused() {
             p.ca.trust(),
             None,
             dns(&good_name),
-            ALPN,
+            &[ALPN],
         ))
         .await;
     assert_eq!(kind(&s), "untrusted", "no certificate: {s:?}");
@@ -766,7 +1029,7 @@ async fn tls_clients_that_break_the_protocol_are_refused() {
                 p.ca.trust(),
                 Some(&p.client_svid),
                 dns(name),
-                ALPN,
+                &[ALPN],
             ))
             .await;
         assert_eq!(kind(&s), "protocol", "{name}: {s:?}");
@@ -780,7 +1043,7 @@ async fn tls_clients_that_break_the_protocol_are_refused() {
             p.ca.trust(),
             Some(&p.client_svid),
             ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()),
-            ALPN,
+            &[ALPN],
         ))
         .await;
     assert!(
@@ -794,26 +1057,44 @@ async fn tls_clients_that_break_the_protocol_are_refused() {
     );
     assert!(c.is_err());
 
-    // Another application protocol.
+    // Another application protocol, and none at all (without the
+    // server's check, rustls would complete a handshake without ALPN).
+    let other: &[&[u8]] = &[b"h2"];
+    for alpn in [other, &[]] {
+        let (c, s) = server
+            .exchange(raw_tls_client(
+                server.addr,
+                p.ca.trust(),
+                Some(&p.client_svid),
+                dns(&good_name),
+                alpn,
+            ))
+            .await;
+        assert!(
+            matches!(
+                &s,
+                Err(AuthError::Protocol {
+                    source: WireError::NoAlpn
+                })
+            ),
+            "{alpn:?}: {s:?}"
+        );
+        assert!(c.is_err(), "{alpn:?}: the client got through");
+    }
+
+    // The reference: the same client offering palisade-auth/1 gets
+    // through (and reads the server's "ok").
     let (c, s) = server
         .exchange(raw_tls_client(
             server.addr,
             p.ca.trust(),
             Some(&p.client_svid),
             dns(&good_name),
-            b"h2",
+            &[b"h2", ALPN],
         ))
         .await;
-    assert!(
-        matches!(
-            &s,
-            Err(AuthError::Protocol {
-                source: WireError::NoAlpn
-            })
-        ),
-        "{s:?}"
-    );
-    assert!(c.is_err());
+    c.unwrap();
+    assert_eq!(s.unwrap().peer_id, identity_id(TD, C));
 }
 
 #[tokio::test]

@@ -244,8 +244,9 @@ fn established_flows_survive_agent_restart_and_svid_rotation() {
     })
     .unwrap_or_else(|| {
         panic!(
-            "the pair was not re-authenticated after the rotation: {:#?}",
-            auth_report(node)
+            "the pair was not re-authenticated after the rotation: {:#?}\nlog:\n{}",
+            auth_report(node),
+            node.log_tail(40)
         )
     });
     assert!(renewed.last_handshake.is_some(), "{renewed:?}");

@@ -163,10 +163,7 @@ struct Rogue {
 
 impl Rogue {
     fn start(netns: &NetNs, svid: &X509Svid, trust: &TrustBundle) -> Self {
-        let local = LocalSvid {
-            key: certified_key(svid).unwrap(),
-            not_after: svid.not_after(),
-        };
+        let local = LocalSvid::new(certified_key(svid).unwrap()).unwrap();
         let server = Server::new(
             svid.spiffe_id().trust_domain().clone(),
             trust.clone(),

@@ -41,7 +41,7 @@ use crate::config::AuthConfig;
 use crate::datapath::maps::AuthMap;
 use crate::identity::IdentityService;
 use crate::util::{boottime_of, wall_time_of_boottime};
-use table::{AuthTable, MapOp, Origin, Signal, Success};
+use table::{AuthTable, MapOp, Origin, Signal, Success, SvidTag};
 pub use view::{AuthView, Requirement};
 
 /// Client latencies kept for the percentiles.
@@ -283,10 +283,10 @@ fn apply(map: &mut AuthMap, op: MapOp) -> Result<(), String> {
     })
 }
 
-fn success(a: &Authenticated) -> Success {
+fn success(a: &Authenticated, local_svid: SvidTag) -> Success {
     Success {
         expires: a.expires,
-        local_not_after: a.local_not_after,
+        local_svid,
         peer_id: a.peer_id.to_string(),
     }
 }
@@ -307,9 +307,12 @@ impl NodeSvids {
         })
     }
 
-    /// NotAfter of the SVID held for `id`.
-    fn not_after(&self, id: u32) -> Option<SystemTime> {
-        self.identity.identity_svid(id).map(|s| s.not_after())
+    /// The tag of the SVID held for `id`.
+    fn tag(&self, id: u32) -> Option<SvidTag> {
+        let svid = self.identity.identity_svid(id)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(svid.leaf(), &mut h);
+        Some(std::hash::Hasher::finish(&h))
     }
 
     /// Forgets the keys of identities no longer on this node.
@@ -337,9 +340,12 @@ impl IdentitySvids for NodeSvids {
                 return None;
             }
         };
-        let local = LocalSvid {
-            key,
-            not_after: svid.not_after(),
+        let local = match LocalSvid::new(key) {
+            Ok(local) => local,
+            Err(e) => {
+                warn!(error = %e, identity = id.get(), "cannot present the SVID");
+                return None;
+            }
         };
         cache.insert(id.get(), (svid.leaf().to_vec(), local.clone()));
         Some(local)
@@ -360,7 +366,7 @@ pub async fn run(
         svids.clone(),
     ));
     let mut changes = identity.subscribe();
-    let mut tasks: JoinSet<(AuthKey, Result<Authenticated, AuthError>, Duration)> = JoinSet::new();
+    let mut tasks: JoinSet<Handshake> = JoinSet::new();
     let timeout = Duration::from_millis(auth.config.handshake_timeout_ms);
     let max = auth.config.max_concurrent_handshakes;
     loop {
@@ -372,7 +378,7 @@ pub async fn run(
             }
             svids.retain(&state.table.view().local);
             let free = max.saturating_sub(state.table.in_flight());
-            let due = state.table.due(now, |id| svids.not_after(id), free);
+            let due = state.table.due(now, |id| svids.tag(id), free);
             // With every slot taken, a finished handshake wakes the loop.
             let busy = state.table.in_flight() >= max;
             (
@@ -388,6 +394,8 @@ pub async fn run(
             let target = target(&auth, key);
             let bind = key.remote_node().and(node_address).map(IpAddr::V4);
             let client = client.clone();
+            // Taken before the dial: a renewal during it is noticed next time.
+            let svid = svids.tag(key.local_identity);
             debug!(?key, %target, "authenticating");
             tasks.spawn(async move {
                 let started = Instant::now();
@@ -400,7 +408,12 @@ pub async fn run(
                         timeout,
                     )
                     .await;
-                (key, result, started.elapsed())
+                Handshake {
+                    key,
+                    svid,
+                    result,
+                    took: started.elapsed(),
+                }
             });
         }
         let sleep = wake_at
@@ -415,7 +428,7 @@ pub async fn run(
             }
             Some(joined) = tasks.join_next() => {
                 match joined {
-                    Ok((key, result, took)) => finish(&auth, key, result, took),
+                    Ok(handshake) => finish(&auth, handshake),
                     Err(e) => warn!(error = %e, "a handshake task failed"),
                 }
             }
@@ -441,7 +454,21 @@ fn target(auth: &Auth, key: AuthKey) -> SocketAddr {
     }
 }
 
-fn finish(auth: &Auth, key: AuthKey, result: Result<Authenticated, AuthError>, took: Duration) {
+/// A client handshake's result, with the tag of the SVID presented.
+struct Handshake {
+    key: AuthKey,
+    svid: Option<SvidTag>,
+    result: Result<Authenticated, AuthError>,
+    took: Duration,
+}
+
+fn finish(auth: &Auth, h: Handshake) {
+    let Handshake {
+        key,
+        svid,
+        result,
+        took,
+    } = h;
     let outcome = match &result {
         Ok(a) => {
             info!(
@@ -452,7 +479,7 @@ fn finish(auth: &Auth, key: AuthKey, result: Result<Authenticated, AuthError>, t
                 ms = took.as_secs_f64() * 1000.0,
                 "authenticated"
             );
-            Ok(success(a))
+            Ok(success(a, svid.unwrap_or_default()))
         }
         Err(e) => {
             warn!(
@@ -527,7 +554,7 @@ pub async fn serve(
         Server::new(
             identity.trust_domain().clone(),
             identity.trust().clone(),
-            svids,
+            svids.clone(),
             Arc::new(ViewAdmission(auth.clone())),
         )
         .map_err(std::io::Error::other)?,
@@ -559,7 +586,7 @@ pub async fn serve(
             count(&mut auth.lock().stats.refused, "busy");
             continue;
         };
-        let (auth, server) = (auth.clone(), server.clone());
+        let (auth, server, svids) = (auth.clone(), server.clone(), svids.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
@@ -567,12 +594,17 @@ pub async fn serve(
                 Ok(r) => r,
                 Err(_) => Err(AuthError::Timeout),
             };
-            accepted(&auth, peer, result);
+            accepted(&auth, &svids, peer, result);
         });
     }
 }
 
-fn accepted(auth: &Auth, peer: SocketAddr, result: Result<Authenticated, AuthError>) {
+fn accepted(
+    auth: &Auth,
+    svids: &NodeSvids,
+    peer: SocketAddr,
+    result: Result<Authenticated, AuthError>,
+) {
     match result {
         Ok(a) => {
             let node = match auth.lock().table.view().node_of(peer.ip()) {
@@ -585,7 +617,8 @@ fn accepted(auth: &Auth, peer: SocketAddr, result: Result<Authenticated, AuthErr
             let key = AuthKey::new(a.local.get(), a.remote.get(), node, AUTH_TYPE_SPIFFE);
             debug!(?key, %peer, "authenticated by the peer");
             auth.lock().stats.accepted += 1;
-            auth.record(key, Ok(success(&a)), Origin::Server);
+            let svid = svids.tag(a.local.get()).unwrap_or_default();
+            auth.record(key, Ok(success(&a, svid)), Origin::Server);
         }
         Err(e) => {
             debug!(%peer, kind = e.kind(), error = %e, "refused a handshake");

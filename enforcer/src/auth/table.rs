@@ -58,13 +58,17 @@ impl Origin {
     }
 }
 
+/// Tells one SVID from another of the same identity (a hash of its leaf
+/// certificate): a renewal changes it even within the same second.
+pub type SvidTag = u64;
+
 /// A successful handshake, from this node's side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Success {
     /// The earlier NotAfter of the two SVIDs.
     pub expires: SystemTime,
-    /// NotAfter of the SVID this node presented.
-    pub local_not_after: SystemTime,
+    /// Which SVID this node presented ([`SvidTag`]).
+    pub local_svid: SvidTag,
     /// The SPIFFE ID the peer presented.
     pub peer_id: String,
 }
@@ -94,7 +98,9 @@ struct Authenticated {
     expires: SystemTime,
     at: SystemTime,
     origin: Origin,
-    local_not_after: Option<SystemTime>,
+    /// The SVID this node presented; `None` for a restored entry until
+    /// the manager first looks at it.
+    local_svid: Option<SvidTag>,
     peer_id: Option<String>,
 }
 
@@ -156,7 +162,7 @@ impl AuthTable {
                 expires,
                 at: now,
                 origin: Origin::Restored,
-                local_not_after: None,
+                local_svid: None,
                 peer_id: None,
             });
         }
@@ -210,12 +216,12 @@ impl AuthTable {
     /// The pairs due for a handshake now (at most `limit`), marked in
     /// flight: needed pairs (with pre-authentication) and signalled ones
     /// without a valid entry, and entries due for renewal or made with a
-    /// rotated SVID. `local_svid(id)` is the NotAfter of the SVID this node
+    /// rotated SVID. `local_svid(id)` is the tag of the SVID this node
     /// holds for identity `id`, if any. Test-always-fail pairs fail here.
     pub fn due(
         &mut self,
         now: SystemTime,
-        local_svid: impl Fn(u32) -> Option<SystemTime>,
+        local_svid: impl Fn(u32) -> Option<SvidTag>,
         limit: usize,
     ) -> Vec<AuthKey> {
         for key in &self.view.needed {
@@ -258,14 +264,14 @@ impl AuthTable {
             if let Some(a) = e.authenticated.as_mut() {
                 // A restored entry does not say which SVID it was made
                 // with: the one held now is the baseline for a rotation.
-                a.local_not_after.get_or_insert(svid);
+                a.local_svid.get_or_insert(svid);
             }
             let stale = match &e.authenticated {
                 None => true,
                 Some(a) => {
                     a.expires <= now
                         || now >= a.renew_at()
-                        || a.local_not_after.is_some_and(|na| na != svid)
+                        || a.local_svid.is_some_and(|held| held != svid)
                 }
             };
             if stale {
@@ -297,7 +303,7 @@ impl AuthTable {
             expires: s.expires,
             at: now,
             origin,
-            local_not_after: Some(s.local_not_after),
+            local_svid: Some(s.local_svid),
             peer_id: Some(s.peer_id),
         });
         MapOp::Set(key, s.expires)
@@ -490,14 +496,14 @@ mod tests {
         }
     }
 
-    fn svid(_: u32) -> Option<SystemTime> {
-        Some(t(3600))
+    fn svid(_: u32) -> Option<SvidTag> {
+        Some(1)
     }
 
     fn success(expires: u64) -> Success {
         Success {
             expires: t(expires),
-            local_not_after: t(3600),
+            local_svid: 1,
             peer_id: "spiffe://td/identity/200".into(),
         }
     }
@@ -522,7 +528,7 @@ mod tests {
         table.due(t(0), svid, 16);
         table.succeeded(key(), success(3000), Origin::Client, t(0));
         assert!(table.due(t(10), svid, 16).is_empty());
-        assert_eq!(table.due(t(10), |_| Some(t(7200)), 16), vec![key()]);
+        assert_eq!(table.due(t(10), |_| Some(2), 16), vec![key()]);
     }
 
     #[test]
@@ -531,7 +537,7 @@ mod tests {
         table.set_view(view(&[key()]));
         table.restore([(key(), t(3000))], t(0));
         assert!(table.due(t(1), svid, 16).is_empty(), "restored and valid");
-        assert_eq!(table.due(t(2), |_| Some(t(7200)), 16), vec![key()]);
+        assert_eq!(table.due(t(2), |_| Some(2), 16), vec![key()]);
     }
 
     #[test]
@@ -611,12 +617,12 @@ mod tests {
         table.set_view(view(&[key()]));
         table.due(t(0), svid, 16);
         table.succeeded(key(), success(3000), Origin::Client, t(0));
-        table.due(t(10), |_| Some(t(7200)), 16);
+        table.due(t(10), |_| Some(2), 16);
         assert_eq!(
             table.failed(key(), "timeout", "timeout: ...".into(), t(10)),
             None
         );
-        table.due(t(11), |_| Some(t(7200)), 16);
+        table.due(t(11), |_| Some(2), 16);
         assert_eq!(
             table.failed(key(), "untrusted", "untrusted: ...".into(), t(11)),
             Some(MapOp::Delete(key()))

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
@@ -14,9 +14,9 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, debug_span, Instrument};
 
 use super::wire::{self, Response};
-use super::{identity_id, peer_svid, AuthError, Authenticated, IdentitySvids, Pair, Presenting};
+use super::{identity_id, peer_svid, AuthError, Authenticated, IdentitySvids, LocalSvid, Pair};
 use super::{WireError, ALPN};
-use crate::tls::{self, TrustBundle};
+use crate::tls::{self, FixedSvid, TrustBundle};
 use crate::{NumericIdentity, SpiffeId, TrustDomain};
 
 /// Authenticates pairs with other nodes: presents this node's SVID of the
@@ -45,7 +45,7 @@ struct Handshake {
     local: NumericIdentity,
     remote: NumericIdentity,
     expected: SpiffeId,
-    local_not_after: SystemTime,
+    svid: LocalSvid,
 }
 
 impl Client {
@@ -124,7 +124,7 @@ impl Client {
         let mut config = tls::client_config(
             expected.clone(),
             self.bundle.clone(),
-            Some(Arc::new(Presenting(Some(svid.key)))),
+            Some(Arc::new(FixedSvid::from_key(svid.key().clone()))),
         )
         .map_err(|source| AuthError::Tls { source })?;
         config.alpn_protocols = vec![ALPN.to_vec()];
@@ -144,7 +144,7 @@ impl Client {
             local,
             remote,
             expected,
-            local_not_after: svid.not_after,
+            svid,
         })
     }
 }
@@ -168,7 +168,7 @@ impl Handshake {
         let _ = tls.shutdown().await;
         match response {
             Response::Ok => {
-                let done = Authenticated::new(self.local, self.remote, self.local_not_after, &peer);
+                let done = Authenticated::new(self.local, self.remote, &self.svid, &peer);
                 debug!(peer = %done.peer_id, "authenticated");
                 Ok(done)
             }

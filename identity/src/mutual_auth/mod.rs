@@ -13,19 +13,28 @@
 //!    claims. No session resumption: every handshake checks both chains.
 //! 2. The server presents its SVID of `s` (or fails the handshake when it
 //!    holds none) and demands a client certificate; both chains are
-//!    verified against the trust domain's bundle ([`tls`]). The client
-//!    accepts only a server whose SVID names exactly
-//!    `spiffe://<td>/identity/<s>`.
-//! 3. After the handshake the server checks that the client's SVID names
-//!    exactly `spiffe://<td>/identity/<c>`, asks its [`Admission`] whether
-//!    the peer's address may authenticate this pair, and writes one line:
-//!    `ok` or `refused: <reason>` (at most 400 bytes), then closes the TLS
-//!    session (close_notify).
+//!    verified against the trust domain's bundle ([`tls`]). Each side
+//!    accepts only a peer whose SVID names exactly the identity the server
+//!    name says: the client `spiffe://<td>/identity/<s>`, the server
+//!    `spiffe://<td>/identity/<c>`. Every certificate problem thus fails the
+//!    handshake with an alert.
+//! 3. After the handshake the server checks the client's SVID again (a
+//!    second line of defence), asks its [`Admission`] whether the peer's
+//!    address may authenticate this pair, and writes one line: `ok` or
+//!    `refused: <reason>` (at most 400 bytes of text without control
+//!    characters), then closes the TLS session (close_notify). Once `ok` is
+//!    written the server has succeeded, whatever happens to the close.
 //! 4. The client succeeds only on `ok`.
+//!
+//! The SVID is chosen from the server name before the client has proved
+//! anything, so an unauthenticated scanner can learn which identities a
+//! node hosts (and their certificates); that is inherent to TLS, and
+//! accepted.
 //!
 //! Both sides describe a success alike ([`Authenticated`]): the pair from
 //! their own point of view, the peer's SPIFFE ID, and when the
-//! authentication expires (the earlier of the two SVIDs' NotAfter). Every
+//! authentication expires (the earlier of the two SVIDs' NotAfter, both as
+//! the certificates say, so that both sides compute the same instant). Every
 //! failure is an [`AuthError`] whose [`kind`](AuthError::kind) is a short
 //! stable label for metrics. [`Server::accept`] and [`Client::authenticate`]
 //! keep no state outside their future, so dropping them (a timeout) at any
@@ -40,13 +49,14 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::CertificateError;
+use x509_parser::error::X509Error;
 
-use crate::tls::{self, CertifiedKey, SvidSource, UnexpectedPeer};
-use crate::x509::{VerifiedSvid, VerifyError};
+use crate::timestamp;
+use crate::tls::{self, invalid_certificate, CertifiedKey, UnexpectedPeer};
+use crate::x509::{ChainError, VerifiedSvid, VerifyError};
 use crate::{NumericIdentity, SpiffeId, TrustDomain};
 
 pub use client::Client;
@@ -59,13 +69,54 @@ pub const DEFAULT_PORT: u16 = 4250;
 pub const ALPN: &[u8] = b"palisade-auth/1";
 
 /// An SVID this node can present, as rustls presents it, with its leaf's
-/// NotAfter.
+/// NotAfter read from the leaf certificate itself (so that both sides of a
+/// handshake agree on it).
 #[derive(Clone)]
 pub struct LocalSvid {
+    key: Arc<CertifiedKey>,
+    not_after: SystemTime,
+}
+
+impl LocalSvid {
+    /// Presents `key` (see [`tls::certified_key`]); fails when its first
+    /// certificate, the leaf, is missing or does not parse.
+    pub fn new(key: Arc<CertifiedKey>) -> Result<Self, ChainError> {
+        let leaf = key.cert.first().ok_or(ChainError::Empty)?;
+        let not_after = leaf_not_after(leaf)?;
+        Ok(Self { key, not_after })
+    }
+
     /// The chain and the signing key.
-    pub key: Arc<CertifiedKey>,
-    /// When the leaf expires.
-    pub not_after: SystemTime,
+    pub fn key(&self) -> &Arc<CertifiedKey> {
+        &self.key
+    }
+
+    /// When the leaf expires, as its certificate says (whole seconds).
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+}
+
+/// The NotAfter of `leaf`, a DER certificate that must fill it exactly.
+fn leaf_not_after(leaf: &[u8]) -> Result<SystemTime, ChainError> {
+    let (rest, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
+        let source = match e {
+            x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
+            x509_parser::nom::Err::Incomplete(_) => X509Error::InvalidCertificate,
+        };
+        ChainError::Malformed {
+            position: 1,
+            source,
+        }
+    })?;
+    if !rest.is_empty() {
+        return Err(ChainError::TrailingData {
+            position: 1,
+            trailing: rest.len(),
+        });
+    }
+    timestamp::from_unix_seconds(cert.validity().not_after.timestamp())
+        .ok_or(ChainError::TimeOutOfRange { position: 1 })
 }
 
 impl fmt::Debug for LocalSvid {
@@ -108,13 +159,14 @@ pub struct Authenticated {
     pub remote: NumericIdentity,
     /// The SPIFFE ID in the peer's SVID, `spiffe://<td>/identity/<remote>`.
     pub peer_id: SpiffeId,
-    /// When this side's SVID expires, as [`LocalSvid::not_after`] says.
+    /// When this side's SVID expires, as its certificate says
+    /// ([`LocalSvid::not_after`]).
     pub local_not_after: SystemTime,
     /// When the peer's SVID expires, as its certificate says.
     pub peer_not_after: SystemTime,
-    /// When the authentication expires: the earlier of the two, in whole
-    /// seconds as certificates have them, so that both sides compute the
-    /// same instant.
+    /// When the authentication expires: the earlier of the two. Both sides
+    /// read both from the same two certificates, so they compute the same
+    /// instant.
     pub expires: SystemTime,
 }
 
@@ -122,35 +174,28 @@ impl Authenticated {
     fn new(
         local: NumericIdentity,
         remote: NumericIdentity,
-        local_not_after: SystemTime,
+        local_svid: &LocalSvid,
         peer: &VerifiedSvid,
     ) -> Self {
         Self {
             local,
             remote,
             peer_id: peer.spiffe_id().clone(),
-            local_not_after,
+            local_not_after: local_svid.not_after(),
             peer_not_after: peer.not_after(),
-            expires: whole_seconds(local_not_after).min(peer.not_after()),
+            expires: local_svid.not_after().min(peer.not_after()),
         }
     }
-}
-
-/// `t` without its fraction of a second: an X.509 time. (An SVID a CA has
-/// just issued may carry the fraction its certificate lost.)
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// What is wrong with a peer's certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertificateProblem {
-    /// It (or a CA certificate of its chain) has expired or is not valid
-    /// yet.
+    /// It (or a CA certificate of its chain) has expired.
     Expired,
+    /// It (or a CA certificate of its chain) is not valid yet: its
+    /// NotBefore is in the future (by this side's clock).
+    NotYetValid,
     /// Its chain does not lead to the trust bundle: another CA, another
     /// trust domain, or no valid X.509-SVID at all.
     Untrusted,
@@ -161,11 +206,12 @@ pub enum CertificateProblem {
 }
 
 impl CertificateProblem {
-    /// The metrics label ([`AuthError::kind`]); a missing certificate
-    /// counts as `untrusted`.
+    /// The metrics label ([`AuthError::kind`]): a certificate not valid yet
+    /// counts as `expired` (outside its validity window either way), a
+    /// missing certificate as `untrusted`.
     pub fn kind(self) -> &'static str {
         match self {
-            Self::Expired => "expired",
+            Self::Expired | Self::NotYetValid => "expired",
             Self::Untrusted | Self::Missing => "untrusted",
             Self::WrongIdentity => "wrong-identity",
         }
@@ -179,20 +225,17 @@ impl CertificateProblem {
                 .then_some(Self::Missing);
         };
         Some(match e {
-            CertificateError::Expired
-            | CertificateError::ExpiredContext { .. }
-            | CertificateError::NotValidYet
-            | CertificateError::NotValidYetContext { .. } => Self::Expired,
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => Self::Expired,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                Self::NotYetValid
+            }
             CertificateError::Other(other) => {
                 let cause: &(dyn StdError + 'static) = &*other.0;
-                if cause.is::<UnexpectedPeer>() {
-                    Self::WrongIdentity
-                } else if let Some(VerifyError::Expired { .. } | VerifyError::NotYetValid { .. }) =
-                    cause.downcast_ref::<VerifyError>()
-                {
-                    Self::Expired
-                } else {
-                    Self::Untrusted
+                match cause.downcast_ref::<VerifyError>() {
+                    _ if cause.is::<UnexpectedPeer>() => Self::WrongIdentity,
+                    Some(VerifyError::Expired { .. }) => Self::Expired,
+                    Some(VerifyError::NotYetValid { .. }) => Self::NotYetValid,
+                    _ => Self::Untrusted,
                 }
             }
             _ => Self::Untrusted,
@@ -238,7 +281,7 @@ pub enum AuthError {
     },
     /// This side refused the peer's certificate, in the handshake or in the
     /// check after it (`expired`, `untrusted` or `wrong-identity`, by
-    /// `problem`).
+    /// `problem`). The other side sees an alert (`tls`).
     #[error("the peer's certificate is refused: {}", certificate_cause(.source))]
     PeerCertificate {
         /// What is wrong with it.
@@ -324,19 +367,15 @@ impl AuthError {
     /// A peer chain that no longer verifies after the handshake (the bundle
     /// changed or the SVID expired since), reported as the verifiers do.
     fn from_verify(error: VerifyError) -> Self {
-        Self::from_rustls(rustls::Error::InvalidCertificate(CertificateError::Other(
-            rustls::OtherError(Arc::new(error)),
-        )))
+        Self::from_rustls(invalid_certificate(error))
     }
 
     /// A peer whose valid SVID names another identity than `expected`.
     fn wrong_identity(expected: SpiffeId, presented: SpiffeId) -> Self {
-        Self::from_rustls(rustls::Error::InvalidCertificate(CertificateError::Other(
-            rustls::OtherError(Arc::new(UnexpectedPeer {
-                expected,
-                presented,
-            })),
-        )))
+        Self::from_rustls(invalid_certificate(UnexpectedPeer {
+            expected,
+            presented,
+        }))
     }
 }
 
@@ -350,7 +389,7 @@ fn certificate_cause(error: &rustls::Error) -> String {
 }
 
 /// The peer's SVID after the handshake, checked again (for its NotAfter)
-/// and compared with `expected`.
+/// and compared with `expected` again (the verifiers did in the handshake).
 fn peer_svid(
     bundle: &tls::TrustBundle,
     chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
@@ -378,47 +417,65 @@ fn identity_id(trust_domain: &TrustDomain, id: NumericIdentity) -> Result<Spiffe
         })
 }
 
-/// Presents one SVID, or none (which fails the handshake).
-struct Presenting(Option<Arc<CertifiedKey>>);
-
-impl fmt::Debug for Presenting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Presenting(...)"
-        } else {
-            "Presenting(None)"
-        })
-    }
-}
-
-impl SvidSource for Presenting {
-    fn current(&self) -> Option<Arc<CertifiedKey>> {
-        self.0.clone()
-    }
-}
-
-impl ResolvesServerCert for Presenting {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.clone()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::x509::CertLocation;
 
     fn in_io(e: rustls::Error) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, e)
     }
 
-    fn other(e: impl StdError + Send + Sync + 'static) -> rustls::Error {
-        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
-    }
-
     #[test]
     fn rustls_errors_are_classified() {
+        use CertificateProblem::{Expired, Missing, NotYetValid, Untrusted, WrongIdentity};
+
         let id = |s: &str| s.parse::<SpiffeId>().unwrap();
+        let at = CertLocation::Chain { position: 1 };
+        let date = time::OffsetDateTime::UNIX_EPOCH;
+        let problems = [
+            (rustls::Error::NoCertificatesPresented, Missing),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                Expired,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidYet),
+                NotYetValid,
+            ),
+            (
+                invalid_certificate(VerifyError::Expired {
+                    at: at.clone(),
+                    not_after: date,
+                }),
+                Expired,
+            ),
+            (
+                invalid_certificate(VerifyError::NotYetValid {
+                    at,
+                    not_before: date,
+                }),
+                NotYetValid,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                Untrusted,
+            ),
+            (
+                invalid_certificate(UnexpectedPeer {
+                    expected: id("spiffe://example.org/identity/5"),
+                    presented: id("spiffe://example.org/identity/7"),
+                }),
+                WrongIdentity,
+            ),
+        ];
+        for (e, problem) in problems {
+            assert_eq!(CertificateProblem::of(&e), Some(problem), "{e:?}");
+        }
+        assert_eq!(NotYetValid.kind(), "expired");
+        assert_eq!(Missing.kind(), "untrusted");
+
         let cases = [
             (rustls::Error::NoCertificatesPresented, "untrusted"),
             (
@@ -434,7 +491,7 @@ mod tests {
                 "untrusted",
             ),
             (
-                other(VerifyError::TrustDomainMismatch {
+                invalid_certificate(VerifyError::TrustDomainMismatch {
                     id: id("spiffe://other.example/identity/5"),
                     leaf: "other.example".parse().unwrap(),
                     bundle: "example.org".parse().unwrap(),
@@ -442,13 +499,16 @@ mod tests {
                 "untrusted",
             ),
             (
-                other(UnexpectedPeer {
+                invalid_certificate(UnexpectedPeer {
                     expected: id("spiffe://example.org/identity/5"),
                     presented: id("spiffe://example.org/identity/7"),
                 }),
                 "wrong-identity",
             ),
-            (other(io::Error::other("something else")), "untrusted"),
+            (
+                invalid_certificate(io::Error::other("something else")),
+                "untrusted",
+            ),
             (
                 rustls::Error::AlertReceived(rustls::AlertDescription::CertificateUnknown),
                 "tls",
@@ -482,19 +542,6 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the peer's certificate is refused: peer sent no certificates"
-        );
-    }
-
-    #[test]
-    fn expiry_is_in_whole_seconds() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
-        assert_eq!(
-            whole_seconds(t),
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
-        );
-        assert_eq!(
-            whole_seconds(SystemTime::UNIX_EPOCH),
-            SystemTime::UNIX_EPOCH
         );
     }
 }

@@ -13,8 +13,8 @@ use tracing::{debug, debug_span, Instrument};
 use super::wire::{self, Response};
 use super::{certificate_cause, identity_id, peer_svid};
 use super::{Admission, AuthError, Authenticated, IdentitySvids};
-use super::{Pair, Presenting, WireError, ALPN};
-use crate::tls::{self, TrustBundle};
+use super::{Pair, WireError, ALPN};
+use crate::tls::{self, CertifiedKey, FixedSvid, SpiffeClientVerifier, SvidSource, TrustBundle};
 use crate::TrustDomain;
 
 /// Answers other nodes' handshakes: presents the SVID the client's server
@@ -24,10 +24,9 @@ pub struct Server {
     bundle: TrustBundle,
     svids: Arc<dyn IdentitySvids>,
     admission: Arc<dyn Admission>,
-    /// Mandatory client certificates verified against `bundle`, ALPN, no
-    /// tickets; it presents nothing. Each connection gets a copy that
-    /// presents the SVID its server name asks for.
-    config: Arc<ServerConfig>,
+    /// The configuration that fails a handshake: it presents nothing.
+    /// Each connection that goes on gets its own ([`config`]).
+    refusing: Arc<ServerConfig>,
 }
 
 impl fmt::Debug for Server {
@@ -49,17 +48,14 @@ impl Server {
         svids: Arc<dyn IdentitySvids>,
         admission: Arc<dyn Admission>,
     ) -> Result<Self, AuthError> {
-        let mut config = tls::server_config(Arc::new(Presenting(None)), bundle.clone(), true)
-            .map_err(|source| AuthError::Tls { source })?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        // Every handshake checks both chains: nothing to resume.
-        config.send_tls13_tickets = 0;
+        let verifier = SpiffeClientVerifier::new(bundle.clone(), true);
+        let refusing = config(verifier, Arc::new(Nothing))?;
         Ok(Self {
             trust_domain,
             bundle,
             svids,
             admission,
-            config: Arc::new(config),
+            refusing: Arc::new(refusing),
         })
     }
 
@@ -113,8 +109,11 @@ impl Server {
             return Err(self.abort(start, error).await);
         };
         let expected = identity_id(&self.trust_domain, pair.client)?;
-        let mut config = (*self.config).clone();
-        config.cert_resolver = Arc::new(Presenting(Some(svid.key)));
+        // Refuses, in the handshake, any client certificate but an SVID of
+        // the identity the client claims.
+        let verifier = SpiffeClientVerifier::expecting(self.bundle.clone(), expected.clone());
+        let presenting = Arc::new(FixedSvid::from_key(svid.key().clone()));
+        let config = config(verifier, presenting)?;
         let mut tls = start
             .into_stream(Arc::new(config))
             .await
@@ -132,7 +131,7 @@ impl Server {
                     }
                     other => other.to_string(),
                 };
-                let _ = respond(&mut tls, &Response::refused(&reason)).await;
+                refuse(&mut tls, &Response::refused(&reason)).await;
                 return Err(e);
             }
         };
@@ -141,11 +140,16 @@ impl Server {
             let refusal = Response::Refused {
                 reason: reason.clone(),
             };
-            let _ = respond(&mut tls, &refusal).await;
+            refuse(&mut tls, &refusal).await;
             return Err(AuthError::Refused { reason });
         }
-        respond(&mut tls, &Response::Ok).await?;
-        let done = Authenticated::new(pair.server, pair.client, svid.not_after, &client);
+        write_line(&mut tls, &Response::Ok).await?;
+        // The client has its answer, and succeeds on it: a close that fails
+        // now (a client that resets the connection at once) changes nothing.
+        if let Err(error) = tls.shutdown().await {
+            debug!(%error, "the close after ok failed");
+        }
+        let done = Authenticated::new(pair.server, pair.client, &svid, &client);
         debug!(peer_id = %done.peer_id, "authenticated");
         Ok(done)
     }
@@ -157,19 +161,52 @@ impl Server {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // What rustls says (no certificate to present) is not the reason.
-        let _ = start.into_stream(self.config.clone()).await;
+        let _ = start.into_stream(self.refusing.clone()).await;
         error
     }
 }
 
-/// Writes the response line and ends the TLS session.
-async fn respond<S>(tls: &mut TlsStream<S>, response: &Response) -> Result<(), AuthError>
+/// A configuration of palisade-auth/1 checking clients with `verifier`
+/// and presenting `svid`: ALPN, no tickets (every handshake checks both
+/// chains: nothing to resume).
+fn config(
+    verifier: SpiffeClientVerifier,
+    svid: Arc<dyn SvidSource>,
+) -> Result<ServerConfig, AuthError> {
+    let mut config = tls::server_config_with(Arc::new(verifier), svid, ALPN)
+        .map_err(|source| AuthError::Tls { source })?;
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// Presents no SVID, which fails the handshake.
+struct Nothing;
+
+impl SvidSource for Nothing {
+    fn current(&self) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+/// Writes the response line and sends it (flushed to the connection).
+async fn write_line<S>(tls: &mut TlsStream<S>, response: &Response) -> Result<(), AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tls.write_all(&response.to_line())
         .await
         .map_err(AuthError::from_io)?;
-    // Sends close_notify, flushes, and shuts the connection down for writing.
-    tls.shutdown().await.map_err(AuthError::from_io)
+    tls.flush().await.map_err(AuthError::from_io)
+}
+
+/// Writes a refusal and ends the TLS session (close_notify, then the
+/// connection is shut down for writing); the refusal is the result, so
+/// failures here are only the client's loss.
+async fn refuse<S>(tls: &mut TlsStream<S>, response: &Response)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if write_line(tls, response).await.is_ok() {
+        let _ = tls.shutdown().await;
+    }
 }

@@ -59,6 +59,14 @@ pub enum WireError {
         /// The line (lossily decoded), without its newline.
         line: String,
     },
+    /// A refusal's reason is not what a server sends: it is not UTF-8 or
+    /// holds control characters (which could rewrite a log line or a
+    /// terminal).
+    #[error("the server's refusal carries a reason that is not text without control characters: {reason:?}")]
+    BadReason {
+        /// The reason (lossily decoded; shown escaped).
+        reason: String,
+    },
     /// A refusal's reason is longer than 400 bytes.
     #[error(
         "the server's refusal carries a reason of {len} bytes; at most {MAX_REASON} are allowed"
@@ -124,12 +132,21 @@ fn parse_identity(label: &str) -> Option<NumericIdentity> {
     Some(NumericIdentity(n))
 }
 
+/// Whether a refusal's reason may carry `c`: anything but control
+/// characters (newlines, carriage returns, escape sequences).
+fn fit_for_reason(c: char) -> bool {
+    !c.is_control()
+}
+
 /// `reason` made fit for a refusal: control characters (newlines in
 /// particular) become spaces, and it is cut to [`MAX_REASON`] bytes at a
 /// character boundary.
 pub(super) fn clean_reason(reason: &str) -> String {
     let mut clean = String::with_capacity(reason.len().min(MAX_REASON));
-    for c in reason.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+    for c in reason
+        .chars()
+        .map(|c| if fit_for_reason(c) { c } else { ' ' })
+    {
         if clean.len() + c.len_utf8() > MAX_REASON {
             break;
         }
@@ -168,21 +185,28 @@ impl Response {
         line
     }
 
-    /// Parses a line without its newline. A reason that is not UTF-8 is
-    /// decoded lossily: it is only ever shown.
+    /// Parses a line without its newline. It accepts exactly what a server
+    /// sends: `ok`, or `refused: ` and a reason of at most [`MAX_REASON`]
+    /// bytes of UTF-8 without control characters (what [`clean_reason`]
+    /// makes), since the reason ends up in logs and on terminals.
     pub(super) fn parse(line: &[u8]) -> Result<Self, WireError> {
         if line == OK {
             return Ok(Self::Ok);
         }
-        match line.strip_prefix(REFUSED) {
-            Some(reason) if reason.len() > MAX_REASON => {
-                Err(WireError::ReasonTooLong { len: reason.len() })
-            }
-            Some(reason) => Ok(Self::Refused {
-                reason: String::from_utf8_lossy(reason).into_owned(),
-            }),
-            None => Err(WireError::BadResponse {
+        let Some(reason) = line.strip_prefix(REFUSED) else {
+            return Err(WireError::BadResponse {
                 line: String::from_utf8_lossy(line).into_owned(),
+            });
+        };
+        if reason.len() > MAX_REASON {
+            return Err(WireError::ReasonTooLong { len: reason.len() });
+        }
+        match std::str::from_utf8(reason) {
+            Ok(text) if text.chars().all(fit_for_reason) => Ok(Self::Refused {
+                reason: text.to_owned(),
+            }),
+            _ => Err(WireError::BadReason {
+                reason: String::from_utf8_lossy(reason).into_owned(),
             }),
         }
     }
@@ -229,22 +253,34 @@ mod tests {
             }
         }
 
-        /// Parsing never panics, and a UTF-8 line it accepts is what it
-        /// would send.
+        /// Parsing never panics, and what it accepts is exactly what a
+        /// server could send: the line a response the server builds would
+        /// be.
         #[test]
         fn lines_parse_or_are_refused(
             prefix in prop_oneof![Just(&b""[..]), Just(OK), Just(REFUSED)],
             rest in prop_oneof![
                 proptest::collection::vec(any::<u8>(), 0..600),
                 "\\PC{0,420}".prop_map(String::into_bytes),
+                // Mostly text, with control characters among it.
+                "[a-z \\x00-\\x1f\\x7f\\u{80}-\\u{9f}é]{0,40}".prop_map(String::into_bytes),
             ],
         ) {
             let line = [prefix, &rest].concat();
             if let Ok(r) = Response::parse(&line) {
-                if std::str::from_utf8(&line).is_ok() {
-                    prop_assert_eq!(r.to_line(), [&line[..], b"\n"].concat());
+                prop_assert_eq!(r.to_line(), [&line[..], b"\n"].concat());
+                if let Response::Refused { reason } = &r {
+                    prop_assert_eq!(&Response::refused(reason), &r);
                 }
             }
+        }
+
+        /// Whatever a server sends parses back to itself.
+        #[test]
+        fn what_a_server_sends_parses(reason in "\\PC{0,420}|[a-z\\x00-\\x1f\\x7f]{0,40}") {
+            let r = Response::refused(&reason);
+            let line = r.to_line();
+            prop_assert_eq!(Response::parse(&line[..line.len() - 1]), Ok(r));
         }
     }
 
@@ -376,6 +412,33 @@ mod tests {
             assert!(
                 matches!(Response::parse(line), Err(WireError::BadResponse { .. })),
                 "{line:?}"
+            );
+        }
+        for reason in [
+            &b"a\rb"[..],
+            b"\x1b[2Jcleared",
+            b"tab\there",
+            b"nul\0",
+            b"del\x7f",
+            "c1\u{9b}31m".as_bytes(),
+            b"not utf-8 \xff",
+        ] {
+            let line = [REFUSED, reason].concat();
+            assert_eq!(
+                Response::parse(&line),
+                Err(WireError::BadReason {
+                    reason: String::from_utf8_lossy(reason).into_owned()
+                }),
+                "{line:?}"
+            );
+            assert!(
+                !WireError::BadReason {
+                    reason: String::from_utf8_lossy(reason).into_owned()
+                }
+                .to_string()
+                .chars()
+                .any(char::is_control),
+                "the message shows the reason escaped"
             );
         }
         let long = [REFUSED, &[b'x'; MAX_REASON + 1][..]].concat();
