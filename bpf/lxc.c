@@ -201,9 +201,18 @@ static __always_inline int pal_handle(struct __sk_buff *skb, const __u8 obs)
 
 	rev = pal_policy_rev();
 
-	/* 1. Established, forward direction. */
+	/*
+	 * 1. Established, forward direction. A bare SYN on a closing entry is
+	 * a new connection reusing the tuple: it goes through policy (and
+	 * authentication) again instead of inheriting the old verdict.
+	 */
 	pal_ct_tuple(&pkt, dir, &fwd);
 	ct = pal_ct_lookup(&fwd, ep->ep_id);
+	if (ct && (ct->flags & PAL_CT_CLOSING) &&
+	    (pkt.tcp_flags & (PAL_TCP_SYN | PAL_TCP_ACK)) == PAL_TCP_SYN) {
+		bpf_map_delete_elem(&pal_ct, &fwd);
+		ct = NULL;
+	}
 	if (ct)
 		return pal_ct_established(skb, ep, &fwd, ct, &pkt, &ev, obs, rev, now, 0);
 

@@ -60,7 +60,9 @@ struct pal_icmp_echo {
 
 /* TCP flags the datapath cares about (byte 13 of the TCP header). */
 #define PAL_TCP_FIN 0x01
+#define PAL_TCP_SYN 0x02
 #define PAL_TCP_RST 0x04
+#define PAL_TCP_ACK 0x10
 
 struct pal_pkt {
 	__be32 saddr;
@@ -230,7 +232,8 @@ static __always_inline int pal_parse(struct __sk_buff *skb, struct pal_pkt *pkt)
 			return PAL_REASON_INVALID_PACKET;
 		pkt->sport = tcp.source;
 		pkt->dport = tcp.dest;
-		pkt->tcp_flags = (tcp.fin ? PAL_TCP_FIN : 0) | (tcp.rst ? PAL_TCP_RST : 0);
+		pkt->tcp_flags = (tcp.fin ? PAL_TCP_FIN : 0) | (tcp.syn ? PAL_TCP_SYN : 0) |
+				 (tcp.rst ? PAL_TCP_RST : 0) | (tcp.ack ? PAL_TCP_ACK : 0);
 		break;
 	}
 	case IPPROTO_UDP:

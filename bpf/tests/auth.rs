@@ -258,6 +258,28 @@ fn an_established_connection_waits_when_policy_starts_requiring_authentication()
     Ok(())
 }
 
+/// A new connection reusing the tuple of a closed one is not admitted on
+/// the old connection's authentication.
+#[test]
+fn a_new_syn_on_a_closing_entry_is_checked_again() -> Result<()> {
+    let mut dp = setup(ENFORCE)?;
+    allow_auth(&mut dp, Direction::Egress, ID_B, 80, AUTH_TYPE_SPIFFE)?;
+    let pair = AuthKey::new(ID_A, ID_B, None, AUTH_TYPE_SPIFFE);
+    dp.set_auth(pair, NEVER)?;
+    let syn = Ipv4::tcp(A, 40000, B, 80, TCP_SYN);
+    assert_eq!(out(&mut dp, &syn)?, TC_ACT_OK);
+    assert_eq!(
+        out(&mut dp, &Ipv4::tcp(A, 40000, B, 80, TCP_FIN | TCP_ACK))?,
+        TC_ACT_OK
+    );
+    dp.events()?;
+    // Withdrawn (no new revision), then the same tuple opens again.
+    dp.set_auth(pair, EXPIRED)?;
+    assert_eq!(out(&mut dp, &syn)?, TC_ACT_SHOT);
+    one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    Ok(())
+}
+
 /// Audit mode lets the connection through but says, distinctly, that it
 /// would have been dropped for missing authentication.
 #[test]

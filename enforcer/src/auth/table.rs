@@ -252,10 +252,16 @@ impl AuthTable {
                 );
                 continue;
             }
-            let Some(svid) = local_svid(key.local_identity) else {
+            // A pair within this node needs both SVIDs here: this node's
+            // listener presents the peer's.
+            let missing = [key.local_identity, key.remote_identity]
+                .into_iter()
+                .take(if key.remote_node().is_none() { 2 } else { 1 })
+                .find(|id| local_svid(*id).is_none());
+            let (Some(svid), None) = (local_svid(key.local_identity), missing) else {
                 e.last_error = Some(format!(
                     "this node holds no SVID for identity/{} yet",
-                    key.local_identity
+                    missing.unwrap_or(key.local_identity)
                 ));
                 e.waiting_svid = true;
                 continue;
@@ -609,6 +615,25 @@ mod tests {
             "no timer: the identity service's change wakes the manager"
         );
         assert_eq!(table.due(t(1), svid, 16), vec![key()]);
+    }
+
+    #[test]
+    fn a_pair_within_this_node_waits_for_both_svids() {
+        let mut table = AuthTable::new(true);
+        let local = AuthKey::new(100, 101, None, AUTH_TYPE_SPIFFE);
+        table.set_view(AuthView {
+            local: [100, 101].into(),
+            ..view(&[local])
+        });
+        let only_100 = |id: u32| (id == 100).then_some(1);
+        assert!(table.due(t(0), only_100, 16).is_empty());
+        assert!(!table.settled(Some(101), t(0)), "not tried yet: wait");
+        let r = &table.records(t(0))[0];
+        assert!(r
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("identity/101")));
+        assert_eq!(table.due(t(1), svid, 16), vec![local]);
     }
 
     #[test]

@@ -148,20 +148,20 @@ pub(super) struct Measure {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Sample {
     /// Transactions (RR) or connections (CRR) per second.
-    rate: f64,
+    pub(super) rate: f64,
     /// Completed operations.
-    count: usize,
+    pub(super) count: usize,
     /// Failed operations (CRR only: connect/read errors).
-    errors: usize,
-    p50_us: f64,
-    p99_us: f64,
+    pub(super) errors: usize,
+    pub(super) p50_us: f64,
+    pub(super) p99_us: f64,
     /// CPUs' worth of time the agent processes used meanwhile (0.05 = 5 %
     /// of one CPU).
-    agent_cpu: f64,
+    pub(super) agent_cpu: f64,
 }
 
 impl Sample {
-    fn to_json(&self) -> serde_json::Value {
+    pub(super) fn to_json(&self) -> serde_json::Value {
         json!({"rate": self.rate, "count": self.count, "errors": self.errors,
                "p50_us": self.p50_us, "p99_us": self.p99_us,
                "agent_cpu": self.agent_cpu})
@@ -914,7 +914,7 @@ fn pin_to(cpu: usize) {
 }
 
 /// Runs `f` on a thread inside `netns`, pinned to `cpu`.
-fn in_netns<T: Send + 'static>(
+pub(super) fn in_netns<T: Send + 'static>(
     netns: &NetNs,
     cpu: Option<usize>,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
@@ -928,7 +928,7 @@ fn in_netns<T: Send + 'static>(
 }
 
 /// TCP_RR: one connection, 1-byte request and response, for `dur`.
-fn tcp_rr(dst: SocketAddrV4, dur: Duration, warmup: Duration) -> anyhow::Result<Sample> {
+pub(super) fn tcp_rr(dst: SocketAddrV4, dur: Duration, warmup: Duration) -> anyhow::Result<Sample> {
     let mut s = TcpStream::connect_timeout(&dst.into(), IO_TIMEOUT)
         .with_context(|| format!("TCP_RR: connect to {dst}"))?;
     s.set_nodelay(true)?;
@@ -972,7 +972,11 @@ fn crr_once(dst: SocketAddrV4) -> std::io::Result<()> {
 }
 
 /// TCP_CRR for `dur`.
-fn tcp_crr(dst: SocketAddrV4, dur: Duration, warmup: Duration) -> anyhow::Result<Sample> {
+pub(super) fn tcp_crr(
+    dst: SocketAddrV4,
+    dur: Duration,
+    warmup: Duration,
+) -> anyhow::Result<Sample> {
     let warm_end = Instant::now() + warmup;
     while Instant::now() < warm_end {
         crr_once(dst).with_context(|| format!("TCP_CRR warm-up to {dst}"))?;

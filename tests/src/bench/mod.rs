@@ -1,6 +1,7 @@
 //! Benchmarks behind `palisade-bench`: each measures palisade against a
 //! baseline taken in the same run and reports the ratio (see BENCHMARKS.md).
 
+pub mod auth;
 pub mod cluster;
 pub mod compile;
 pub mod cross_node;

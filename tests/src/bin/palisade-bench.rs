@@ -18,13 +18,15 @@
 //! palisade-bench workload-api [--clients N] [--requests N] [--rounds N]
 //! palisade-bench rotation-burst [--svids N] [--rounds N]
 //! palisade-bench node-ca [--count N] [--concurrency N] [--rounds N]
+//! palisade-bench auth [--samples N] [--connect-timeout-ms N] [--handshake-seconds S] [--rounds N] [--rr-seconds S] [--rr-rounds N] [--warmup S] [--no-pin] [--only PART]
 //! common: [--json] [--verbose]   (--json: JSON on stdout, tables on stderr)
 //! ```
 //!
 //! Needs root (network namespaces, eBPF) and the agent and CNI plugin built
 //! next to it (`cargo build --release --workspace --bins`); `svid-issuance`,
 //! `rotation-burst` and `node-ca` (the node CA in this process, on
-//! loopback) measure the CA alone and need neither. Everything made
+//! loopback) measure the CA alone and need neither, nor does
+//! `auth --only handshakes` (both sides in this process, on loopback). Everything made
 //! is removed at the end, on failure and on SIGINT/SIGTERM.
 
 #[path = "../bench/mod.rs"]
@@ -49,7 +51,9 @@ const USAGE: &str = "usage: palisade-bench <benchmark> [options] [--json] [--ver
   svid-issuance     [--count 20000] [--rounds 3] [--cpu 1 | --no-pin]
   workload-api      [--clients 100] [--requests 10000] [--rounds 3]   (--requests: per phase, over all clients)
   rotation-burst    [--svids 10000] [--rounds 3]
-  node-ca           [--count 2000] [--concurrency 16] [--rounds 3]   (1 in flight: --count / 4 requests)";
+  node-ca           [--count 2000] [--concurrency 16] [--rounds 3]   (1 in flight: --count / 4 requests)
+  auth              [--samples 20] [--connect-timeout-ms 5000] [--handshake-seconds 5] [--rounds 3] [--rr-seconds 5] [--rr-rounds 5] [--warmup 1] [--no-pin]
+                    [--only first-connection | handshakes | tcp-rr]   (handshakes alone needs no root)";
 
 struct Args {
     words: Vec<String>,
@@ -394,6 +398,46 @@ fn real_main() -> anyhow::Result<()> {
                 );
             }
             bench::node_ca::run(&opts)?
+        }
+        "auth" => {
+            let warmup: f64 = args.value("--warmup", 1.0)?;
+            let only: String = args.value("--only", String::new())?;
+            let opts = bench::auth::Options {
+                samples: args.value("--samples", 20)?,
+                connect_timeout: Duration::from_millis(args.value("--connect-timeout-ms", 5000)?),
+                handshake_seconds: args.value("--handshake-seconds", 5.0)?,
+                rounds: args.value("--rounds", 3)?,
+                rr_seconds: args.value("--rr-seconds", 5.0)?,
+                rr_rounds: args.value("--rr-rounds", 5)?,
+                warmup: Duration::try_from_secs_f64(warmup).unwrap_or(Duration::ZERO),
+                pin: !args.flag("--no-pin"),
+                only: if only.is_empty() {
+                    None
+                } else {
+                    Some(
+                        only.parse()
+                            .map_err(|e| anyhow::anyhow!("--only: {e}\n{USAGE}"))?,
+                    )
+                },
+                verbose,
+            };
+            args.done()?;
+            let valid = (1..=200).contains(&opts.samples)
+                && (100..=60_000).contains(&opts.connect_timeout.as_millis())
+                && opts.handshake_seconds > 0.0
+                && opts.handshake_seconds <= 600.0
+                && opts.rr_seconds > 0.0
+                && opts.rr_seconds <= 600.0
+                && (1..=100).contains(&opts.rounds)
+                && (1..=100).contains(&opts.rr_rounds)
+                && (0.0..=60.0).contains(&warmup);
+            if !valid {
+                bail!("--samples must be in 1..=200, --connect-timeout-ms in 100..=60000, --handshake-seconds and --rr-seconds in (0, 600], --rounds and --rr-rounds in 1..=100, --warmup in [0, 60]");
+            }
+            if opts.needs_root() {
+                prepare()?;
+            }
+            bench::auth::run(&opts)?
         }
         other => bail!("unknown benchmark {other:?}\n{USAGE}"),
     };
