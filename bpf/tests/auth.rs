@@ -9,7 +9,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use common::packet::*;
 use common::{Datapath, LO_IFINDEX, TC_ACT_OK, TC_ACT_SHOT};
 use palisade_bpf::abi::*;
@@ -79,17 +79,6 @@ fn inn_from(dp: &mut Datapath, identity: u32, p: &Ipv4) -> Result<u32> {
     )
 }
 
-fn one_event(dp: &mut Datapath, ty: u8, reason: Reason) -> Result<Event> {
-    let evs = dp.events()?;
-    ensure!(evs.len() == 1, "expected one event, got {evs:#?}");
-    let ev = evs[0];
-    ensure!(
-        ev.r#type == ty && ev.reason() == Some(reason),
-        "expected type {ty} {reason:?}, got {ev:#?}"
-    );
-    Ok(ev)
-}
-
 #[test]
 fn a_new_connection_waits_for_authentication() -> Result<()> {
     let mut dp = setup(ENFORCE)?;
@@ -99,7 +88,7 @@ fn a_new_connection_waits_for_authentication() -> Result<()> {
 
     assert_eq!(out(&mut dp, &syn)?, TC_ACT_SHOT);
     assert_eq!(dp.ct_len()?, 0, "no connection before authentication");
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
     assert_eq!(
         ev.auth_key(),
         Some(pair),
@@ -116,11 +105,11 @@ fn a_new_connection_waits_for_authentication() -> Result<()> {
     dp.set_auth(AuthKey::new(ID_A, ID_C, None, AUTH_TYPE_SPIFFE), NEVER)?;
     dp.set_auth(pair, EXPIRED)?;
     assert_eq!(out(&mut dp, &syn)?, TC_ACT_SHOT);
-    one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
 
     dp.set_auth(pair, NEVER)?;
     assert_eq!(out(&mut dp, &syn)?, TC_ACT_OK);
-    let ev = one_event(&mut dp, EVENT_FLOW_NEW, Reason::Forwarded)?;
+    let ev = dp.one_event(EVENT_FLOW_NEW, Reason::Forwarded)?;
     assert_eq!(
         ev.auth_key(),
         Some(pair),
@@ -136,7 +125,7 @@ fn a_new_connection_waits_for_authentication() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 40001, B, 81, TCP_SYN))?,
         TC_ACT_OK
     );
-    let ev = one_event(&mut dp, EVENT_FLOW_NEW, Reason::Forwarded)?;
+    let ev = dp.one_event(EVENT_FLOW_NEW, Reason::Forwarded)?;
     assert_eq!((ev.auth_type, ev.auth_key()), (0, None));
     Ok(())
 }
@@ -147,7 +136,7 @@ fn the_pair_names_the_peers_node() -> Result<()> {
     allow_auth(&mut dp, Direction::Ingress, ID_C, 8080, AUTH_TYPE_SPIFFE)?;
     let syn = Ipv4::tcp(C, 50000, A, 8080, TCP_SYN);
     assert_eq!(inn_from(&mut dp, ID_C, &syn)?, TC_ACT_SHOT);
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
     let pair = AuthKey::new(ID_A, ID_C, Some(N), AUTH_TYPE_SPIFFE);
     assert_eq!(ev.auth_key(), Some(pair));
     assert_eq!(pair.remote_node(), Some(N));
@@ -156,18 +145,18 @@ fn the_pair_names_the_peers_node() -> Result<()> {
     // not authenticated with this node.
     dp.set_auth(AuthKey::new(ID_A, ID_C, None, AUTH_TYPE_SPIFFE), NEVER)?;
     assert_eq!(inn_from(&mut dp, ID_C, &syn)?, TC_ACT_SHOT);
-    one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
 
     dp.set_auth(pair, NEVER)?;
     // The same packet without the overlay's identity claims N's address
     // without coming from N: never authenticated.
     assert_eq!(inn(&mut dp, &syn)?, TC_ACT_SHOT);
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
     assert_eq!(ev.remote_node, AUTH_NODE_UNKNOWN, "{ev:#?}");
     assert!(!ev.auth_key().is_some_and(|k| k.node_known()));
 
     assert_eq!(inn_from(&mut dp, ID_C, &syn)?, TC_ACT_OK);
-    one_event(&mut dp, EVENT_FLOW_NEW, Reason::Forwarded)?;
+    dp.one_event(EVENT_FLOW_NEW, Reason::Forwarded)?;
     // The reply is part of the admitted connection.
     assert_eq!(
         out(&mut dp, &Ipv4::tcp(A, 8080, C, 50000, TCP_SYN | TCP_ACK))?,
@@ -188,7 +177,7 @@ fn a_peer_on_no_known_node_is_never_authenticated() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 40000, D, 80, TCP_SYN))?,
         TC_ACT_SHOT
     );
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
     assert_eq!(ev.remote_node, AUTH_NODE_UNKNOWN, "{ev:#?}");
     Ok(())
 }
@@ -199,7 +188,7 @@ fn test_always_fail_always_drops() -> Result<()> {
     allow_auth(&mut dp, Direction::Egress, ID_C, 443, AUTH_TYPE_ALWAYS_FAIL)?;
     let syn = Ipv4::tcp(A, 40000, C, 443, TCP_SYN);
     assert_eq!(out(&mut dp, &syn)?, TC_ACT_SHOT);
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
     assert_eq!(
         ev.auth_key(),
         Some(AuthKey::new(ID_A, ID_C, Some(N), AUTH_TYPE_ALWAYS_FAIL))
@@ -225,7 +214,7 @@ fn an_established_connection_waits_when_policy_starts_requiring_authentication()
     dp.set_policy_rev(2)?;
     let ack = Ipv4::tcp(A, 40000, B, 80, TCP_ACK);
     assert_eq!(out(&mut dp, &ack)?, TC_ACT_SHOT);
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
     let pair = AuthKey::new(ID_A, ID_B, None, AUTH_TYPE_SPIFFE);
     assert_eq!(ev.auth_key(), Some(pair));
     let ct = dp.ct(f80)?.expect("entry kept");
@@ -238,7 +227,7 @@ fn an_established_connection_waits_when_policy_starts_requiring_authentication()
         inn(&mut dp, &Ipv4::tcp(B, 80, A, 40000, TCP_ACK))?,
         TC_ACT_SHOT
     );
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
     assert_eq!(ev.auth_key(), Some(pair));
 
     dp.set_auth(pair, NEVER)?;
@@ -252,7 +241,7 @@ fn an_established_connection_waits_when_policy_starts_requiring_authentication()
     dp.remove_policy(PolicyKey::new(EP, Direction::Egress, ID_B, tcp(80))?)?;
     dp.set_policy_rev(3)?;
     assert_eq!(out(&mut dp, &ack)?, TC_ACT_SHOT);
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyRevoked)?;
     let ct = dp.ct(f80)?.expect("entry kept");
     assert_eq!(ct.flags & (CT_REVOKED | CT_AUTH_PENDING), CT_REVOKED);
     Ok(())
@@ -276,7 +265,7 @@ fn a_new_syn_on_a_closing_entry_is_checked_again() -> Result<()> {
     // Withdrawn (no new revision), then the same tuple opens again.
     dp.set_auth(pair, EXPIRED)?;
     assert_eq!(out(&mut dp, &syn)?, TC_ACT_SHOT);
-    one_event(&mut dp, EVENT_DROP, Reason::AuthRequired)?;
+    dp.one_event(EVENT_DROP, Reason::AuthRequired)?;
     Ok(())
 }
 
@@ -290,7 +279,7 @@ fn audit_mode_reports_missing_authentication() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 40000, C, 80, TCP_SYN))?,
         TC_ACT_OK
     );
-    let ev = one_event(&mut dp, EVENT_AUDIT, Reason::AuthRequired)?;
+    let ev = dp.one_event(EVENT_AUDIT, Reason::AuthRequired)?;
     assert_eq!(
         ev.auth_key(),
         Some(AuthKey::new(ID_A, ID_C, Some(N), AUTH_TYPE_SPIFFE))
@@ -306,6 +295,6 @@ fn audit_mode_reports_missing_authentication() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 40000, C, 80, TCP_ACK))?,
         TC_ACT_OK
     );
-    one_event(&mut dp, EVENT_AUDIT, Reason::AuthRequired)?;
+    dp.one_event(EVENT_AUDIT, Reason::AuthRequired)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use common::packet::*;
 use common::{Datapath, LO_IFINDEX, TC_ACT_OK, TC_ACT_SHOT};
 use palisade_bpf::abi::*;
@@ -55,18 +55,6 @@ fn inn(dp: &mut Datapath, p: &Ipv4) -> Result<u32> {
     dp.run(TO_ENDPOINT, LO_IFINDEX, &p.frame())
 }
 
-/// The one event of the run (draining the ring buffer), checked for type and reason.
-fn one_event(dp: &mut Datapath, ty: u8, reason: Reason) -> Result<Event> {
-    let evs = dp.events()?;
-    ensure!(evs.len() == 1, "expected one event, got {evs:#?}");
-    let ev = evs[0];
-    ensure!(
-        ev.r#type == ty && ev.reason() == Some(reason),
-        "expected type {ty} {reason:?}, got {ev:#?}"
-    );
-    Ok(ev)
-}
-
 fn drop_metric(dp: &mut Datapath, reason: Reason, obs: u8) -> Result<u64> {
     Ok(dp.metric(reason, obs)?.packets)
 }
@@ -90,7 +78,7 @@ fn allowed_exact_identity_and_port() -> Result<()> {
     let m = dp.metric(Reason::Forwarded, OBS_FROM_ENDPOINT)?;
     assert_eq!((m.packets, m.bytes), (1, syn.frame().len() as u64));
 
-    let ev = one_event(&mut dp, EVENT_FLOW_NEW, Reason::Forwarded)?;
+    let ev = dp.one_event(EVENT_FLOW_NEW, Reason::Forwarded)?;
     assert_eq!(
         (ev.src_identity, ev.dst_identity, ev.rule_id, ev.ep_id),
         (ID_A, ID_B, 11, EP)
@@ -133,7 +121,7 @@ fn denied_without_entry() -> Result<()> {
         1
     );
     assert_eq!(dp.metric(Reason::Forwarded, OBS_FROM_ENDPOINT)?.packets, 0);
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::PolicyDenied)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::PolicyDenied)?;
     assert_eq!((ev.dport(), ev.dst_identity, ev.rule_id), (81, ID_B, 0));
 
     // Ingress: nothing allowed either.
@@ -142,7 +130,7 @@ fn denied_without_entry() -> Result<()> {
         drop_metric(&mut dp, Reason::PolicyDenied, OBS_TO_ENDPOINT)?,
         1
     );
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::PolicyDenied)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::PolicyDenied)?;
     assert_eq!(
         (ev.src_identity, ev.dst_identity, ev.observation),
         (ID_C, ID_A, OBS_TO_ENDPOINT)
@@ -305,7 +293,7 @@ fn deny_rule_wins() -> Result<()> {
         inn(&mut dp, &Ipv4::tcp(B, 50000, A, 22, TCP_SYN))?,
         TC_ACT_SHOT
     );
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::PolicyDenyRule)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::PolicyDenyRule)?;
     assert_eq!(ev.rule_id, 2);
     assert_eq!(
         drop_metric(&mut dp, Reason::PolicyDenyRule, OBS_TO_ENDPOINT)?,
@@ -436,7 +424,7 @@ fn spoofed_source() -> Result<()> {
         )?,
         TC_ACT_SHOT
     );
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::SourceSpoofed)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::SourceSpoofed)?;
     assert_eq!(ev.saddr(), Ipv4Addr::new(10, 0, 0, 99));
     assert_eq!(
         drop_metric(&mut dp, Reason::SourceSpoofed, OBS_FROM_ENDPOINT)?,
@@ -472,7 +460,7 @@ fn fragments() -> Result<()> {
     later.id = 78;
     dp.events()?;
     assert_eq!(out(&mut dp, &later)?, TC_ACT_SHOT);
-    one_event(&mut dp, EVENT_DROP, Reason::FragNoHeader)?;
+    dp.one_event(EVENT_DROP, Reason::FragNoHeader)?;
 
     // A denied first fragment is not recorded; its later fragments have no header.
     let mut first = Ipv4::new(A, B, IPPROTO_UDP, udp_hdr(1000, 54, 24));
@@ -616,7 +604,7 @@ fn non_ip() -> Result<()> {
     assert_eq!(dp.ct_len()?, 0);
 
     assert_eq!(dp.run(FROM_ENDPOINT, LO_IFINDEX, &ipv6())?, TC_ACT_SHOT);
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::UnsupportedL3)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::UnsupportedL3)?;
     assert_eq!((ev.ethertype(), ev.protocol), (ETH_P_IPV6, 0));
     assert_eq!(
         dp.run(TO_ENDPOINT, LO_IFINDEX, &eth(0x8100, &[0; 46]))?,
@@ -640,7 +628,7 @@ fn audit_mode() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 40000, B, 80, TCP_SYN))?,
         TC_ACT_OK
     );
-    one_event(&mut dp, EVENT_AUDIT, Reason::PolicyDenied)?;
+    dp.one_event(EVENT_AUDIT, Reason::PolicyDenied)?;
     let ct = dp
         .ct(CtKey::new(A, B, 40000, 80, IPPROTO_TCP, Direction::Egress))?
         .expect("CT entry");
@@ -650,7 +638,7 @@ fn audit_mode() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 40000, B, 22, TCP_SYN))?,
         TC_ACT_OK
     );
-    let ev = one_event(&mut dp, EVENT_AUDIT, Reason::PolicyDenyRule)?;
+    let ev = dp.one_event(EVENT_AUDIT, Reason::PolicyDenyRule)?;
     assert_eq!(ev.rule_id, 9);
     assert_eq!(dp.metric(Reason::Forwarded, OBS_FROM_ENDPOINT)?.packets, 2);
     assert_eq!(
@@ -663,7 +651,7 @@ fn audit_mode() -> Result<()> {
         inn(&mut dp, &Ipv4::tcp(B, 40000, A, 80, TCP_SYN))?,
         TC_ACT_SHOT
     );
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyDenied)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyDenied)?;
     Ok(())
 }
 
@@ -707,7 +695,7 @@ fn revocation() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 40000, B, 80, TCP_ACK))?,
         TC_ACT_SHOT
     );
-    let ev = one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    let ev = dp.one_event(EVENT_DROP, Reason::PolicyRevoked)?;
     assert_eq!((ev.dport(), ev.policy_rev), (80, 2));
     let ct = dp.ct(f80)?.expect("revoked entry kept");
     assert!(ct.flags & CT_REVOKED != 0 && ct.policy_rev == 2);
@@ -716,12 +704,12 @@ fn revocation() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 40000, B, 80, TCP_ACK))?,
         TC_ACT_SHOT
     );
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyRevoked)?;
     assert_eq!(
         inn(&mut dp, &Ipv4::tcp(B, 80, A, 40000, TCP_ACK))?,
         TC_ACT_SHOT
     );
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyRevoked)?;
 
     // The unrelated flow continues and is re-stamped with the new revision.
     assert_eq!(
@@ -736,7 +724,7 @@ fn revocation() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 8080, C, 50000, TCP_ACK))?,
         TC_ACT_SHOT
     );
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyRevoked)?;
     assert!(dp.ct(fin)?.is_some_and(|c| c.flags & CT_REVOKED != 0));
     assert_eq!(
         drop_metric(&mut dp, Reason::PolicyRevoked, OBS_FROM_ENDPOINT)?,
@@ -770,7 +758,7 @@ fn revoked_connection_is_not_revived_by_the_unenforced_side() -> Result<()> {
         out(&mut dp, &Ipv4::tcp(A, 8080, C, 50000, TCP_ACK))?,
         TC_ACT_SHOT
     );
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyRevoked)?;
     let egress = CtKey::new(A, C, 8080, 50000, IPPROTO_TCP, Direction::Egress);
     assert!(dp.ct(egress)?.is_none(), "no egress entry was created");
     // ...so the client's retransmission finds nothing to ride on.
@@ -778,7 +766,7 @@ fn revoked_connection_is_not_revived_by_the_unenforced_side() -> Result<()> {
         inn(&mut dp, &Ipv4::tcp(C, 50000, A, 8080, TCP_ACK))?,
         TC_ACT_SHOT
     );
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyRevoked)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyRevoked)?;
 
     // Allowed again by a later revision: the same connection passes again.
     dp.set_policy(kin, PolicyValue::allow(4))?;
@@ -814,7 +802,7 @@ fn revocation_by_ipcache_change_and_audit() -> Result<()> {
         inn(&mut dp, &Ipv4::tcp(B, 50000, A, 80, TCP_ACK))?,
         TC_ACT_OK
     );
-    let ev = one_event(&mut dp, EVENT_AUDIT, Reason::PolicyRevoked)?;
+    let ev = dp.one_event(EVENT_AUDIT, Reason::PolicyRevoked)?;
     assert_eq!(ev.src_identity, ID_C);
     let ct = dp.ct(key)?.expect("audited entry kept");
     assert_eq!(
@@ -913,11 +901,11 @@ fn icmp_errors_related_to_a_connection() -> Result<()> {
     let other = Ipv4::udp(A, 40001, B, 53);
     let unrelated = Ipv4::icmp_error(B, A, 3, 3, &other, 28);
     assert_eq!(inn(&mut dp, &unrelated)?, TC_ACT_SHOT);
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyDenied)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyDenied)?;
     // A quote without the ports cannot name a connection.
     let short = Ipv4::icmp_error(B, A, 3, 3, &query, 20);
     assert_eq!(inn(&mut dp, &short)?, TC_ACT_SHOT);
-    one_event(&mut dp, EVENT_DROP, Reason::PolicyDenied)?;
+    dp.one_event(EVENT_DROP, Reason::PolicyDenied)?;
 
     // The endpoint's own error about an admitted ingress connection leaves
     // it as related traffic (egress is enforced and allows nothing here).

@@ -185,6 +185,19 @@ impl Datapath {
         Ok(())
     }
 
+    /// The one event of the run (draining the ring buffer), checked for
+    /// type and reason.
+    pub fn one_event(&mut self, ty: u8, reason: Reason) -> Result<Event> {
+        let evs = self.events()?;
+        anyhow::ensure!(evs.len() == 1, "expected one event, got {evs:#?}");
+        let ev = evs[0];
+        anyhow::ensure!(
+            ev.r#type == ty && ev.reason() == Some(reason),
+            "expected type {ty} {reason:?}, got {ev:#?}"
+        );
+        Ok(ev)
+    }
+
     pub fn set_auth(&mut self, key: AuthKey, expires_ns: u64) -> Result<()> {
         let mut m: HashMap<_, AuthKey, AuthValue> = HashMap::try_from(self.map(names::AUTH)?)?;
         m.insert(key, AuthValue { expires_ns }, 0)?;
