@@ -726,7 +726,8 @@ pub struct FlowRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
     /// With `auth`: the node of the peer whose identity needed
-    /// authenticating (its underlay address; none for this node).
+    /// authenticating (its underlay address, `unknown` when no known node
+    /// hosts it; none for this node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_node: Option<String>,
 }

@@ -246,10 +246,13 @@ impl Agent {
             auth: ev
                 .auth_key()
                 .map(|k| crate::auth::table::auth_type_name(k.auth_type).to_owned()),
-            auth_node: ev
-                .auth_key()
-                .and_then(|k| k.remote_node())
-                .map(|a| a.to_string()),
+            auth_node: ev.auth_key().and_then(|k| {
+                if k.node_known() {
+                    k.remote_node().map(|a| a.to_string())
+                } else {
+                    Some("unknown".to_owned())
+                }
+            }),
         }
     }
 }

@@ -60,10 +60,12 @@ impl AuthView {
     }
 
     /// The name of a node (`local` for this one), or its address when
-    /// it is not (or no longer) known.
+    /// it is not (or no longer) known; `unknown` for the datapath's
+    /// `AUTH_NODE_UNKNOWN`.
     pub fn node_name(&self, node: Option<Ipv4Addr>) -> String {
         match node {
             None => "local".to_owned(),
+            Some(Ipv4Addr::BROADCAST) => "unknown".to_owned(),
             Some(addr) => self
                 .nodes
                 .get(&addr)
@@ -202,6 +204,7 @@ mod tests {
         assert!(v.plausible(&AuthKey::new(101, 100, None, 1)));
         assert_eq!(v.node_name(Some(N2)), "n2");
         assert_eq!(v.node_name(None), "local");
+        assert_eq!(v.node_name(Some(Ipv4Addr::BROADCAST)), "unknown");
         assert_eq!(v.node_name(Some(Ipv4Addr::new(1, 2, 3, 4))), "1.2.3.4");
         assert_eq!(v.node_of("127.0.0.1".parse().unwrap()), Ok(None));
         assert_eq!(v.node_of("192.168.0.1".parse().unwrap()), Ok(None));
