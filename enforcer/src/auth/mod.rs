@@ -200,8 +200,8 @@ impl Auth {
             Ok(success) => {
                 let op = state.table.succeeded(key, success, origin, now);
                 if let Err(e) = apply(&mut state.map, op) {
-                    // The datapath would go on dropping: say so where
-                    // operators look, and try again later.
+                    // The datapath goes on dropping: say so where operators
+                    // look, and try again later.
                     state.table.failed(key, "map", e, now);
                 }
             }

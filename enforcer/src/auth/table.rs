@@ -33,9 +33,10 @@ const GRACE: Duration = Duration::from_secs(30);
 /// beyond this.
 const MAX_IMPLAUSIBLE: usize = 1024;
 /// Failure kinds that contradict an earlier authentication (the peer no
-/// longer holds a valid SVID of the identity, or refuses the pair): the
-/// entry in force is withdrawn at once instead of running out.
-const AUTHORITATIVE: [&str; 4] = ["untrusted", "expired", "wrong-identity", "refused"];
+/// longer holds a valid SVID of the identity, or refuses the pair), or
+/// leave it out of the datapath (`map`: the write failed): the entry in
+/// force is withdrawn at once instead of running out.
+const AUTHORITATIVE: [&str; 5] = ["untrusted", "expired", "wrong-identity", "refused", "map"];
 
 /// Who ran the handshake behind an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
