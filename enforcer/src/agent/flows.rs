@@ -221,6 +221,7 @@ impl Agent {
                 .or_else(|| self.identity_name(identity)),
         };
         let reason = Reason::from_code(ev.reason);
+        let auth = ev.auth_key();
         FlowRecord {
             seq: 0,
             time: rfc3339(wall_time_of(ev.timestamp_ns)),
@@ -243,10 +244,8 @@ impl Agent {
             rule: (ev.rule_id != 0)
                 .then(|| self.engine.rule(ev.rule_id).map(describe_rule))
                 .flatten(),
-            auth: ev
-                .auth_key()
-                .map(|k| crate::auth::table::auth_type_name(k.auth_type).to_owned()),
-            auth_node: ev.auth_key().and_then(|k| {
+            auth: auth.map(|k| crate::auth::table::auth_type_name(k.auth_type).to_owned()),
+            auth_node: auth.and_then(|k| {
                 if k.node_known() {
                     k.remote_node().map(|a| a.to_string())
                 } else {

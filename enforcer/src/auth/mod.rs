@@ -153,40 +153,40 @@ impl Auth {
 
     /// `palisade status`: counts and counters.
     pub fn summary(&self) -> AuthSummary {
-        let report = self.report();
-        let authenticated = report
-            .pairs
-            .iter()
-            .filter(|p| p.state == "authenticated")
-            .count();
+        let (authenticated, unauthenticated) = self.lock().table.counts(SystemTime::now());
         AuthSummary {
             authenticated,
-            unauthenticated: report.pairs.len() - authenticated,
-            stats: report.stats,
+            unauthenticated,
+            stats: self.report_stats(),
         }
     }
 
     /// `palisade auth list`.
     pub fn report(&self) -> AuthReport {
-        let state = self.lock();
-        let s = &state.stats;
-        let mut sorted: Vec<f64> = s.latencies_ms.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
         AuthReport {
             enabled: true,
             disabled_reason: None,
             listen: Some(self.listen.to_string()),
-            pairs: state.table.records(SystemTime::now()),
-            stats: AuthStats {
-                handshakes: s.handshakes,
-                failures: s.failures.clone(),
-                accepted: s.accepted,
-                refused: s.refused.clone(),
-                signals: s.signals,
-                latency_p50_ms: percentile(&sorted, 0.50),
-                latency_p99_ms: percentile(&sorted, 0.99),
-                map_entries: state.map.entries().len(),
-            },
+            pairs: self.lock().table.records(SystemTime::now()),
+            stats: self.report_stats(),
+        }
+    }
+
+    /// The counters.
+    fn report_stats(&self) -> AuthStats {
+        let state = self.lock();
+        let s = &state.stats;
+        let mut sorted: Vec<f64> = s.latencies_ms.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        AuthStats {
+            handshakes: s.handshakes,
+            failures: s.failures.clone(),
+            accepted: s.accepted,
+            refused: s.refused.clone(),
+            signals: s.signals,
+            latency_p50_ms: percentile(&sorted, 0.50),
+            latency_p99_ms: percentile(&sorted, 0.99),
+            map_entries: state.map.entries().len(),
         }
     }
 

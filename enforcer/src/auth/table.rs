@@ -415,6 +415,16 @@ impl AuthTable {
         self.entries.values().filter(|e| e.in_flight).count()
     }
 
+    /// Pairs authenticated now, and the others (pending, failing, expired).
+    pub fn counts(&self, now: SystemTime) -> (usize, usize) {
+        let valid = self
+            .entries
+            .values()
+            .filter(|e| e.authenticated.as_ref().is_some_and(|a| a.expires > now))
+            .count();
+        (valid, self.entries.len() - valid)
+    }
+
     /// Every pair, for `palisade auth list`.
     pub fn records(&self, now: SystemTime) -> Vec<AuthRecord> {
         self.entries
@@ -557,6 +567,8 @@ mod tests {
         table.failed(key(), "connect", "connect: refused".into(), t(20));
         let r = &table.records(t(20))[0];
         assert_eq!((r.state.as_str(), r.failures), ("authenticated", 1));
+        assert_eq!(table.counts(t(20)), (1, 0));
+        assert_eq!(table.counts(t(31)), (0, 1), "expired");
         assert!(table.due(t(20), svid, 16).is_empty(), "backing off");
         let retry = t(20) + Duration::from_millis(200);
         assert_eq!(table.next_wakeup(t(20)), Some(retry));
