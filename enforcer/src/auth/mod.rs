@@ -163,11 +163,14 @@ impl Auth {
 
     /// `palisade auth list`.
     pub fn report(&self) -> AuthReport {
+        // Its own statement: the guard must be gone before the counters
+        // take the lock again.
+        let pairs = self.lock().table.records(SystemTime::now());
         AuthReport {
             enabled: true,
             disabled_reason: None,
             listen: Some(self.listen.to_string()),
-            pairs: self.lock().table.records(SystemTime::now()),
+            pairs,
             stats: self.report_stats(),
         }
     }
